@@ -1,0 +1,332 @@
+#include "gradwatch/cli/cli.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "gradwatch/v1/runs.grpc.pb.h"
+
+namespace gradwatch::cli {
+namespace {
+
+using nlohmann::json;
+
+struct Globals {
+  std::string server = "127.0.0.1:7070";
+  std::string token;
+  bool json_output = false;
+  int timeout_ms = 10'000;
+};
+
+// A failed call, already explained; becomes exit code 1.
+struct Failure {
+  std::string message;
+};
+
+const char* StateName(v1::RunState s) {
+  switch (s) {
+    case v1::RUN_STATE_RUNNING: return "running";
+    case v1::RUN_STATE_DISCONNECTED: return "disconnected";
+    case v1::RUN_STATE_FINISHED: return "finished";
+    case v1::RUN_STATE_STOPPED: return "stopped";
+    case v1::RUN_STATE_FAILED: return "failed";
+    default: return "unknown";
+  }
+}
+
+const char* ModeName(v1::Mode m) {
+  switch (m) {
+    case v1::MODE_OBSERVE: return "observe";
+    case v1::MODE_GATED: return "gated";
+    default: return "guard";
+  }
+}
+
+std::string Num(double v) {
+  if (std::isnan(v)) return "nan";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+class Client {
+ public:
+  explicit Client(const Globals& g) : g_(g) {
+    stub_ = v1::Runs::NewStub(grpc::CreateChannel(g.server, grpc::InsecureChannelCredentials()));
+  }
+
+  template <typename Req, typename Resp, typename Fn>
+  Resp Call(Fn fn, const Req& req, const char* what, int timeout_ms = 0) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(timeout_ms ? timeout_ms : g_.timeout_ms));
+    if (!g_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + g_.token);
+    Resp resp;
+    grpc::Status status = (stub_.get()->*fn)(&ctx, req, &resp);
+    if (!status.ok()) {
+      std::string why = status.error_message();
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        why = "cannot reach gradwatchd at " + g_.server + " (" + why +
+              "); is it running? set --server or GRADWATCH_SERVER";
+      }
+      throw Failure{std::string(what) + ": " + why};
+    }
+    return resp;
+  }
+
+  v1::Runs::Stub& stub() { return *stub_; }
+
+ private:
+  const Globals& g_;
+  std::unique_ptr<v1::Runs::Stub> stub_;
+};
+
+json RunJson(const v1::Run& r) {
+  return {{"run_id", r.run_id()},     {"state", StateName(r.state())}, {"mode", ModeName(r.mode())},
+          {"steps", r.steps()},       {"last_step", r.last_step()},    {"last_loss", r.last_loss()},
+          {"last_grad_norm", r.last_grad_norm()}, {"events", r.events()}, {"incidents", r.incidents()},
+          {"total_steps", r.config().total_steps()}, {"device", r.device()}};
+}
+
+void PrintRuns(const v1::ListRunsResponse& resp, const Globals& g, std::ostream& out) {
+  if (g.json_output) {
+    for (const auto& r : resp.runs()) out << RunJson(r).dump() << "\n";
+    return;
+  }
+  out << std::left << std::setw(28) << "RUN" << std::setw(14) << "STATE" << std::setw(9) << "MODE"
+      << std::setw(10) << "STEPS" << std::setw(12) << "LOSS" << std::setw(12) << "GRAD_NORM"
+      << "EVENTS\n";
+  for (const auto& r : resp.runs()) {
+    out << std::left << std::setw(28) << r.run_id() << std::setw(14) << StateName(r.state())
+        << std::setw(9) << ModeName(r.mode()) << std::setw(10) << r.steps() << std::setw(12)
+        << Num(r.last_loss()) << std::setw(12) << Num(r.last_grad_norm()) << r.events() << "\n";
+  }
+}
+
+const char* SeverityName(v1::Severity s) {
+  return s == v1::SEVERITY_CRITICAL ? "critical" : s == v1::SEVERITY_WARNING ? "warning" : "info";
+}
+
+void PrintEvents(const v1::ListEventsResponse& resp, const Globals& g, std::ostream& out) {
+  for (const auto& e : resp.events()) {
+    if (g.json_output) {
+      out << json{{"step", e.step()}, {"kind", e.kind()}, {"severity", SeverityName(e.severity())},
+                  {"message", e.message()}, {"value", e.value()}, {"first_layer", e.first_layer()},
+                  {"incident", e.incident_id()}}
+                 .dump()
+          << "\n";
+    } else {
+      out << "step " << e.step() << "  " << SeverityName(e.severity()) << "  " << e.kind() << "  "
+          << e.message() << "\n";
+    }
+  }
+}
+
+// Pages through every stored step.
+void ExportSteps(Client& c, const std::string& run_id, const std::string& format, std::ostream& out) {
+  if (format == "csv") {
+    out << "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,clip_kind,clip_threshold,"
+           "update_skipped\n";
+  }
+  v1::ListStepsRequest req;
+  req.set_run_id(run_id);
+  req.set_limit(5000);
+  for (;;) {
+    auto resp = c.Call<v1::ListStepsRequest, v1::ListStepsResponse>(&v1::Runs::Stub::ListSteps, req,
+                                                                     "export");
+    for (const auto& s : resp.steps()) {
+      if (format == "csv") {
+        out << s.step() << "," << s.epoch() << "," << Num(s.loss()) << "," << Num(s.learning_rate())
+            << "," << Num(s.grad_norm()) << "," << Num(s.jaccard_soft()) << "," << Num(s.jaccard_hard())
+            << "," << Num(s.accuracy()) << "," << s.clipping().kind() << ","
+            << Num(s.clipping().threshold()) << "," << s.update_skipped() << "\n";
+      } else {
+        json layers = json::array();
+        for (float v : s.layer_grad_norms()) layers.push_back(v);
+        out << json{{"type", "step"}, {"step", s.step()}, {"epoch", s.epoch()}, {"loss", s.loss()},
+                    {"lr", s.learning_rate()}, {"grad_norm", s.grad_norm()},
+                    {"layer_grad_norms", layers}, {"jaccard_soft", s.jaccard_soft()},
+                    {"jaccard_hard", s.jaccard_hard()}, {"accuracy", s.accuracy()},
+                    {"update_skipped", s.update_skipped()}}
+                   .dump()
+            << "\n";
+      }
+    }
+    if (resp.steps_size() < static_cast<int>(req.limit())) break;
+    req.set_after_step(resp.steps(resp.steps_size() - 1).step());
+  }
+  if (format == "jsonl") {
+    v1::ListEvalsRequest er;
+    er.set_run_id(run_id);
+    auto evals = c.Call<v1::ListEvalsRequest, v1::ListEvalsResponse>(&v1::Runs::Stub::ListEvals, er, "export");
+    for (const auto& e : evals.evals()) {
+      out << json{{"type", "eval"}, {"step", e.step()}, {"loss", e.loss()}, {"jaccard_soft", e.jaccard_soft()},
+                  {"jaccard_hard", e.jaccard_hard()}, {"accuracy", e.accuracy()}}
+                 .dump()
+          << "\n";
+    }
+  }
+}
+
+int SendCommand(Client& c, const Globals& g, const std::string& run_id, v1::Command command,
+                std::ostream& out, std::ostream& err) {
+  v1::SendCommandRequest req;
+  req.set_run_id(run_id);
+  *req.mutable_command() = std::move(command);
+  req.set_timeout_ms(static_cast<uint32_t>(g.timeout_ms));
+  auto resp = c.Call<v1::SendCommandRequest, v1::SendCommandResponse>(
+      &v1::Runs::Stub::SendCommand, req, "command", g.timeout_ms + 5000);
+  const auto& rec = resp.record();
+  if (g.json_output) {
+    out << json{{"command_id", rec.command().id()}, {"acknowledged", resp.acknowledged()},
+                {"applied_at_step", rec.ack().applied_at_step()},
+                {"result", rec.ack().result() == v1::CommandAck::RESULT_APPLIED ? "applied" : "rejected"},
+                {"detail", rec.ack().detail()}}
+               .dump()
+        << "\n";
+  }
+  if (!resp.acknowledged()) {
+    err << "gradwatch: command " << rec.command().id() << " sent, but the trainer did not acknowledge it within "
+        << g.timeout_ms << " ms\n";
+    return 1;
+  }
+  if (rec.ack().result() != v1::CommandAck::RESULT_APPLIED) {
+    err << "gradwatch: the trainer rejected command " << rec.command().id() << ": " << rec.ack().detail() << "\n";
+    return 1;
+  }
+  if (!g.json_output) {
+    out << rec.command().id() << " applied at step " << rec.ack().applied_at_step();
+    if (!rec.ack().detail().empty()) out << " (" << rec.ack().detail() << ")";
+    out << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  Globals g;
+  if (const char* s = std::getenv("GRADWATCH_SERVER")) g.server = s;
+  if (const char* t = std::getenv("GRADWATCH_TOKEN")) g.token = t;
+
+  CLI::App app{"gradwatch — watch and steer training runs monitored by gradwatchd"};
+  app.require_subcommand(1);
+  app.add_option("--server", g.server, "gradwatchd address (env GRADWATCH_SERVER)")->capture_default_str();
+  app.add_option("--token", g.token, "access token (env GRADWATCH_TOKEN)");
+  app.add_flag("--json", g.json_output, "machine-readable output, one JSON object per line");
+  app.add_option("--timeout-ms", g.timeout_ms, "deadline for each call")->capture_default_str();
+
+  std::string run_id, format = "csv";
+  auto* runs = app.add_subcommand("runs", "list runs");
+  auto* run = app.add_subcommand("run", "show one run");
+  run->add_option("RUN", run_id, "run id")->required();
+  auto* events = app.add_subcommand("events", "list a run's anomaly events");
+  events->add_option("RUN", run_id, "run id")->required();
+  auto* explain = app.add_subcommand("explain", "a plain-text diagnosis of a run");
+  explain->add_option("RUN", run_id, "run id")->required();
+  auto* exp = app.add_subcommand("export", "every stored step (and eval, in jsonl) of a run");
+  exp->add_option("RUN", run_id, "run id")->required();
+  exp->add_option("--format", format, "csv or jsonl")->check(CLI::IsMember({"csv", "jsonl"}))->capture_default_str();
+
+  double max_norm = 0, max_value = 0, scale = 0;
+  bool adaptive = false, off = false;
+  uint64_t to_step = 0;
+  std::string mode;
+  auto* clip = app.add_subcommand("clip", "set gradient clipping on a live run");
+  clip->add_option("RUN", run_id, "run id")->required();
+  auto* clip_kind = clip->add_option_group("kind")->require_option(1);
+  clip_kind->add_option("--max-norm", max_norm, "clip the global gradient norm to X");
+  clip_kind->add_option("--max-value", max_value, "clamp each gradient element to [-X, X]");
+  clip_kind->add_flag("--adaptive", adaptive, "norm clipping at a threshold from the run's healthy statistics");
+  clip_kind->add_flag("--off", off, "switch clipping off");
+  auto* lr = app.add_subcommand("lr", "scale a live run's learning rate");
+  lr->add_option("RUN", run_id, "run id")->required();
+  lr->add_option("--scale", scale, "factor, > 0")->required();
+  auto* skip = app.add_subcommand("skip", "skip the next update of a live run");
+  skip->add_option("RUN", run_id, "run id")->required();
+  auto* rollback = app.add_subcommand("rollback", "restore the last healthy checkpoint");
+  rollback->add_option("RUN", run_id, "run id")->required();
+  rollback->add_option("--to", to_step, "the checkpoint's step (default: the last healthy one)");
+  auto* stop = app.add_subcommand("stop", "checkpoint and stop a live run");
+  stop->add_option("RUN", run_id, "run id")->required();
+  auto* mode_cmd = app.add_subcommand("mode", "set a run's mode");
+  mode_cmd->add_option("RUN", run_id, "run id")->required();
+  mode_cmd->add_option("MODE", mode, "observe, guard or gated")
+      ->required()->check(CLI::IsMember({"observe", "guard", "gated"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, out, err);
+  }
+
+  try {
+    Client c(g);
+    if (runs->parsed()) {
+      PrintRuns(c.Call<v1::ListRunsRequest, v1::ListRunsResponse>(&v1::Runs::Stub::ListRuns, {}, "runs"), g, out);
+    } else if (run->parsed()) {
+      v1::GetRunRequest req;
+      req.set_run_id(run_id);
+      auto r = c.Call<v1::GetRunRequest, v1::Run>(&v1::Runs::Stub::GetRun, req, "run");
+      if (g.json_output) {
+        out << RunJson(r).dump() << "\n";
+      } else {
+        out << "run        " << r.run_id() << "\nstate      " << StateName(r.state()) << "\nmode       "
+            << ModeName(r.mode()) << "\nsteps      " << r.steps() << " (last " << r.last_step();
+        if (r.config().total_steps()) out << " of " << r.config().total_steps();
+        out << ")\nloss       " << Num(r.last_loss()) << "\ngrad norm  " << Num(r.last_grad_norm())
+            << "\nevents     " << r.events() << "\nincidents  " << r.incidents() << "\nmodel      "
+            << r.config().model() << "\noptimizer  " << r.config().optimizer() << "\ndevice     "
+            << r.device() << "\n";
+      }
+    } else if (events->parsed()) {
+      v1::ListEventsRequest req;
+      req.set_run_id(run_id);
+      PrintEvents(c.Call<v1::ListEventsRequest, v1::ListEventsResponse>(&v1::Runs::Stub::ListEvents, req, "events"),
+                  g, out);
+    } else if (explain->parsed()) {
+      v1::ExplainRunRequest req;
+      req.set_run_id(run_id);
+      out << c.Call<v1::ExplainRunRequest, v1::ExplainRunResponse>(&v1::Runs::Stub::ExplainRun, req, "explain")
+                 .text();
+    } else if (exp->parsed()) {
+      ExportSteps(c, run_id, format, out);
+    } else {
+      v1::Command cmd;
+      if (clip->parsed()) {
+        auto* cl = cmd.mutable_set_clipping();
+        if (off) cl->set_kind(v1::Clipping::KIND_OFF);
+        else if (adaptive) cl->set_kind(v1::Clipping::KIND_ADAPTIVE);
+        else if (max_value > 0) { cl->set_kind(v1::Clipping::KIND_VALUE); cl->set_threshold(max_value); }
+        else { cl->set_kind(v1::Clipping::KIND_NORM); cl->set_threshold(max_norm); }
+      } else if (lr->parsed()) {
+        cmd.set_scale_learning_rate(scale);
+      } else if (skip->parsed()) {
+        cmd.mutable_skip_step()->set_count(1);
+      } else if (rollback->parsed()) {
+        cmd.mutable_rollback()->set_to_step(to_step);
+      } else if (stop->parsed()) {
+        cmd.mutable_stop();
+      } else if (mode_cmd->parsed()) {
+        cmd.set_set_mode(mode == "observe" ? v1::MODE_OBSERVE : mode == "gated" ? v1::MODE_GATED : v1::MODE_GUARD);
+      }
+      const char* user = std::getenv("USER");
+      cmd.set_issued_by(std::string("operator:") + (user ? user : "cli"));
+      cmd.set_reason("gradwatch " + app.get_subcommands().front()->get_name());
+      return SendCommand(c, g, run_id, cmd, out, err);
+    }
+  } catch (const Failure& f) {
+    err << "gradwatch: " << f.message << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace gradwatch::cli

@@ -1,0 +1,86 @@
+// The vocabulary shared by the detectors, the incident tracker, policy and replay: what a
+// training step and an evaluation report look like to a detector, the events detectors raise,
+// and the healthy statistics policy derives its thresholds from. Plain values, no dependencies.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace gradwatch::detect {
+
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+enum class Severity { kWarning, kCritical };
+
+enum class EventKind {
+  kNonFinite,    // loss or grad norm NaN/Inf
+  kGradSpike,    // grad norm far above its running level
+  kLossSpike,    // loss far above its running mean
+  kDivergence,   // smoothed loss persistently above its running minimum
+  kCollapse,     // loss pinned at its bound or flat, with Jaccard ~0 and/or grad norm ~0
+  kVanishing,    // grad norm orders of magnitude below its healthy level
+  kValCollapse,  // validation Jaccard fell to ~0 from its best
+};
+
+// Stable lower_snake names, fit for metric label values and logs:
+// "non_finite", "grad_spike", "loss_spike", "divergence", "collapse", "vanishing", "val_collapse".
+const char* ToString(EventKind kind);
+// "warning", "critical".
+const char* ToString(Severity severity);
+
+// One training step as the trainer reported it. Non-finite values are data, never an error.
+struct StepSample {
+  uint64_t step = 0;
+  uint32_t epoch = 0;
+  double loss = kNaN;          // NaN/Inf raises a non-finite event
+  double grad_norm = kNaN;     // global L2 norm; NaN/Inf raises a non-finite event...
+  bool has_grad_norm = true;   // ...unless false: not reported (e.g. a CSV without it); then ignored
+  const float* layer_norms = nullptr;  // per-layer grad norms in RunInfo::layer_names order; not
+  size_t n_layers = 0;                 // owned, read only during the call; may be empty
+  double jaccard_soft = kNaN;  // train Jaccard (IoU) metrics and accuracy in [0, 1]; NaN = not reported
+  double jaccard_hard = kNaN;
+  double accuracy = kNaN;
+  double learning_rate = kNaN;  // NaN = not reported
+};
+
+// One evaluation (validation) report; NaN = not reported.
+struct EvalSample {
+  uint64_t step = 0;
+  double loss = kNaN;
+  double jaccard_soft = kNaN;
+  double jaccard_hard = kNaN;
+  double accuracy = kNaN;
+};
+
+struct Event {
+  uint64_t step = 0;
+  EventKind kind = EventKind::kNonFinite;
+  Severity severity = Severity::kWarning;
+  double value = kNaN;   // the statistic that fired (a z-score, a ratio, a loss: see the detector)
+  std::string message;   // a sentence with the numbers, e.g. "grad norm 226 is 31.2σ above ..."
+  std::vector<std::string> top_layers;  // up to 3 departed layers, largest per-layer z first
+  std::string first_layer;  // the layer that departed first in the preceding steps; "" if unknown
+  uint64_t incident_id = 0;  // set by IncidentTracker::Assign; 0 = not assigned
+};
+
+// What policy needs to derive thresholds: statistics over healthy steps only (steps with no
+// event and no condition building). Linear units. EWMA with the detectors' alpha, so they follow
+// the recent healthy level rather than the whole run's.
+struct HealthyStats {
+  bool warmed_up = false;      // enough healthy grad norms (Thresholds::spike_warmup) to trust these
+  double grad_norm_mean = 0;
+  double grad_norm_std = 0;
+  double grad_norm_max = 0;    // recent maximum, decaying by Thresholds::spike_max_decay per step
+  double loss_mean = 0;
+  uint64_t healthy_steps = 0;
+};
+
+struct RunInfo {
+  std::vector<std::string> layer_names;  // names for StepSample::layer_norms; missing ones are "layer<i>"
+  double loss_upper_bound = 0;           // 0 = unbounded; 1 = Jaccard (IoU) or Dice loss
+};
+
+}  // namespace gradwatch::detect

@@ -1,0 +1,84 @@
+// What the monitor does about events. A run's mode decides whether anything is done: observe
+// (events and alerts only), guard (automatic actions, the default), gated (guard plus a verdict on
+// each update before it lands). The default guard policy follows DESIGN.md:
+//   critical grad spike -> switch on global-norm clipping at a threshold from the healthy
+//                          statistics (once; not re-issued while on);
+//   non-finite          -> gated: skip the update (OnGatedStep); guard: roll back and halve the LR;
+//   collapse, val collapse -> roll back, clip, halve the LR (once per incident);
+//   after max_recoveries rollbacks (or skipped non-finite episodes) the next one stops the run.
+// Other events (warnings, loss spikes, divergence, vanishing) only alert. Not thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gradwatch/detect/event.h"
+
+namespace gradwatch::policy {
+
+enum class Mode { kObserve, kGuard, kGated };
+const char* ToString(Mode mode);  // "observe", "guard", "gated"
+// Parses those names; false for anything else.
+bool ParseMode(std::string_view name, Mode* mode);
+
+struct Action {
+  enum class Kind { kClipNorm, kClipValue, kClipAdaptive, kClipOff, kScaleLr, kSkip, kRollback, kStop };
+  Kind kind = Kind::kStop;
+  double value = 0;  // clip threshold for the clip kinds, LR factor for kScaleLr, else 0
+  std::string reason;
+};
+// "clip_norm", "clip_value", "clip_adaptive", "clip_off", "scale_lr", "skip", "rollback", "stop".
+const char* ToString(Action::Kind kind);
+
+struct GuardConfig {
+  int max_recoveries = 3;   // rollbacks / skipped non-finite episodes before stopping (DESIGN.md)
+  double lr_scale = 0.5;    // "halve the LR"
+  double clip_std = 3;      // clip at max(healthy mean + 3 std, healthy recent max)...
+  double clip_cap = 5;      // ...at most 5x the healthy mean (healthy norm 0.2 -> clip <= 1.0)
+  double clip_default = 1;  // when no healthy statistics yet: the case's accepted fix, clipnorm=1
+};
+
+class GuardPolicy {
+ public:
+  explicit GuardPolicy(Mode mode, GuardConfig config = {});
+
+  // Actions for one event (already assigned to an incident, if incidents are tracked). Empty in
+  // observe mode and after a stop.
+  std::vector<Action> OnEvent(const detect::Event& e, const detect::HealthyStats& h);
+
+  struct Verdict {
+    enum Decision { kProceed, kSkip, kClip } d = kProceed;
+    double clip = 0;  // the global-norm threshold for kClip
+    std::string reason;
+  };
+  // Gated mode: the verdict on one update before it lands, given that step's events. Skips a
+  // non-finite update; clips an update that raised a critical grad spike. Always kProceed in
+  // other modes.
+  Verdict OnGatedStep(const detect::StepSample& s, const std::vector<detect::Event>& events_of_this_step,
+                      const detect::HealthyStats& h);
+
+  // An operator switched clipping on or off by hand; the policy will not re-issue clipping while on.
+  void NoteClipping(bool on) { clipping_ = on; }
+  Mode mode() const { return mode_; }
+  bool clipping() const { return clipping_; }
+  bool stopped() const { return stopped_; }
+  // The global-norm clip threshold policy derives from h.
+  double ClipThreshold(const detect::HealthyStats& h) const;
+
+ private:
+  std::vector<Action> OnSpike(const detect::Event& e, const detect::HealthyStats& h);
+  std::vector<Action> OnNonFinite(const detect::Event& e);
+  std::vector<Action> OnCollapse(const detect::Event& e, const detect::HealthyStats& h);
+  bool Recover(const detect::Event& e, std::vector<Action>* out);
+  void Clip(const detect::HealthyStats& h, const std::string& why, std::vector<Action>* out);
+
+  Mode mode_;
+  GuardConfig config_;
+  bool clipping_ = false;
+  bool stopped_ = false;
+  int recoveries_ = 0;
+  uint64_t last_collapse_incident_ = 0;
+};
+
+}  // namespace gradwatch::policy

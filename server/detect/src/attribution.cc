@@ -1,0 +1,77 @@
+#include "gradwatch/detect/attribution.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace gradwatch::detect {
+namespace {
+constexpr size_t kTopLayers = 3;
+}
+
+LayerAttribution::LayerAttribution(std::vector<std::string> names, const Thresholds& t)
+    : names_(std::move(names)), t_(t) {}
+
+void LayerAttribution::Score(uint64_t step, const float* norms, size_t n) {
+  if (norms == nullptr) n = 0;
+  while (layers_.size() < n)
+    layers_.push_back({Ewma(t_.spike_alpha, t_.spike_var_alpha, t_.spike_warmup)});
+  for (size_t i = 0; i < n; ++i) {
+    Layer& layer = layers_[i];
+    layer.z = LayerZ(layer, norms[i]);
+    bool departed = layer.z >= t_.attr_z;
+    if (departed && !layer.departed) layer.departed_at = step;
+    layer.departed = departed;
+  }
+  scored_ = n;
+  last_step_ = step;
+  any_scored_ = true;
+}
+
+double LayerAttribution::LayerZ(const Layer& layer, float norm) const {
+  if (!std::isfinite(norm)) return std::numeric_limits<double>::infinity();
+  if (norm <= 0) return 0;
+  return layer.log.Z(std::log(norm), t_.spike_std_floor);
+}
+
+// A layer that departs while the run is healthy is clipped to the departure level before it is
+// learned, so it stays visible as departed for a while instead of becoming the new normal.
+void LayerAttribution::Learn(const float* norms, size_t n) {
+  if (norms == nullptr) return;
+  for (size_t i = 0; i < n && i < layers_.size(); ++i) {
+    if (!std::isfinite(norms[i]) || norms[i] <= 0) continue;
+    Ewma& log = layers_[i].log;
+    double x = std::log(norms[i]);
+    log.Add(log.ready() ? std::fmin(x, log.At(t_.attr_z, t_.spike_std_floor)) : x);
+  }
+}
+
+void LayerAttribution::Attribute(Event* e) const {
+  if (!any_scored_ || e->step != last_step_) return;
+  std::vector<size_t> departed = Departed();
+  if (departed.empty()) return;
+  for (size_t i = 0; i < departed.size() && i < kTopLayers; ++i)
+    e->top_layers.push_back(Name(departed[i]));
+  // The earliest departure within the lookback (ties: the larger z), else the largest z.
+  const size_t* first = nullptr;
+  for (const size_t& i : departed) {
+    bool recent = e->step - layers_[i].departed_at <= t_.attr_lookback;
+    if (recent && (!first || layers_[i].departed_at < layers_[*first].departed_at)) first = &i;
+  }
+  e->first_layer = Name(first ? *first : departed.front());
+}
+
+std::vector<size_t> LayerAttribution::Departed() const {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < scored_; ++i)
+    if (layers_[i].departed) out.push_back(i);
+  std::stable_sort(out.begin(), out.end(),
+                   [this](size_t a, size_t b) { return layers_[a].z > layers_[b].z; });
+  return out;
+}
+
+std::string LayerAttribution::Name(size_t i) const {
+  return i < names_.size() ? names_[i] : "layer" + std::to_string(i);
+}
+
+}  // namespace gradwatch::detect

@@ -1,0 +1,99 @@
+#include "gradwatch/detect/thresholds.h"
+
+#include <cmath>
+#include <limits>
+
+#include "format.h"
+
+namespace gradwatch::detect {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// One overridable field: a double or a count, with its valid range.
+struct Field {
+  const char* name;
+  double Thresholds::*real;
+  uint64_t Thresholds::*count;
+  double lo, hi;
+};
+
+Field Real(const char* name, double Thresholds::*p, double lo, double hi) {
+  return {name, p, nullptr, lo, hi};
+}
+Field Count(const char* name, uint64_t Thresholds::*p, double lo) {
+  return {name, nullptr, p, lo, 1e9};
+}
+
+std::vector<Field> Fields() {
+  using T = Thresholds;
+  return {
+      Real("spike_alpha", &T::spike_alpha, 0, 1),
+      Real("spike_var_alpha", &T::spike_var_alpha, 0, 1),
+      Count("spike_warmup", &T::spike_warmup, 0),
+      Real("spike_z_warning", &T::spike_z_warning, 0, kInf),
+      Real("spike_z_critical", &T::spike_z_critical, 0, kInf),
+      Real("spike_max_ratio", &T::spike_max_ratio, 1, kInf),
+      Real("spike_max_decay", &T::spike_max_decay, 0, 1),
+      Real("spike_std_floor", &T::spike_std_floor, 0, kInf),
+      Real("loss_spike_ratio", &T::loss_spike_ratio, 1, kInf),
+      Real("loss_spike_critical_ratio", &T::loss_spike_critical_ratio, 1, kInf),
+      Real("loss_z", &T::loss_z, 0, kInf),
+      Real("loss_std_floor", &T::loss_std_floor, 0, kInf),
+      Real("div_alpha", &T::div_alpha, 0, 1),
+      Real("div_margin", &T::div_margin, 0, kInf),
+      Count("div_window", &T::div_window, 1),
+      Real("collapse_eps", &T::collapse_eps, 0, 1),
+      Real("collapse_departure", &T::collapse_departure, 0, 1),
+      Real("collapse_flat_rtol", &T::collapse_flat_rtol, 0, 1),
+      Real("collapse_jaccard_eps", &T::collapse_jaccard_eps, 0, 1),
+      Real("collapse_grad_eps", &T::collapse_grad_eps, 0, kInf),
+      Count("collapse_window", &T::collapse_window, 1),
+      Count("collapse_short_window", &T::collapse_short_window, 1),
+      Real("vanish_ratio", &T::vanish_ratio, 0, 1),
+      Count("vanish_window", &T::vanish_window, 1),
+      Real("val_collapse_fraction", &T::val_collapse_fraction, 0, 1),
+      Real("val_min_best", &T::val_min_best, 0, 1),
+      Real("attr_z", &T::attr_z, 0, kInf),
+      Count("attr_lookback", &T::attr_lookback, 0),
+      Count("incident_gap", &T::incident_gap, 0),
+  };
+}
+
+// Sets one field on t, or says why not.
+std::string Set(Thresholds& t, const std::string& key, double v) {
+  for (const Field& f : Fields()) {
+    if (key != f.name) continue;
+    if (!(v >= f.lo && v <= f.hi))  // also rejects NaN
+      return Format("threshold '%s' = %g is outside [%g, %g]", f.name, v, f.lo, f.hi);
+    if (f.real) {
+      t.*f.real = v;
+    } else if (v != std::floor(v)) {
+      return Format("threshold '%s' = %g is not a whole number", f.name, v);
+    } else {
+      t.*f.count = static_cast<uint64_t>(v);
+    }
+    return "";
+  }
+  return Format("unknown threshold '%s'", key.c_str());
+}
+
+}  // namespace
+
+std::string Thresholds::Apply(const std::map<std::string, double>& overrides) {
+  Thresholds next = *this;
+  for (const auto& [key, value] : overrides) {
+    std::string error = Set(next, key, value);
+    if (!error.empty()) return error;
+  }
+  *this = next;
+  return "";
+}
+
+std::vector<std::string> Thresholds::Names() {
+  std::vector<std::string> names;
+  for (const Field& f : Fields()) names.push_back(f.name);
+  return names;
+}
+
+}  // namespace gradwatch::detect

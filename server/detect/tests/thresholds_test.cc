@@ -1,0 +1,60 @@
+#include <gtest/gtest.h>
+
+#include "gradwatch/detect/event.h"
+#include "gradwatch/detect/thresholds.h"
+
+namespace gradwatch::detect {
+namespace {
+
+TEST(Thresholds, apply_sets_fields_by_name) {
+  Thresholds t;
+  EXPECT_EQ(t.Apply({{"spike_z_critical", 8}, {"collapse_window", 7}, {"spike_alpha", 0.9}}), "");
+  EXPECT_EQ(t.spike_z_critical, 8);
+  EXPECT_EQ(t.collapse_window, 7u);
+  EXPECT_EQ(t.spike_alpha, 0.9);
+}
+
+TEST(Thresholds, apply_rejects_an_unknown_key_by_name_and_changes_nothing) {
+  Thresholds t;
+  std::string error = t.Apply({{"spike_z_critical", 8}, {"spike_z", 3}});
+  EXPECT_EQ(error, "unknown threshold 'spike_z'");
+  EXPECT_EQ(t.spike_z_critical, 6);  // all or nothing
+}
+
+TEST(Thresholds, apply_rejects_values_out_of_range) {
+  Thresholds t;
+  EXPECT_EQ(t.Apply({{"spike_alpha", 1.5}}), "threshold 'spike_alpha' = 1.5 is outside [0, 1]");
+  EXPECT_NE(t.Apply({{"loss_z", -1}}), "");
+  EXPECT_NE(t.Apply({{"vanish_ratio", NAN}}), "");
+  EXPECT_EQ(t.spike_alpha, 0.97);
+}
+
+TEST(Thresholds, apply_rejects_fractional_windows) {
+  Thresholds t;
+  EXPECT_EQ(t.Apply({{"div_window", 2.5}}), "threshold 'div_window' = 2.5 is not a whole number");
+  EXPECT_NE(t.Apply({{"collapse_window", 0}}), "");  // a window needs at least one report
+}
+
+TEST(Thresholds, every_listed_name_is_accepted) {
+  std::vector<std::string> names = Thresholds::Names();
+  EXPECT_EQ(names.size(), 29u);
+  for (const std::string& name : names) {
+    Thresholds t;
+    EXPECT_EQ(t.Apply({{name, 1}}), "") << name;  // 1 is in every field's range
+  }
+}
+
+TEST(EventNames, kinds_and_severities_have_stable_names) {
+  EXPECT_STREQ(ToString(EventKind::kNonFinite), "non_finite");
+  EXPECT_STREQ(ToString(EventKind::kGradSpike), "grad_spike");
+  EXPECT_STREQ(ToString(EventKind::kLossSpike), "loss_spike");
+  EXPECT_STREQ(ToString(EventKind::kDivergence), "divergence");
+  EXPECT_STREQ(ToString(EventKind::kCollapse), "collapse");
+  EXPECT_STREQ(ToString(EventKind::kVanishing), "vanishing");
+  EXPECT_STREQ(ToString(EventKind::kValCollapse), "val_collapse");
+  EXPECT_STREQ(ToString(Severity::kWarning), "warning");
+  EXPECT_STREQ(ToString(Severity::kCritical), "critical");
+}
+
+}  // namespace
+}  // namespace gradwatch::detect

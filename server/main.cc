@@ -1,0 +1,29 @@
+// gradwatchd: the gradwatch monitor. Parses flags and runs the server.
+#include <CLI/CLI.hpp>
+
+#include "gradwatch/monitor/server.h"
+
+int main(int argc, char** argv) {
+  gradwatch::monitor::ServerConfig config;
+  CLI::App app{
+      "gradwatchd — the gradwatch monitor.\n"
+      "Receives training telemetry over gRPC, detects gradient explosions, non-finite values,\n"
+      "divergence and collapse, acts on the run (clipping, learning rate, skip, rollback, stop),\n"
+      "keeps a durable record and exports Prometheus metrics."};
+  app.add_option("--listen", config.listen, "gRPC address (host:port; port 0 picks a free one)")
+      ->capture_default_str();
+  app.add_option("--metrics-listen", config.metrics_listen, "Prometheus /metrics address (host:port)")
+      ->capture_default_str();
+  app.add_option("--data-dir", config.data_dir, "folder for the store (gradwatch.db)")->capture_default_str();
+  app.add_option("--ports-file", config.ports_file,
+                 "write the bound ports here as JSON {\"grpc_port\":N,\"metrics_port\":M}");
+  app.add_option("--stall-timeout-ms", config.hub.stall_timeout_ms,
+                 "a disconnected run is marked failed after this long")->capture_default_str();
+  app.add_option("--retention-ms", config.hub.retention_ms,
+                 "an ended run's metric series are removed after this long")->capture_default_str();
+  app.add_option("--max-runs", config.hub.max_runs, "live runs at most")->capture_default_str();
+  app.add_option("--metrics-max-layers", config.metrics_max_layers,
+                 "per-layer series per run; the rest fold into layer=\"(other)\"")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  return gradwatch::monitor::RunServer(config);
+}

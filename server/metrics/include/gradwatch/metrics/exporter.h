@@ -1,0 +1,88 @@
+// Prometheus export of every run's live state and the monitor's own health.
+//
+// Conventions: prefix gradwatch_, base units, _total on counters, _ratio for 0..1
+// values, run_id as the run label (never job, never a step or time label). Per-layer
+// series are bounded: the first `max_layers - 1` layers of a run keep their own series
+// and the rest fold into layer="(other)" as the L2 norm of their norms.
+// Metric handles are created once per run and cached; the hot path only sets values.
+//
+// Thread-safety: all methods may be called concurrently.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace prometheus {
+class Registry;
+}
+
+namespace gradwatch::metrics {
+
+struct StepValues {
+  uint64_t step = 0;
+  double unix_seconds = 0;
+  double loss = 0, grad_norm = 0, grad_norm_zscore = 0, learning_rate = 0;
+  double jaccard_soft = 0, jaccard_hard = 0, accuracy = 0;  // NaN = not reported
+  bool clipping_enabled = false;
+  double clipping_threshold = 0;
+  double step_seconds = 0;
+  const float* layer_norms = nullptr;
+  size_t layer_count = 0;
+};
+
+struct EvalValues {
+  double loss = 0, jaccard_soft = 0, jaccard_hard = 0, accuracy = 0;  // NaN = not reported
+};
+
+struct ExporterOptions {
+  size_t max_layers = 32;  // per run, including the folded "(other)" series
+  std::string version = "0.1.0";
+};
+
+class Exporter {
+ public:
+  explicit Exporter(ExporterOptions options = {});
+  ~Exporter();
+
+  std::shared_ptr<prometheus::Registry> registry() const;
+
+  // Declares a run (idempotent) with its layer names, creating its series.
+  void AddRun(const std::string& run_id, const std::vector<std::string>& layer_names);
+  // Removes every series of the run (after its retention time).
+  void RemoveRun(const std::string& run_id);
+
+  // Counts a newly stored step and sets the run's gauges. Repeated steps are not counted.
+  void ObserveStep(const std::string& run_id, const StepValues& v);
+  void ObserveEval(const std::string& run_id, const EvalValues& v);
+  void CountAnomaly(const std::string& run_id, const std::string& kind, const std::string& severity);
+  void CountCommand(const std::string& run_id, const std::string& action, const std::string& result);
+  // state: running | disconnected | finished | stopped | failed
+  void SetRunState(const std::string& run_id, const std::string& state);
+  void SetMode(const std::string& run_id, const std::string& mode);
+
+  // Monitor health.
+  void StreamOpened();
+  void StreamClosed();
+  void MessageReceived(const std::string& type);
+  void MessageRejected(const std::string& reason);
+  void ObserveIngestSeconds(double seconds);
+  void SetStoreLag(double records);
+  void GateTimeout(const std::string& run_id);
+
+ private:
+  struct RunSeries;
+  struct Families;
+  RunSeries* Find(const std::string& run_id);  // requires mu_
+
+  ExporterOptions options_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<Families> f_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<RunSeries>> runs_;
+};
+
+}  // namespace gradwatch::metrics

@@ -1,0 +1,278 @@
+#include "gradwatch/metrics/exporter.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <cmath>
+
+namespace gradwatch::metrics {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using Labels = std::map<std::string, std::string>;
+
+namespace {
+
+const char* kStates[] = {"running", "disconnected", "finished", "stopped", "failed"};
+const char* kModes[] = {"observe", "guard", "gated"};
+
+Family<Gauge>& G(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r);
+}
+Family<Counter>& C(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r);
+}
+
+}  // namespace
+
+struct Exporter::Families {
+  explicit Families(prometheus::Registry& r)
+      : steps(C(r, "gradwatch_steps_total", "Distinct training steps received for the run.")),
+        last_step(G(r, "gradwatch_last_step", "Highest step received for the run.")),
+        last_step_ts(G(r, "gradwatch_last_step_timestamp_seconds",
+                       "Unix time at which the run's last step ended, by the trainer's clock.")),
+        loss(G(r, "gradwatch_loss", "Training loss of the run's last step.")),
+        grad_norm(G(r, "gradwatch_grad_norm", "Global L2 gradient norm of the last step, before clipping.")),
+        zscore(G(r, "gradwatch_grad_norm_zscore",
+                 "z-score of log grad norm against the run's healthy running statistics.")),
+        lr(G(r, "gradwatch_learning_rate", "Learning rate in force on the last step.")),
+        jaccard(G(r, "gradwatch_jaccard_ratio", "Jaccard index (IoU) by split (train|val) and kind (soft|hard).")),
+        accuracy(G(r, "gradwatch_accuracy_ratio", "Pixel accuracy by split (train|val).")),
+        val_loss(G(r, "gradwatch_val_loss", "Validation loss of the last eval report.")),
+        clip_on(G(r, "gradwatch_clipping_enabled", "1 while gradient clipping is in force on the run.")),
+        clip_threshold(G(r, "gradwatch_clipping_threshold", "Clipping threshold in force (norm or value); 0 when off.")),
+        step_seconds(G(r, "gradwatch_step_duration_seconds", "Wall time of the run's last step.")),
+        layer(G(r, "gradwatch_layer_grad_norm",
+                "Per-layer gradient L2 norm of the last step; layers past the cap fold into layer=\"(other)\".")),
+        anomalies(C(r, "gradwatch_anomalies_total", "Anomaly events by kind and severity; counted as they happen.")),
+        commands(C(r, "gradwatch_commands_total", "Commands sent to the run by action and result.")),
+        gate_timeouts(C(r, "gradwatch_gate_timeouts_total", "Gated steps whose verdict came too late.")),
+        state(G(r, "gradwatch_run_state", "1 for the run's current state, 0 for the others.")),
+        mode(G(r, "gradwatch_run_mode", "1 for the run's current mode (observe|guard|gated).")),
+        streams(G(r, "gradwatch_active_streams", "Telemetry streams currently connected.")),
+        received(C(r, "gradwatch_messages_received_total", "Telemetry messages received by type.")),
+        rejected(C(r, "gradwatch_messages_rejected_total", "Telemetry messages rejected by reason.")),
+        ingest(prometheus::BuildHistogram()
+                   .Name("gradwatch_ingest_latency_seconds")
+                   .Help("Time from a step report's arrival to its detectors, policy and metrics done.")
+                   .Register(r)),
+        store_lag(G(r, "gradwatch_store_lag_records", "Records queued for the store and not yet committed.")),
+        build(G(r, "gradwatch_build_info", "Always 1; the monitor's version as a label.")) {}
+
+  Family<Counter>& steps;
+  Family<Gauge>& last_step;
+  Family<Gauge>& last_step_ts;
+  Family<Gauge>& loss;
+  Family<Gauge>& grad_norm;
+  Family<Gauge>& zscore;
+  Family<Gauge>& lr;
+  Family<Gauge>& jaccard;
+  Family<Gauge>& accuracy;
+  Family<Gauge>& val_loss;
+  Family<Gauge>& clip_on;
+  Family<Gauge>& clip_threshold;
+  Family<Gauge>& step_seconds;
+  Family<Gauge>& layer;
+  Family<Counter>& anomalies;
+  Family<Counter>& commands;
+  Family<Counter>& gate_timeouts;
+  Family<Gauge>& state;
+  Family<Gauge>& mode;
+  Family<Gauge>& streams;
+  Family<Counter>& received;
+  Family<Counter>& rejected;
+  Family<Histogram>& ingest;
+  Family<Gauge>& store_lag;
+  Family<Gauge>& build;
+  Histogram* ingest_hist = nullptr;
+};
+
+// Every series of one run, so removal is complete and the hot path never looks up labels.
+struct Exporter::RunSeries {
+  std::string run_id;
+  uint64_t last_step = 0;
+  std::vector<std::pair<Family<Gauge>*, Gauge*>> gauges;  // for removal
+  std::vector<std::pair<Family<Counter>*, Counter*>> counters;
+  Counter* steps;
+  Gauge *last_step_g, *last_ts, *loss, *grad_norm, *zscore, *lr, *clip_on,
+      *clip_threshold, *step_seconds, *val_loss;
+  Gauge *jac_train_soft, *jac_train_hard, *jac_val_soft, *jac_val_hard, *acc_train, *acc_val;
+  Counter* gate_timeouts;
+  std::vector<Gauge*> layers;  // last one is "(other)" when folded
+  std::map<std::string, Gauge*> states, modes;
+  std::map<std::string, Counter*> anomalies, commands;  // created on first use
+
+  Gauge* AddG(Family<Gauge>& f, Labels extra = {}) {
+    extra["run_id"] = run_id;
+    Gauge* g = &f.Add(extra);
+    gauges.emplace_back(&f, g);
+    return g;
+  }
+  Counter* AddC(Family<Counter>& f, Labels extra = {}) {
+    extra["run_id"] = run_id;
+    Counter* c = &f.Add(extra);
+    counters.emplace_back(&f, c);
+    return c;
+  }
+};
+
+Exporter::Exporter(ExporterOptions options)
+    : options_(std::move(options)), registry_(std::make_shared<prometheus::Registry>()),
+      f_(std::make_unique<Families>(*registry_)) {
+  f_->ingest_hist = &f_->ingest.Add(
+      {}, Histogram::BucketBoundaries{1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1});
+  f_->build.Add({{"version", options_.version}}).Set(1);
+  f_->streams.Add({});
+  f_->store_lag.Add({});
+}
+
+Exporter::~Exporter() = default;
+
+std::shared_ptr<prometheus::Registry> Exporter::registry() const { return registry_; }
+
+void Exporter::AddRun(const std::string& run_id, const std::vector<std::string>& layer_names) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (runs_.count(run_id)) return;
+  auto r = std::make_unique<RunSeries>();
+  r->run_id = run_id;
+  Families& f = *f_;
+  r->steps = r->AddC(f.steps);
+  r->last_step_g = r->AddG(f.last_step);
+  r->last_ts = r->AddG(f.last_step_ts);
+  r->loss = r->AddG(f.loss);
+  r->grad_norm = r->AddG(f.grad_norm);
+  r->zscore = r->AddG(f.zscore);
+  r->lr = r->AddG(f.lr);
+  r->clip_on = r->AddG(f.clip_on);
+  r->clip_threshold = r->AddG(f.clip_threshold);
+  r->step_seconds = r->AddG(f.step_seconds);
+  r->val_loss = r->AddG(f.val_loss);
+  r->jac_train_soft = r->AddG(f.jaccard, {{"split", "train"}, {"kind", "soft"}});
+  r->jac_train_hard = r->AddG(f.jaccard, {{"split", "train"}, {"kind", "hard"}});
+  r->jac_val_soft = r->AddG(f.jaccard, {{"split", "val"}, {"kind", "soft"}});
+  r->jac_val_hard = r->AddG(f.jaccard, {{"split", "val"}, {"kind", "hard"}});
+  r->acc_train = r->AddG(f.accuracy, {{"split", "train"}});
+  r->acc_val = r->AddG(f.accuracy, {{"split", "val"}});
+  r->gate_timeouts = r->AddC(f.gate_timeouts);
+  size_t cap = std::max<size_t>(options_.max_layers, 2);
+  size_t own = layer_names.size() <= cap ? layer_names.size() : cap - 1;
+  for (size_t i = 0; i < own; ++i) r->layers.push_back(r->AddG(f.layer, {{"layer", layer_names[i]}}));
+  if (own < layer_names.size()) r->layers.push_back(r->AddG(f.layer, {{"layer", "(other)"}}));
+  for (const char* s : kStates) r->states[s] = r->AddG(f.state, {{"state", s}});
+  for (const char* m : kModes) r->modes[m] = r->AddG(f.mode, {{"mode", m}});
+  for (const char* sev : {"warning", "critical"}) {
+    // Pre-create the common anomaly series so rate() sees a 0 before the first event.
+    for (const char* kind : {"grad_spike", "non_finite", "collapse", "loss_spike", "divergence"}) {
+      r->anomalies[std::string(kind) + "/" + sev] = r->AddC(f.anomalies, {{"kind", kind}, {"severity", sev}});
+    }
+  }
+  runs_[run_id] = std::move(r);
+}
+
+void Exporter::RemoveRun(const std::string& run_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) return;
+  for (auto& [family, g] : it->second->gauges) family->Remove(g);
+  for (auto& [family, c] : it->second->counters) family->Remove(c);
+  runs_.erase(it);
+}
+
+Exporter::RunSeries* Exporter::Find(const std::string& run_id) {
+  auto it = runs_.find(run_id);
+  return it == runs_.end() ? nullptr : it->second.get();
+}
+
+void Exporter::ObserveStep(const std::string& run_id, const StepValues& v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunSeries* r = Find(run_id);
+  if (!r) return;
+  if (v.step > r->last_step) {
+    r->steps->Increment();
+    r->last_step = v.step;
+  }
+  r->last_step_g->Set(static_cast<double>(r->last_step));
+  r->last_ts->Set(v.unix_seconds);
+  r->loss->Set(v.loss);
+  r->grad_norm->Set(v.grad_norm);
+  r->zscore->Set(v.grad_norm_zscore);
+  r->lr->Set(v.learning_rate);
+  r->clip_on->Set(v.clipping_enabled ? 1 : 0);
+  r->clip_threshold->Set(v.clipping_enabled ? v.clipping_threshold : 0);
+  r->step_seconds->Set(v.step_seconds);
+  if (!std::isnan(v.jaccard_soft)) r->jac_train_soft->Set(v.jaccard_soft);
+  if (!std::isnan(v.jaccard_hard)) r->jac_train_hard->Set(v.jaccard_hard);
+  if (!std::isnan(v.accuracy)) r->acc_train->Set(v.accuracy);
+  size_t own = r->layers.size();
+  bool folded = v.layer_count > own;
+  if (folded) --own;
+  for (size_t i = 0; i < own && i < v.layer_count; ++i) r->layers[i]->Set(v.layer_norms[i]);
+  if (folded) {
+    double sq = 0;
+    for (size_t i = own; i < v.layer_count; ++i) sq += double(v.layer_norms[i]) * v.layer_norms[i];
+    r->layers.back()->Set(std::sqrt(sq));
+  }
+}
+
+void Exporter::ObserveEval(const std::string& run_id, const EvalValues& v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunSeries* r = Find(run_id);
+  if (!r) return;
+  r->val_loss->Set(v.loss);
+  if (!std::isnan(v.jaccard_soft)) r->jac_val_soft->Set(v.jaccard_soft);
+  if (!std::isnan(v.jaccard_hard)) r->jac_val_hard->Set(v.jaccard_hard);
+  if (!std::isnan(v.accuracy)) r->acc_val->Set(v.accuracy);
+}
+
+void Exporter::CountAnomaly(const std::string& run_id, const std::string& kind,
+                            const std::string& severity) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunSeries* r = Find(run_id);
+  if (!r) return;
+  Counter*& c = r->anomalies[kind + "/" + severity];
+  if (!c) c = r->AddC(f_->anomalies, {{"kind", kind}, {"severity", severity}});
+  c->Increment();
+}
+
+void Exporter::CountCommand(const std::string& run_id, const std::string& action,
+                            const std::string& result) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunSeries* r = Find(run_id);
+  if (!r) return;
+  Counter*& c = r->commands[action + "/" + result];
+  if (!c) c = r->AddC(f_->commands, {{"action", action}, {"result", result}});
+  c->Increment();
+}
+
+void Exporter::SetRunState(const std::string& run_id, const std::string& state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunSeries* r = Find(run_id);
+  if (!r) return;
+  for (auto& [name, g] : r->states) g->Set(name == state ? 1 : 0);
+}
+
+void Exporter::SetMode(const std::string& run_id, const std::string& mode) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunSeries* r = Find(run_id);
+  if (!r) return;
+  for (auto& [name, g] : r->modes) g->Set(name == mode ? 1 : 0);
+}
+
+void Exporter::GateTimeout(const std::string& run_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (RunSeries* r = Find(run_id)) r->gate_timeouts->Increment();
+}
+
+void Exporter::StreamOpened() { f_->streams.Add({}).Increment(); }
+void Exporter::StreamClosed() { f_->streams.Add({}).Decrement(); }
+void Exporter::MessageReceived(const std::string& type) { f_->received.Add({{"type", type}}).Increment(); }
+void Exporter::MessageRejected(const std::string& reason) { f_->rejected.Add({{"reason", reason}}).Increment(); }
+void Exporter::ObserveIngestSeconds(double seconds) { f_->ingest_hist->Observe(seconds); }
+void Exporter::SetStoreLag(double records) { f_->store_lag.Add({}).Set(records); }
+
+}  // namespace gradwatch::metrics

@@ -1,0 +1,120 @@
+// The monitor's core: every run's live state, fed by telemetry streams in arrival
+// order. For each report it validates, runs the run's detectors, lets the policy decide,
+// updates metrics, queues the record for the store and tells watchers; commands and
+// verdicts go back through the run's StreamSink. It knows nothing of gRPC's server
+// machinery: streams and watchers are interfaces, time is a Clock.
+//
+// Thread-safety: every public method may be called from any thread. Sinks and watchers
+// are called with the hub's lock held and must not call back into the hub.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gradwatch/monitor/clock.h"
+#include "gradwatch/v1/runs.pb.h"
+#include "gradwatch/v1/telemetry.pb.h"
+
+namespace gradwatch::detect {
+struct Event;
+}
+namespace gradwatch::store {
+class Store;
+}
+namespace gradwatch::metrics {
+class Exporter;
+}
+
+namespace gradwatch::monitor {
+
+// Where a run's outgoing messages go: its current telemetry stream. Send never blocks.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  virtual void Send(const v1::MonitorMessage& message) = 0;
+};
+
+// A live reader of one run (the Runs.WatchRun stream). Push never blocks.
+class Watcher {
+ public:
+  virtual ~Watcher() = default;
+  virtual void Push(const v1::RunUpdate& update) = 0;
+  virtual void End() = 0;  // the run ended; no more pushes
+};
+
+struct HubOptions {
+  size_t max_runs = 1024;           // live runs at most; a new run past it is refused
+  size_t max_layers = 4096;         // layer names per run
+  size_t max_name_length = 256;     // per layer name
+  int64_t stall_timeout_ms = 60'000;   // a disconnected run with no stream this long is failed
+  int64_t retention_ms = 15 * 60'000;  // ended runs' metric series are kept this long
+};
+
+// What the caller of SendCommand gets once the trainer acknowledged or time ran out.
+using CommandDone = std::function<void(const v1::CommandRecord& record, bool acknowledged)>;
+
+class Hub {
+ public:
+  Hub(HubOptions options, store::Store& store, metrics::Exporter& exporter, const Clock& clock);
+  ~Hub();
+
+  // A stream's first message. On success binds `sink` as the run's stream, answers with
+  // an Ack of what is stored, and returns an empty string; otherwise returns why the
+  // hello was refused (the caller ends the stream with INVALID_ARGUMENT).
+  std::string OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink);
+  // Reports on a stream whose hello was accepted. A bad report is refused in-band with a
+  // Rejection naming what was wrong, and the stream stays open.
+  void OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink);
+  void OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink);
+  void OnCommandAck(const std::string& run_id, const v1::CommandAck& ack);
+  // The stream ended: `clean` when the trainer half-closed (finished), false when it broke.
+  void OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean);
+
+  // Called by the store after a commit: acknowledges stored steps to their streams.
+  void OnStored(const std::map<std::string, uint64_t>& stored_through);
+
+  // Runs service.
+  std::vector<v1::Run> ListRuns() const;
+  std::optional<v1::Run> GetRun(const std::string& run_id) const;
+  // Sends an operator (or other) command to a live run. `done` is called exactly once:
+  // on the trainer's ack, on timeout (from Tick), or at once if the run has no stream.
+  // Returns an error message when the command is malformed or the run unknown.
+  std::string SendCommand(const std::string& run_id, v1::Command command,
+                          int64_t timeout_ms, CommandDone done);
+  // Subscribes a watcher; it gets a Run snapshot first. False if the run is unknown.
+  bool Watch(const std::string& run_id, Watcher* watcher);
+  void Unwatch(const std::string& run_id, Watcher* watcher);
+  std::string Explain(const std::string& run_id) const;
+
+  // Housekeeping driven by the caller's timer: stalls, command timeouts, retention,
+  // run headers to the store.
+  void Tick();
+
+ private:
+  struct RunEntry;
+  RunEntry* Find(const std::string& run_id) const;  // requires mu_
+  RunEntry& LoadOrCreate(const v1::Hello& hello);    // requires mu_
+  void Issue(RunEntry& run, v1::Command command, CommandDone done, int64_t timeout_ms);
+  void Publish(RunEntry& run, const v1::RunUpdate& update);
+  void SetState(RunEntry& run, v1::RunState state);
+  void Persist(RunEntry& run);
+  void HandleEvents(RunEntry& run, const v1::StepReport& step,
+                    std::vector<detect::Event> found, StreamSink& sink);
+
+  HubOptions options_;
+  store::Store& store_;
+  metrics::Exporter& exporter_;
+  const Clock& clock_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::unique_ptr<RunEntry>> runs_;
+  uint64_t next_command_ = 1;
+};
+
+}  // namespace gradwatch::monitor

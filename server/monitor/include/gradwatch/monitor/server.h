@@ -1,0 +1,49 @@
+// gradwatchd as a library: the gRPC services (Telemetry, Runs, health, reflection),
+// the Prometheus endpoint, the store and the hub, wired together. main.cc only parses
+// flags into a ServerConfig and calls RunServer.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "gradwatch/monitor/hub.h"
+
+namespace gradwatch::monitor {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:7070";          // gRPC; port 0 picks a free one
+  std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics; port 0 picks a free one
+  std::string data_dir = "gradwatch-data";        // holds gradwatch.db
+  std::string ports_file;                         // when set, the bound ports are written here as JSON
+  HubOptions hub;
+  size_t metrics_max_layers = 32;
+  int tick_ms = 100;                              // housekeeping period
+};
+
+// A running monitor. Construction binds every port and throws std::runtime_error with
+// the address and reason when one cannot be bound or the store cannot be opened.
+class Server {
+ public:
+  explicit Server(const ServerConfig& config, const Clock& clock);
+  ~Server();  // Shutdown() if not done
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  int grpc_port() const;
+  int metrics_port() const;
+  Hub& hub();
+
+  void Wait();      // until Shutdown() from another thread
+  void Shutdown();  // ends streams, drains the store; idempotent
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs a monitor until SIGINT or SIGTERM; returns the process exit code.
+int RunServer(const ServerConfig& config);
+
+}  // namespace gradwatch::monitor

@@ -1,0 +1,110 @@
+#include "convert.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace gradwatch::monitor {
+
+detect::StepSample ToSample(const v1::StepReport& step) {
+  detect::StepSample s;
+  s.step = step.step();
+  s.epoch = step.epoch();
+  s.loss = step.loss();
+  s.grad_norm = step.grad_norm();
+  s.layer_norms = step.layer_grad_norms().data();
+  s.n_layers = static_cast<size_t>(step.layer_grad_norms_size());
+  s.jaccard_soft = step.has_jaccard_soft() ? step.jaccard_soft() : detect::kNaN;
+  s.jaccard_hard = step.has_jaccard_hard() ? step.jaccard_hard() : detect::kNaN;
+  s.accuracy = step.has_accuracy() ? step.accuracy() : detect::kNaN;
+  s.learning_rate = step.learning_rate();
+  return s;
+}
+
+detect::EvalSample ToSample(const v1::EvalReport& eval) {
+  detect::EvalSample e;
+  e.step = eval.step();
+  e.loss = eval.loss();
+  e.jaccard_soft = eval.has_jaccard_soft() ? eval.jaccard_soft() : detect::kNaN;
+  e.jaccard_hard = eval.has_jaccard_hard() ? eval.jaccard_hard() : detect::kNaN;
+  e.accuracy = eval.has_accuracy() ? eval.accuracy() : detect::kNaN;
+  return e;
+}
+
+v1::Event ToProto(const detect::Event& event, const std::string& run_id, int64_t unix_millis) {
+  v1::Event e;
+  e.set_run_id(run_id);
+  e.set_step(event.step);
+  e.set_kind(detect::ToString(event.kind));
+  e.set_severity(event.severity == detect::Severity::kCritical ? v1::SEVERITY_CRITICAL
+                                                               : v1::SEVERITY_WARNING);
+  e.set_message(event.message);
+  e.set_value(event.value);
+  for (const auto& layer : event.top_layers) e.add_top_layers(layer);
+  e.set_first_layer(event.first_layer);
+  e.set_incident_id(event.incident_id);
+  e.set_unix_millis(unix_millis);
+  return e;
+}
+
+v1::Command ToCommand(const policy::Action& action) {
+  using K = policy::Action::Kind;
+  v1::Command c;
+  c.set_reason(action.reason);
+  c.set_issued_by("policy:guard");
+  auto clip = [&](v1::Clipping::Kind kind) {
+    c.mutable_set_clipping()->set_kind(kind);
+    c.mutable_set_clipping()->set_threshold(action.value);
+  };
+  switch (action.kind) {
+    case K::kClipNorm: clip(v1::Clipping::KIND_NORM); break;
+    case K::kClipValue: clip(v1::Clipping::KIND_VALUE); break;
+    case K::kClipAdaptive: clip(v1::Clipping::KIND_ADAPTIVE); break;
+    case K::kClipOff: clip(v1::Clipping::KIND_OFF); break;
+    case K::kScaleLr: c.set_scale_learning_rate(action.value); break;
+    case K::kSkip: c.mutable_skip_step()->set_count(std::max<uint32_t>(1, uint32_t(action.value))); break;
+    case K::kRollback: c.mutable_rollback()->set_to_step(uint64_t(std::max(0.0, action.value))); break;
+    case K::kStop: c.mutable_stop(); break;
+  }
+  return c;
+}
+
+policy::Mode ToPolicyMode(v1::Mode mode) {
+  switch (mode) {
+    case v1::MODE_OBSERVE: return policy::Mode::kObserve;
+    case v1::MODE_GATED: return policy::Mode::kGated;
+    default: return policy::Mode::kGuard;
+  }
+}
+
+const char* ActionName(const v1::Command& command) {
+  switch (command.action_case()) {
+    case v1::Command::kSetClipping: return "set_clipping";
+    case v1::Command::kScaleLearningRate: return "scale_learning_rate";
+    case v1::Command::kSkipStep: return "skip_step";
+    case v1::Command::kRollback: return "rollback";
+    case v1::Command::kStop: return "stop";
+    case v1::Command::kSetMode: return "set_mode";
+    default: return "none";
+  }
+}
+
+const char* StateName(v1::RunState state) {
+  switch (state) {
+    case v1::RUN_STATE_RUNNING: return "running";
+    case v1::RUN_STATE_DISCONNECTED: return "disconnected";
+    case v1::RUN_STATE_FINISHED: return "finished";
+    case v1::RUN_STATE_STOPPED: return "stopped";
+    case v1::RUN_STATE_FAILED: return "failed";
+    default: return "unknown";
+  }
+}
+
+const char* ModeName(v1::Mode mode) {
+  switch (mode) {
+    case v1::MODE_OBSERVE: return "observe";
+    case v1::MODE_GATED: return "gated";
+    default: return "guard";
+  }
+}
+
+}  // namespace gradwatch::monitor

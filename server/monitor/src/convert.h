@@ -1,0 +1,23 @@
+// Conversions between the wire contract and the dependency-free detection library.
+#pragma once
+
+#include <string>
+
+#include "gradwatch/detect/run_detector.h"
+#include "gradwatch/detect/policy.h"
+#include "gradwatch/v1/runs.pb.h"
+
+namespace gradwatch::monitor {
+
+detect::StepSample ToSample(const v1::StepReport& step);
+detect::EvalSample ToSample(const v1::EvalReport& eval);
+v1::Event ToProto(const detect::Event& event, const std::string& run_id, int64_t unix_millis);
+v1::Command ToCommand(const policy::Action& action);
+policy::Mode ToPolicyMode(v1::Mode mode);
+
+// Short names used in metrics labels and the CLI.
+const char* ActionName(const v1::Command& command);
+const char* StateName(v1::RunState state);
+const char* ModeName(v1::Mode mode);
+
+}  // namespace gradwatch::monitor

@@ -1,0 +1,514 @@
+#include "gradwatch/monitor/hub.h"
+
+#include <cmath>
+#include <cstdio>
+#include <regex>
+#include <sstream>
+
+#include "convert.h"
+#include "gradwatch/detect/run_detector.h"
+#include "gradwatch/detect/incident.h"
+#include "gradwatch/detect/policy.h"
+#include "gradwatch/metrics/exporter.h"
+#include "gradwatch/store/store.h"
+
+namespace gradwatch::monitor {
+
+struct PendingCommand {
+  v1::CommandRecord record;
+  CommandDone done;  // may be empty (policy commands)
+  int64_t deadline_millis = 0;
+};
+
+struct Hub::RunEntry {
+  v1::Run run;
+  std::unique_ptr<detect::RunDetector> detector;
+  detect::IncidentTracker incidents;
+  std::unique_ptr<policy::GuardPolicy> policy;
+  std::shared_ptr<StreamSink> sink;
+  uint64_t max_step_seen = 0;
+  uint64_t stored_through = 0;
+  std::set<Watcher*> watchers;
+  std::map<std::string, PendingCommand> pending;  // by command id
+  int64_t ended_millis = 0;                       // when it left running, for retention
+  int64_t disconnected_millis = 0;
+  bool metrics_removed = false;
+  bool dirty = false;  // header changed since last persisted
+};
+
+namespace {
+
+bool ValidRunId(const std::string& id) {
+  static const std::regex re("[A-Za-z0-9._-]{1,128}");
+  return std::regex_match(id, re);
+}
+
+bool Ended(v1::RunState s) {
+  return s == v1::RUN_STATE_FINISHED || s == v1::RUN_STATE_STOPPED || s == v1::RUN_STATE_FAILED;
+}
+
+v1::MonitorMessage Rejection(uint64_t step, const std::string& reason) {
+  v1::MonitorMessage m;
+  m.mutable_rejection()->set_step(step);
+  m.mutable_rejection()->set_reason(reason);
+  return m;
+}
+
+v1::MonitorMessage AckMessage(uint64_t through) {
+  v1::MonitorMessage m;
+  m.mutable_ack()->set_stored_through_step(through);
+  return m;
+}
+
+std::string Fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+}  // namespace
+
+Hub::Hub(HubOptions options, store::Store& store, metrics::Exporter& exporter, const Clock& clock)
+    : options_(options), store_(store), exporter_(exporter), clock_(clock) {
+  // Runs from before a restart: known, not live. Their streams resume with a hello.
+  for (auto& run : store_.ListRuns()) {
+    auto entry = std::make_unique<RunEntry>();
+    entry->run = run;
+    auto [count, last] = store_.StepCount(run.run_id());
+    entry->run.set_steps(count);
+    entry->run.set_last_step(last);
+    entry->max_step_seen = entry->stored_through = last;
+    if (run.state() == v1::RUN_STATE_RUNNING) {
+      entry->run.set_state(v1::RUN_STATE_DISCONNECTED);
+      entry->disconnected_millis = clock_.NowMillis();
+    }
+    entry->ended_millis = Ended(entry->run.state()) ? clock_.NowMillis() : 0;
+    runs_[run.run_id()] = std::move(entry);
+  }
+}
+
+Hub::~Hub() = default;
+
+Hub::RunEntry* Hub::Find(const std::string& run_id) const {
+  auto it = runs_.find(run_id);
+  return it == runs_.end() ? nullptr : it->second.get();
+}
+
+Hub::RunEntry& Hub::LoadOrCreate(const v1::Hello& hello) {
+  auto& slot = runs_[hello.run_id()];
+  if (!slot) {
+    slot = std::make_unique<RunEntry>();
+    slot->run.set_run_id(hello.run_id());
+    slot->run.set_started_unix_millis(clock_.NowMillis());
+  }
+  RunEntry& run = *slot;
+  run.run.mutable_config()->CopyFrom(hello.config());
+  run.run.mutable_layer_names()->CopyFrom(hello.layer_names());
+  run.run.set_mode(hello.mode() == v1::MODE_UNSPECIFIED ? v1::MODE_GUARD : hello.mode());
+  run.run.set_device(hello.device());
+  run.run.set_host(hello.host());
+  if (!run.detector) {
+    detect::RunInfo info;
+    info.layer_names.assign(hello.layer_names().begin(), hello.layer_names().end());
+    info.loss_upper_bound = hello.config().loss_upper_bound();
+    detect::Thresholds thresholds;
+    std::map<std::string, double> overrides(hello.config().thresholds().begin(),
+                                            hello.config().thresholds().end());
+    thresholds.Apply(overrides);  // validated by the caller
+    run.detector = std::make_unique<detect::RunDetector>(info, thresholds);
+    run.policy = std::make_unique<policy::GuardPolicy>(ToPolicyMode(run.run.mode()));
+    // After a monitor restart, warm the detectors on what is stored so that a resumed
+    // stream carries on with its healthy statistics instead of a fresh warm-up.
+    for (uint64_t after = 0;;) {
+      auto page = store_.ListSteps(hello.run_id(), after, 5000);
+      if (page.empty()) break;
+      for (const auto& s : page) run.detector->OnStep(ToSample(s));
+      after = page.back().step();
+    }
+  }
+  exporter_.AddRun(hello.run_id(),
+                   std::vector<std::string>(hello.layer_names().begin(), hello.layer_names().end()));
+  run.metrics_removed = false;
+  return run;
+}
+
+std::string Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
+  if (!ValidRunId(hello.run_id())) {
+    return "hello.run_id \"" + hello.run_id().substr(0, 64) +
+           "\" is invalid: use 1-128 characters from A-Z a-z 0-9 . _ -";
+  }
+  if (static_cast<size_t>(hello.layer_names_size()) > options_.max_layers) {
+    return "hello.layer_names has " + std::to_string(hello.layer_names_size()) +
+           " names, the limit is " + std::to_string(options_.max_layers);
+  }
+  for (int i = 0; i < hello.layer_names_size(); ++i) {
+    if (hello.layer_names(i).size() > options_.max_name_length) {
+      return "hello.layer_names[" + std::to_string(i) + "] is " +
+             std::to_string(hello.layer_names(i).size()) + " characters, the limit is " +
+             std::to_string(options_.max_name_length);
+    }
+  }
+  detect::Thresholds probe;
+  std::string bad = probe.Apply(std::map<std::string, double>(hello.config().thresholds().begin(),
+                                                              hello.config().thresholds().end()));
+  if (!bad.empty()) return "hello.config.thresholds: " + bad;
+
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* existing = Find(hello.run_id());
+  if (!existing && runs_.size() >= options_.max_runs) {
+    return "the monitor holds " + std::to_string(runs_.size()) + " runs, its limit";
+  }
+  if (existing && existing->run.layer_names_size() > 0 &&
+      existing->run.layer_names_size() != hello.layer_names_size()) {
+    return "run " + hello.run_id() + " was started with " +
+           std::to_string(existing->run.layer_names_size()) + " layers, this hello declares " +
+           std::to_string(hello.layer_names_size());
+  }
+  RunEntry& run = LoadOrCreate(hello);
+  run.sink = std::move(sink);
+  SetState(run, v1::RUN_STATE_RUNNING);
+  exporter_.SetMode(run.run.run_id(), ModeName(run.run.mode()));
+  Persist(run);
+  run.sink->Send(AckMessage(run.stored_through));
+  return "";
+}
+
+void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return;
+  int layers = run->run.layer_names_size();
+  if (step.step() == 0) {
+    exporter_.MessageRejected("step_zero");
+    sink.Send(Rejection(0, "step report has step 0; steps start at 1"));
+    return;
+  }
+  if (step.layer_grad_norms_size() != 0 && step.layer_grad_norms_size() != layers) {
+    exporter_.MessageRejected("layer_count");
+    sink.Send(Rejection(step.step(), "step " + std::to_string(step.step()) + " has " +
+                                         std::to_string(step.layer_grad_norms_size()) +
+                                         " layer norms, hello declared " + std::to_string(layers) +
+                                         " layers"));
+    return;
+  }
+  if (step.step() <= run->max_step_seen) {
+    // A resend after reconnect: already processed. Stored steps are acked on commit; a
+    // step at or below what is stored gets its ack now.
+    exporter_.MessageReceived("duplicate_step");
+    if (step.step() <= run->stored_through) sink.Send(AckMessage(run->stored_through));
+    return;
+  }
+  run->max_step_seen = step.step();
+  std::vector<detect::Event> found = run->detector->OnStep(ToSample(step));
+
+  metrics::StepValues v;
+  v.step = step.step();
+  v.unix_seconds = step.unix_millis() / 1000.0;
+  v.loss = step.loss();
+  v.grad_norm = step.grad_norm();
+  v.grad_norm_zscore = run->detector->grad_norm_z();
+  v.learning_rate = step.learning_rate();
+  detect::StepSample sample = ToSample(step);
+  v.jaccard_soft = sample.jaccard_soft;  // NaN when not reported: the gauge keeps its value
+  v.jaccard_hard = sample.jaccard_hard;
+  v.accuracy = sample.accuracy;
+  v.clipping_enabled = step.clipping().kind() != v1::Clipping::KIND_OFF;
+  v.clipping_threshold = step.clipping().threshold();
+  v.step_seconds = step.step_seconds();
+  v.layer_norms = step.layer_grad_norms().data();
+  v.layer_count = static_cast<size_t>(step.layer_grad_norms_size());
+  exporter_.ObserveStep(run_id, v);
+
+  run->run.set_steps(run->run.steps() + 1);
+  run->run.set_last_step(step.step());
+  run->run.set_last_unix_millis(step.unix_millis());
+  run->run.set_last_loss(step.loss());
+  run->run.set_last_grad_norm(step.grad_norm());
+  run->dirty = true;
+  store_.PutStep(run_id, step);
+
+  v1::RunUpdate update;
+  *update.mutable_step() = step;
+  Publish(*run, update);
+  HandleEvents(*run, step, std::move(found), sink);
+}
+
+void Hub::HandleEvents(RunEntry& run, const v1::StepReport& step,
+                       std::vector<detect::Event> found, StreamSink& sink) {
+  const std::string& run_id = run.run.run_id();
+  for (auto& raw : found) {
+    raw.incident_id = run.incidents.Assign(raw);
+    v1::Event e = ToProto(raw, run_id, clock_.NowMillis());
+    exporter_.CountAnomaly(run_id, e.kind(),
+                           e.severity() == v1::SEVERITY_CRITICAL ? "critical" : "warning");
+    store_.PutEvent(e);
+    run.run.set_events(run.run.events() + 1);
+    run.run.set_incidents(static_cast<uint32_t>(raw.incident_id));
+    v1::RunUpdate update;
+    *update.mutable_event() = e;
+    Publish(run, update);
+  }
+  const detect::HealthyStats stats = run.detector->stats();
+  if (step.awaiting_verdict()) {
+    v1::MonitorMessage m;
+    v1::Verdict* verdict = m.mutable_verdict();
+    verdict->set_step(step.step());
+    if (run.run.mode() == v1::MODE_GATED) {
+      auto d = run.policy->OnGatedStep(ToSample(step), found, stats);
+      verdict->set_decision(d.d == policy::GuardPolicy::Verdict::kSkip   ? v1::Verdict::DECISION_SKIP
+                            : d.d == policy::GuardPolicy::Verdict::kClip ? v1::Verdict::DECISION_CLIP
+                                                                         : v1::Verdict::DECISION_PROCEED);
+      verdict->set_clip_norm(d.clip);
+      verdict->set_reason(d.reason);
+    }
+    sink.Send(m);
+  }
+  if (run.run.mode() == v1::MODE_OBSERVE) return;
+  for (const auto& e : found) {
+    for (const auto& action : run.policy->OnEvent(e, stats)) {
+      v1::Command command = ToCommand(action);
+      // Roll back to before the incident began: its first step's update may be the bad one.
+      const detect::Incident* incident = run.incidents.current();
+      if (command.has_rollback() && command.rollback().to_step() == 0 && incident) {
+        command.mutable_rollback()->set_to_step(incident->first_step > 1 ? incident->first_step - 1 : 0);
+      }
+      Issue(run, std::move(command), nullptr, 0);
+    }
+  }
+}
+
+void Hub::OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return;
+  detect::EvalSample sample = ToSample(eval);
+  exporter_.ObserveEval(run_id, {sample.loss, sample.jaccard_soft, sample.jaccard_hard, sample.accuracy});
+  store_.PutEval(run_id, eval);
+  std::vector<detect::Event> found = run->detector->OnEval(ToSample(eval));
+  v1::RunUpdate update;
+  *update.mutable_eval() = eval;
+  Publish(*run, update);
+  v1::StepReport at;
+  at.set_step(eval.step());
+  HandleEvents(*run, at, std::move(found), sink);
+}
+
+void Hub::Issue(RunEntry& run, v1::Command command, CommandDone done, int64_t timeout_ms) {
+  char id[32];
+  std::snprintf(id, sizeof id, "c-%06llu", static_cast<unsigned long long>(next_command_++));
+  command.set_id(id);
+  PendingCommand p;
+  p.record.set_run_id(run.run.run_id());
+  *p.record.mutable_command() = command;
+  p.record.set_issued_unix_millis(clock_.NowMillis());
+  p.record.set_issued_at_step(run.max_step_seen);
+  p.done = std::move(done);
+  p.deadline_millis = clock_.NowMillis() + (timeout_ms > 0 ? timeout_ms : 30'000);
+  store_.PutCommand(p.record);
+  exporter_.CountCommand(run.run.run_id(), ActionName(command), "sent");
+  if (command.has_set_clipping()) {
+    run.policy->NoteClipping(command.set_clipping().kind() != v1::Clipping::KIND_OFF);
+  }
+  if (command.has_set_mode()) {
+    run.run.set_mode(command.set_mode());
+    run.policy = std::make_unique<policy::GuardPolicy>(ToPolicyMode(command.set_mode()));
+    exporter_.SetMode(run.run.run_id(), ModeName(command.set_mode()));
+    run.dirty = true;
+  }
+  v1::RunUpdate update;
+  *update.mutable_command() = p.record;
+  Publish(run, update);
+  if (!run.sink) {
+    if (p.done) p.done(p.record, false);
+    return;
+  }
+  v1::MonitorMessage m;
+  *m.mutable_command() = command;
+  run.sink->Send(m);
+  run.pending[id] = std::move(p);
+}
+
+void Hub::OnCommandAck(const std::string& run_id, const v1::CommandAck& ack) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return;
+  auto it = run->pending.find(ack.command_id());
+  if (it == run->pending.end()) return;
+  PendingCommand p = std::move(it->second);
+  run->pending.erase(it);
+  *p.record.mutable_ack() = ack;
+  store_.PutCommand(p.record);
+  bool applied = ack.result() == v1::CommandAck::RESULT_APPLIED;
+  exporter_.CountCommand(run_id, ActionName(p.record.command()), applied ? "applied" : "rejected");
+  if (p.record.command().has_stop() && applied) SetState(*run, v1::RUN_STATE_STOPPED);
+  v1::RunUpdate update;
+  *update.mutable_command() = p.record;
+  Publish(*run, update);
+  if (p.done) p.done(p.record, true);
+}
+
+void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run || run->sink.get() != sink) return;  // a newer stream took over
+  run->sink.reset();
+  if (run->run.state() == v1::RUN_STATE_RUNNING) {
+    SetState(*run, clean ? v1::RUN_STATE_FINISHED : v1::RUN_STATE_DISCONNECTED);
+  }
+  if (!clean) run->disconnected_millis = clock_.NowMillis();
+  for (auto& [id, p] : run->pending) {
+    if (p.done) p.done(p.record, false);
+  }
+  run->pending.clear();
+  Persist(*run);
+}
+
+void Hub::OnStored(const std::map<std::string, uint64_t>& stored_through) {
+  std::lock_guard<std::mutex> lock(mu_);
+  exporter_.SetStoreLag(static_cast<double>(store_.Lag()));
+  for (const auto& [run_id, step] : stored_through) {
+    RunEntry* run = Find(run_id);
+    if (!run || step <= run->stored_through) continue;
+    run->stored_through = step;
+    if (run->sink) run->sink->Send(AckMessage(step));
+  }
+}
+
+void Hub::SetState(RunEntry& run, v1::RunState state) {
+  if (run.run.state() == state) return;
+  run.run.set_state(state);
+  run.dirty = true;
+  run.ended_millis = Ended(state) ? clock_.NowMillis() : 0;
+  exporter_.SetRunState(run.run.run_id(), StateName(state));
+  v1::RunUpdate update;
+  *update.mutable_run() = run.run;
+  Publish(run, update);
+  if (Ended(state)) {
+    for (Watcher* w : run.watchers) w->End();
+    run.watchers.clear();
+  }
+}
+
+void Hub::Persist(RunEntry& run) {
+  store_.PutRun(run.run);
+  run.dirty = false;
+}
+
+void Hub::Publish(RunEntry& run, const v1::RunUpdate& update) {
+  for (Watcher* w : run.watchers) w->Push(update);
+}
+
+std::vector<v1::Run> Hub::ListRuns() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::Run> out;
+  for (const auto& [id, run] : runs_) out.push_back(run->run);
+  return out;
+}
+
+std::optional<v1::Run> Hub::GetRun(const std::string& run_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return std::nullopt;
+  return run->run;
+}
+
+std::string Hub::SendCommand(const std::string& run_id, v1::Command command, int64_t timeout_ms,
+                             CommandDone done) {
+  if (command.action_case() == v1::Command::ACTION_NOT_SET) return "command has no action";
+  if (command.has_scale_learning_rate() &&
+      !(command.scale_learning_rate() > 0 && std::isfinite(command.scale_learning_rate()))) {
+    return "scale_learning_rate must be a finite number > 0, got " +
+           Fmt(command.scale_learning_rate());
+  }
+  if (command.has_set_clipping() && command.set_clipping().kind() != v1::Clipping::KIND_OFF &&
+      command.set_clipping().kind() != v1::Clipping::KIND_ADAPTIVE &&
+      !(command.set_clipping().threshold() > 0)) {
+    return "set_clipping.threshold must be > 0";
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return "no run " + run_id;
+  if (!run->sink && !command.has_set_mode()) return "run " + run_id + " has no live stream";
+  Issue(*run, std::move(command), std::move(done), timeout_ms);
+  return "";
+}
+
+bool Hub::Watch(const std::string& run_id, Watcher* watcher) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return false;
+  v1::RunUpdate snapshot;
+  *snapshot.mutable_run() = run->run;
+  watcher->Push(snapshot);
+  if (Ended(run->run.state())) {
+    watcher->End();
+    return true;
+  }
+  run->watchers.insert(watcher);
+  return true;
+}
+
+void Hub::Unwatch(const std::string& run_id, Watcher* watcher) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (RunEntry* run = Find(run_id)) run->watchers.erase(watcher);
+}
+
+void Hub::Tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_.NowMillis();
+  exporter_.SetStoreLag(static_cast<double>(store_.Lag()));
+  for (auto& [id, run] : runs_) {
+    for (auto it = run->pending.begin(); it != run->pending.end();) {
+      if (it->second.deadline_millis <= now) {
+        if (it->second.done) it->second.done(it->second.record, false);
+        exporter_.CountCommand(id, ActionName(it->second.record.command()), "timeout");
+        it = run->pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (run->run.state() == v1::RUN_STATE_DISCONNECTED &&
+        now - run->disconnected_millis >= options_.stall_timeout_ms) {
+      SetState(*run, v1::RUN_STATE_FAILED);
+    }
+    if (Ended(run->run.state()) && !run->metrics_removed &&
+        now - run->ended_millis >= options_.retention_ms) {
+      exporter_.RemoveRun(id);
+      run->metrics_removed = true;
+    }
+    if (run->dirty) Persist(*run);
+  }
+}
+
+std::string Hub::Explain(const std::string& run_id) const {
+  std::optional<v1::Run> run = GetRun(run_id);
+  if (!run) return "";
+  std::ostringstream out;
+  out << "Run " << run_id << ": " << StateName(run->state()) << ", " << run->steps()
+      << " steps stored, last step " << run->last_step() << ", last loss " << Fmt(run->last_loss())
+      << ", mode " << ModeName(run->mode()) << ".\n";
+  auto events = store_.ListEvents(run_id);
+  auto commands = store_.ListCommands(run_id);
+  if (events.empty()) {
+    out << "No anomalies detected.\n";
+  }
+  for (const auto& e : events) {
+    out << "  step " << e.step() << ": " << (e.severity() == v1::SEVERITY_CRITICAL ? "CRITICAL " : "warning ")
+        << e.kind() << " — " << e.message();
+    if (!e.first_layer().empty()) out << " (first layer to depart: " << e.first_layer() << ")";
+    out << "\n";
+  }
+  for (const auto& c : commands) {
+    out << "  command " << c.command().id() << " " << ActionName(c.command()) << " by "
+        << c.command().issued_by() << " at step " << c.issued_at_step() << ": " << c.command().reason();
+    if (c.has_ack()) {
+      out << " -> applied at step " << c.ack().applied_at_step();
+    } else {
+      out << " -> not acknowledged";
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace gradwatch::monitor

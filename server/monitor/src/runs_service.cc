@@ -1,0 +1,185 @@
+#include "runs_service.h"
+
+#include <deque>
+#include <mutex>
+
+namespace gradwatch::monitor {
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
+}
+
+// Streams a run's updates to one reader until the run ends or the reader goes away.
+class WatchStream final : public grpc::ServerWriteReactor<v1::RunUpdate>, public Watcher {
+ public:
+  WatchStream(Hub& hub, std::string run_id) : hub_(hub), run_id_(std::move(run_id)) {}
+
+  void Start() {
+    if (!hub_.Watch(run_id_, this)) {
+      Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + run_id_));
+    }
+  }
+
+  void Push(const v1::RunUpdate& update) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ending_ || queue_.size() >= 10'000) return;  // a reader this far behind loses updates
+    queue_.push_back(update);
+    if (!writing_) Next();
+  }
+
+  void End() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ending_ = true;
+    MaybeFinish();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.pop_front();
+    writing_ = false;
+    if (!ok) {
+      queue_.clear();
+      ending_ = true;
+    }
+    if (!queue_.empty()) Next();
+    MaybeFinish();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ending_ = true;
+    MaybeFinish();
+  }
+
+  void OnDone() override {
+    hub_.Unwatch(run_id_, this);
+    delete this;
+  }
+
+ private:
+  void Next() {
+    writing_ = true;
+    StartWrite(&queue_.front());
+  }
+  void MaybeFinish() {
+    if (ending_ && !writing_ && !finished_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  Hub& hub_;
+  std::string run_id_;
+  std::mutex mu_;
+  std::deque<v1::RunUpdate> queue_;
+  bool writing_ = false, ending_ = false, finished_ = false;
+};
+
+}  // namespace
+
+grpc::Status RunsService::Known(const std::string& run_id) const {
+  if (hub_.GetRun(run_id)) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run \"" + run_id + "\"; `gradwatch runs` lists them");
+}
+
+grpc::ServerUnaryReactor* RunsService::ListRuns(grpc::CallbackServerContext* ctx,
+                                                const v1::ListRunsRequest*, v1::ListRunsResponse* resp) {
+  for (auto& run : hub_.ListRuns()) *resp->add_runs() = std::move(run);
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RunsService::GetRun(grpc::CallbackServerContext* ctx,
+                                              const v1::GetRunRequest* req, v1::Run* resp) {
+  auto run = hub_.GetRun(req->run_id());
+  if (!run) return Done(ctx, Known(req->run_id()));
+  *resp = std::move(*run);
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RunsService::ListSteps(grpc::CallbackServerContext* ctx,
+                                                 const v1::ListStepsRequest* req,
+                                                 v1::ListStepsResponse* resp) {
+  grpc::Status known = Known(req->run_id());
+  if (!known.ok()) return Done(ctx, known);
+  if (req->limit() > 10'000) {
+    return Done(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "limit " + std::to_string(req->limit()) + " is over 10000"));
+  }
+  uint32_t limit = req->limit() == 0 ? 1000 : req->limit();
+  for (auto& s : store_.ListSteps(req->run_id(), req->after_step(), limit)) *resp->add_steps() = std::move(s);
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RunsService::ListEvals(grpc::CallbackServerContext* ctx,
+                                                 const v1::ListEvalsRequest* req,
+                                                 v1::ListEvalsResponse* resp) {
+  grpc::Status known = Known(req->run_id());
+  if (!known.ok()) return Done(ctx, known);
+  for (auto& e : store_.ListEvals(req->run_id())) *resp->add_evals() = std::move(e);
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RunsService::ListEvents(grpc::CallbackServerContext* ctx,
+                                                  const v1::ListEventsRequest* req,
+                                                  v1::ListEventsResponse* resp) {
+  grpc::Status known = Known(req->run_id());
+  if (!known.ok()) return Done(ctx, known);
+  for (auto& e : store_.ListEvents(req->run_id())) *resp->add_events() = std::move(e);
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RunsService::ListCommands(grpc::CallbackServerContext* ctx,
+                                                    const v1::ListCommandsRequest* req,
+                                                    v1::ListCommandsResponse* resp) {
+  grpc::Status known = Known(req->run_id());
+  if (!known.ok()) return Done(ctx, known);
+  for (auto& c : store_.ListCommands(req->run_id())) *resp->add_commands() = std::move(c);
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerWriteReactor<v1::RunUpdate>* RunsService::WatchRun(grpc::CallbackServerContext* ctx,
+                                                               const v1::WatchRunRequest* req) {
+  auto* stream = new WatchStream(hub_, req->run_id());
+  stream->Start();
+  return stream;
+}
+
+grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* ctx,
+                                                   const v1::SendCommandRequest* req,
+                                                   v1::SendCommandResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  v1::Command command = req->command();
+  if (command.issued_by().empty()) command.set_issued_by("operator");
+  if (command.reason().empty()) command.set_reason("sent by an operator");
+  int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
+  std::string error = hub_.SendCommand(
+      req->run_id(), std::move(command), timeout,
+      [reactor, resp](const v1::CommandRecord& record, bool acknowledged) {
+        *resp->mutable_record() = record;
+        resp->set_acknowledged(acknowledged);
+        reactor->Finish(grpc::Status::OK);
+      });
+  if (!error.empty()) {
+    auto code = hub_.GetRun(req->run_id()) ? grpc::StatusCode::FAILED_PRECONDITION
+                                           : grpc::StatusCode::NOT_FOUND;
+    if (error.find("must be") != std::string::npos || error.find("no action") != std::string::npos) {
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+    }
+    reactor->Finish(grpc::Status(code, error));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RunsService::ExplainRun(grpc::CallbackServerContext* ctx,
+                                                  const v1::ExplainRunRequest* req,
+                                                  v1::ExplainRunResponse* resp) {
+  grpc::Status known = Known(req->run_id());
+  if (!known.ok()) return Done(ctx, known);
+  resp->set_text(hub_.Explain(req->run_id()));
+  return Done(ctx, grpc::Status::OK);
+}
+
+}  // namespace gradwatch::monitor

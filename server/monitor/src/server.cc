@@ -1,0 +1,160 @@
+#include "gradwatch/monitor/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <signal.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <stdexcept>
+
+#include "gradwatch/metrics/exporter.h"
+#include "gradwatch/store/store.h"
+#include "runs_service.h"
+#include "telemetry_service.h"
+
+namespace gradwatch::monitor {
+
+struct Server::Impl {
+  Impl(const ServerConfig& config, const Clock& clock) : config(config) {
+    metrics::ExporterOptions mopts;
+    mopts.max_layers = config.metrics_max_layers;
+    exporter = std::make_unique<metrics::Exporter>(mopts);
+
+    store::StoreOptions sopts;
+    sopts.path = (std::filesystem::path(config.data_dir) / "gradwatch.db").string();
+    sopts.on_committed = [this](const std::map<std::string, uint64_t>& stored) {
+      if (Hub* h = hub_ptr.load()) h->OnStored(stored);
+    };
+    store = std::make_unique<store::Store>(sopts);
+    hub = std::make_unique<Hub>(config.hub, *store, *exporter, clock);
+    hub_ptr = hub.get();
+
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot serve /metrics on " + config.metrics_listen + ": " + e.what());
+    }
+    exposer->RegisterCollectable(exporter->registry());
+
+    telemetry = std::make_unique<TelemetryService>(*hub, *exporter);
+    runs = std::make_unique<RunsService>(*hub, *store);
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &grpc_port);
+    builder.RegisterService(telemetry.get());
+    builder.RegisterService(runs.get());
+    builder.SetMaxReceiveMessageSize(4 << 20);
+    grpc_server = builder.BuildAndStart();
+    if (!grpc_server || grpc_port == 0) {
+      throw std::runtime_error("cannot listen for gRPC on " + config.listen +
+                               " (address in use or not an address of this host?)");
+    }
+    ticker = std::thread([this] { TickLoop(); });
+    WritePortsFile();
+  }
+
+  void TickLoop() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!stopping) {
+      cv.wait_for(lock, std::chrono::milliseconds(config.tick_ms));
+      lock.unlock();
+      hub->Tick();
+      lock.lock();
+    }
+  }
+
+  void WritePortsFile() {
+    if (config.ports_file.empty()) return;
+    std::string tmp = config.ports_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << MetricsPort() << "}\n";
+    }
+    std::filesystem::rename(tmp, config.ports_file);  // readers never see half a file
+  }
+
+  int MetricsPort() const {
+    auto ports = exposer->GetListeningPorts();
+    return ports.empty() ? 0 : ports.front();
+  }
+
+  void Shutdown() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stopping) return;
+      stopping = true;
+    }
+    cv.notify_all();
+    // Cancel streams after a short grace; store drains in its destructor.
+    grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ticker.join();
+    hub->Tick();
+    store->Flush();
+  }
+
+  ServerConfig config;
+  std::unique_ptr<metrics::Exporter> exporter;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<Hub> hub;
+  std::atomic<Hub*> hub_ptr{nullptr};
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<TelemetryService> telemetry;
+  std::unique_ptr<RunsService> runs;
+  std::unique_ptr<grpc::Server> grpc_server;
+  int grpc_port = 0;
+  std::thread ticker;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+};
+
+Server::Server(const ServerConfig& config, const Clock& clock)
+    : impl_(std::make_unique<Impl>(config, clock)) {}
+
+Server::~Server() {
+  Shutdown();
+  impl_->hub_ptr = nullptr;
+}
+
+int Server::grpc_port() const { return impl_->grpc_port; }
+int Server::metrics_port() const { return impl_->MetricsPort(); }
+Hub& Server::hub() { return *impl_->hub; }
+void Server::Wait() { impl_->grpc_server->Wait(); }
+void Server::Shutdown() { impl_->Shutdown(); }
+
+int RunServer(const ServerConfig& config) {
+  // Block the stop signals in every thread; this one waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  SystemClock clock;
+  std::unique_ptr<Server> server;
+  try {
+    server = std::make_unique<Server>(config, clock);
+  } catch (const std::exception& e) {
+    std::cerr << "gradwatchd: " << e.what() << "\n";
+    return 1;
+  }
+  std::cerr << "gradwatchd: gRPC on " << config.listen.substr(0, config.listen.rfind(':')) << ":"
+            << server->grpc_port() << ", metrics on http://"
+            << config.metrics_listen.substr(0, config.metrics_listen.rfind(':')) << ":"
+            << server->metrics_port() << "/metrics, data in " << config.data_dir << std::endl;
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::cerr << "gradwatchd: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down" << std::endl;
+  server->Shutdown();
+  return 0;
+}
+
+}  // namespace gradwatch::monitor

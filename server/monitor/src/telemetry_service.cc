@@ -1,0 +1,177 @@
+#include "telemetry_service.h"
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+
+namespace gradwatch::monitor {
+namespace {
+
+using Reactor = grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>;
+
+constexpr size_t kMaxOutbox = 4096;  // past this, a slow reader loses acks (they are cumulative)
+
+// The stream's write side, shared with the hub. Outlives the reactor: once the
+// reactor is done, Send drops messages.
+class Outbox final : public StreamSink {
+ public:
+  explicit Outbox(Reactor* reactor) : reactor_(reactor) {}
+
+  void Send(const v1::MonitorMessage& message) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!reactor_ || finishing_) return;
+    // Acks are cumulative: a queued, unsent ack is replaced rather than followed.
+    if (message.has_ack() && queue_.size() > 1 && queue_.back().has_ack()) {
+      queue_.back() = message;
+      return;
+    }
+    if (queue_.size() >= kMaxOutbox && message.has_ack()) return;
+    queue_.push_back(message);
+    if (!writing_) StartNext();
+  }
+
+  void WriteDone(bool ok) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.pop_front();
+    writing_ = false;
+    if (!ok) queue_.clear();
+    if (!queue_.empty()) StartNext();
+    MaybeFinish();
+  }
+
+  // Finishes the RPC once the queued messages are written.
+  void Finish(grpc::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_) return;
+    finishing_ = true;
+    status_ = std::move(status);
+    MaybeFinish();
+  }
+
+  void Detach() {
+    std::lock_guard<std::mutex> lock(mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  void StartNext() {  // requires mu_
+    writing_ = true;
+    reactor_->StartWrite(&queue_.front());
+  }
+  void MaybeFinish() {  // requires mu_
+    if (finishing_ && !writing_ && !finished_ && reactor_) {
+      finished_ = true;
+      reactor_->Finish(status_);
+    }
+  }
+
+  std::mutex mu_;
+  Reactor* reactor_;
+  std::deque<v1::MonitorMessage> queue_;  // front is in flight while writing_
+  bool writing_ = false;
+  bool finishing_ = false;
+  bool finished_ = false;
+  grpc::Status status_;
+};
+
+class IngestStream final : public Reactor {
+ public:
+  IngestStream(Hub& hub, metrics::Exporter& exporter)
+      : hub_(hub), exporter_(exporter), outbox_(std::make_shared<Outbox>(this)) {
+    exporter_.StreamOpened();
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the trainer half-closed, or the stream broke (then OnCancel runs too)
+      outbox_->Finish(grpc::Status::OK);
+      return;
+    }
+    auto start = std::chrono::steady_clock::now();
+    if (!Handle()) return;
+    exporter_.ObserveIngestSeconds(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override { outbox_->WriteDone(ok); }
+  void OnCancel() override { cancelled_ = true; }
+
+  void OnDone() override {
+    if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), !cancelled_);
+    outbox_->Detach();
+    exporter_.StreamClosed();
+    delete this;
+  }
+
+ private:
+  // Returns false when the stream is being finished.
+  bool Handle() {
+    switch (in_.kind_case()) {
+      case v1::TrainerMessage::kHello: return HandleHello();
+      case v1::TrainerMessage::kStep:
+        if (!RequireHello("step")) return false;
+        exporter_.MessageReceived("step");
+        hub_.OnStep(run_id_, in_.step(), *outbox_);
+        return true;
+      case v1::TrainerMessage::kEval:
+        if (!RequireHello("eval")) return false;
+        exporter_.MessageReceived("eval");
+        hub_.OnEval(run_id_, in_.eval(), *outbox_);
+        return true;
+      case v1::TrainerMessage::kCommandAck:
+        if (!RequireHello("command_ack")) return false;
+        exporter_.MessageReceived("command_ack");
+        hub_.OnCommandAck(run_id_, in_.command_ack());
+        return true;
+      default:
+        exporter_.MessageRejected("empty_message");
+        v1::MonitorMessage m;
+        m.mutable_rejection()->set_reason("message has no kind set");
+        outbox_->Send(m);
+        return true;
+    }
+  }
+
+  bool HandleHello() {
+    exporter_.MessageReceived("hello");
+    if (!run_id_.empty()) {
+      exporter_.MessageRejected("second_hello");
+      return Fail("a second hello on one stream; open a new stream for another run");
+    }
+    std::string error = hub_.OnHello(in_.hello(), outbox_);
+    if (!error.empty()) {
+      exporter_.MessageRejected("bad_hello");
+      return Fail(error);
+    }
+    run_id_ = in_.hello().run_id();
+    return true;
+  }
+
+  bool RequireHello(const char* what) {
+    if (!run_id_.empty()) return true;
+    exporter_.MessageRejected("no_hello");
+    return Fail(std::string("a ") + what + " message came before the hello; send Hello first");
+  }
+
+  bool Fail(const std::string& message) {
+    outbox_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
+    return false;
+  }
+
+  Hub& hub_;
+  metrics::Exporter& exporter_;
+  std::shared_ptr<Outbox> outbox_;
+  v1::TrainerMessage in_;
+  std::string run_id_;
+  std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* TelemetryService::Stream(
+    grpc::CallbackServerContext* context) {
+  return new IngestStream(hub_, exporter_);
+}
+
+}  // namespace gradwatch::monitor

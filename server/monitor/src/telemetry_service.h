@@ -1,0 +1,23 @@
+// Telemetry.Stream on the callback API: one reactor per stream, deleting itself in
+// OnDone. Reactions never block: reports go to the hub (which only enqueues), replies
+// go through an outbox drained from OnWriteDone.
+#pragma once
+
+#include "gradwatch/metrics/exporter.h"
+#include "gradwatch/monitor/hub.h"
+#include "gradwatch/v1/telemetry.grpc.pb.h"
+
+namespace gradwatch::monitor {
+
+class TelemetryService final : public v1::Telemetry::CallbackService {
+ public:
+  TelemetryService(Hub& hub, metrics::Exporter& exporter) : hub_(hub), exporter_(exporter) {}
+  grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* Stream(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  Hub& hub_;
+  metrics::Exporter& exporter_;
+};
+
+}  // namespace gradwatch::monitor

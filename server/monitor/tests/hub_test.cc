@@ -1,0 +1,263 @@
+// The hub with a real store in a temp folder, a fake stream and a fake clock.
+#include "gradwatch/monitor/hub.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "gradwatch/metrics/exporter.h"
+#include <prometheus/registry.h>
+#include <cmath>
+#include "gradwatch/store/store.h"
+
+namespace gradwatch::monitor {
+namespace {
+
+class FakeSink : public StreamSink {
+ public:
+  void Send(const v1::MonitorMessage& m) override {
+    std::lock_guard<std::mutex> lock(mu);
+    sent.push_back(m);
+  }
+  template <typename Pred>
+  std::vector<v1::MonitorMessage> Where(Pred pred) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<v1::MonitorMessage> out;
+    for (const auto& m : sent) if (pred(m)) out.push_back(m);
+    return out;
+  }
+  std::mutex mu;
+  std::vector<v1::MonitorMessage> sent;
+};
+
+class HubTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("gradwatch-hub-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    Open();
+  }
+  void Open() {
+    hub_.reset();
+    store::StoreOptions so{(dir_ / "gradwatch.db").string()};
+    so.on_committed = [this](const std::map<std::string, uint64_t>& s) {
+      if (hub_) hub_->OnStored(s);
+    };
+    store_.reset();
+    store_ = std::make_unique<store::Store>(so);
+    HubOptions ho;
+    ho.stall_timeout_ms = 5'000;
+    ho.retention_ms = 60'000;
+    hub_ = std::make_unique<Hub>(ho, *store_, exporter_, clock_);
+  }
+  void TearDown() override {
+    store_->Flush();
+    hub_.reset();
+  }
+
+  v1::Hello Hello(const std::string& run_id, v1::Mode mode = v1::MODE_GUARD) {
+    v1::Hello h;
+    h.set_run_id(run_id);
+    h.add_layer_names("enc0.conv1.weight");
+    h.add_layer_names("head.weight");
+    h.set_mode(mode);
+    h.mutable_config()->set_loss_upper_bound(1.0);
+    return h;
+  }
+  v1::StepReport Step(uint64_t step, double norm, double loss = 0.5) {
+    v1::StepReport s;
+    s.set_step(step);
+    s.set_loss(loss);
+    s.set_grad_norm(norm);
+    s.add_layer_grad_norms(static_cast<float>(norm * 0.6));
+    s.add_layer_grad_norms(static_cast<float>(norm * 0.8));
+    s.set_jaccard_soft(0.6);
+    s.set_jaccard_hard(0.6);
+    return s;
+  }
+  // A healthy run: grad norm ~0.2 with small deterministic wiggle.
+  void Healthy(const std::string& run, uint64_t from, uint64_t to, FakeSink& sink) {
+    for (uint64_t i = from; i <= to; ++i) hub_->OnStep(run, Step(i, 0.2 * (1 + 0.05 * ((i * 7) % 5 - 2))), sink);
+  }
+
+  std::filesystem::path dir_;
+  FakeClock clock_;
+  metrics::Exporter exporter_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<Hub> hub_;
+};
+
+TEST_F(HubTest, refuses_a_hello_with_an_invalid_run_id_and_says_why) {
+  auto sink = std::make_shared<FakeSink>();
+  std::string error = hub_->OnHello(Hello("has space"), sink);
+  EXPECT_NE(error.find("run_id"), std::string::npos) << error;
+  EXPECT_TRUE(hub_->ListRuns().empty());
+}
+
+TEST_F(HubTest, rejects_a_step_with_the_wrong_layer_count_in_band) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  v1::StepReport bad = Step(1, 0.2);
+  bad.add_layer_grad_norms(1.f);
+  hub_->OnStep("r", bad, *sink);
+  auto rejections = sink->Where([](auto& m) { return m.has_rejection(); });
+  ASSERT_EQ(rejections.size(), 1u);
+  EXPECT_EQ(rejections[0].rejection().reason(), "step 1 has 3 layer norms, hello declared 2 layers");
+  EXPECT_EQ(hub_->GetRun("r")->steps(), 0u);
+}
+
+TEST_F(HubTest, acknowledges_stored_steps_cumulatively) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 40, *sink);
+  store_->Flush();
+  auto acks = sink->Where([](auto& m) { return m.has_ack(); });
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().ack().stored_through_step(), 40u);
+}
+
+TEST_F(HubTest, ignores_resent_steps) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 10, *sink);
+  Healthy("r", 5, 12, *sink);
+  store_->Flush();
+  EXPECT_EQ(hub_->GetRun("r")->steps(), 12u);
+  EXPECT_EQ(store_->StepCount("r").first, 12u);
+}
+
+TEST_F(HubTest, switches_on_clipping_after_a_critical_gradient_spike_in_guard_mode) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 60, *sink);
+  hub_->OnStep("r", Step(61, 226.0), *sink);
+  auto commands = sink->Where([](auto& m) { return m.has_command(); });
+  ASSERT_FALSE(commands.empty());
+  const auto& c = commands.front().command();
+  ASSERT_TRUE(c.has_set_clipping()) << c.DebugString();
+  EXPECT_EQ(c.set_clipping().kind(), v1::Clipping::KIND_NORM);
+  EXPECT_GT(c.set_clipping().threshold(), 0.2);
+  EXPECT_LT(c.set_clipping().threshold(), 5.0);
+  EXPECT_EQ(c.issued_by(), "policy:guard");
+  store_->Flush();
+  auto events = store_->ListEvents("r");
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().kind(), "grad_spike");
+  EXPECT_EQ(events.front().step(), 61u);
+}
+
+TEST_F(HubTest, sends_no_command_in_observe_mode) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r", v1::MODE_OBSERVE), sink), "");
+  Healthy("r", 1, 60, *sink);
+  hub_->OnStep("r", Step(61, 226.0), *sink);
+  EXPECT_TRUE(sink->Where([](auto& m) { return m.has_command(); }).empty());
+  store_->Flush();
+  EXPECT_FALSE(store_->ListEvents("r").empty());
+}
+
+TEST_F(HubTest, answers_a_gated_step_with_a_verdict) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r", v1::MODE_GATED), sink), "");
+  Healthy("r", 1, 60, *sink);
+  v1::StepReport spike = Step(61, std::nan(""));
+  spike.set_awaiting_verdict(true);
+  hub_->OnStep("r", spike, *sink);
+  auto verdicts = sink->Where([](auto& m) { return m.has_verdict(); });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].verdict().step(), 61u);
+  EXPECT_EQ(verdicts[0].verdict().decision(), v1::Verdict::DECISION_SKIP);
+}
+
+TEST_F(HubTest, completes_an_operator_command_on_ack_and_times_out_without_one) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 3, *sink);
+  v1::Command lr;
+  lr.set_scale_learning_rate(0.5);
+  std::optional<bool> first, second;
+  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, [&](auto&, bool acked) { first = acked; }), "");
+  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, [&](auto&, bool acked) { second = acked; }), "");
+  auto sent = sink->Where([](auto& m) { return m.has_command(); });
+  ASSERT_EQ(sent.size(), 2u);
+  v1::CommandAck ack;
+  ack.set_command_id(sent[0].command().id());
+  ack.set_applied_at_step(4);
+  ack.set_result(v1::CommandAck::RESULT_APPLIED);
+  hub_->OnCommandAck("r", ack);
+  EXPECT_EQ(first, std::optional<bool>(true));
+  EXPECT_FALSE(second.has_value());
+  clock_.Advance(1001);
+  hub_->Tick();
+  EXPECT_EQ(second, std::optional<bool>(false));
+}
+
+TEST_F(HubTest, refuses_a_bad_operator_command) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  v1::Command lr;
+  lr.set_scale_learning_rate(-2);
+  EXPECT_NE(hub_->SendCommand("r", lr, 1000, nullptr).find("scale_learning_rate"), std::string::npos);
+  EXPECT_NE(hub_->SendCommand("missing", lr, 1000, nullptr), "");
+}
+
+TEST_F(HubTest, marks_a_run_failed_after_the_stall_timeout_and_finished_on_clean_close) {
+  auto a = std::make_shared<FakeSink>(), b = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("broken"), a), "");
+  ASSERT_EQ(hub_->OnHello(Hello("clean"), b), "");
+  hub_->OnStreamClosed("broken", a.get(), /*clean=*/false);
+  hub_->OnStreamClosed("clean", b.get(), /*clean=*/true);
+  EXPECT_EQ(hub_->GetRun("broken")->state(), v1::RUN_STATE_DISCONNECTED);
+  clock_.Advance(4'999);
+  hub_->Tick();
+  EXPECT_EQ(hub_->GetRun("broken")->state(), v1::RUN_STATE_DISCONNECTED);
+  clock_.Advance(1);
+  hub_->Tick();
+  EXPECT_EQ(hub_->GetRun("broken")->state(), v1::RUN_STATE_FAILED);
+  EXPECT_EQ(hub_->GetRun("clean")->state(), v1::RUN_STATE_FINISHED);
+}
+
+TEST_F(HubTest, keeps_runs_and_steps_across_a_restart_and_resumes_the_stream) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 30, *sink);
+  store_->Flush();
+  Open();  // a new hub and store on the same file
+  auto run = hub_->GetRun("r");
+  ASSERT_TRUE(run.has_value());
+  EXPECT_EQ(run->state(), v1::RUN_STATE_DISCONNECTED);
+  EXPECT_EQ(run->last_step(), 30u);
+  auto again = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), again), "");
+  auto acks = again->Where([](auto& m) { return m.has_ack(); });
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.front().ack().stored_through_step(), 30u);
+  Healthy("r", 25, 40, *again);  // resend overlaps
+  store_->Flush();
+  EXPECT_EQ(store_->StepCount("r").first, 40u);
+}
+
+TEST_F(HubTest, removes_metric_series_after_retention) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 3, *sink);
+  hub_->OnStreamClosed("r", sink.get(), true);
+  auto has_series = [&] {
+    for (const auto& family : exporter_.registry()->Collect()) {
+      for (const auto& m : family.metric) {
+        for (const auto& l : m.label) if (l.name == "run_id" && l.value == "r") return true;
+      }
+    }
+    return false;
+  };
+  EXPECT_TRUE(has_series());
+  clock_.Advance(60'000);
+  hub_->Tick();
+  EXPECT_FALSE(has_series());
+}
+
+}  // namespace
+}  // namespace gradwatch::monitor

@@ -1,0 +1,88 @@
+// The whole monitor on 127.0.0.1:0: health checking, reflection and the Runs service.
+#include "gradwatch/monitor/server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "gradwatch/v1/runs.grpc.pb.h"
+
+namespace gradwatch::monitor {
+namespace {
+
+ServerConfig TestConfig(const std::string& name) {
+  ServerConfig c;
+  c.listen = "127.0.0.1:0";
+  c.metrics_listen = "127.0.0.1:0";
+  c.data_dir = (std::filesystem::temp_directory_path() /
+                ("gradwatch-server-" + std::to_string(::getpid()) + "-" + name)).string();
+  std::filesystem::remove_all(c.data_dir);
+  return c;
+}
+
+TEST(Server, binds_free_ports_on_loopback) {
+  SystemClock clock;
+  Server server(TestConfig("ports"), clock);
+  EXPECT_GT(server.grpc_port(), 0);
+  EXPECT_GT(server.metrics_port(), 0);
+  EXPECT_NE(server.grpc_port(), server.metrics_port());
+}
+
+TEST(Server, answers_health_checks_and_unknown_runs_with_not_found) {
+  SystemClock clock;
+  Server server(TestConfig("health"), clock);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto runs = v1::Runs::NewStub(channel);
+  grpc::ClientContext ctx;
+  v1::GetRunRequest req;
+  req.set_run_id("nope");
+  v1::Run run;
+  grpc::Status status = runs->GetRun(&ctx, req, &run);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(status.error_message().find("nope"), std::string::npos);
+
+  grpc::ClientContext ctx2;
+  v1::ListRunsResponse list;
+  ASSERT_TRUE(runs->ListRuns(&ctx2, {}, &list).ok());
+  EXPECT_EQ(list.runs_size(), 0);
+
+  // grpc.health.v1.Health/Check through a generic call: the default service answers SERVING.
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext ctx3;
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status health;
+  generic.UnaryCall(&ctx3, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      std::lock_guard<std::mutex> lock(mu);
+                      health = s;
+                      done = true;
+                      cv.notify_one();
+                    });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  EXPECT_TRUE(health.ok()) << health.error_message();
+}
+
+TEST(Server, names_the_address_it_cannot_bind) {
+  SystemClock clock;
+  ServerConfig c = TestConfig("bad");
+  c.listen = "203.0.113.1:1";  // TEST-NET-3: not an address of this host
+  try {
+    Server server(c, clock);
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("203.0.113.1:1"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace gradwatch::monitor

@@ -1,0 +1,135 @@
+#include "gradwatch/store/store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <unistd.h>
+
+namespace gradwatch::store {
+namespace {
+
+std::string TempDb(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("gradwatch-store-" + std::to_string(::getpid()) + "-" + name);
+  std::filesystem::remove_all(dir);
+  return (dir / "gradwatch.db").string();
+}
+
+v1::StepReport MakeStep(uint64_t step, double loss) {
+  v1::StepReport s;
+  s.set_step(step);
+  s.set_loss(loss);
+  s.set_grad_norm(0.5 * step);
+  s.add_layer_grad_norms(0.25f);
+  s.add_layer_grad_norms(1.5f);
+  return s;
+}
+
+TEST(Store, keeps_each_step_once_when_resent) {
+  Store store({TempDb("dedup")});
+  for (uint64_t i = 1; i <= 10; ++i) store.PutStep("r1", MakeStep(i, 1.0 / i));
+  for (uint64_t i = 5; i <= 12; ++i) store.PutStep("r1", MakeStep(i, 99.0));  // resend 5..10
+  store.Flush();
+  auto [count, last] = store.StepCount("r1");
+  EXPECT_EQ(count, 12u);
+  EXPECT_EQ(last, 12u);
+  auto steps = store.ListSteps("r1", 0, 100);
+  ASSERT_EQ(steps.size(), 12u);
+  EXPECT_DOUBLE_EQ(steps[4].loss(), 1.0 / 5);  // the first write of step 5 wins
+}
+
+TEST(Store, round_trips_every_step_field_including_layer_norms) {
+  Store store({TempDb("fields")});
+  v1::StepReport s = MakeStep(3, std::nan(""));
+  s.set_epoch(2);
+  s.set_jaccard_hard(0.75);
+  s.mutable_clipping()->set_kind(v1::Clipping::KIND_NORM);
+  s.mutable_clipping()->set_threshold(1.0);
+  s.set_update_skipped(true);
+  store.PutStep("r", s);
+  store.Flush();
+  auto steps = store.ListSteps("r", 0, 10);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_TRUE(std::isnan(steps[0].loss()));
+  EXPECT_EQ(steps[0].epoch(), 2u);
+  EXPECT_DOUBLE_EQ(steps[0].jaccard_hard(), 0.75);
+  ASSERT_EQ(steps[0].layer_grad_norms_size(), 2);
+  EXPECT_FLOAT_EQ(steps[0].layer_grad_norms(1), 1.5f);
+  EXPECT_EQ(steps[0].clipping().kind(), v1::Clipping::KIND_NORM);
+  EXPECT_TRUE(steps[0].update_skipped());
+}
+
+TEST(Store, pages_steps_after_a_given_step) {
+  Store store({TempDb("paging")});
+  for (uint64_t i = 1; i <= 30; ++i) store.PutStep("r", MakeStep(i, 1));
+  store.Flush();
+  auto page = store.ListSteps("r", 10, 5);
+  ASSERT_EQ(page.size(), 5u);
+  EXPECT_EQ(page.front().step(), 11u);
+  EXPECT_EQ(page.back().step(), 15u);
+}
+
+TEST(Store, reports_highest_committed_step_per_run) {
+  std::map<std::string, uint64_t> seen;
+  std::mutex mu;
+  StoreOptions opts{TempDb("committed")};
+  opts.on_committed = [&](const std::map<std::string, uint64_t>& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [run, step] : s) seen[run] = std::max(seen[run], step);
+  };
+  Store store(opts);
+  for (uint64_t i = 1; i <= 7; ++i) store.PutStep("a", MakeStep(i, 1));
+  store.PutStep("b", MakeStep(3, 1));
+  store.Flush();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(seen["a"], 7u);
+  EXPECT_EQ(seen["b"], 3u);
+}
+
+TEST(Store, survives_reopen_with_runs_events_and_commands) {
+  std::string path = TempDb("reopen");
+  {
+    Store store({path});
+    v1::Run run;
+    run.set_run_id("r");
+    run.set_state(v1::RUN_STATE_RUNNING);
+    store.PutRun(run);
+    store.PutStep("r", MakeStep(1, 0.5));
+    v1::Event ev;
+    ev.set_run_id("r");
+    ev.set_step(1);
+    ev.set_kind("grad_spike");
+    store.PutEvent(ev);
+    v1::CommandRecord cmd;
+    cmd.set_run_id("r");
+    cmd.mutable_command()->set_id("c-1");
+    cmd.mutable_command()->set_scale_learning_rate(0.5);
+    store.PutCommand(cmd);
+    cmd.mutable_ack()->set_applied_at_step(2);  // ack replaces the record
+    store.PutCommand(cmd);
+  }
+  Store store({path});
+  ASSERT_EQ(store.ListRuns().size(), 1u);
+  EXPECT_EQ(store.GetRun("r")->state(), v1::RUN_STATE_RUNNING);
+  EXPECT_EQ(store.StepCount("r").first, 1u);
+  ASSERT_EQ(store.ListEvents("r").size(), 1u);
+  EXPECT_EQ(store.ListEvents("r")[0].kind(), "grad_spike");
+  auto cmds = store.ListCommands("r");
+  ASSERT_EQ(cmds.size(), 1u);
+  EXPECT_EQ(cmds[0].ack().applied_at_step(), 2u);
+  EXPECT_FALSE(store.GetRun("missing").has_value());
+}
+
+TEST(Store, names_the_path_when_it_cannot_open) {
+  try {
+    Store store({"/proc/no-such-dir/x.db"});
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("/proc/no-such-dir"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace gradwatch::store

@@ -1,0 +1,77 @@
+"""Helpers for the end-to-end tests: start gradwatchd on free loopback ports, run binaries."""
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+BIN = pathlib.Path(os.environ.get("GRADWATCH_BIN", "build/bin"))
+
+
+class Monitor:
+    """gradwatchd on 127.0.0.1:0, its ports read from --ports-file."""
+
+    def __init__(self, data_dir=None, extra_args=()):
+        self.tmp = tempfile.TemporaryDirectory(prefix="gradwatch-e2e-")
+        self.data_dir = data_dir or os.path.join(self.tmp.name, "data")
+        self.ports_file = os.path.join(self.tmp.name, "ports.json")
+        self.log = open(os.path.join(self.tmp.name, "gradwatchd.log"), "w+")
+        self.proc = subprocess.Popen(
+            [str(BIN / "gradwatchd"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+             "--data-dir", self.data_dir, "--ports-file", self.ports_file, *extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.ports_file):
+            if self.proc.poll() is not None:
+                raise RuntimeError("gradwatchd exited early:\n" + self.output())
+            if time.monotonic() > deadline:
+                raise RuntimeError("gradwatchd did not write its ports file in 30 s")
+            time.sleep(0.05)
+        ports = json.load(open(self.ports_file))
+        self.grpc_port, self.metrics_port = ports["grpc_port"], ports["metrics_port"]
+        self.address = f"127.0.0.1:{self.grpc_port}"
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def scrape(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        if exc[0] is not None:
+            print("--- gradwatchd output ---\n" + self.output())
+
+
+def run(args, timeout=300, check=True):
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args[0]} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def metric_value(text, name, **labels):
+    """The value of the one sample of `name` whose labels include `labels`, or None."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        if not (series == name or series.startswith(name + "{")):
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            return float(value)
+    return None

@@ -1,0 +1,42 @@
+"""Trainer -> monitor -> /metrics -> CLI, end to end, with real processes on loopback.
+
+gradwatch-train runs 50 steps against gradwatchd on 127.0.0.1:0; the scrape counts 50
+steps for the run and passes `promtool check metrics`; `gradwatch runs` lists the run.
+"""
+import json
+import shutil
+import subprocess
+import sys
+
+import gwtest
+
+
+def main():
+    with gwtest.Monitor() as mon:
+        gwtest.run([gwtest.BIN / "gradwatch-train", "--monitor", mon.address, "--run-id", "skeleton",
+                    "--steps", "50", "--eval-every", "25", "--log-every", "0", "--mode", "observe"])
+        text = mon.scrape()
+        steps = gwtest.metric_value(text, "gradwatch_steps_total", run_id="skeleton")
+        assert steps == 50, f"expected 50 steps counted for run skeleton, got {steps}\n{text[:3000]}"
+        loss = gwtest.metric_value(text, "gradwatch_loss", run_id="skeleton")
+        assert loss is not None and 0 <= loss <= 1, f"loss gauge {loss}"
+        layers = [l for l in text.splitlines() if l.startswith("gradwatch_layer_grad_norm{")]
+        assert len(layers) >= 10, f"expected per-layer series, got {len(layers)}"
+
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool not found (scripts/install-deps installs prometheus)"
+        check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert check.returncode == 0, f"promtool check metrics failed:\n{check.stdout}{check.stderr}"
+
+        out = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "--json", "runs"]).stdout
+        runs = {r["run_id"]: r for r in map(json.loads, out.splitlines())}
+        assert "skeleton" in runs, out
+        assert runs["skeleton"]["steps"] == 50, runs["skeleton"]
+        assert runs["skeleton"]["state"] == "finished", runs["skeleton"]
+        table = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "runs"]).stdout
+        assert "skeleton" in table and "finished" in table, table
+    print("walking skeleton: 50 steps counted, promtool clean, run listed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

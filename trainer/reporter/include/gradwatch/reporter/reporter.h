@@ -1,0 +1,84 @@
+// The trainer's side of Telemetry.Stream, with no torch dependency: any training loop
+// can report steps through it.
+//
+// It never blocks the training thread. Report() appends to a bounded buffer and returns;
+// a sender thread owns the connection (gRPC callback API), sends the hello, streams the
+// buffer, and reconnects with exponential backoff and jitter when the monitor is away.
+// Reports stay in the buffer until the monitor acknowledges them as stored and are
+// resent after a reconnect (the monitor deduplicates on (run_id, step)). When the buffer
+// is full the oldest report is dropped and counted, never silently.
+//
+// Commands from the monitor queue up until the training thread takes them at a step
+// boundary (TakeCommands) and acknowledges them (AckCommand). In gated mode the
+// training thread waits for a step's verdict with a deadline (AwaitVerdict).
+//
+// Thread-safety: all methods may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gradwatch/v1/telemetry.pb.h"
+
+namespace gradwatch::reporter {
+
+struct ReporterOptions {
+  std::string address;                        // host:port of gradwatchd
+  size_t max_buffered = 100'000;              // unacknowledged reports kept for resend
+  std::chrono::milliseconds backoff_initial{200};
+  std::chrono::milliseconds backoff_max{5'000};
+  bool log_warnings = true;                   // one line on stderr when the monitor is unreachable
+};
+
+struct ReporterStats {
+  uint64_t reported = 0;       // Report() calls
+  uint64_t sent = 0;           // messages written to a stream (resends included)
+  uint64_t acked_through = 0;  // highest step the monitor has stored
+  uint64_t dropped = 0;        // reports dropped because the buffer was full
+  uint64_t connects = 0;       // streams opened and accepted
+  uint64_t rejections = 0;     // reports the monitor refused in-band
+  uint64_t gate_timeouts = 0;  // verdicts that did not come in time
+  bool connected = false;
+  std::string last_error;      // why the last stream ended, "" if none
+};
+
+class Reporter {
+ public:
+  // Starts the sender thread; connecting happens in the background.
+  Reporter(ReporterOptions options, v1::Hello hello);
+  // Close(2 s) if not closed.
+  ~Reporter();
+  Reporter(const Reporter&) = delete;
+  Reporter& operator=(const Reporter&) = delete;
+
+  void Report(const v1::StepReport& step);
+  void Report(const v1::EvalReport& eval);
+
+  // Commands received and not yet taken, in arrival order.
+  std::vector<v1::Command> TakeCommands();
+  // As TakeCommands, but waits up to `deadline` for at least one.
+  std::vector<v1::Command> AwaitCommands(std::chrono::milliseconds deadline);
+  void AckCommand(const v1::CommandAck& ack);
+
+  // Gated mode: waits up to `deadline` for the monitor's verdict on `step` (reported
+  // with awaiting_verdict set). Returns nullopt on timeout or when no stream is up
+  // (fail-open; counted in gate_timeouts).
+  std::optional<v1::Verdict> AwaitVerdict(uint64_t step, std::chrono::milliseconds deadline);
+
+  // Waits until every report is acknowledged or `deadline` passes; true if all were.
+  bool Flush(std::chrono::milliseconds deadline);
+  // Flushes, then half-closes the stream (the run is finished) and stops the thread.
+  void Close(std::chrono::milliseconds deadline);
+
+  ReporterStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gradwatch::reporter

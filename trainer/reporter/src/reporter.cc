@@ -1,0 +1,362 @@
+#include "gradwatch/reporter/reporter.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <deque>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "gradwatch/v1/telemetry.grpc.pb.h"
+
+namespace gradwatch::reporter {
+namespace {
+
+constexpr size_t kWriteWindow = 256;  // messages queued on one stream at most
+
+using Clock = std::chrono::steady_clock;
+
+uint64_t StepOf(const v1::TrainerMessage& m) {
+  return m.has_step() ? m.step().step() : m.eval().step();
+}
+
+}  // namespace
+
+class Stream;
+
+struct Reporter::Impl {
+  Impl(ReporterOptions o, v1::Hello h) : options(std::move(o)), hello(std::move(h)) {
+    grpc::ChannelArguments args;
+    // Find a half-open connection within ~20 s, even while idle.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.backoff_max.count()));
+    channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+    stub = v1::Telemetry::NewStub(channel);
+    sender = std::thread([this] { SendLoop(); });
+  }
+
+  void SendLoop();
+  void OnMessage(const v1::MonitorMessage& m);
+  void OnStreamDone(const grpc::Status& status);
+  void Feed(std::unique_lock<std::mutex>& lock);
+  void Warn(const std::string& line) {
+    if (options.log_warnings) std::cerr << "gradwatch: " << line << std::endl;
+  }
+
+  ReporterOptions options;
+  v1::Hello hello;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Telemetry::Stub> stub;
+
+  mutable std::mutex mu;
+  std::condition_variable wake;     // the sender thread
+  std::condition_variable changed;  // Flush and AwaitVerdict
+  std::deque<v1::TrainerMessage> buffer;  // unacknowledged steps and evals, in order
+  size_t next_send = 0;                   // index in buffer of the next to send on this stream
+  std::deque<v1::TrainerMessage> acks;    // command acks to send
+  std::vector<v1::Command> commands;
+  std::map<uint64_t, v1::Verdict> verdicts;
+  ReporterStats stats;
+  Stream* stream = nullptr;
+  bool stream_done = false;
+  bool stream_accepted = false;  // the monitor answered the hello
+  bool closing = false;
+  bool stopping = false;
+  bool give_up = false;  // the monitor refused the hello: reconnecting cannot help
+  bool warned = false;
+  std::thread sender;
+};
+
+// One Telemetry.Stream call. Writes come from the sender thread (hence the hold);
+// reactions never block.
+class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::MonitorMessage> {
+ public:
+  Stream(Reporter::Impl* impl) : impl_(impl) {
+    impl_->stub->async()->Stream(&context_, this);
+    StartRead(&in_);
+    AddHold();
+    StartCall();
+  }
+
+  void Write(const v1::TrainerMessage& m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (half_closed_) return;
+    queue_.push_back(m);
+    if (!writing_) Next();
+  }
+
+  size_t queued() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.size();
+  }
+
+  void HalfClose() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (half_closed_) return;
+    half_closed_ = true;
+    if (!writing_) StartWritesDone();
+  }
+
+  void Cancel() { context_.TryCancel(); }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.pop_front();
+      writing_ = false;
+      if (!ok) queue_.clear();
+      if (!queue_.empty()) {
+        Next();
+      } else if (half_closed_) {
+        StartWritesDone();
+      }
+    }
+    impl_->wake.notify_all();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      RemoveHold();  // lets the call complete once in-flight writes are done
+      return;
+    }
+    impl_->OnMessage(in_);
+    StartRead(&in_);
+  }
+
+  void OnDone(const grpc::Status& status) override { impl_->OnStreamDone(status); }
+
+ private:
+  void Next() {
+    writing_ = true;
+    StartWrite(&queue_.front());
+  }
+
+  Reporter::Impl* impl_;
+  grpc::ClientContext context_;
+  v1::MonitorMessage in_;
+  mutable std::mutex mu_;
+  std::deque<v1::TrainerMessage> queue_;  // front is in flight while writing_
+  bool writing_ = false;
+  bool half_closed_ = false;
+};
+
+void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
+  std::lock_guard<std::mutex> lock(mu);
+  switch (m.kind_case()) {
+    case v1::MonitorMessage::kAck: {
+      uint64_t through = m.ack().stored_through_step();
+      if (!stream_accepted) {
+        stream_accepted = true;
+        stats.connected = true;
+        ++stats.connects;
+        if (warned) Warn("connected to the monitor at " + options.address + ", resending " +
+                         std::to_string(buffer.size()) + " buffered reports");
+        warned = false;
+      }
+      stats.acked_through = std::max(stats.acked_through, through);
+      while (!buffer.empty() && StepOf(buffer.front()) <= through) {
+        buffer.pop_front();
+        if (next_send > 0) --next_send;
+      }
+      break;
+    }
+    case v1::MonitorMessage::kCommand: commands.push_back(m.command()); break;
+    case v1::MonitorMessage::kVerdict: verdicts[m.verdict().step()] = m.verdict(); break;
+    case v1::MonitorMessage::kRejection:
+      ++stats.rejections;
+      Warn("the monitor refused a report: " + m.rejection().reason());
+      break;
+    default: break;
+  }
+  changed.notify_all();
+}
+
+void Reporter::Impl::OnStreamDone(const grpc::Status& status) {
+  std::lock_guard<std::mutex> lock(mu);
+  stream_done = true;
+  stats.connected = false;
+  if (!status.ok()) stats.last_error = status.error_message();
+  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT && !stream_accepted) {
+    give_up = true;
+    Warn("the monitor refused this run: " + status.error_message() +
+         "; training continues without monitoring");
+  } else if (!closing && !status.ok() && !warned) {
+    warned = true;
+    Warn("monitor at " + options.address + " unreachable (" + status.error_message() +
+         "); training continues, reports are kept (up to " + std::to_string(options.max_buffered) +
+         ") and sent when it is back");
+  }
+  wake.notify_all();
+  changed.notify_all();
+}
+
+// Moves buffered messages onto the stream, up to the write window. Requires mu.
+void Reporter::Impl::Feed(std::unique_lock<std::mutex>& lock) {
+  while (!acks.empty()) {
+    stream->Write(acks.front());
+    acks.pop_front();
+    ++stats.sent;
+  }
+  while (next_send < buffer.size() && stream->queued() < kWriteWindow) {
+    stream->Write(buffer[next_send++]);
+    ++stats.sent;
+  }
+}
+
+void Reporter::Impl::SendLoop() {
+  std::mt19937 jitter(std::random_device{}());
+  auto backoff = options.backoff_initial;
+  std::unique_lock<std::mutex> lock(mu);
+  while (!stopping) {
+    if (stream && stream_done) {
+      Stream* done = stream;
+      stream = nullptr;
+      lock.unlock();
+      delete done;
+      lock.lock();
+      bool was_accepted = stream_accepted;
+      stream_accepted = false;
+      next_send = 0;  // resend everything not acknowledged
+      if (closing) break;
+      if (was_accepted) backoff = options.backoff_initial;
+      // Exponential backoff with full jitter, cut short by Close().
+      auto wait = std::chrono::milliseconds(std::uniform_int_distribution<int64_t>(
+          backoff.count() / 2, backoff.count())(jitter));
+      wake.wait_for(lock, wait, [&] { return stopping || closing; });
+      backoff = std::min(backoff * 2, options.backoff_max);
+      continue;
+    }
+    if (!stream) {
+      if (give_up || (closing && buffer.empty())) break;
+      hello.set_resume_after_step(stats.acked_through);
+      stream_done = false;
+      stream = new Stream(this);
+      v1::TrainerMessage m;
+      *m.mutable_hello() = hello;
+      stream->Write(m);
+    }
+    if (stream_accepted) {
+      Feed(lock);
+      if (closing && buffer.empty() && acks.empty()) stream->HalfClose();
+    }
+    wake.wait_for(lock, std::chrono::milliseconds(50));
+  }
+  if (stream) {
+    Stream* s = stream;
+    if (!stream_done) s->Cancel();
+    wake.wait(lock, [&] { return stream_done; });
+    stream = nullptr;
+    lock.unlock();
+    delete s;
+    lock.lock();
+  }
+  changed.notify_all();
+}
+
+Reporter::Reporter(ReporterOptions options, v1::Hello hello)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(hello))) {}
+
+Reporter::~Reporter() { Close(std::chrono::seconds(2)); }
+
+void Reporter::Report(const v1::StepReport& step) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Impl& s = *impl_;
+  ++s.stats.reported;
+  if (s.buffer.size() >= s.options.max_buffered) {
+    s.buffer.pop_front();
+    ++s.stats.dropped;
+    if (s.next_send > 0) --s.next_send;
+  }
+  v1::TrainerMessage m;
+  *m.mutable_step() = step;
+  s.buffer.push_back(std::move(m));
+  s.wake.notify_one();
+}
+
+void Reporter::Report(const v1::EvalReport& eval) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  v1::TrainerMessage m;
+  *m.mutable_eval() = eval;
+  impl_->buffer.push_back(std::move(m));
+  impl_->wake.notify_one();
+}
+
+std::vector<v1::Command> Reporter::TakeCommands() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<v1::Command> out;
+  out.swap(impl_->commands);
+  return out;
+}
+
+std::vector<v1::Command> Reporter::AwaitCommands(std::chrono::milliseconds deadline) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->changed.wait_for(lock, deadline, [&] { return !impl_->commands.empty(); });
+  std::vector<v1::Command> out;
+  out.swap(impl_->commands);
+  return out;
+}
+
+void Reporter::AckCommand(const v1::CommandAck& ack) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  v1::TrainerMessage m;
+  *m.mutable_command_ack() = ack;
+  impl_->acks.push_back(std::move(m));
+  impl_->wake.notify_one();
+}
+
+std::optional<v1::Verdict> Reporter::AwaitVerdict(uint64_t step, std::chrono::milliseconds deadline) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  Impl& s = *impl_;
+  bool got = s.changed.wait_for(lock, deadline, [&] {
+    return s.verdicts.count(step) > 0 || !s.stream_accepted || s.stopping;
+  });
+  auto it = s.verdicts.find(step);
+  if (!got || it == s.verdicts.end()) {
+    ++s.stats.gate_timeouts;
+    return std::nullopt;
+  }
+  v1::Verdict v = it->second;
+  s.verdicts.erase(s.verdicts.begin(), std::next(it));
+  return v;
+}
+
+bool Reporter::Flush(std::chrono::milliseconds deadline) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  Impl& s = *impl_;
+  s.wake.notify_all();
+  return s.changed.wait_for(lock, deadline, [&] { return s.buffer.empty() || s.give_up; }) &&
+         s.buffer.empty();
+}
+
+void Reporter::Close(std::chrono::milliseconds deadline) {
+  if (!impl_->sender.joinable()) return;
+  Flush(deadline);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->closing = true;
+    if (!impl_->buffer.empty()) impl_->stopping = true;  // out of time: do not wait further
+  }
+  impl_->wake.notify_all();
+  // Give the half-close a moment to reach the monitor, then stop regardless.
+  {
+    std::unique_lock<std::mutex> lock(impl_->mu);
+    impl_->changed.wait_for(lock, std::chrono::seconds(2),
+                            [&] { return impl_->stream == nullptr; });
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_all();
+  impl_->sender.join();
+}
+
+ReporterStats Reporter::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+}  // namespace gradwatch::reporter

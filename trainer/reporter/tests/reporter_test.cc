@@ -1,0 +1,160 @@
+// The reporter against a real in-process monitor on 127.0.0.1:0.
+#include "gradwatch/reporter/reporter.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <future>
+
+#include "gradwatch/monitor/server.h"
+
+namespace gradwatch::reporter {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Monitor {
+  explicit Monitor(const std::string& name, int port = 0) {
+    dir = std::filesystem::temp_directory_path() /
+          ("gradwatch-reporter-" + std::to_string(::getpid()) + "-" + name);
+    if (port == 0) std::filesystem::remove_all(dir);
+    monitor::ServerConfig config;
+    config.listen = "127.0.0.1:" + std::to_string(port);
+    config.metrics_listen = "127.0.0.1:0";
+    config.data_dir = dir.string();
+    server = std::make_unique<monitor::Server>(config, clock);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(server->grpc_port()); }
+
+  monitor::SystemClock clock;
+  std::filesystem::path dir;
+  std::unique_ptr<monitor::Server> server;
+};
+
+v1::Hello MakeHello(const std::string& run_id, v1::Mode mode = v1::MODE_OBSERVE) {
+  v1::Hello h;
+  h.set_run_id(run_id);
+  h.add_layer_names("fc.weight");
+  h.add_layer_names("fc.bias");
+  h.set_mode(mode);
+  return h;
+}
+
+v1::StepReport MakeStep(uint64_t step) {
+  v1::StepReport s;
+  s.set_step(step);
+  s.set_loss(1.0 / step);
+  s.set_grad_norm(0.2);
+  s.add_layer_grad_norms(0.15f);
+  s.add_layer_grad_norms(0.05f);
+  return s;
+}
+
+ReporterOptions Options(const std::string& address) {
+  ReporterOptions o;
+  o.address = address;
+  o.backoff_initial = 50ms;
+  o.backoff_max = 200ms;
+  o.log_warnings = false;
+  return o;
+}
+
+TEST(Reporter, streams_steps_that_the_monitor_stores_and_acknowledges) {
+  Monitor m("basic");
+  Reporter r(Options(m.address()), MakeHello("basic"));
+  for (uint64_t i = 1; i <= 100; ++i) r.Report(MakeStep(i));
+  ASSERT_TRUE(r.Flush(10s));
+  EXPECT_EQ(r.stats().acked_through, 100u);
+  r.Close(5s);
+  auto run = m.server->hub().GetRun("basic");
+  ASSERT_TRUE(run.has_value());
+  EXPECT_EQ(run->steps(), 100u);
+  EXPECT_EQ(run->state(), v1::RUN_STATE_FINISHED);
+}
+
+TEST(Reporter, keeps_reports_while_the_monitor_is_away_and_resends_them) {
+  int port;
+  {
+    Monitor probe("port-probe");
+    port = probe.server->grpc_port();
+  }
+  Reporter r(Options("127.0.0.1:" + std::to_string(port)), MakeHello("late"));
+  for (uint64_t i = 1; i <= 30; ++i) r.Report(MakeStep(i));  // returns at once, no monitor
+  EXPECT_FALSE(r.Flush(100ms));
+  EXPECT_FALSE(r.stats().connected);
+  Monitor m("late", port);
+  ASSERT_TRUE(r.Flush(15s)) << r.stats().last_error;
+  EXPECT_EQ(m.server->hub().GetRun("late")->steps(), 30u);
+}
+
+TEST(Reporter, counts_reports_dropped_when_the_buffer_is_full) {
+  ReporterOptions o = Options("127.0.0.1:1");  // nothing listens there
+  o.max_buffered = 10;
+  Reporter r(o, MakeHello("full"));
+  for (uint64_t i = 1; i <= 25; ++i) r.Report(MakeStep(i));
+  EXPECT_EQ(r.stats().reported, 25u);
+  EXPECT_EQ(r.stats().dropped, 15u);
+}
+
+TEST(Reporter, delivers_an_operator_command_and_its_acknowledgement) {
+  Monitor m("command");
+  Reporter r(Options(m.address()), MakeHello("command", v1::MODE_GUARD));
+  r.Report(MakeStep(1));
+  ASSERT_TRUE(r.Flush(10s));
+  std::promise<std::pair<v1::CommandRecord, bool>> result;
+  v1::Command clip;
+  clip.mutable_set_clipping()->set_kind(v1::Clipping::KIND_NORM);
+  clip.mutable_set_clipping()->set_threshold(1.0);
+  std::string error = m.server->hub().SendCommand(
+      "command", clip, 10'000,
+      [&](const v1::CommandRecord& rec, bool acked) { result.set_value({rec, acked}); });
+  ASSERT_EQ(error, "");
+  std::vector<v1::Command> got = r.AwaitCommands(10s);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_DOUBLE_EQ(got[0].set_clipping().threshold(), 1.0);
+  v1::CommandAck ack;
+  ack.set_command_id(got[0].id());
+  ack.set_applied_at_step(2);
+  ack.set_result(v1::CommandAck::RESULT_APPLIED);
+  r.AckCommand(ack);
+  auto future = result.get_future();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  auto [record, acked] = future.get();
+  EXPECT_TRUE(acked);
+  EXPECT_EQ(record.ack().applied_at_step(), 2u);
+}
+
+TEST(Reporter, waits_for_a_gated_verdict) {
+  Monitor m("gated");
+  Reporter r(Options(m.address()), MakeHello("gated", v1::MODE_GATED));
+  r.Report(MakeStep(1));
+  ASSERT_TRUE(r.Flush(10s));
+  v1::StepReport s = MakeStep(2);
+  s.set_awaiting_verdict(true);
+  r.Report(s);
+  auto verdict = r.AwaitVerdict(2, 10s);
+  ASSERT_TRUE(verdict.has_value());
+  EXPECT_EQ(verdict->step(), 2u);
+  EXPECT_EQ(verdict->decision(), v1::Verdict::DECISION_PROCEED);
+}
+
+TEST(Reporter, fails_open_when_no_verdict_can_come) {
+  Reporter r(Options("127.0.0.1:1"), MakeHello("nogate", v1::MODE_GATED));
+  v1::StepReport s = MakeStep(1);
+  s.set_awaiting_verdict(true);
+  r.Report(s);
+  EXPECT_FALSE(r.AwaitVerdict(1, 50ms).has_value());
+  EXPECT_EQ(r.stats().gate_timeouts, 1u);
+}
+
+TEST(Reporter, gives_up_when_the_monitor_refuses_the_run) {
+  Monitor m("refused");
+  Reporter r(Options(m.address()), MakeHello("bad run id!"));
+  r.Report(MakeStep(1));
+  EXPECT_FALSE(r.Flush(5s));
+  EXPECT_NE(r.stats().last_error.find("run_id"), std::string::npos) << r.stats().last_error;
+}
+
+}  // namespace
+}  // namespace gradwatch::reporter

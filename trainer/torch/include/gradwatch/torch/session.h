@@ -1,0 +1,142 @@
+// gradwatch for any LibTorch training loop: report each step, apply the monitor's
+// commands at step boundaries, and take the update decision around optimizer.step().
+//
+//   gradwatch::torchmon::Session gw(*model, optimizer, options);   // connects in the background
+//   for (uint64_t step = 1; gw.BeginStep(step); ++step) {          // false once stopped
+//     optimizer.zero_grad();
+//     auto loss = loss_fn(model->forward(x), y);
+//     loss.backward();
+//     if (gw.BeforeUpdate({step, epoch, loss.item<double>()})) optimizer.step();
+//     gw.AfterUpdate();
+//   }
+//   gw.Finish();
+//
+// BeginStep applies every command received since the last step (clipping, learning-rate
+// scale, skip, rollback, stop, mode) and acknowledges it with this step. BeforeUpdate
+// measures the gradients (one fused norm, one copy), reports the step, in gated mode
+// waits for the verdict (fail-open on timeout), and clips; it returns whether to apply
+// the update. AfterUpdate keeps a checkpoint every K healthy steps for rollback.
+//
+// Not thread-safe: call from the training thread. Without a monitor (empty address)
+// everything but the reporting still works: clipping from the options, checkpoints.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gradwatch/v1/telemetry.pb.h"
+
+namespace torch {
+namespace nn {
+class Module;
+}
+namespace optim {
+class Optimizer;
+}
+}  // namespace torch
+
+namespace gradwatch::reporter {
+class Reporter;
+struct ReporterStats;
+}
+
+namespace gradwatch::torchmon {
+
+struct SessionOptions {
+  std::string monitor;                 // host:port of gradwatchd; "" = no monitor
+  std::string run_id;
+  v1::Mode mode = v1::MODE_GUARD;
+  v1::RunConfig config;                // sent in the hello
+  std::string device = "cpu";
+  std::chrono::milliseconds gate_timeout{200};
+  uint32_t checkpoint_every = 50;      // 0 = no checkpoints (rollback is then rejected)
+  size_t checkpoints_kept = 4;         // in memory, newest last
+  std::string checkpoint_dir;          // "" = memory only; else also written there
+  v1::Clipping clipping;               // in force from the start
+  bool log = true;                     // one stderr line per applied command
+};
+
+// What the loop measured on this step, besides the gradients.
+struct StepInputs {
+  uint64_t step = 0;
+  uint32_t epoch = 0;
+  double loss = 0;
+  double jaccard_soft = 0, jaccard_hard = 0, accuracy = 0;
+};
+
+struct AppliedCommand {
+  std::string id, action, detail;
+  uint64_t step = 0;
+  bool applied = false;
+};
+
+class Session {
+ public:
+  Session(torch::nn::Module& model, torch::optim::Optimizer& optimizer, SessionOptions options);
+  ~Session();
+
+  // Parameter names in report order (the hello's layer names).
+  const std::vector<std::string>& layer_names() const { return names_; }
+
+  // Applies commands; returns false when a stop command was applied (end the loop).
+  bool BeginStep(uint64_t step);
+  // The base learning rate is multiplied by this before the step (1 unless scaled).
+  double lr_scale() const { return lr_scale_; }
+  // Sets the optimizer's learning rate for this step: base * lr_scale().
+  void SetLearningRate(double base_lr);
+  // After backward, before optimizer.step(): returns true to apply the update.
+  bool BeforeUpdate(const StepInputs& in);
+  // After the update (or its skip): checkpoints every K steps when the step was healthy.
+  void AfterUpdate();
+  void ReportEval(const v1::EvalReport& eval);
+  // Waits (bounded) for the monitor to store everything, then closes the stream.
+  void Finish(std::chrono::milliseconds deadline = std::chrono::seconds(10));
+
+  const std::vector<AppliedCommand>& applied_commands() const { return applied_; }
+  const v1::Clipping& clipping() const { return clipping_; }
+  double last_grad_norm() const { return last_norm_; }
+  uint64_t updates_skipped() const { return skipped_; }
+  uint64_t gate_timeouts() const;
+  bool monitored() const { return reporter_ != nullptr; }
+  bool stopped() const { return stopped_; }
+
+ private:
+  struct Checkpoint {
+    uint64_t step;          // state after this many updates
+    std::string model, optimizer;  // serialized archives
+  };
+  void Apply(const v1::Command& command, uint64_t step);
+  std::string Rollback(uint64_t to_step, bool* ok);
+  void SaveCheckpoint(uint64_t step);
+  void ClipGradients(double total_norm);
+  double AdaptiveThreshold() const;
+
+  torch::nn::Module& model_;
+  torch::optim::Optimizer& optimizer_;
+  SessionOptions options_;
+  std::vector<std::string> names_;
+  std::unique_ptr<reporter::Reporter> reporter_;
+  v1::Clipping clipping_;
+  double lr_scale_ = 1.0;
+  double lr_ = 0;
+  uint32_t skip_pending_ = 0;
+  uint64_t step_ = 0;
+  uint64_t rolled_back_to_ = 0;
+  bool stop_requested_ = false;
+  bool stopped_ = false;
+  bool step_healthy_ = true;
+  double last_norm_ = 0;
+  uint64_t skipped_ = 0;
+  // Healthy grad-norm statistics for adaptive clipping (EWMA of log norm).
+  double log_mean_ = 0, log_var_ = 0;
+  uint64_t healthy_ = 0;
+  std::chrono::steady_clock::time_point step_start_;
+  std::deque<Checkpoint> checkpoints_;
+  std::vector<AppliedCommand> applied_;
+};
+
+}  // namespace gradwatch::torchmon

@@ -1,0 +1,230 @@
+// TrainConfig: defaults, JSON parsing and round trip, and each validation message.
+#include "train/config.h"
+
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace gradwatch::train {
+namespace {
+
+std::string parse_error(const std::string& json) {
+  try {
+    ParseConfigJson(json, "config.json");
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(TrainConfig, defaults_are_the_case_and_valid) {
+  const TrainConfig c;
+  EXPECT_EQ(c.optimizer, "sgd");
+  EXPECT_EQ(c.lr, 0.01);
+  EXPECT_EQ(c.momentum, 0.9);
+  EXPECT_TRUE(c.nesterov);
+  EXPECT_EQ(c.batch, 4);
+  EXPECT_EQ(c.data.synthetic.channels, 6);
+  EXPECT_EQ(c.mode, "guard");
+  EXPECT_EQ(c.clip.kind, "off");
+  EXPECT_TRUE(Validate(c).empty()) << Validate(c)[0];
+}
+
+TEST(TrainConfig, empty_object_gives_the_defaults) {
+  EXPECT_EQ(ToJson(ParseConfigJson("{}", "config.json")), ToJson(TrainConfig{}));
+}
+
+TEST(TrainConfig, json_round_trip_keeps_every_field) {
+  TrainConfig c;
+  c.run_id = "unet-7";
+  c.device = "cpu";
+  c.threads = 2;
+  c.seed = 18446744073709551615ull;
+  c.steps = 900;
+  c.batch = 8;
+  c.eval_every = 10;
+  c.log_every = 5;
+  c.model = {4, 16};
+  c.data.dir = "/data/case";
+  c.data.augment = false;
+  c.data.synthetic = {11, 64, 48, 3, 0.3, 0.05, 0.2};
+  c.optimizer = "adam";
+  c.lr = 0.003;
+  c.momentum = 0.5;
+  c.nesterov = false;
+  c.lr_schedule = "step";
+  c.lr_step_every = 100;
+  c.lr_step_gamma = 0.5;
+  c.clip = {"norm", 1.0};
+  c.checkpoint_every = 25;
+  c.checkpoint_dir = "/tmp/ckpt";
+  c.monitor = "10.0.0.2:7070";
+  c.no_monitor = true;
+  c.mode = "gated";
+  c.gate_timeout_ms = 500;
+  c.faults = {{"lr_spike", 40, 100.0}, {"nan", 50, 1.0}};
+  c.summary_json = "/tmp/summary.json";
+  const std::string json = ToJson(c);
+  const TrainConfig back = ParseConfigJson(json, "round-trip");
+  EXPECT_EQ(ToJson(back), json);
+  EXPECT_EQ(back.seed, c.seed);
+  EXPECT_EQ(back.data.synthetic.noise, 0.05);
+  EXPECT_EQ(back.faults.size(), 2u);
+  EXPECT_EQ(back.faults[1].kind, "nan");
+  EXPECT_NE(json, ToJson(TrainConfig{}));
+}
+
+TEST(TrainConfig, unknown_field_is_rejected_with_its_name) {
+  EXPECT_EQ(parse_error(R"({"lerning_rate": 0.1})"), R"(config.json: unknown field "lerning_rate")");
+  EXPECT_EQ(parse_error(R"({"model": {"dept": 3}})"), R"(config.json: unknown field "model.dept")");
+  EXPECT_EQ(parse_error(R"({"faults": [{"kind": "nan", "stp": 3}]})"),
+            R"(config.json: unknown field "faults[0].stp")");
+}
+
+TEST(TrainConfig, wrong_types_are_rejected_with_field_and_type) {
+  EXPECT_EQ(parse_error(R"({"lr": "fast"})"), "config.json: lr: expected a number, got string");
+  EXPECT_EQ(parse_error(R"({"steps": 600.5})"), "config.json: steps: expected an integer, got number");
+  EXPECT_EQ(parse_error(R"({"seed": -1})"),
+            "config.json: seed: expected a non-negative integer, got number");
+  EXPECT_EQ(parse_error(R"({"model": 3})"), "config.json: model: expected a JSON object, got number");
+  EXPECT_EQ(parse_error(R"({"threads": 99999999999})"),
+            "config.json: threads: expected an integer in range");
+  EXPECT_EQ(parse_error(R"([1, 2])"), "config.json: the top level: expected a JSON object, got array");
+  EXPECT_EQ(parse_error(R"({"faults": {}})"), "config.json: faults: expected an array, got object");
+}
+
+TEST(TrainConfig, invalid_json_names_the_source) {
+  EXPECT_EQ(parse_error(R"({"lr": )").rfind("config.json: invalid JSON: ", 0), 0u);
+}
+
+TEST(TrainConfig, comments_are_allowed) {
+  const TrainConfig c = ParseConfigJson("{\n  // the case's fix\n  \"clip\": {\"kind\": \"norm\"}\n}", "c");
+  EXPECT_EQ(c.clip.kind, "norm");
+  EXPECT_EQ(c.clip.threshold, 1.0);
+}
+
+// Each mutation of a valid config must give exactly this one problem.
+struct Case {
+  std::function<void(TrainConfig&)> mutate;
+  std::string message;
+};
+
+TEST(TrainConfig, validate_names_each_problem) {
+  const std::vector<Case> cases = {
+      {[](TrainConfig& c) { c.lr = -1; }, "lr: must be > 0, got -1"},
+      {[](TrainConfig& c) { c.batch = 0; }, "batch: must be >= 1, got 0"},
+      {[](TrainConfig& c) { c.steps = 0; c.faults.clear(); }, "steps: must be >= 1, got 0"},
+      {[](TrainConfig& c) { c.threads = 0; }, "threads: must be >= 1, got 0"},
+      {[](TrainConfig& c) { c.eval_every = -1; }, "eval_every: must be >= 0, got -1"},
+      {[](TrainConfig& c) { c.model.depth = 7; }, "model.depth: 1..6, got 7"},
+      {[](TrainConfig& c) { c.model.base = 0; }, "model.base: 1..256, got 0"},
+      {[](TrainConfig& c) { c.device = "tpu"; }, R"(device: unknown "tpu", expected auto|cpu|cuda)"},
+      {[](TrainConfig& c) { c.optimizer = "rmsprop"; },
+       R"(optimizer: unknown "rmsprop", expected sgd|adam)"},
+      {[](TrainConfig& c) { c.momentum = 1.0; }, "momentum: must be in [0, 1), got 1"},
+      {[](TrainConfig& c) { c.momentum = 0.0; }, "nesterov: needs momentum > 0"},
+      {[](TrainConfig& c) { c.lr_schedule = "linear"; },
+       R"(lr_schedule: unknown "linear", expected constant|cosine|step)"},
+      {[](TrainConfig& c) { c.lr_step_gamma = 0; }, "lr_step_gamma: must be in (0, 1], got 0"},
+      {[](TrainConfig& c) { c.clip.kind = "adaptive"; },
+       R"(clip.kind: unknown "adaptive", expected off|norm|value)"},
+      {[](TrainConfig& c) { c.clip = {"norm", 0}; }, "clip.threshold: must be > 0, got 0"},
+      {[](TrainConfig& c) { c.mode = "enforce"; }, R"(mode: unknown "enforce", expected observe|guard|gated)"},
+      {[](TrainConfig& c) { c.gate_timeout_ms = 0; }, "gate_timeout_ms: 1..60000, got 0"},
+      {[](TrainConfig& c) { c.monitor = "localhost"; },
+       R"(monitor: expected host:port (port 1..65535) or unix:path, got "localhost")"},
+      {[](TrainConfig& c) { c.run_id = "my run"; },
+       R"(run_id: must match [A-Za-z0-9._-]{1,64} or be empty, got "my run")"},
+      {[](TrainConfig& c) { c.faults = {{"boom", 3, 10}}; },
+       R"(faults[0].kind: unknown "boom", expected grad_spike|lr_spike|nan)"},
+      {[](TrainConfig& c) { c.faults = {{"grad_spike", 600, 1000}}; },
+       "faults[0].step: must be in 0..599, got 600"},
+      {[](TrainConfig& c) { c.faults = {{"lr_spike", 3, -2}}; }, "faults[0].factor: must be > 0, got -2"},
+      {[](TrainConfig& c) { c.scenario = "replay"; }, R"(scenario: unknown "replay", expected |seed)"},
+      {[](TrainConfig& c) { c.scenario = "seed"; c.faults = {{"nan", 3, 1}}; },
+       R"(scenario: "seed" sets the faults itself; remove the 1 explicit fault(s))"},
+      {[](TrainConfig& c) { c.data.synthetic.size = 30; },
+       "data.size: 30 is not divisible by 4 (2^(model.depth-1))"},
+      {[](TrainConfig& c) { c.data.synthetic.foreground_fraction = 1.5; },
+       "data.foreground_fraction: must be in [0, 1), got 1.5"},
+      {[](TrainConfig& c) { c.data.synthetic.noise = -0.1; }, "data.noise: must be >= 0, got -0.1"},
+      {[](TrainConfig& c) { c.data.synthetic.images = 0; }, "data.images: must be >= 1, got 0"},
+      {[](TrainConfig& c) { c.data.synthetic.val_fraction = 1; },
+       "data.val_fraction: must be in [0, 1), got 1"},
+      {[](TrainConfig& c) { c.data.synthetic.images = 2; c.data.synthetic.val_fraction = 0.75; },
+       "data.val_fraction: 0.75 of 2 images leaves no training items"},
+      {[](TrainConfig& c) { c.data.augment = false; c.batch = 37; },
+       "batch: 37 exceeds the 36 synthetic training items"},
+  };
+  for (const Case& test : cases) {
+    TrainConfig c;
+    test.mutate(c);
+    EXPECT_EQ(Validate(c), std::vector<std::string>{test.message});
+  }
+}
+
+TEST(TrainConfig, validate_reports_every_problem_at_once) {
+  TrainConfig c;
+  c.lr = -1;
+  c.batch = 0;
+  c.mode = "x";
+  EXPECT_EQ(Validate(c).size(), 3u);
+}
+
+TEST(TrainConfig, a_data_dir_skips_the_synthetic_checks) {
+  TrainConfig c;
+  c.data.dir = "/data/case";
+  c.data.synthetic.size = 30;
+  EXPECT_TRUE(Validate(c).empty());
+}
+
+TEST(TrainConfig, seed_scenario_is_one_thousandfold_gradient_spike_midway) {
+  TrainConfig c;
+  c.scenario = "seed";
+  const std::vector<FaultConfig> faults = EffectiveFaults(c);
+  ASSERT_EQ(faults.size(), 1u);
+  EXPECT_EQ(faults[0].kind, "grad_spike");
+  EXPECT_EQ(faults[0].step, 300);
+  EXPECT_EQ(faults[0].factor, 1000.0);
+  EXPECT_TRUE(Validate(c).empty());
+  c.scenario = "";
+  c.faults = {{"nan", 5, 1}};
+  EXPECT_EQ(EffectiveFaults(c).size(), 1u);
+  EXPECT_EQ(EffectiveFaults(c)[0].kind, "nan");
+}
+
+TEST(TrainConfig, schedules_give_the_documented_learning_rates) {
+  TrainConfig c;
+  EXPECT_EQ(ScheduledLr(c, 599), 0.01);
+  c.lr_schedule = "cosine";
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 0), 0.01);
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 300), 0.005);
+  EXPECT_NEAR(ScheduledLr(c, 600), 0.0, 1e-18);
+  c.lr_schedule = "step";
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 199), 0.01);
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 200), 0.001);
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 450), 0.0001);
+}
+
+TEST(TrainConfig, monitor_is_off_when_empty_or_disabled) {
+  TrainConfig c;
+  EXPECT_TRUE(MonitorEnabled(c));
+  c.no_monitor = true;
+  EXPECT_FALSE(MonitorEnabled(c));
+  c.no_monitor = false;
+  c.monitor = "";
+  EXPECT_FALSE(MonitorEnabled(c));
+  EXPECT_TRUE(Validate(c).empty());
+}
+
+TEST(TrainConfig, validation_count_rounds_to_nearest) {
+  EXPECT_EQ(ValidationCount(48, 0.25), 12);
+  EXPECT_EQ(ValidationCount(10, 0.25), 3);  // 2.5 rounds away from zero
+  EXPECT_EQ(ValidationCount(7, 0.0), 0);
+}
+
+}  // namespace
+}  // namespace gradwatch::train

@@ -1,0 +1,254 @@
+#include "train/trainer.h"
+
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "gradwatch/torch/session.h"
+#include "train/data.h"
+#include "train/jaccard.h"
+#include "train/sampler.h"
+#include "train/unet.h"
+
+namespace gradwatch::train {
+namespace {
+
+torch::Device PickDevice(const std::string& wanted) {
+  bool cuda = torch::cuda::is_available();
+  if (wanted == "cuda" && !cuda) {
+    throw std::runtime_error("device: cuda requested, but this LibTorch has no CUDA or no GPU is visible");
+  }
+  return (wanted == "cuda" || (wanted == "auto" && cuda)) ? torch::Device(torch::kCUDA, 0)
+                                                          : torch::Device(torch::kCPU);
+}
+
+std::string GeneratedRunId() {
+  return "run-" + std::to_string(std::time(nullptr)) + "-" + std::to_string(::getpid());
+}
+
+std::pair<Dataset, Dataset> LoadData(const TrainConfig& c) {
+  auto [train, val] = c.data.dir.empty()
+                          ? make_synthetic(c.data.synthetic)
+                          : split_train_val(load_dataset_dir(c.data.dir), c.data.synthetic.val_fraction);
+  if (c.data.augment) train = augment_x6(train);
+  return {train, val};
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainConfig& c, UNet& model) {
+  if (c.optimizer == "adam") {
+    return std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(c.lr));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      model->parameters(), torch::optim::SGDOptions(c.lr).momentum(c.momentum).nesterov(c.nesterov));
+}
+
+v1::RunConfig WireConfig(const TrainConfig& c) {
+  v1::RunConfig w;
+  w.set_model("unet(depth=" + std::to_string(c.model.depth) + ",base=" + std::to_string(c.model.base) + ")");
+  w.set_optimizer(c.optimizer == "adam" ? "adam" : c.nesterov ? "sgd(nesterov)" : "sgd");
+  w.set_learning_rate(c.lr);
+  w.set_batch_size(static_cast<uint32_t>(c.batch));
+  w.set_total_steps(static_cast<uint64_t>(c.steps));
+  w.set_eval_every(static_cast<uint32_t>(c.eval_every));
+  w.set_loss("jaccard");
+  w.set_loss_upper_bound(1.0);
+  w.set_checkpoint_every(static_cast<uint32_t>(c.checkpoint_every));
+  if (!c.scenario.empty()) (*w.mutable_labels())["scenario"] = c.scenario;
+  return w;
+}
+
+v1::Mode WireMode(const std::string& mode) {
+  return mode == "observe" ? v1::MODE_OBSERVE : mode == "gated" ? v1::MODE_GATED : v1::MODE_GUARD;
+}
+
+v1::Clipping WireClip(const ClipConfig& c) {
+  v1::Clipping w;
+  w.set_kind(c.kind == "norm" ? v1::Clipping::KIND_NORM
+             : c.kind == "value" ? v1::Clipping::KIND_VALUE : v1::Clipping::KIND_OFF);
+  w.set_threshold(c.kind == "off" ? 0 : c.threshold);
+  return w;
+}
+
+// Loss and metrics on the whole validation split, predicted in chunks.
+v1::EvalReport Evaluate(UNet& model, const Dataset& val, int64_t step, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> preds;
+  for (int64_t i = 0; i < val.size(); i += 16) {
+    int64_t end = std::min(val.size(), i + 16);
+    preds.push_back(model->forward(val.images.slice(0, i, end).to(device)));
+  }
+  torch::Tensor pred = torch::cat(preds);
+  torch::Tensor truth = val.masks.to(device);
+  SegMetrics m = segmentation_metrics(truth, pred);
+  v1::EvalReport e;
+  e.set_step(static_cast<uint64_t>(step));
+  e.set_loss(jaccard_coef_loss(truth, pred).item<double>());
+  e.set_jaccard_soft(m.jaccard_soft);
+  e.set_jaccard_hard(m.jaccard_hard);
+  e.set_accuracy(m.accuracy);
+  return e;
+}
+
+void InjectFaults(const std::vector<FaultConfig>& faults, int64_t step0, UNet& model) {
+  for (const auto& f : faults) {
+    if (f.step != step0) continue;
+    if (f.kind == "grad_spike") {
+      for (auto& p : model->parameters()) {
+        if (p.grad().defined()) p.grad().mul_(f.factor);
+      }
+      std::cerr << "gradwatch-train: step " << step0 + 1 << ": injected gradient x" << f.factor << "\n";
+    } else if (f.kind == "nan") {
+      auto params = model->parameters();
+      params.front().grad().view(-1)[0] = std::nan("");
+      std::cerr << "gradwatch-train: step " << step0 + 1 << ": injected a NaN gradient\n";
+    }
+  }
+}
+
+double LrFault(const std::vector<FaultConfig>& faults, int64_t step0) {
+  double factor = 1.0;
+  for (const auto& f : faults) {
+    if (f.kind == "lr_spike" && f.step == step0) factor *= f.factor;
+  }
+  return factor;
+}
+
+double MeanOfLast(const std::vector<double>& v, size_t n) {
+  if (v.empty()) return std::nan("");
+  size_t k = std::min(n, v.size());
+  return std::accumulate(v.end() - k, v.end(), 0.0) / double(k);
+}
+
+}  // namespace
+
+TrainSummary Train(const TrainConfig& config) {
+  auto started = std::chrono::steady_clock::now();
+  torch::manual_seed(config.seed);
+  torch::set_num_threads(config.threads);
+  torch::Device device = PickDevice(config.device);
+  auto [train, val] = LoadData(config);
+  train.images = train.images.to(device);
+  train.masks = train.masks.to(device);
+
+  UNetOptions uo;
+  uo.in_channels = static_cast<int>(train.images.size(1));
+  uo.depth = config.model.depth;
+  uo.base = config.model.base;
+  UNet model(uo);
+  model->to(device);
+  auto optimizer = MakeOptimizer(config, model);
+
+  TrainSummary summary;
+  summary.run_id = config.run_id.empty() ? GeneratedRunId() : config.run_id;
+  summary.device = device.str();
+  torchmon::SessionOptions so;
+  so.monitor = MonitorEnabled(config) ? config.monitor : "";
+  so.run_id = summary.run_id;
+  so.mode = WireMode(config.mode);
+  so.config = WireConfig(config);
+  so.device = device.str();
+  so.gate_timeout = std::chrono::milliseconds(config.gate_timeout_ms);
+  so.checkpoint_every = static_cast<uint32_t>(config.checkpoint_every);
+  so.checkpoint_dir = config.checkpoint_dir;
+  so.clipping = WireClip(config.clip);
+  torchmon::Session gw(*model, *optimizer, so);
+
+  const auto faults = EffectiveFaults(config);
+  BatchSampler sampler(train.size(), config.batch, config.seed);
+  std::vector<double> norms;
+  std::cerr << "gradwatch-train: run " << summary.run_id << " on " << summary.device << ", "
+            << train.size() << " training / " << val.size() << " validation images, " << config.steps
+            << " steps" << (so.monitor.empty() ? ", no monitor" : ", monitor " + so.monitor + " (" + config.mode + ")")
+            << std::endl;
+
+  for (int64_t step = 1; step <= config.steps; ++step) {
+    if (!gw.BeginStep(static_cast<uint64_t>(step))) {
+      summary.stopped_by_command = true;
+      std::cerr << "gradwatch-train: stopped by command before step " << step << std::endl;
+      break;
+    }
+    const int64_t step0 = step - 1;
+    auto index = torch::tensor(sampler.next(), torch::kLong).to(device);
+    torch::Tensor x = train.images.index_select(0, index), y = train.masks.index_select(0, index);
+    gw.SetLearningRate(ScheduledLr(config, step0) * LrFault(faults, step0));
+    optimizer->zero_grad();
+    torch::Tensor pred = model->forward(x);
+    torch::Tensor loss = jaccard_coef_loss(y, pred);
+    loss.backward();
+    InjectFaults(faults, step0, model);
+    SegMetrics m = segmentation_metrics(y, pred.detach());
+    double loss_v = loss.item<double>();
+    if (gw.BeforeUpdate({uint64_t(step), uint32_t(sampler.epoch()), loss_v, m.jaccard_soft, m.jaccard_hard,
+                         m.accuracy})) {
+      optimizer->step();
+    }
+    gw.AfterUpdate();
+    summary.loss_curve.push_back(loss_v);
+    norms.push_back(gw.last_grad_norm());
+    summary.steps_run = step;
+    if (config.eval_every > 0 && (step % config.eval_every == 0 || step == config.steps)) {
+      v1::EvalReport e = Evaluate(model, val, step, device);
+      gw.ReportEval(e);
+      summary.val_loss = e.loss();
+      summary.val_jaccard_soft = e.jaccard_soft();
+      summary.val_jaccard_hard = e.jaccard_hard();
+      summary.val_accuracy = e.accuracy();
+    }
+    if (config.log_every > 0 && step % config.log_every == 0) {
+      std::fprintf(stderr, "step %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s\n",
+                   static_cast<long long>(step), static_cast<long long>(config.steps), loss_v,
+                   m.jaccard_hard, gw.last_grad_norm(), ScheduledLr(config, step0) * gw.lr_scale(),
+                   gw.clipping().kind() != v1::Clipping::KIND_OFF ? "  [clipping]" : "");
+    }
+  }
+  if (config.eval_every == 0 || summary.steps_run % config.eval_every != 0 || summary.stopped_by_command) {
+    v1::EvalReport e = Evaluate(model, val, summary.steps_run, device);
+    gw.ReportEval(e);
+    summary.val_loss = e.loss();
+    summary.val_jaccard_soft = e.jaccard_soft();
+    summary.val_jaccard_hard = e.jaccard_hard();
+    summary.val_accuracy = e.accuracy();
+  }
+  gw.Finish();
+  summary.final_train_loss = MeanOfLast(summary.loss_curve, 10);
+  summary.final_grad_norm = MeanOfLast(norms, 10);
+  summary.collapsed = summary.final_train_loss >= 0.99 && summary.val_jaccard_hard <= 0.01;
+  summary.updates_skipped = gw.updates_skipped();
+  summary.gate_timeouts = gw.gate_timeouts();
+  for (const auto& c : gw.applied_commands()) summary.commands.push_back({c.id, c.action, c.detail, c.step, c.applied});
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return summary;
+}
+
+std::string SummaryJson(const TrainSummary& s) {
+  nlohmann::json commands = nlohmann::json::array();
+  for (const auto& c : s.commands) {
+    commands.push_back({{"id", c.id}, {"action", c.action}, {"detail", c.detail}, {"step", c.step},
+                        {"applied", c.applied}});
+  }
+  nlohmann::json j = {{"run_id", s.run_id},
+                      {"device", s.device},
+                      {"steps_run", s.steps_run},
+                      {"final_train_loss", s.final_train_loss},
+                      {"final_grad_norm", s.final_grad_norm},
+                      {"val_loss", s.val_loss},
+                      {"val_jaccard_soft", s.val_jaccard_soft},
+                      {"val_jaccard_hard", s.val_jaccard_hard},
+                      {"val_accuracy", s.val_accuracy},
+                      {"collapsed", s.collapsed},
+                      {"stopped_by_command", s.stopped_by_command},
+                      {"updates_skipped", s.updates_skipped},
+                      {"gate_timeouts", s.gate_timeouts},
+                      {"seconds", s.seconds},
+                      {"commands_applied", commands},
+                      {"loss_curve", s.loss_curve}};
+  return j.dump(2);
+}
+
+}  // namespace gradwatch::train
