@@ -388,7 +388,7 @@ std::string ToJson(const TrainConfig& c) {
 std::vector<FaultConfig> EffectiveFaults(const TrainConfig& config) {
   if (config.scenario != "seed") return config.faults;
   // The case: one step whose gradient is 1000x too large, after the model is healthy.
-  return {FaultConfig{"grad_spike", config.steps / 2, 1000.0}};
+  return {FaultConfig{"grad_spike", config.steps * 7 / 12, 1000.0}};
 }
 
 double ScheduledLr(const TrainConfig& config, int64_t step) {

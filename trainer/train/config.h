@@ -105,7 +105,8 @@ std::vector<std::string> Validate(const TrainConfig& config);
 std::string ToJson(const TrainConfig& config);
 
 // The faults to inject: config.faults, or for scenario "seed" the case's reproduction, one
-// grad_spike x1000 at step steps / 2 (step 300 of 600), once the model is healthy.
+// grad_spike x1000 at 0-based step steps * 7 / 12 (350 of 600, like epoch 12 of the case),
+// once the model is healthy: with the default seed the run then collapses for good.
 std::vector<FaultConfig> EffectiveFaults(const TrainConfig& config);
 
 // The scheduled learning rate at 0-based `step` (before any monitor action or fault).

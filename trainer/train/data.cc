@@ -68,8 +68,9 @@ torch::Tensor random_mask(std::mt19937_64& rng, int64_t size, double fraction) {
   return mask;
 }
 
-// How channel c responds to foreground: brighter, darker or not at all (a fixed pattern, so that
-// every channel count has at least one informative channel).
+// How much brighter (or darker) channel c is inside the mask: a fixed cycle, so that every channel
+// count has an informative channel. Unit-scale contrasts matter: at 0.3 the default-initialised
+// U-Net sat for ~300 steps predicting all foreground before it started to learn.
 double channel_contrast(int64_t c) {
   constexpr double kContrast[3] = {2.0, -1.2, 0.8};
   return kContrast[c % 3];

@@ -24,11 +24,12 @@ struct Dataset {
 };
 
 // A synthetic set: each mask is a union of random discs and rectangles covering about
-// options.foreground_fraction of the image; each image channel is a smooth background pattern plus
-// a channel-dependent contrast inside the mask (brighter in some channels, darker or absent in
-// others) plus Gaussian noise of standard deviation options.noise. The same options give the same
-// tensors on every call. Returns (train, val): the last ValidationCount(images, val_fraction) items
-// are the validation split. Throws std::invalid_argument on options outside their documented range.
+// options.foreground_fraction of the image; each image channel is a level near 0, a random
+// low-frequency wave of amplitude 0.3, a channel-dependent contrast inside the mask (+2, -1.2,
+// +0.8, repeating over the channels) and Gaussian noise of standard deviation options.noise.
+// The same options give the same tensors on every call, whatever the global torch seed (which is
+// left untouched). Returns (train, val): the last ValidationCount(images, val_fraction) items are
+// the validation split. Throws std::invalid_argument on options outside their documented range.
 std::pair<Dataset, Dataset> make_synthetic(const SyntheticOptions& options);
 
 // Splits `all` into (first N - k items, last k items) with k = ValidationCount(N, val_fraction).

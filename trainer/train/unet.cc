@@ -3,8 +3,6 @@
 #include <stdexcept>
 #include <string>
 
-#include <torch/nn/functional/pooling.h>
-
 namespace gradwatch::train {
 namespace {
 

@@ -7,7 +7,9 @@
 namespace gradwatch::detect {
 namespace {
 
-bool HasGrad(const StepSample& s) { return s.has_grad_norm; }
+bool HasGrad(const StepSample& s) {
+  return s.has_grad_norm;
+}
 
 double Mean(const std::deque<double>& v) {
   return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
@@ -34,7 +36,8 @@ class ZClip : public Baseline {
     double std = std::sqrt(var_);
     double z = (s.grad_norm - mean_) / (std + 1e-6);
     bool clip = z > kZ;
-    // ZClip's adaptive clip: mean + z_thresh * std / (z / z_thresh); the EMA learns the clipped norm.
+    // ZClip's adaptive clip: mean + z_thresh * std / (z / z_thresh); the EMA learns the clipped
+    // norm.
     double g = clip ? mean_ + kZ * std / (z / kZ) : s.grad_norm;
     mean_ = kAlpha * mean_ + (1 - kAlpha) * g;
     var_ = kAlpha * var_ + (1 - kAlpha) * (g - mean_) * (g - mean_);

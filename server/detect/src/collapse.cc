@@ -8,7 +8,9 @@
 namespace gradwatch::detect {
 namespace {
 
-bool AtMost(double v, double limit) { return v <= limit; }  // false for NaN (not reported)
+bool AtMost(double v, double limit) {
+  return v <= limit;
+}  // false for NaN (not reported)
 
 // The lower of the reported Jaccard values; NaN if neither is reported.
 double LowestJaccard(double soft, double hard) {
@@ -76,8 +78,8 @@ Event CollapseDetector::Collapse(const StepSample& s, bool pinned) const {
   e.kind = EventKind::kCollapse;
   e.severity = Severity::kCritical;
   e.value = s.loss;
-  e.message = Format("loss %.4g %s%s for %llu reports: the model has stopped learning",
-                     s.loss, how.c_str(), with.c_str(), static_cast<unsigned long long>(run_));
+  e.message = Format("loss %.4g %s%s for %llu reports: the model has stopped learning", s.loss,
+                     how.c_str(), with.c_str(), static_cast<unsigned long long>(run_));
   return e;
 }
 
@@ -92,9 +94,9 @@ std::optional<Event> VanishingDetector::OnNorm(uint64_t step, double norm, doubl
   e.kind = EventKind::kVanishing;
   e.severity = Severity::kCritical;
   e.value = norm / healthy_grad;
-  e.message = Format("grad norm %.3g has been below %g%% of its healthy level %.3g for %llu steps",
-                     norm, 100 * t_.vanish_ratio, healthy_grad,
-                     static_cast<unsigned long long>(below_));
+  e.message =
+      Format("grad norm %.3g has been below %g%% of its healthy level %.3g for %llu steps", norm,
+             100 * t_.vanish_ratio, healthy_grad, static_cast<unsigned long long>(below_));
   return e;
 }
 
@@ -112,8 +114,8 @@ std::optional<Event> ValCollapseDetector::OnEval(const EvalSample& eval) {
   e.kind = EventKind::kValCollapse;
   e.severity = Severity::kCritical;
   e.value = j;
-  e.message = Format("validation Jaccard %.3g fell to %.1f%% of its best %.3g", j,
-                     100 * j / best, best);
+  e.message =
+      Format("validation Jaccard %.3g fell to %.1f%% of its best %.3g", j, 100 * j / best, best);
   return e;
 }
 

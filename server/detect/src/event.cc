@@ -1,8 +1,9 @@
+#include "gradwatch/detect/event.h"
+
 #include <cstdarg>
 #include <cstdio>
 
 #include "format.h"
-#include "gradwatch/detect/event.h"
 
 namespace gradwatch::detect {
 

@@ -6,9 +6,7 @@
 namespace gradwatch::detect {
 
 GradSpikeDetector::GradSpikeDetector(const Thresholds& t)
-    : t_(t),
-      log_(t.spike_alpha, t.spike_var_alpha, t.spike_warmup),
-      max_(t.spike_max_decay) {}
+    : t_(t), log_(t.spike_alpha, t.spike_var_alpha, t.spike_warmup), max_(t.spike_max_decay) {}
 
 std::optional<Event> GradSpikeDetector::OnNorm(uint64_t step, double norm) {
   z_ = 0;
@@ -24,7 +22,11 @@ std::optional<Event> GradSpikeDetector::OnNorm(uint64_t step, double norm) {
   z_ = log_.Z(x, t_.spike_std_floor);
   double ratio = norm / max_.value();  // max_ > 0: every learned norm was > 0
   bool critical = z_ >= t_.spike_z_critical || ratio >= t_.spike_max_ratio;
-  bool on = critical || z_ >= t_.spike_z_warning;
+  // Hysteresis: an episode holds until z is below half the warning level and the ratio below
+  // the square root of its limit, so a norm hovering at a threshold fires once.
+  bool held =
+      latch_.on() && (z_ >= t_.spike_z_warning / 2 || ratio >= std::sqrt(t_.spike_max_ratio));
+  bool on = critical || z_ >= t_.spike_z_warning || held;
   Severity severity = critical ? Severity::kCritical : Severity::kWarning;
   std::optional<Event> event;
   if (latch_.Update(on, severity)) event = Spike(step, norm, ratio, severity);
@@ -45,14 +47,12 @@ Event GradSpikeDetector::Spike(uint64_t step, double norm, double ratio, Severit
   return e;
 }
 
+// A spike is learned clipped to the warning level, as ZClip learns its clipped norm; the
+// recent maximum learns the clipped norm too, so a lasting new level becomes normal in both.
 void GradSpikeDetector::Learn(double log_norm, double norm, bool spike) {
-  if (!spike) {
-    log_.Add(log_norm);
-    max_.Add(norm);
-    return;
-  }
-  log_.Add(std::fmin(log_norm, log_.At(t_.spike_z_warning, t_.spike_std_floor)));
-  max_.Age();
+  if (spike) log_norm = std::fmin(log_norm, log_.At(t_.spike_z_warning, t_.spike_std_floor));
+  log_.Add(log_norm);
+  max_.Add(spike ? std::exp(log_norm) : norm);
 }
 
 }  // namespace gradwatch::detect

@@ -23,7 +23,8 @@ uint64_t IncidentTracker::Assign(Event& e) {
   return c.id;
 }
 
-// Within gap steps of the open incident, either side: an evaluation event may carry an earlier step.
+// Within gap steps of the open incident, either side: an evaluation event may carry an earlier
+// step.
 bool IncidentTracker::Joins(const Event& e) const {
   if (current_.id == 0) return false;
   if (e.step >= current_.last_step) return e.step - current_.last_step <= gap_;

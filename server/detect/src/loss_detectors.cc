@@ -6,6 +6,21 @@
 #include "gradwatch/detect/detectors.h"
 
 namespace gradwatch::detect {
+namespace {
+
+Event LossSpike(uint64_t step, double loss, double mean, double ratio, double z,
+                Severity severity) {
+  Event e;
+  e.step = step;
+  e.kind = EventKind::kLossSpike;
+  e.severity = severity;
+  e.value = ratio;
+  e.message =
+      Format("loss %.3g is %.2fx its running mean %.3g (%.1fσ on log loss)", loss, ratio, mean, z);
+  return e;
+}
+
+}  // namespace
 
 LossSpikeDetector::LossSpikeDetector(const Thresholds& t)
     : t_(t),
@@ -25,18 +40,19 @@ std::optional<Event> LossSpikeDetector::OnLoss(uint64_t step, double loss) {
   double mean = linear_.mean();
   double ratio = loss / mean;
   double z = log_.Z(x, t_.loss_std_floor);
-  bool on = ratio >= t_.loss_spike_ratio || z >= t_.loss_z;
-  bool critical = ratio >= t_.loss_spike_critical_ratio;
+  bool on = Spiking(ratio, z);
+  Severity severity =
+      ratio >= t_.loss_spike_critical_ratio ? Severity::kCritical : Severity::kWarning;
   Learn(loss, x, on);
-  if (!latch_.Update(on, critical ? Severity::kCritical : Severity::kWarning)) return std::nullopt;
-  Event e;
-  e.step = step;
-  e.kind = EventKind::kLossSpike;
-  e.severity = critical ? Severity::kCritical : Severity::kWarning;
-  e.value = ratio;
-  e.message = Format("loss %.3g is %.2fx its running mean %.3g (%.1fσ on log loss)", loss, ratio,
-                     mean, z);
-  return e;
+  if (!latch_.Update(on, severity)) return std::nullopt;
+  return LossSpike(step, loss, mean, ratio, z, severity);
+}
+
+bool LossSpikeDetector::Spiking(double ratio, double z) const {
+  bool jump = (ratio >= t_.loss_spike_ratio || z >= t_.loss_z) && z >= t_.loss_z_min;
+  // Hysteresis as for grad spikes: held until the ratio is below its square root and z below half.
+  bool held = latch_.on() && (ratio >= std::sqrt(t_.loss_spike_ratio) || z >= t_.loss_z / 2);
+  return jump || held;
 }
 
 // A spike is clipped to the warning level before it is learned, like a grad spike.
@@ -64,9 +80,10 @@ std::optional<Event> DivergenceDetector::OnLoss(uint64_t step, double loss) {
   e.kind = EventKind::kDivergence;
   e.severity = Severity::kCritical;
   e.value = s / min_;
-  e.message = Format("smoothed loss %.3g has stayed more than %.0f%% above its minimum %.3g for "
-                     "%llu steps",
-                     s, 100 * t_.div_margin, min_, static_cast<unsigned long long>(above_));
+  e.message = Format(
+      "smoothed loss %.3g has stayed more than %.0f%% above its minimum %.3g for "
+      "%llu steps",
+      s, 100 * t_.div_margin, min_, static_cast<unsigned long long>(above_));
   return e;
 }
 

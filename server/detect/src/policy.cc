@@ -16,7 +16,9 @@ using Kind = Action::Kind;
 
 namespace {
 
-unsigned long long Ull(uint64_t v) { return static_cast<unsigned long long>(v); }
+unsigned long long Ull(uint64_t v) {
+  return static_cast<unsigned long long>(v);
+}
 
 }  // namespace
 
@@ -124,7 +126,8 @@ GuardPolicy::Verdict GuardPolicy::OnGatedStep(const detect::StepSample& s,
   if (mode_ != Mode::kGated || stopped_) return {};
   bool finite = std::isfinite(s.loss) && (!s.has_grad_norm || std::isfinite(s.grad_norm));
   if (!finite)
-    return {Verdict::kSkip, 0, Format("non-finite values at step %llu: update skipped", Ull(s.step))};
+    return {Verdict::kSkip, 0,
+            Format("non-finite values at step %llu: update skipped", Ull(s.step))};
   for (const Event& e : events_of_this_step) {
     if (e.kind == EventKind::kGradSpike && e.severity == Severity::kCritical)
       return {Verdict::kClip, ClipThreshold(h),

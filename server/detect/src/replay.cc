@@ -15,8 +15,19 @@ namespace gradwatch::detect {
 namespace {
 
 enum Slot {
-  kStep, kEpoch, kLoss, kLr, kGradNorm, kJacSoft, kJacHard, kAcc,
-  kValLoss, kValJacSoft, kValJacHard, kValAcc, kSlots
+  kStep,
+  kEpoch,
+  kLoss,
+  kLr,
+  kGradNorm,
+  kJacSoft,
+  kJacHard,
+  kAcc,
+  kValLoss,
+  kValJacSoft,
+  kValJacHard,
+  kValAcc,
+  kSlots
 };
 
 struct ColumnName {
@@ -25,17 +36,34 @@ struct ColumnName {
 };
 
 constexpr ColumnName kGradwatchColumns[] = {
-    {"step", kStep}, {"epoch", kEpoch}, {"loss", kLoss}, {"lr", kLr}, {"grad_norm", kGradNorm},
-    {"jaccard_soft", kJacSoft}, {"jaccard_hard", kJacHard}, {"accuracy", kAcc},
-    {"val_loss", kValLoss}, {"val_jaccard_soft", kValJacSoft},
-    {"val_jaccard_hard", kValJacHard}, {"val_accuracy", kValAcc},
+    {"step", kStep},
+    {"epoch", kEpoch},
+    {"loss", kLoss},
+    {"lr", kLr},
+    {"grad_norm", kGradNorm},
+    {"jaccard_soft", kJacSoft},
+    {"jaccard_hard", kJacHard},
+    {"accuracy", kAcc},
+    {"val_loss", kValLoss},
+    {"val_jaccard_soft", kValJacSoft},
+    {"val_jaccard_hard", kValJacHard},
+    {"val_accuracy", kValAcc},
 };
 
 constexpr ColumnName kKerasColumns[] = {
-    {"epoch", kStep}, {"loss", kLoss}, {"lr", kLr}, {"learning_rate", kLr},
-    {"jaccard_coef", kJacSoft}, {"jaccard_coef_int", kJacHard}, {"acc", kAcc},
-    {"accuracy", kAcc}, {"val_loss", kValLoss}, {"val_jaccard_coef", kValJacSoft},
-    {"val_jaccard_coef_int", kValJacHard}, {"val_acc", kValAcc}, {"val_accuracy", kValAcc},
+    {"epoch", kStep},
+    {"loss", kLoss},
+    {"lr", kLr},
+    {"learning_rate", kLr},
+    {"jaccard_coef", kJacSoft},
+    {"jaccard_coef_int", kJacHard},
+    {"acc", kAcc},
+    {"accuracy", kAcc},
+    {"val_loss", kValLoss},
+    {"val_jaccard_coef", kValJacSoft},
+    {"val_jaccard_coef_int", kValJacHard},
+    {"val_acc", kValAcc},
+    {"val_accuracy", kValAcc},
 };
 
 template <size_t N>
@@ -58,7 +86,9 @@ CsvFormat Detect(const CsvLine& header) {
   return epoch && !step ? CsvFormat::kKeras : CsvFormat::kGradwatch;
 }
 
-unsigned long long Ull(uint64_t v) { return static_cast<unsigned long long>(v); }
+unsigned long long Ull(uint64_t v) {
+  return static_cast<unsigned long long>(v);
+}
 
 // One row's numeric cells by slot; reported is false where the cell was empty or "NA".
 struct Values {
@@ -110,9 +140,10 @@ bool Parser::ReadHeader(const CsvLine& header) {
     slots_.push_back(slot);
     if (slot == kSlots) continue;  // a column replay does not use
     if (column_[slot] != kNone)
-      return FailCell(header, col, Format("duplicates column %zu (%.*s)", column_[slot] + 1,
-                                          static_cast<int>(names_[column_[slot]].size()),
-                                          names_[column_[slot]].data()));
+      return FailCell(
+          header, col,
+          Format("duplicates column %zu (%.*s)", column_[slot] + 1,
+                 static_cast<int>(names_[column_[slot]].size()), names_[column_[slot]].data()));
     column_[slot] = col;
   }
   const char* key = result_.format == CsvFormat::kKeras ? "epoch" : "step";
@@ -142,8 +173,8 @@ bool Parser::ReadStep(const CsvLine& line, StepSample* s) {
   s->epoch = static_cast<uint32_t>(result_.format == CsvFormat::kKeras ? n + 1 : 0);
   const auto& records = result_.records;
   if (!records.empty() && s->step <= records.back().step.step)
-    return FailCell(line, col, Format("does not follow the previous step %llu",
-                                      Ull(records.back().step.step)));
+    return FailCell(
+        line, col, Format("does not follow the previous step %llu", Ull(records.back().step.step)));
   col = column_[kEpoch];
   if (col == kNone || line.cells[col].empty()) return true;
   if (!ParseCount(line.cells[col], &n) || n > UINT32_MAX)

@@ -17,8 +17,9 @@ Event NonFinite(const StepSample& s) {
   e.kind = EventKind::kNonFinite;
   e.severity = Severity::kCritical;
   e.value = std::isfinite(s.loss) ? s.grad_norm : s.loss;
-  e.message = s.has_grad_norm ? Format("non-finite values: loss %g, grad norm %g", s.loss, s.grad_norm)
-                              : Format("non-finite loss %g", s.loss);
+  e.message = s.has_grad_norm
+                  ? Format("non-finite values: loss %g, grad norm %g", s.loss, s.grad_norm)
+                  : Format("non-finite loss %g", s.loss);
   return e;
 }
 
@@ -29,15 +30,14 @@ void Push(std::optional<Event> e, std::vector<Event>* out) {
 }  // namespace
 
 RunDetector::RunDetector(RunInfo info, Thresholds t)
-    : info_(std::move(info)),
-      t_(t),
+    : t_(t),
       grad_(t),
       loss_(t),
       divergence_(t),
-      collapse_(info_.loss_upper_bound, t),
+      collapse_(info.loss_upper_bound, t),
       vanishing_(t),
       val_(t),
-      layers_(info_.layer_names, t),
+      layers_(std::move(info.layer_names), t),
       healthy_grad_(t.spike_alpha, t.spike_var_alpha, t.spike_warmup),
       healthy_max_(t.spike_max_decay),
       healthy_loss_(t.spike_alpha, t.spike_var_alpha, t.spike_warmup) {}

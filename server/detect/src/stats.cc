@@ -28,7 +28,9 @@ double Ewma::var() const {
   return n_ > 1 ? m2_ / static_cast<double>(n_ - 1) : 0;
 }
 
-double Ewma::std() const { return std::sqrt(var()); }
+double Ewma::std() const {
+  return std::sqrt(var());
+}
 
 double Ewma::Z(double x, double std_floor) const {
   if (!ready()) return 0;

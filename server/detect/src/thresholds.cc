@@ -39,6 +39,7 @@ std::vector<Field> Fields() {
       Real("loss_spike_ratio", &T::loss_spike_ratio, 1, kInf),
       Real("loss_spike_critical_ratio", &T::loss_spike_critical_ratio, 1, kInf),
       Real("loss_z", &T::loss_z, 0, kInf),
+      Real("loss_z_min", &T::loss_z_min, 0, kInf),
       Real("loss_std_floor", &T::loss_std_floor, 0, kInf),
       Real("div_alpha", &T::div_alpha, 0, 1),
       Real("div_margin", &T::div_margin, 0, kInf),

@@ -1,9 +1,10 @@
+#include "gradwatch/detect/attribution.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
-#include "gradwatch/detect/attribution.h"
 #include "gradwatch/detect/run_detector.h"
 
 namespace gradwatch::detect {

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "gradwatch/detect/detectors.h"
 
 namespace gradwatch::detect {
@@ -15,7 +17,8 @@ StepSample Step(uint64_t step, double loss, double jaccard, double grad = 0.2) {
 }
 
 // Feeds `healthy` learning steps then pinned ones; returns the step collapse fired at, or 0.
-uint64_t CollapseStep(CollapseDetector& d, uint64_t healthy, StepSample pinned, uint64_t pinned_steps) {
+uint64_t CollapseStep(CollapseDetector& d, uint64_t healthy, StepSample pinned,
+                      uint64_t pinned_steps) {
   for (uint64_t step = 1; step <= healthy; ++step)
     EXPECT_FALSE(d.OnStep(Step(step, 0.3 + 0.001 * static_cast<double>(step % 7), 0.7), 0.2));
   for (uint64_t step = healthy + 1; step <= healthy + pinned_steps; ++step) {
@@ -44,7 +47,7 @@ TEST(CollapseDetector, reports_the_evidence_in_its_message) {
 
 TEST(CollapseDetector, flags_a_flat_unbounded_loss_with_zero_gradient) {
   CollapseDetector d(0, Thresholds{});
-  StepSample flat = Step(0, 2.302585, NAN, 0.0);  // cross-entropy stuck at log(10)
+  StepSample flat = Step(0, 2.302585, NAN, 0.0);    // cross-entropy stuck at log(10)
   EXPECT_EQ(CollapseStep(d, 100, flat, 20), 106u);  // 101 is not flat yet: 102..106
 }
 
@@ -77,7 +80,8 @@ TEST(CollapseDetector, fires_again_after_a_recovery) {
   for (uint64_t step = 106; step <= 110; ++step) d.OnStep(Step(step, 1.0, 0.0), 0.2);
   EXPECT_FALSE(d.OnStep(Step(111, 0.4, 0.6), 0.2));
   std::optional<Event> again;
-  for (uint64_t step = 112; !again && step < 130; ++step) again = d.OnStep(Step(step, 1.0, 0.0), 0.2);
+  for (uint64_t step = 112; !again && step < 130; ++step)
+    again = d.OnStep(Step(step, 1.0, 0.0), 0.2);
   ASSERT_TRUE(again);
   EXPECT_EQ(again->step, 116u);
 }

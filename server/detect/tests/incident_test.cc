@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "gradwatch/detect/incident.h"
+
+#include <gtest/gtest.h>
 
 namespace gradwatch::detect {
 namespace {
@@ -47,7 +47,8 @@ TEST(IncidentTracker, records_distinct_kinds_in_order_and_the_worst_severity) {
   EXPECT_EQ(t.current()->worst, Severity::kWarning);
   t.Assign(s);
   t.Assign(c);
-  EXPECT_EQ(t.current()->kinds, (std::vector<EventKind>{EventKind::kGradSpike, EventKind::kCollapse}));
+  EXPECT_EQ(t.current()->kinds,
+            (std::vector<EventKind>{EventKind::kGradSpike, EventKind::kCollapse}));
   EXPECT_EQ(t.current()->worst, Severity::kCritical);
 }
 

@@ -45,7 +45,7 @@ TEST(LossSpikeDetector, z_on_log_loss_catches_a_smaller_jump_in_a_steady_loss) {
   LossSpikeDetector d{Thresholds{}};
   uint64_t step = 1;
   for (int i = 0; i < 100; ++i) d.OnLoss(step++, 0.5);  // σ at its floor, 0.05
-  auto e = d.OnLoss(step, 0.5 * 1.5);                    // 1.5x: z = ln 1.5 / 0.05 ~ 8
+  auto e = d.OnLoss(step, 0.5 * 1.5);                   // 1.5x: z = ln 1.5 / 0.05 ~ 8
   ASSERT_TRUE(e);
   EXPECT_EQ(e->severity, Severity::kWarning);
 }

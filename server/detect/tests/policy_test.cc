@@ -1,8 +1,8 @@
+#include "gradwatch/detect/policy.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "gradwatch/detect/policy.h"
 
 namespace gradwatch::policy {
 namespace {
@@ -59,7 +59,8 @@ TEST(GuardPolicy, critical_spike_switches_on_clipping_once_at_a_healthy_threshol
   EXPECT_LE(first[0].value, 1.0);
   EXPECT_NE(first[0].reason.find("critical grad spike at step 300"), std::string::npos);
   EXPECT_TRUE(p.clipping());
-  EXPECT_TRUE(p.OnEvent(Make(EventKind::kGradSpike, Severity::kCritical, 400, 2), CaseStats()).empty());
+  EXPECT_TRUE(
+      p.OnEvent(Make(EventKind::kGradSpike, Severity::kCritical, 400, 2), CaseStats()).empty());
 }
 
 TEST(GuardPolicy, reissues_clipping_after_an_operator_switched_it_off) {
@@ -126,8 +127,10 @@ TEST(GuardPolicy, gated_mode_skips_a_non_finite_update_without_rolling_back) {
 
 TEST(GuardPolicy, gated_mode_stops_after_three_non_finite_episodes) {
   GuardPolicy p(Mode::kGated);
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(p.OnEvent(Make(EventKind::kNonFinite), CaseStats()).empty());
-  EXPECT_EQ(Kinds(p.OnEvent(Make(EventKind::kNonFinite), CaseStats())), (std::vector<Kind>{Kind::kStop}));
+  for (int i = 0; i < 3; ++i)
+    EXPECT_TRUE(p.OnEvent(Make(EventKind::kNonFinite), CaseStats()).empty());
+  EXPECT_EQ(Kinds(p.OnEvent(Make(EventKind::kNonFinite), CaseStats())),
+            (std::vector<Kind>{Kind::kStop}));
 }
 
 TEST(GuardPolicy, gated_mode_clips_an_update_that_raised_a_critical_spike) {

@@ -1,8 +1,8 @@
+#include "gradwatch/detect/stats.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "gradwatch/detect/stats.h"
 
 namespace gradwatch::detect {
 namespace {
@@ -39,7 +39,7 @@ TEST(DecayingMax, forgets_a_peak_geometrically_but_never_drops_below_new_samples
   m.Add(8);
   m.Add(1);
   EXPECT_DOUBLE_EQ(m.value(), 4);
-  m.Age();
+  m.Add(0);
   EXPECT_DOUBLE_EQ(m.value(), 2);
   m.Add(3);
   EXPECT_DOUBLE_EQ(m.value(), 3);

@@ -40,11 +40,13 @@ Trace HealthyTrace(const Healthy& h) {
     s.jaccard_soft = jaccard;
     s.jaccard_hard = std::max(0.0, jaccard - 0.02);
     s.accuracy = 0.9 + 0.09 * jaccard;
-    s.loss = h.jaccard_loss ? 1 - jaccard
-                            : (0.2 + 2 * std::exp(-ts / 1500)) * std::exp(h.loss_sigma * normal(rng));
+    s.loss = h.jaccard_loss
+                 ? 1 - jaccard
+                 : (0.2 + 2 * std::exp(-ts / 1500)) * std::exp(h.loss_sigma * normal(rng));
     for (size_t i = 0; i < h.layers; ++i) {
       double share = (1 + 0.1 * static_cast<double>(i)) / std::sqrt(static_cast<double>(h.layers));
-      t.layers_at(step).push_back(static_cast<float>(s.grad_norm * share * std::exp(0.2 * normal(rng))));
+      t.layers_at(step).push_back(
+          static_cast<float>(s.grad_norm * share * std::exp(0.2 * normal(rng))));
     }
     s.layer_norms = t.layers_at(step).data();
     s.n_layers = h.layers;
@@ -71,8 +73,8 @@ RunInfo InfoFor(const Trace& t, double loss_upper_bound) {
 std::string Describe(const std::vector<Event>& events) {
   std::string out;
   for (const Event& e : events) {
-    out += "step " + std::to_string(e.step) + " " + ToString(e.kind) + "/" +
-           ToString(e.severity) + ": " + e.message + "\n";
+    out += "step " + std::to_string(e.step) + " " + ToString(e.kind) + "/" + ToString(e.severity) +
+           ": " + e.message + "\n";
   }
   return out;
 }

@@ -22,9 +22,9 @@ struct Trace {
 struct Healthy {
   uint64_t steps = 10000;
   size_t layers = 8;
-  double grad_sigma = 0.3;     // lognormal noise of the grad norm
-  double loss_sigma = 0.1;     // lognormal noise of the loss
-  bool jaccard_loss = false;   // loss = 1 - Jaccard, starting at the bound (sparse targets)
+  double grad_sigma = 0.3;    // lognormal noise of the grad norm
+  double loss_sigma = 0.1;    // lognormal noise of the loss
+  bool jaccard_loss = false;  // loss = 1 - Jaccard, starting at the bound (sparse targets)
   uint32_t seed = 1;
 };
 

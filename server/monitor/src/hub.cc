@@ -368,7 +368,8 @@ void Hub::OnStored(const std::map<std::string, uint64_t>& stored_through) {
   exporter_.SetStoreLag(static_cast<double>(store_.Lag()));
   for (const auto& [run_id, step] : stored_through) {
     RunEntry* run = Find(run_id);
-    if (!run || step <= run->stored_through) continue;
+    // Equal is re-acknowledged: an eval stored after its step's ack needs one too.
+    if (!run || step < run->stored_through) continue;
     run->stored_through = step;
     if (run->sink) run->sink->Send(AckMessage(step));
   }

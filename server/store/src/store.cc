@@ -253,6 +253,8 @@ void Store::Apply(const Record& record, std::map<std::string, uint64_t>& stored)
         .Bind(4, Opt(e.has_jaccard_soft(), e.jaccard_soft()))
         .Bind(5, Opt(e.has_jaccard_hard(), e.jaccard_hard()))
         .Bind(6, Opt(e.has_accuracy(), e.accuracy())).Run();
+    uint64_t& high = stored[row->run_id];  // an eval is acknowledged like its step
+    high = std::max(high, e.step());
   } else if (auto* ev = std::get_if<v1::Event>(&record)) {
     Stmt(write_db_,
          "INSERT INTO events (run_id, step, kind, severity, message, event) VALUES (?,?,?,?,?,?)")

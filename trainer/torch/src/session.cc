@@ -151,6 +151,9 @@ std::string Session::Rollback(uint64_t to_step, bool* ok) {
     model_in.load_from(m);
     opt_in.load_from(o);
     model_.load(model_in);
+    // Loading does not remove state the checkpoint lacks: clear it first, or momentum
+    // built from the bad steps would carry on after the rollback.
+    optimizer_.state().clear();
     optimizer_.load(opt_in);
     rolled_back_to_ = it->step;
     // Later checkpoints belong to the abandoned trajectory.
@@ -203,8 +206,12 @@ bool Session::BeforeUpdate(const StepInputs& in) {
   // Healthy statistics (for adaptive clipping and for deciding what to checkpoint).
   double log_norm = std::log(std::max(stats.global_norm, 1e-30));
   double z = healthy_ >= kWarmup ? (log_norm - log_mean_) / std::sqrt(log_var_ + 1e-12) : 0.0;
-  step_healthy_ = std::isfinite(stats.global_norm) && std::isfinite(in.loss) && z < kSpikeZ;
-  if (step_healthy_) {
+  bool finite = std::isfinite(stats.global_norm) && std::isfinite(in.loss);
+  step_healthy_ = finite && z < kSpikeZ;
+  if (finite) {
+    // As ZClip does: a spike enters the statistics clamped to the threshold, so a
+    // slow drift of the norm is followed while one outlier barely moves them.
+    if (healthy_ >= kWarmup && z > kSpikeZ) log_norm = log_mean_ + kSpikeZ * std::sqrt(log_var_);
     if (healthy_ == 0) log_mean_ = log_norm;
     double d = log_norm - log_mean_;
     log_mean_ += (1 - kAlpha) * d;

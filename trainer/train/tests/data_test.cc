@@ -73,8 +73,8 @@ TEST(SyntheticData, foreground_changes_the_informative_channels) {
     const torch::Tensor x = d.images.select(1, c);
     return x.masked_select(fg).mean().item<double>() - x.masked_select(~fg).mean().item<double>();
   };
-  EXPECT_GT(contrast(0), 0.2);   // brighter inside
-  EXPECT_LT(contrast(1), -0.1);  // darker inside
+  EXPECT_NEAR(contrast(0), 2.0, 0.2);   // brighter inside
+  EXPECT_NEAR(contrast(1), -1.2, 0.2);  // darker inside
 }
 
 TEST(SyntheticData, rejects_options_out_of_range) {

@@ -41,7 +41,7 @@ class LayerAttribution {
   std::vector<std::string> names_;
   Thresholds t_;
   std::vector<Layer> layers_;
-  size_t scored_ = 0;       // layers in the last scored step
+  size_t scored_ = 0;  // layers in the last scored step
   uint64_t last_step_ = 0;
   bool any_scored_ = false;
 };

@@ -16,7 +16,8 @@ namespace gradwatch::detect {
 // Gradient spike: z of log(grad norm) against an EWMA (critical ≥ spike_z_critical, warning ≥
 // spike_z_warning), or the norm ≥ spike_max_ratio x the recent maximum (critical), after
 // spike_warmup norms. A spike is clipped to the warning level before it is learned (as ZClip
-// does), so statistics adapt to a lasting shift but are not dragged by one outlier.
+// does), so statistics adapt to a lasting shift but are not dragged by one outlier. An episode
+// lasts until z < spike_z_warning / 2 and the ratio < sqrt(spike_max_ratio) (hysteresis).
 // Event value: the z-score, or the ratio when only the ratio test fired.
 class GradSpikeDetector {
  public:
@@ -39,7 +40,9 @@ class GradSpikeDetector {
 };
 
 // Loss spike: loss ≥ loss_spike_ratio x its running mean (critical at loss_spike_critical_ratio),
-// or z of log loss ≥ loss_z, after spike_warmup losses. Needs a positive loss; others are ignored.
+// or z of log loss ≥ loss_z; either only with z ≥ loss_z_min, so a noisy loss's ordinary swings
+// do not count. After spike_warmup losses. Needs a positive loss; others are ignored.
+// An episode lasts until the ratio < sqrt(loss_spike_ratio) and z < loss_z / 2 (hysteresis).
 // Event value: loss / running mean.
 class LossSpikeDetector {
  public:
@@ -48,6 +51,7 @@ class LossSpikeDetector {
   bool quiet() const { return !latch_.on(); }
 
  private:
+  bool Spiking(double ratio, double z) const;
   void Learn(double loss, double log_loss, bool spike);
 
   Thresholds t_;

@@ -35,12 +35,13 @@ const char* ToString(Severity severity);
 struct StepSample {
   uint64_t step = 0;
   uint32_t epoch = 0;
-  double loss = kNaN;          // NaN/Inf raises a non-finite event
-  double grad_norm = kNaN;     // global L2 norm; NaN/Inf raises a non-finite event...
-  bool has_grad_norm = true;   // ...unless false: not reported (e.g. a CSV without it); then ignored
+  double loss = kNaN;         // NaN/Inf raises a non-finite event
+  double grad_norm = kNaN;    // global L2 norm; NaN/Inf raises a non-finite event...
+  bool has_grad_norm = true;  // ...unless false: not reported (e.g. a CSV without it); then ignored
   const float* layer_norms = nullptr;  // per-layer grad norms in RunInfo::layer_names order; not
   size_t n_layers = 0;                 // owned, read only during the call; may be empty
-  double jaccard_soft = kNaN;  // train Jaccard (IoU) metrics and accuracy in [0, 1]; NaN = not reported
+  // Train Jaccard (IoU) metrics and accuracy in [0, 1]; NaN = not reported.
+  double jaccard_soft = kNaN;
   double jaccard_hard = kNaN;
   double accuracy = kNaN;
   double learning_rate = kNaN;  // NaN = not reported
@@ -59,10 +60,10 @@ struct Event {
   uint64_t step = 0;
   EventKind kind = EventKind::kNonFinite;
   Severity severity = Severity::kWarning;
-  double value = kNaN;   // the statistic that fired (a z-score, a ratio, a loss: see the detector)
-  std::string message;   // a sentence with the numbers, e.g. "grad norm 226 is 31.2σ above ..."
+  double value = kNaN;  // the statistic that fired (a z-score, a ratio, a loss: see the detector)
+  std::string message;  // a sentence with the numbers, e.g. "grad norm 226 is 31.2σ above ..."
   std::vector<std::string> top_layers;  // up to 3 departed layers, largest per-layer z first
-  std::string first_layer;  // the layer that departed first in the preceding steps; "" if unknown
+  std::string first_layer;   // the layer that departed first in the preceding steps; "" if unknown
   uint64_t incident_id = 0;  // set by IncidentTracker::Assign; 0 = not assigned
 };
 
@@ -70,17 +71,18 @@ struct Event {
 // event and no condition building). Linear units. EWMA with the detectors' alpha, so they follow
 // the recent healthy level rather than the whole run's.
 struct HealthyStats {
-  bool warmed_up = false;      // enough healthy grad norms (Thresholds::spike_warmup) to trust these
+  bool warmed_up = false;  // enough healthy grad norms (Thresholds::spike_warmup) to trust these
   double grad_norm_mean = 0;
   double grad_norm_std = 0;
-  double grad_norm_max = 0;    // recent maximum, decaying by Thresholds::spike_max_decay per step
+  double grad_norm_max = 0;  // recent maximum, decaying by spike_max_decay per healthy step
   double loss_mean = 0;
   uint64_t healthy_steps = 0;
 };
 
 struct RunInfo {
-  std::vector<std::string> layer_names;  // names for StepSample::layer_norms; missing ones are "layer<i>"
-  double loss_upper_bound = 0;           // 0 = unbounded; 1 = Jaccard (IoU) or Dice loss
+  // Names for StepSample::layer_norms, in order; missing ones are "layer<i>".
+  std::vector<std::string> layer_names;
+  double loss_upper_bound = 0;  // 0 = unbounded; 1 = Jaccard (IoU) or Dice loss
 };
 
 }  // namespace gradwatch::detect

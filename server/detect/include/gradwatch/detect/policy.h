@@ -23,7 +23,16 @@ const char* ToString(Mode mode);  // "observe", "guard", "gated"
 bool ParseMode(std::string_view name, Mode* mode);
 
 struct Action {
-  enum class Kind { kClipNorm, kClipValue, kClipAdaptive, kClipOff, kScaleLr, kSkip, kRollback, kStop };
+  enum class Kind {
+    kClipNorm,
+    kClipValue,
+    kClipAdaptive,
+    kClipOff,
+    kScaleLr,
+    kSkip,
+    kRollback,
+    kStop
+  };
   Kind kind = Kind::kStop;
   double value = 0;  // clip threshold for the clip kinds, LR factor for kScaleLr, else 0
   std::string reason;
@@ -55,10 +64,12 @@ class GuardPolicy {
   // Gated mode: the verdict on one update before it lands, given that step's events. Skips a
   // non-finite update; clips an update that raised a critical grad spike. Always kProceed in
   // other modes.
-  Verdict OnGatedStep(const detect::StepSample& s, const std::vector<detect::Event>& events_of_this_step,
+  Verdict OnGatedStep(const detect::StepSample& s,
+                      const std::vector<detect::Event>& events_of_this_step,
                       const detect::HealthyStats& h);
 
-  // An operator switched clipping on or off by hand; the policy will not re-issue clipping while on.
+  // An operator switched clipping on or off by hand; the policy will not re-issue clipping while
+  // on.
   void NoteClipping(bool on) { clipping_ = on; }
   Mode mode() const { return mode_; }
   bool clipping() const { return clipping_; }

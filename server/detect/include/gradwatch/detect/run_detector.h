@@ -37,7 +37,6 @@ class RunDetector {
   void Learn(const StepSample& s);
   double HealthyGrad() const;
 
-  RunInfo info_;
   Thresholds t_;
   Latch non_finite_;
   GradSpikeDetector grad_;

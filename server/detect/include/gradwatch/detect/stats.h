@@ -40,7 +40,6 @@ class DecayingMax {
  public:
   explicit DecayingMax(double decay) : decay_(decay) {}
   void Add(double x) { value_ = x > value_ * decay_ ? x : value_ * decay_; }
-  void Age() { value_ *= decay_; }  // a step that must not raise the maximum
   double value() const { return value_; }
 
  private:

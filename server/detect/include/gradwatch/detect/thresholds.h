@@ -10,58 +10,86 @@
 namespace gradwatch::detect {
 
 struct Thresholds {
-  // --- Gradient spike: z-score of log(grad norm) against an EWMA, plus a ratio to the recent max.
-  double spike_alpha = 0.97;      // EWMA weight of the running mean (ZClip α 0.97); also used for the
-                                  // loss, per-layer and healthy statistics
-  double spike_var_alpha = 0.99;  // EWMA weight of the running variance. gradwatch: ZClip uses 0.97;
-                                  // its noisier σ turned lognormal(σ=0.3) noise into ≥5σ "spikes" in
-                                  // ~3% of 10,000-step runs (0.5% at 0.99)
-  uint64_t spike_warmup = 25;     // reports before any statistic is trusted (ZClip warm-up 25)
-  double spike_z_warning = 5.0;   // gradwatch: the 3.5 first proposed fires ~5 times per 10,000 steps
-                                  // of healthy lognormal(σ=0.3) noise (Gaussian tail); 5 fires ~never
-  double spike_z_critical = 6.0;  // OLMo-core SkipStep skips at 6σ
-  double spike_max_ratio = 10.0;  // critical at 10x the recent maximum (Megatron rerun machine: 10x max)
-  double spike_max_decay = 0.99;  // per-step decay of the recent maximum (gradwatch: ~100-step memory)
-  double spike_std_floor = 0.1;   // floor on σ of log grad norm, so a very steady run needs a ≥1.8x
-                                  // jump to reach 6σ (gradwatch)
+  // --- Gradient spike: z of log(grad norm) against an EWMA, plus a ratio to the recent maximum.
+  // EWMA weight of the running mean (ZClip: α 0.97); also used for the loss, per-layer and
+  // healthy statistics.
+  double spike_alpha = 0.97;
+  // EWMA weight of the running variance (gradwatch; ZClip uses 0.97). A steadier σ: simulated
+  // lognormal(σ=0.3) noise reached z ≥ 5 in 2.8% of 10,000-step runs at 0.97, 0.5% at 0.99.
+  double spike_var_alpha = 0.99;
+  // Reports before any statistic is trusted (ZClip: warm-up 25).
+  uint64_t spike_warmup = 25;
+  // Warning level (gradwatch, measured on 10,000-step healthy runs with lognormal(σ=0.3) grad
+  // norms: z 3.5 fires ~5 times per run, a Gaussian tail; 5 in ~1.5% of runs; 5.5 in ~0.1%).
+  double spike_z_warning = 5.5;
+  // Critical level (OLMo-core SkipStep skips at 6σ).
+  double spike_z_critical = 6.0;
+  // Critical at 10x the recent maximum (Megatron rerun state machine: 10x the max seen).
+  double spike_max_ratio = 10.0;
+  // Per-report decay of the recent maximum (gradwatch: forgets a peak over ~100 steps).
+  double spike_max_decay = 0.99;
+  // Floor on σ of log grad norm: a very steady run needs a 1.8x jump to reach 6σ (gradwatch).
+  double spike_std_floor = 0.1;
 
-  // --- Loss spike: loss against its running mean (after warm-up), or z on log loss.
-  double loss_spike_ratio = 2.0;           // warning at 2x the running mean (llm-foundry KillLossSpike
-                                           // outlier_multiplier 2; Lightning SpikeDetection rtol 2)
-  double loss_spike_critical_ratio = 4.0;  // critical at 4x (gradwatch)
-  double loss_z = 6.0;                     // warning at z of log loss ≥ 6 (OLMo-core's 6σ)
-  double loss_std_floor = 0.05;            // floor on σ of log loss (gradwatch)
+  // --- Loss spike: the loss against its running mean (after the warm-up), or z on log loss.
+  // Warning at 2x the running mean (llm-foundry KillLossSpike: outlier_multiplier 2; Lightning
+  // SpikeDetection: rtol 2).
+  double loss_spike_ratio = 2.0;
+  // Critical at 4x (gradwatch).
+  double loss_spike_critical_ratio = 4.0;
+  // Warning at z of log loss ≥ 6, whatever the ratio (OLMo-core's 6σ).
+  double loss_z = 6.0;
+  // Either test also needs z ≥ 5.5: on a noisy loss (σ 0.25, batch 4) 2x is only 2.8σ
+  // (gradwatch; 2x alone flagged most healthy 10,000-step runs with σ 0.2).
+  double loss_z_min = 5.5;
+  // Floor on σ of log loss (gradwatch).
+  double loss_std_floor = 0.05;
 
-  // --- Divergence: smoothed loss persistently above its running minimum.
-  double div_alpha = 0.9;     // EWMA weight of the smoothed loss (~10 steps)
-  double div_margin = 0.5;    // "above" = more than 50% over the minimum smoothed loss (gradwatch)
-  uint64_t div_window = 50;   // for this many consecutive reports (gradwatch; llm-foundry's window 100)
+  // --- Divergence: the smoothed loss persistently above its running minimum.
+  // EWMA weight of the smoothed loss (~10 steps).
+  double div_alpha = 0.9;
+  // "Above" = more than 50% over the minimum smoothed loss (gradwatch).
+  double div_margin = 0.5;
+  // For this many consecutive reports (gradwatch; llm-foundry's window is 100).
+  uint64_t div_window = 50;
 
-  // --- Collapse: loss pinned at its bound or flat, with Jaccard ~0 and/or grad norm ~0.
-  double collapse_eps = 0.01;        // pinned = within 1% of RunInfo::loss_upper_bound (Jaccard loss ≥ 0.99)
-  double collapse_departure = 0.1;   // counts only after the loss has been 10% below its bound (or, if
-                                     // unbounded, 10% away from its first value): a run that starts at
-                                     // the bound has not collapsed
-  double collapse_flat_rtol = 1e-4;  // flat = relative change from the previous report ≤ 1e-4
-  double collapse_jaccard_eps = 0.01;  // Jaccard ~0 = soft or hard Jaccard ≤ 0.01
-  double collapse_grad_eps = 1e-8;     // grad norm ~0 = ≤ 1e-8, or ≤ vanish_ratio x healthy mean
-  uint64_t collapse_window = 5;        // for this many consecutive reports...
-  uint64_t collapse_short_window = 2;  // ...or this many while the run has fewer than spike_warmup
-                                       // reports: epoch-level logs, where each point is an epoch
+  // --- Collapse: a loss pinned at its bound or flat, with Jaccard ~0 and/or grad norm ~0.
+  // Pinned = within 1% of RunInfo::loss_upper_bound (a Jaccard loss ≥ 0.99).
+  double collapse_eps = 0.01;
+  // Counts only once the loss has been 10% below its bound (unbounded: 10% away from its first
+  // value): a run that starts at the bound has not collapsed.
+  double collapse_departure = 0.1;
+  // Flat = relative change from the previous report ≤ 1e-4.
+  double collapse_flat_rtol = 1e-4;
+  // Jaccard ~0 = soft or hard Jaccard ≤ 0.01.
+  double collapse_jaccard_eps = 0.01;
+  // Grad norm ~0 = ≤ 1e-8, or ≤ vanish_ratio x the healthy mean.
+  double collapse_grad_eps = 1e-8;
+  // For this many consecutive reports...
+  uint64_t collapse_window = 5;
+  // ...or this many while the run has had fewer than spike_warmup reports: epoch-level logs,
+  // where each point is an epoch and statistical warm-ups never finish (DESIGN.md's case).
+  uint64_t collapse_short_window = 2;
 
-  // --- Vanishing gradients: grad norm far below its healthy level.
-  double vanish_ratio = 1e-3;   // below 0.1% of the healthy mean grad norm...
-  uint64_t vanish_window = 10;  // ...for this many consecutive reports
+  // --- Vanishing gradients: the grad norm far below its healthy level.
+  // Below 0.1% of the healthy mean grad norm...
+  double vanish_ratio = 1e-3;
+  // ...for this many consecutive reports.
+  uint64_t vanish_window = 10;
 
   // --- Validation collapse: validation Jaccard fell to ~0 from its best (nnU-Net: val Dice 0).
-  double val_collapse_fraction = 0.05;  // at or below 5% of the best value seen...
-  double val_min_best = 0.05;           // ...once the best has reached at least 0.05
+  // At or below 5% of the best value seen...
+  double val_collapse_fraction = 0.05;
+  // ...once the best has reached at least 0.05.
+  double val_min_best = 0.05;
 
-  // --- Attribution: per-layer z-scores of log layer grad norm.
-  double attr_z = 3.0;         // a layer has departed while its z ≥ 3
-  uint64_t attr_lookback = 5;  // first_layer looks this many steps back from the event
+  // --- Attribution: per-layer z of log layer grad norm.
+  // A layer has departed while its z ≥ 3.
+  double attr_z = 3.0;
+  // first_layer looks this many steps back from the event.
+  uint64_t attr_lookback = 5;
 
-  // --- Incidents: events within this many steps of an incident's last event join it.
+  // --- Incidents: an event within this many steps of the open incident's last event joins it.
   uint64_t incident_gap = 100;
 
   // Sets fields by name (the names above). Applies all or none. Returns "" on success, else an

@@ -27,7 +27,8 @@ struct sqlite3;
 
 namespace gradwatch::store {
 
-// Called on the writer thread after a batch commits: run_id -> highest stored step.
+// Called on the writer thread after a batch commits: run_id -> highest step stored
+// (a step, or an eval taken at that step).
 using CommittedFn = std::function<void(const std::map<std::string, uint64_t>&)>;
 
 struct StoreOptions {

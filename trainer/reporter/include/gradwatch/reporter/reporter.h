@@ -76,8 +76,9 @@ class Reporter {
 
   ReporterStats stats() const;
 
+  struct Impl;  // opaque; public only so the stream reactor in reporter.cc can name it
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
