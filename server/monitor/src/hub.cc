@@ -116,6 +116,7 @@ Hub::RunEntry& Hub::LoadOrCreate(const v1::Hello& hello) {
                                             hello.config().thresholds().end());
     thresholds.Apply(overrides);  // validated by the caller
     run.detector = std::make_unique<detect::RunDetector>(info, thresholds);
+    run.incidents = detect::IncidentTracker(static_cast<uint64_t>(thresholds.incident_gap));
     run.policy = std::make_unique<policy::GuardPolicy>(ToPolicyMode(run.run.mode()));
     // After a monitor restart, warm the detectors on what is stored so that a resumed
     // stream carries on with its healthy statistics instead of a fresh warm-up.

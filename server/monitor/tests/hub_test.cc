@@ -80,7 +80,7 @@ class HubTest : public ::testing::Test {
   }
   // A healthy run: grad norm ~0.2 with small deterministic wiggle.
   void Healthy(const std::string& run, uint64_t from, uint64_t to, FakeSink& sink) {
-    for (uint64_t i = from; i <= to; ++i) hub_->OnStep(run, Step(i, 0.2 * (1 + 0.05 * ((i * 7) % 5 - 2))), sink);
+    for (uint64_t i = from; i <= to; ++i) hub_->OnStep(run, Step(i, 0.2 * (1 + 0.05 * (static_cast<int>((i * 7) % 5) - 2))), sink);
   }
 
   std::filesystem::path dir_;

@@ -1,6 +1,7 @@
 // The whole monitor on 127.0.0.1:0: health checking, reflection and the Runs service.
 #include "gradwatch/monitor/server.h"
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <gtest/gtest.h>

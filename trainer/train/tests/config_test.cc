@@ -181,13 +181,13 @@ TEST(TrainConfig, a_data_dir_skips_the_synthetic_checks) {
   EXPECT_TRUE(Validate(c).empty());
 }
 
-TEST(TrainConfig, seed_scenario_is_one_thousandfold_gradient_spike_midway) {
+TEST(TrainConfig, seed_scenario_is_one_thousandfold_gradient_spike_at_seven_twelfths) {
   TrainConfig c;
   c.scenario = "seed";
   const std::vector<FaultConfig> faults = EffectiveFaults(c);
   ASSERT_EQ(faults.size(), 1u);
   EXPECT_EQ(faults[0].kind, "grad_spike");
-  EXPECT_EQ(faults[0].step, 300);
+  EXPECT_EQ(faults[0].step, 350);  // of 600: the case blew up in epoch 12
   EXPECT_EQ(faults[0].factor, 1000.0);
   EXPECT_TRUE(Validate(c).empty());
   c.scenario = "";
