@@ -245,7 +245,9 @@ void Reporter::Impl::SendLoop() {
       Feed(lock);
       if (closing && buffer.empty() && acks.empty()) stream->HalfClose();
     }
-    wake.wait_for(lock, std::chrono::milliseconds(50));
+    // Reports are picked up on this tick rather than by waking the thread per report:
+    // a wake-up per step costs the training thread a context switch.
+    wake.wait_for(lock, options.send_interval);
   }
   if (stream) {
     Stream* s = stream;
@@ -276,7 +278,7 @@ void Reporter::Report(const v1::StepReport& step) {
   v1::TrainerMessage m;
   *m.mutable_step() = step;
   s.buffer.push_back(std::move(m));
-  s.wake.notify_one();
+  if (step.awaiting_verdict()) s.wake.notify_one();  // the trainer waits on this one
 }
 
 void Reporter::Report(const v1::EvalReport& eval) {

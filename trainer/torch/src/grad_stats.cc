@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstring>
 
 namespace gradwatch::torchmon {
 
@@ -19,14 +20,20 @@ GradStats ComputeGradStats(const std::vector<at::Tensor>& params) {
     }
   }
   if (grads.empty()) return out;
-  // One kernel launch for all norms, norms in float32 to make the one copy small.
-  at::Tensor norms = at::stack(at::_foreach_norm(grads, 2)).to(at::kFloat);
-  at::Tensor host = norms.to(at::kCPU);  // the single device-to-host copy
-  const float* p = host.data_ptr<float>();
+  std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);  // one fused kernel on CUDA
+  std::vector<float> values(norms.size());
+  if (grads.front().is_cpu()) {
+    // Already in host memory: read each scalar, no stack or copy needed.
+    for (size_t k = 0; k < norms.size(); ++k) values[k] = norms[k].item().toFloat();
+  } else {
+    // Stacked in float32 on the device, then the single device-to-host copy.
+    at::Tensor host = at::stack(norms).to(at::kFloat).to(at::kCPU);
+    std::memcpy(values.data(), host.data_ptr<float>(), values.size() * sizeof(float));
+  }
   double sq = 0;
   for (size_t k = 0; k < index.size(); ++k) {
-    out.layer_norms[index[k]] = p[k];
-    sq += double(p[k]) * p[k];
+    out.layer_norms[index[k]] = values[k];
+    sq += double(values[k]) * values[k];
   }
   out.global_norm = std::sqrt(sq);
   return out;

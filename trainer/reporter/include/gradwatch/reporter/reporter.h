@@ -31,6 +31,9 @@ struct ReporterOptions {
   size_t max_buffered = 100'000;              // unacknowledged reports kept for resend
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{5'000};
+  // Buffered reports are sent on this tick (gated reports at once): bounds the delay to
+  // the monitor while sparing the training thread a wake-up per step.
+  std::chrono::milliseconds send_interval{5};
   bool log_warnings = true;                   // one line on stderr when the monitor is unreachable
 };
 

@@ -1,0 +1,152 @@
+// bench/trainer_overhead: what monitoring costs a training step, measured in one process.
+//
+// Two identical U-Net trainings (the default config) step in interleaved blocks: one
+// with a gradwatch Session reporting to an in-process monitor on loopback, one with a
+// Session that has no monitor (gradient statistics still computed, nothing sent). The
+// ratio of their median step times is `overhead_ratio`. `norm_speedup` compares the
+// fused gradient statistics (one _foreach_norm, one copy) with a .item() per parameter.
+// Prints one JSON line. Flags: --steps N (per arm, default 600), --block N (default 20),
+// --device cpu|cuda|auto, --threads N.
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "gradwatch/monitor/server.h"
+#include "gradwatch/torch/grad_stats.h"
+#include "gradwatch/torch/session.h"
+#include "train/data.h"
+#include "train/jaccard.h"
+#include "train/sampler.h"
+#include "train/unet.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace gradwatch;
+
+struct Arm {
+  Arm(torch::Device device, const std::string& monitor, const std::string& run_id)
+      : model(train::UNetOptions{}),
+        optimizer(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true)) {
+    model->to(device);
+    torchmon::SessionOptions o;
+    o.monitor = monitor;
+    o.run_id = run_id;
+    o.mode = v1::MODE_OBSERVE;
+    o.log = false;
+    session = std::make_unique<torchmon::Session>(*model, optimizer, o);
+  }
+  train::UNet model;
+  torch::optim::SGD optimizer;
+  std::unique_ptr<torchmon::Session> session;
+  uint64_t step = 0;
+  std::vector<double> seconds;
+};
+
+void Step(Arm& arm, const train::Dataset& data, train::BatchSampler& sampler, torch::Device device) {
+  auto start = Clock::now();
+  ++arm.step;
+  arm.session->BeginStep(arm.step);
+  auto index = torch::tensor(sampler.next(), torch::kLong).to(device);
+  auto x = data.images.index_select(0, index), y = data.masks.index_select(0, index);
+  arm.session->SetLearningRate(0.01);
+  arm.optimizer.zero_grad();
+  auto pred = arm.model->forward(x);
+  auto loss = train::jaccard_coef_loss(y, pred);
+  loss.backward();
+  auto m = train::segmentation_metrics(y, pred.detach());
+  if (arm.session->BeforeUpdate({arm.step, 0, loss.item<double>(), m.jaccard_soft, m.jaccard_hard, m.accuracy})) {
+    arm.optimizer.step();
+  }
+  arm.session->AfterUpdate();
+  if (device.is_cuda()) torch::cuda::synchronize();
+  arm.seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Median seconds of `fn` over `n` calls.
+template <typename Fn>
+double TimeIt(int n, Fn fn, torch::Device device) {
+  std::vector<double> t;
+  for (int i = 0; i < n; ++i) {
+    auto start = Clock::now();
+    fn();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return Median(t);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int steps = 600, block = 20, threads = 1;
+  std::string device_name = "auto";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--steps") steps = std::stoi(argv[i + 1]);
+    else if (a == "--block") block = std::stoi(argv[i + 1]);
+    else if (a == "--device") device_name = argv[i + 1];
+    else if (a == "--threads") threads = std::stoi(argv[i + 1]);
+    else {
+      std::fprintf(stderr, "usage: trainer_overhead [--steps N] [--block N] [--device cpu|cuda|auto] [--threads N]\n");
+      return 2;
+    }
+  }
+  torch::set_num_threads(threads);
+  bool cuda = device_name == "cuda" || (device_name == "auto" && torch::cuda::is_available());
+  torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+
+  auto dir = std::filesystem::temp_directory_path() / ("gradwatch-bench-" + std::to_string(::getpid()));
+  monitor::ServerConfig config;
+  config.listen = "127.0.0.1:0";
+  config.metrics_listen = "127.0.0.1:0";
+  config.data_dir = dir.string();
+  monitor::SystemClock clock;
+  monitor::Server server(config, clock);
+
+  auto [train_set, val] = train::make_synthetic(train::SyntheticOptions{});
+  train_set = train::augment_x6(train_set);
+  train_set.images = train_set.images.to(device);
+  train_set.masks = train_set.masks.to(device);
+  torch::manual_seed(7);
+  Arm off(device, "", "off");
+  torch::manual_seed(7);
+  Arm on(device, "127.0.0.1:" + std::to_string(server.grpc_port()), "bench-on");
+  train::BatchSampler s_off(train_set.size(), 4, 7), s_on(train_set.size(), 4, 7);
+
+  for (int i = 0; i < 20; ++i) {  // warm-up, not measured
+    Step(off, train_set, s_off, device);
+    Step(on, train_set, s_on, device);
+  }
+  off.seconds.clear();
+  on.seconds.clear();
+  for (int done = 0; done < steps; done += block) {
+    for (int i = 0; i < block; ++i) Step(off, train_set, s_off, device);
+    for (int i = 0; i < block; ++i) Step(on, train_set, s_on, device);
+  }
+  on.session->Finish(std::chrono::seconds(10));
+
+  std::vector<torch::Tensor> params = on.model->parameters();
+  double fused = TimeIt(200, [&] { torchmon::ComputeGradStats(params); }, device);
+  double per_item = TimeIt(200, [&] { torchmon::ComputeGradStatsPerItem(params); }, device);
+
+  double med_off = Median(off.seconds), med_on = Median(on.seconds);
+  std::printf(
+      "{\"bench\": \"trainer_overhead\", \"device\": \"%s\", \"threads\": %d, \"steps_per_arm\": %zu, "
+      "\"tensors\": %zu, \"step_ms_off\": %.4f, \"step_ms_on\": %.4f, \"overhead_ratio\": %.4f, "
+      "\"norm_fused_us\": %.2f, \"norm_per_item_us\": %.2f, \"norm_speedup\": %.2f}\n",
+      device.str().c_str(), threads, on.seconds.size(), params.size(), med_off * 1e3, med_on * 1e3,
+      med_on / med_off, fused * 1e6, per_item * 1e6, per_item / fused);
+  std::filesystem::remove_all(dir);
+  return 0;
+}
