@@ -132,6 +132,11 @@ TrainSummary Train(const TrainConfig& config) {
   torch::manual_seed(config.seed);
   torch::set_num_threads(config.threads);
   torch::Device device = PickDevice(config.device);
+  if (device.is_cuda()) {
+    // Same seed, same curve on the GPU too: no autotuned or nondeterministic conv kernels.
+    at::globalContext().setBenchmarkCuDNN(false);
+    at::globalContext().setDeterministicCuDNN(true);
+  }
   auto [train, val] = LoadData(config);
   train.images = train.images.to(device);
   train.masks = train.masks.to(device);

@@ -34,6 +34,22 @@ TEST(GradStats, fused_norms_equal_the_per_parameter_norms) {
   EXPECT_NEAR(fused.global_norm, std::sqrt(sq), 1e-6);
 }
 
+TEST(GradStats, fused_norms_on_cuda_match_the_cpu_ones) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(2);
+  torch::nn::Sequential net(torch::nn::Linear(64, 32), torch::nn::ReLU(), torch::nn::Linear(32, 1));
+  auto x = torch::randn({16, 64});
+  net->forward(x).sum().backward();
+  GradStats cpu = ComputeGradStats(net->parameters());
+  net->to(torch::kCUDA);
+  net->zero_grad();
+  net->forward(x.to(torch::kCUDA)).sum().backward();
+  GradStats gpu = ComputeGradStats(net->parameters());
+  ASSERT_EQ(gpu.layer_norms.size(), cpu.layer_norms.size());
+  for (size_t i = 0; i < cpu.layer_norms.size(); ++i) EXPECT_NEAR(gpu.layer_norms[i], cpu.layer_norms[i], 1e-3);
+  EXPECT_NEAR(gpu.global_norm, cpu.global_norm, 1e-3 * cpu.global_norm);
+}
+
 TEST(GradStats, propagates_a_nan_gradient) {
   torch::nn::Linear fc(2, 1);
   fc->forward(torch::ones({1, 2})).sum().backward();
