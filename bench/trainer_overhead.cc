@@ -16,8 +16,8 @@
 #include <filesystem>
 #include <string>
 
-#include "gradwatch/monitor/server.h"
 #include "gradwatch/torch/grad_stats.h"
+#include "monitor_fixture.h"
 #include "gradwatch/torch/session.h"
 #include "train/data.h"
 #include "train/jaccard.h"
@@ -37,7 +37,7 @@ struct Arm {
     torchmon::SessionOptions o;
     o.monitor = monitor;
     o.run_id = run_id;
-    o.mode = v1::MODE_OBSERVE;
+    o.mode = torchmon::Mode::kObserve;
     o.log = false;
     session = std::make_unique<torchmon::Session>(*model, optimizer, o);
   }
@@ -106,13 +106,7 @@ int main(int argc, char** argv) {
   bool cuda = device_name == "cuda" || (device_name == "auto" && torch::cuda::is_available());
   torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
 
-  auto dir = std::filesystem::temp_directory_path() / ("gradwatch-bench-" + std::to_string(::getpid()));
-  monitor::ServerConfig config;
-  config.listen = "127.0.0.1:0";
-  config.metrics_listen = "127.0.0.1:0";
-  config.data_dir = dir.string();
-  monitor::SystemClock clock;
-  monitor::Server server(config, clock);
+  torchmon::testing::TestMonitor monitor("trainer-overhead");
 
   auto [train_set, val] = train::make_synthetic(train::SyntheticOptions{});
   train_set = train::augment_x6(train_set);
@@ -121,7 +115,7 @@ int main(int argc, char** argv) {
   torch::manual_seed(7);
   Arm off(device, "", "off");
   torch::manual_seed(7);
-  Arm on(device, "127.0.0.1:" + std::to_string(server.grpc_port()), "bench-on");
+  Arm on(device, monitor.address(), "bench-on");
   train::BatchSampler s_off(train_set.size(), 4, 7), s_on(train_set.size(), 4, 7);
 
   for (int i = 0; i < 20; ++i) {  // warm-up, not measured
@@ -147,6 +141,5 @@ int main(int argc, char** argv) {
       "\"norm_fused_us\": %.2f, \"norm_per_item_us\": %.2f, \"norm_speedup\": %.2f}\n",
       device.str().c_str(), threads, on.seconds.size(), params.size(), med_off * 1e3, med_on * 1e3,
       med_on / med_off, fused * 1e6, per_item * 1e6, per_item / fused);
-  std::filesystem::remove_all(dir);
   return 0;
 }

@@ -48,35 +48,36 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainConfig& c, UNe
       model->parameters(), torch::optim::SGDOptions(c.lr).momentum(c.momentum).nesterov(c.nesterov));
 }
 
-v1::RunConfig WireConfig(const TrainConfig& c) {
-  v1::RunConfig w;
-  w.set_model("unet(depth=" + std::to_string(c.model.depth) + ",base=" + std::to_string(c.model.base) + ")");
-  w.set_optimizer(c.optimizer == "adam" ? "adam" : c.nesterov ? "sgd(nesterov)" : "sgd");
-  w.set_learning_rate(c.lr);
-  w.set_batch_size(static_cast<uint32_t>(c.batch));
-  w.set_total_steps(static_cast<uint64_t>(c.steps));
-  w.set_eval_every(static_cast<uint32_t>(c.eval_every));
-  w.set_loss("jaccard");
-  w.set_loss_upper_bound(1.0);
-  w.set_checkpoint_every(static_cast<uint32_t>(c.checkpoint_every));
-  if (!c.scenario.empty()) (*w.mutable_labels())["scenario"] = c.scenario;
-  return w;
+torchmon::RunDescription Describe(const TrainConfig& c) {
+  torchmon::RunDescription d;
+  d.model = "unet(depth=" + std::to_string(c.model.depth) + ",base=" + std::to_string(c.model.base) + ")";
+  d.optimizer = c.optimizer == "adam" ? "adam" : c.nesterov ? "sgd(nesterov)" : "sgd";
+  d.learning_rate = c.lr;
+  d.batch_size = static_cast<uint32_t>(c.batch);
+  d.total_steps = static_cast<uint64_t>(c.steps);
+  d.eval_every = static_cast<uint32_t>(c.eval_every);
+  d.loss = "jaccard";
+  d.loss_upper_bound = 1.0;
+  d.checkpoint_every = static_cast<uint32_t>(c.checkpoint_every);
+  if (!c.scenario.empty()) d.labels["scenario"] = c.scenario;
+  return d;
 }
 
-v1::Mode WireMode(const std::string& mode) {
-  return mode == "observe" ? v1::MODE_OBSERVE : mode == "gated" ? v1::MODE_GATED : v1::MODE_GUARD;
+torchmon::Mode ModeOf(const std::string& mode) {
+  return mode == "observe" ? torchmon::Mode::kObserve
+         : mode == "gated" ? torchmon::Mode::kGated : torchmon::Mode::kGuard;
 }
 
-v1::Clipping WireClip(const ClipConfig& c) {
-  v1::Clipping w;
-  w.set_kind(c.kind == "norm" ? v1::Clipping::KIND_NORM
-             : c.kind == "value" ? v1::Clipping::KIND_VALUE : v1::Clipping::KIND_OFF);
-  w.set_threshold(c.kind == "off" ? 0 : c.threshold);
-  return w;
+torchmon::Clip ClipOf(const ClipConfig& c) {
+  torchmon::Clip clip;
+  clip.kind = c.kind == "norm" ? torchmon::Clip::Kind::kNorm
+              : c.kind == "value" ? torchmon::Clip::Kind::kValue : torchmon::Clip::Kind::kOff;
+  clip.threshold = c.kind == "off" ? 0 : c.threshold;
+  return clip;
 }
 
 // Loss and metrics on the whole validation split, predicted in chunks.
-v1::EvalReport Evaluate(UNet& model, const Dataset& val, int64_t step, torch::Device device) {
+torchmon::EvalRecord Evaluate(UNet& model, const Dataset& val, int64_t step, torch::Device device) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> preds;
   for (int64_t i = 0; i < val.size(); i += 16) {
@@ -86,12 +87,12 @@ v1::EvalReport Evaluate(UNet& model, const Dataset& val, int64_t step, torch::De
   torch::Tensor pred = torch::cat(preds);
   torch::Tensor truth = val.masks.to(device);
   SegMetrics m = segmentation_metrics(truth, pred);
-  v1::EvalReport e;
-  e.set_step(static_cast<uint64_t>(step));
-  e.set_loss(jaccard_coef_loss(truth, pred).item<double>());
-  e.set_jaccard_soft(m.jaccard_soft);
-  e.set_jaccard_hard(m.jaccard_hard);
-  e.set_accuracy(m.accuracy);
+  torchmon::EvalRecord e;
+  e.step = static_cast<uint64_t>(step);
+  e.loss = jaccard_coef_loss(truth, pred).item<double>();
+  e.jaccard_soft = m.jaccard_soft;
+  e.jaccard_hard = m.jaccard_hard;
+  e.accuracy = m.accuracy;
   return e;
 }
 
@@ -117,6 +118,14 @@ double LrFault(const std::vector<FaultConfig>& faults, int64_t step0) {
     if (f.kind == "lr_spike" && f.step == step0) factor *= f.factor;
   }
   return factor;
+}
+
+void RecordEval(const torchmon::EvalRecord& e, torchmon::Session& gw, TrainSummary& summary) {
+  gw.ReportEval(e);
+  summary.val_loss = e.loss;
+  summary.val_jaccard_soft = e.jaccard_soft;
+  summary.val_jaccard_hard = e.jaccard_hard;
+  summary.val_accuracy = e.accuracy;
 }
 
 double MeanOfLast(const std::vector<double>& v, size_t n) {
@@ -155,13 +164,13 @@ TrainSummary Train(const TrainConfig& config) {
   torchmon::SessionOptions so;
   so.monitor = MonitorEnabled(config) ? config.monitor : "";
   so.run_id = summary.run_id;
-  so.mode = WireMode(config.mode);
-  so.config = WireConfig(config);
+  so.mode = ModeOf(config.mode);
+  so.run = Describe(config);
   so.device = device.str();
   so.gate_timeout = std::chrono::milliseconds(config.gate_timeout_ms);
   so.checkpoint_every = static_cast<uint32_t>(config.checkpoint_every);
   so.checkpoint_dir = config.checkpoint_dir;
-  so.clipping = WireClip(config.clip);
+  so.clipping = ClipOf(config.clip);
   torchmon::Session gw(*model, *optimizer, so);
 
   const auto faults = EffectiveFaults(config);
@@ -198,27 +207,17 @@ TrainSummary Train(const TrainConfig& config) {
     norms.push_back(gw.last_grad_norm());
     summary.steps_run = step;
     if (config.eval_every > 0 && (step % config.eval_every == 0 || step == config.steps)) {
-      v1::EvalReport e = Evaluate(model, val, step, device);
-      gw.ReportEval(e);
-      summary.val_loss = e.loss();
-      summary.val_jaccard_soft = e.jaccard_soft();
-      summary.val_jaccard_hard = e.jaccard_hard();
-      summary.val_accuracy = e.accuracy();
+      RecordEval(Evaluate(model, val, step, device), gw, summary);
     }
     if (config.log_every > 0 && step % config.log_every == 0) {
       std::fprintf(stderr, "step %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s\n",
                    static_cast<long long>(step), static_cast<long long>(config.steps), loss_v,
                    m.jaccard_hard, gw.last_grad_norm(), ScheduledLr(config, step0) * gw.lr_scale(),
-                   gw.clipping().kind() != v1::Clipping::KIND_OFF ? "  [clipping]" : "");
+                   gw.clipping().kind != torchmon::Clip::Kind::kOff ? "  [clipping]" : "");
     }
   }
   if (config.eval_every == 0 || summary.steps_run % config.eval_every != 0 || summary.stopped_by_command) {
-    v1::EvalReport e = Evaluate(model, val, summary.steps_run, device);
-    gw.ReportEval(e);
-    summary.val_loss = e.loss();
-    summary.val_jaccard_soft = e.jaccard_soft();
-    summary.val_jaccard_hard = e.jaccard_hard();
-    summary.val_accuracy = e.accuracy();
+    RecordEval(Evaluate(model, val, summary.steps_run, device), gw, summary);
   }
   gw.Finish();
   summary.final_train_loss = MeanOfLast(summary.loss_curve, 10);

@@ -10,8 +10,8 @@
 #include <iostream>
 #include <sstream>
 
-#include "gradwatch/reporter/reporter.h"
 #include "gradwatch/torch/grad_stats.h"
+#include "gradwatch/torch/link.h"
 
 namespace gradwatch::torchmon {
 namespace {
@@ -28,28 +28,19 @@ std::string Serialize(const std::function<void(torch::serialize::OutputArchive&)
   return out.str();
 }
 
-const char* ActionOf(const v1::Command& c) {
-  switch (c.action_case()) {
-    case v1::Command::kSetClipping: return "set_clipping";
-    case v1::Command::kScaleLearningRate: return "scale_learning_rate";
-    case v1::Command::kSkipStep: return "skip_step";
-    case v1::Command::kRollback: return "rollback";
-    case v1::Command::kStop: return "stop";
-    case v1::Command::kSetMode: return "set_mode";
-    default: return "none";
-  }
-}
-
-std::string Describe(const v1::Clipping& c) {
+std::string Describe(const Clip& c) {
   std::ostringstream s;
-  switch (c.kind()) {
-    case v1::Clipping::KIND_OFF: return "clipping off";
-    case v1::Clipping::KIND_NORM: s << "clip global norm at " << c.threshold(); break;
-    case v1::Clipping::KIND_VALUE: s << "clip values at " << c.threshold(); break;
-    case v1::Clipping::KIND_ADAPTIVE: s << "adaptive norm clipping at " << c.threshold(); break;
-    default: return "clipping ?";
+  switch (c.kind) {
+    case Clip::Kind::kOff: return "clipping off";
+    case Clip::Kind::kNorm: s << "clip global norm at " << c.threshold; break;
+    case Clip::Kind::kValue: s << "clip values at " << c.threshold; break;
+    case Clip::Kind::kAdaptive: s << "adaptive norm clipping at " << c.threshold; break;
   }
   return s.str();
+}
+
+const char* ModeName(Mode m) {
+  return m == Mode::kObserve ? "observe" : m == Mode::kGated ? "gated" : "guard";
 }
 
 }  // namespace
@@ -58,19 +49,14 @@ Session::Session(torch::nn::Module& model, torch::optim::Optimizer& optimizer, S
     : model_(model), optimizer_(optimizer), options_(std::move(options)), clipping_(options_.clipping) {
   for (const auto& p : model_.named_parameters()) names_.push_back(p.key());
   if (!options_.monitor.empty()) {
-    v1::Hello hello;
-    hello.set_run_id(options_.run_id);
-    for (const auto& n : names_) hello.add_layer_names(n);
-    *hello.mutable_config() = options_.config;
-    hello.set_mode(options_.mode);
-    hello.set_trainer_version("gradwatch-train 0.1.0");
-    char host[256] = {0};
-    gethostname(host, sizeof host - 1);
-    hello.set_host(host);
-    hello.set_device(options_.device);
-    reporter::ReporterOptions ro;
-    ro.address = options_.monitor;
-    reporter_ = std::make_unique<reporter::Reporter>(ro, hello);
+    LinkOptions lo;
+    lo.address = options_.monitor;
+    lo.run_id = options_.run_id;
+    lo.layer_names = names_;
+    lo.run = options_.run;
+    lo.mode = options_.mode;
+    lo.device = options_.device;
+    link_ = std::make_unique<MonitorLink>(lo);
   }
   if (!options_.checkpoint_dir.empty()) std::filesystem::create_directories(options_.checkpoint_dir);
   if (options_.checkpoint_every > 0) SaveCheckpoint(0);  // the initial state is healthy by definition
@@ -78,13 +64,13 @@ Session::Session(torch::nn::Module& model, torch::optim::Optimizer& optimizer, S
 
 Session::~Session() = default;
 
-uint64_t Session::gate_timeouts() const { return reporter_ ? reporter_->stats().gate_timeouts : 0; }
+uint64_t Session::gate_timeouts() const { return link_ ? link_->stats().gate_timeouts : 0; }
 
 bool Session::BeginStep(uint64_t step) {
   step_ = step;
   step_start_ = std::chrono::steady_clock::now();
-  if (reporter_) {
-    for (const auto& command : reporter_->TakeCommands()) Apply(command, step);
+  if (link_) {
+    for (const auto& command : link_->TakeCommands()) Apply(command, step);
   }
   if (stop_requested_) stopped_ = true;
   return !stopped_;
@@ -95,49 +81,44 @@ void Session::SetLearningRate(double base_lr) {
   for (auto& group : optimizer_.param_groups()) group.options().set_lr(lr_);
 }
 
-void Session::Apply(const v1::Command& command, uint64_t step) {
+void Session::Apply(const Command& command, uint64_t step) {
   bool ok = true;
   std::ostringstream detail;
-  switch (command.action_case()) {
-    case v1::Command::kSetClipping:
-      clipping_ = command.set_clipping();
-      if (clipping_.kind() == v1::Clipping::KIND_ADAPTIVE && clipping_.threshold() <= 0) {
-        clipping_.set_threshold(AdaptiveThreshold());
+  switch (command.action) {
+    case Command::Action::kClip:
+      clipping_ = command.clip;
+      if (clipping_.kind == Clip::Kind::kAdaptive && clipping_.threshold <= 0) {
+        clipping_.threshold = AdaptiveThreshold();
       }
       detail << Describe(clipping_);
       break;
-    case v1::Command::kScaleLearningRate:
-      lr_scale_ *= command.scale_learning_rate();
-      detail << "learning rate x" << command.scale_learning_rate() << " (scale now " << lr_scale_ << ")";
+    case Command::Action::kScaleLr:
+      lr_scale_ *= command.lr_scale;
+      detail << "learning rate x" << command.lr_scale << " (scale now " << lr_scale_ << ")";
       break;
-    case v1::Command::kSkipStep:
-      skip_pending_ += std::max<uint32_t>(1, command.skip_step().count());
+    case Command::Action::kSkip:
+      skip_pending_ += std::max<uint32_t>(1, command.skip_count);
       detail << "skipping " << skip_pending_ << " update(s)";
       break;
-    case v1::Command::kRollback: detail << Rollback(command.rollback().to_step(), &ok); break;
-    case v1::Command::kStop:
+    case Command::Action::kRollback: detail << Rollback(command.rollback_to, &ok); break;
+    case Command::Action::kStop:
       if (options_.checkpoint_every > 0 || !options_.checkpoint_dir.empty()) SaveCheckpoint(step - 1);
       stop_requested_ = true;
       detail << "stopping before step " << step;
       break;
-    case v1::Command::kSetMode:
-      options_.mode = command.set_mode();
-      detail << "mode " << v1::Mode_Name(command.set_mode());
+    case Command::Action::kMode:
+      options_.mode = command.mode;
+      detail << "mode " << ModeName(command.mode);
       break;
     default:
       ok = false;
       detail << "unknown action";
   }
-  v1::CommandAck ack;
-  ack.set_command_id(command.id());
-  ack.set_applied_at_step(step);
-  ack.set_result(ok ? v1::CommandAck::RESULT_APPLIED : v1::CommandAck::RESULT_REJECTED);
-  ack.set_detail(detail.str());
-  reporter_->AckCommand(ack);
-  applied_.push_back({command.id(), ActionOf(command), detail.str(), step, ok});
+  link_->Ack({command.id, step, ok, detail.str()});
+  applied_.push_back({command.id, ActionName(command.action), detail.str(), step, ok});
   if (options_.log) {
-    std::cerr << "gradwatch: step " << step << ": " << (ok ? "applied " : "rejected ") << command.id()
-              << " (" << command.issued_by() << "): " << detail.str() << " — " << command.reason()
+    std::cerr << "gradwatch: step " << step << ": " << (ok ? "applied " : "rejected ") << command.id
+              << " (" << command.issued_by << "): " << detail.str() << " — " << command.reason
               << std::endl;
   }
 }
@@ -189,11 +170,11 @@ void Session::ClipGradients(double total_norm) {
   for (auto& p : model_.parameters()) {
     if (p.grad().defined()) grads.push_back(p.grad());
   }
-  if (clipping_.kind() == v1::Clipping::KIND_VALUE) {
-    for (auto& g : grads) g.clamp_(-clipping_.threshold(), clipping_.threshold());
+  if (clipping_.kind == Clip::Kind::kValue) {
+    for (auto& g : grads) g.clamp_(-clipping_.threshold, clipping_.threshold);
     return;
   }
-  double coef = clipping_.threshold() / (total_norm + 1e-6);
+  double coef = clipping_.threshold / (total_norm + 1e-6);
   if (coef < 1.0) torch::_foreach_mul_(grads, coef);  // NaN total: no clip, coef < 1 is false
 }
 
@@ -220,43 +201,42 @@ bool Session::BeforeUpdate(const StepInputs& in) {
   }
 
   bool update = true;
-  v1::Clipping applied = clipping_;
+  Clip applied = clipping_;
   if (skip_pending_ > 0) {
     --skip_pending_;
     update = false;
   }
-  if (reporter_) {
-    v1::StepReport r;
-    r.set_step(in.step);
-    r.set_epoch(in.epoch);
-    r.set_loss(in.loss);
-    r.set_learning_rate(lr_);
-    r.set_grad_norm(stats.global_norm);
-    r.mutable_layer_grad_norms()->Add(stats.layer_norms.begin(), stats.layer_norms.end());
-    r.set_jaccard_soft(in.jaccard_soft);
-    r.set_jaccard_hard(in.jaccard_hard);
-    r.set_accuracy(in.accuracy);
-    *r.mutable_clipping() = clipping_;
-    r.set_step_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start_).count());
-    r.set_unix_millis(std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count());
-    r.set_update_skipped(!update);
-    r.set_rolled_back_to(rolled_back_to_);
+  if (link_) {
+    StepRecord r;
+    r.step = in.step;
+    r.epoch = in.epoch;
+    r.loss = in.loss;
+    r.learning_rate = lr_;
+    r.grad_norm = stats.global_norm;
+    r.layer_norms = std::move(stats.layer_norms);
+    r.jaccard_soft = in.jaccard_soft;
+    r.jaccard_hard = in.jaccard_hard;
+    r.accuracy = in.accuracy;
+    r.clip = clipping_;
+    r.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start_).count();
+    r.unix_millis = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch()).count();
+    r.update_skipped = !update;
+    r.rolled_back_to = rolled_back_to_;
     rolled_back_to_ = 0;
-    bool gated = options_.mode == v1::MODE_GATED && update;
-    r.set_awaiting_verdict(gated);
-    reporter_->Report(r);
-    if (gated) {
-      auto verdict = reporter_->AwaitVerdict(in.step, options_.gate_timeout);
-      if (verdict && verdict->decision() == v1::Verdict::DECISION_SKIP) update = false;
-      if (verdict && verdict->decision() == v1::Verdict::DECISION_CLIP) {
-        applied.set_kind(v1::Clipping::KIND_NORM);
-        applied.set_threshold(verdict->clip_norm());
+    r.awaiting_verdict = options_.mode == Mode::kGated && update;
+    link_->Report(r);
+    if (r.awaiting_verdict) {
+      auto verdict = link_->AwaitVerdict(in.step, options_.gate_timeout);
+      if (verdict && verdict->decision == Verdict::Decision::kSkip) update = false;
+      if (verdict && verdict->decision == Verdict::Decision::kClip) {
+        applied.kind = Clip::Kind::kNorm;
+        applied.threshold = verdict->clip_norm;
       }
     }
   }
-  if (update && applied.kind() != v1::Clipping::KIND_OFF && applied.threshold() > 0) {
-    v1::Clipping saved = clipping_;
+  if (update && applied.kind != Clip::Kind::kOff && applied.threshold > 0) {
+    Clip saved = clipping_;
     clipping_ = applied;
     ClipGradients(stats.global_norm);
     clipping_ = saved;
@@ -271,14 +251,14 @@ void Session::AfterUpdate() {
   }
 }
 
-void Session::ReportEval(const v1::EvalReport& eval) {
-  if (reporter_) reporter_->Report(eval);
+void Session::ReportEval(const EvalRecord& eval) {
+  if (link_) link_->Report(eval);
 }
 
 void Session::Finish(std::chrono::milliseconds deadline) {
-  if (!reporter_) return;
-  reporter_->Close(deadline);
-  auto s = reporter_->stats();
+  if (!link_) return;
+  link_->Close(deadline);
+  auto s = link_->stats();
   if (s.acked_through < step_ && options_.log) {
     std::cerr << "gradwatch: the monitor stored steps up to " << s.acked_through << " of " << step_
               << " (" << s.dropped << " reports dropped)" << std::endl;

@@ -6,12 +6,10 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <future>
 
-#include "gradwatch/monitor/server.h"
-#include "gradwatch/store/store.h"
 #include "gradwatch/torch/grad_stats.h"
+#include "monitor_fixture.h"
 
 namespace gradwatch::torchmon {
 namespace {
@@ -61,22 +59,15 @@ TEST(GradStats, propagates_a_nan_gradient) {
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("gradwatch-session-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    monitor::ServerConfig c;
-    c.listen = "127.0.0.1:0";
-    c.metrics_listen = "127.0.0.1:0";
-    c.data_dir = dir_.string();
-    server_ = std::make_unique<monitor::Server>(c, clock_);
+    monitor_ = std::make_unique<testing::TestMonitor>(
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     torch::manual_seed(3);
     model_ = torch::nn::Linear(8, 1);
     optimizer_ = std::make_unique<torch::optim::SGD>(model_->parameters(), torch::optim::SGDOptions(0.1));
     SessionOptions o;
-    o.monitor = "127.0.0.1:" + std::to_string(server_->grpc_port());
+    o.monitor = monitor_->address();
     o.run_id = "session";
-    o.mode = v1::MODE_OBSERVE;  // only operator commands
+    o.mode = Mode::kObserve;  // only operator commands
     o.checkpoint_every = 5;
     o.log = false;
     session_ = std::make_unique<Session>(*model_, *optimizer_, o);
@@ -95,36 +86,24 @@ class SessionTest : public ::testing::Test {
     return true;
   }
 
-  // Sends `command`, keeps training until the trainer acknowledged it, and returns the
-  // record the monitor stored; `last_step` is the last step trained.
-  v1::CommandRecord Command(v1::Command command, uint64_t* step) {
-    for (int i = 0; i < 3; ++i) Step(++*step);
+  // Sends `command` and keeps training until the trainer acknowledged it; `step` is the
+  // last step trained.
+  testing::CommandResult Send(Command command, uint64_t* step) {
     // The run must be known to the monitor before a command can reach it.
-    while ((!server_->hub().GetRun("session") || !server_->hub().GetRun("session")->steps()) &&
-           *step < 100'000) {
-      Step(++*step);
-    }
-    std::promise<v1::CommandRecord> done;
-    std::string err = server_->hub().SendCommand("session", command, 20'000,
-                                                 [&](const v1::CommandRecord& r, bool) { done.set_value(r); });
-    EXPECT_EQ(err, "");
-    auto future = done.get_future();
-    while (future.wait_for(0ms) != std::future_status::ready && *step < 100'000) {
+    while (monitor_->StepsOf("session") == 0 && *step < 100'000) Step(++*step);
+    auto future = monitor_->Send("session", command, 20'000);
+    while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready && *step < 100'000) {
       if (!Step(++*step)) break;
     }
     return future.get();
   }
 
-  std::vector<v1::StepReport> StoredSteps() {
+  std::vector<testing::StoredStep> StoredSteps() {
     session_->Finish(10s);
-    server_->Shutdown();
-    store::Store store({(dir_ / "gradwatch.db").string()});
-    return store.ListSteps("session", 0, 100'000);
+    return monitor_->StoredSteps("session");
   }
 
-  std::filesystem::path dir_;
-  monitor::SystemClock clock_;
-  std::unique_ptr<monitor::Server> server_;
+  std::unique_ptr<testing::TestMonitor> monitor_;
   torch::nn::Linear model_{nullptr};
   std::unique_ptr<torch::optim::SGD> optimizer_;
   std::unique_ptr<Session> session_;
@@ -132,74 +111,78 @@ class SessionTest : public ::testing::Test {
 
 TEST_F(SessionTest, clipping_is_in_force_from_the_acknowledged_step) {
   uint64_t step = 0;
-  v1::Command c;
-  c.mutable_set_clipping()->set_kind(v1::Clipping::KIND_NORM);
-  c.mutable_set_clipping()->set_threshold(0.5);
-  v1::CommandRecord rec = Command(c, &step);
-  ASSERT_EQ(rec.ack().result(), v1::CommandAck::RESULT_APPLIED);
-  uint64_t at = rec.ack().applied_at_step();
+  Command c;
+  c.action = Command::Action::kClip;
+  c.clip = {Clip::Kind::kNorm, 0.5};
+  testing::CommandResult rec = Send(c, &step);
+  ASSERT_TRUE(rec.applied);
+  uint64_t at = rec.applied_at_step;
   auto steps = StoredSteps();
   ASSERT_GE(steps.size(), at);
-  EXPECT_EQ(steps[at - 2].clipping().kind(), v1::Clipping::KIND_OFF);
-  EXPECT_EQ(steps[at - 1].step(), at);
-  EXPECT_EQ(steps[at - 1].clipping().kind(), v1::Clipping::KIND_NORM);
-  EXPECT_DOUBLE_EQ(steps[at - 1].clipping().threshold(), 0.5);
+  EXPECT_EQ(steps[at - 2].clip.kind, Clip::Kind::kOff);
+  EXPECT_EQ(steps[at - 1].step, at);
+  EXPECT_EQ(steps[at - 1].clip.kind, Clip::Kind::kNorm);
+  EXPECT_DOUBLE_EQ(steps[at - 1].clip.threshold, 0.5);
 }
 
 TEST_F(SessionTest, learning_rate_scale_shows_in_the_acknowledged_step) {
   uint64_t step = 0;
-  v1::Command c;
-  c.set_scale_learning_rate(0.25);
-  v1::CommandRecord rec = Command(c, &step);
-  uint64_t at = rec.ack().applied_at_step();
+  Command c;
+  c.action = Command::Action::kScaleLr;
+  c.lr_scale = 0.25;
+  testing::CommandResult rec = Send(c, &step);
+  uint64_t at = rec.applied_at_step;
   auto steps = StoredSteps();
-  EXPECT_DOUBLE_EQ(steps[at - 2].learning_rate(), 0.1);
-  EXPECT_DOUBLE_EQ(steps[at - 1].learning_rate(), 0.025);
+  EXPECT_DOUBLE_EQ(steps[at - 2].learning_rate, 0.1);
+  EXPECT_DOUBLE_EQ(steps[at - 1].learning_rate, 0.025);
 }
 
 TEST_F(SessionTest, a_skipped_update_leaves_the_weights_unchanged) {
   uint64_t step = 0;
-  v1::Command c;
-  c.mutable_skip_step()->set_count(1);
-  v1::CommandRecord rec = Command(c, &step);
-  uint64_t at = rec.ack().applied_at_step();
+  Command c;
+  c.action = Command::Action::kSkip;
+  c.skip_count = 1;
+  testing::CommandResult rec = Send(c, &step);
+  uint64_t at = rec.applied_at_step;
   auto steps = StoredSteps();
-  EXPECT_FALSE(steps[at - 2].update_skipped());
-  EXPECT_TRUE(steps[at - 1].update_skipped());
+  EXPECT_FALSE(steps[at - 2].update_skipped);
+  EXPECT_TRUE(steps[at - 1].update_skipped);
   EXPECT_EQ(session_->updates_skipped(), 1u);
 }
 
 TEST_F(SessionTest, rollback_restores_the_checkpointed_weights) {
   uint64_t step = 0;
   for (int i = 0; i < 5; ++i) Step(++step);  // checkpoint at step 5
-  v1::Command c;
-  c.mutable_rollback()->set_to_step(5);
-  v1::CommandRecord rec = Command(c, &step);
-  ASSERT_EQ(rec.ack().result(), v1::CommandAck::RESULT_APPLIED) << rec.ack().detail();
-  EXPECT_EQ(rec.ack().detail(), "restored the checkpoint of step 5");
-  uint64_t at = rec.ack().applied_at_step();
+  Command c;
+  c.action = Command::Action::kRollback;
+  c.rollback_to = 5;
+  testing::CommandResult rec = Send(c, &step);
+  ASSERT_TRUE(rec.applied) << rec.detail;
+  EXPECT_EQ(rec.detail, "restored the checkpoint of step 5");
+  uint64_t at = rec.applied_at_step;
   auto steps = StoredSteps();
-  EXPECT_EQ(steps[at - 1].rolled_back_to(), 5u);
+  EXPECT_EQ(steps[at - 1].rolled_back_to, 5u);
 }
 
 TEST_F(SessionTest, rollback_picks_the_newest_checkpoint_at_or_before_the_step) {
   uint64_t step = 0;
-  v1::Command c;
-  c.mutable_rollback()->set_to_step(1);  // checkpoints at 0, 5, 10, ...: only 0 is at or before 1
-  v1::CommandRecord rec = Command(c, &step);
-  EXPECT_EQ(rec.ack().result(), v1::CommandAck::RESULT_APPLIED);
-  EXPECT_EQ(rec.ack().detail(), "restored the checkpoint of step 0");
+  Command c;
+  c.action = Command::Action::kRollback;
+  c.rollback_to = 1;  // checkpoints at 0, 5, 10, ...: only 0 is at or before 1
+  testing::CommandResult rec = Send(c, &step);
+  EXPECT_TRUE(rec.applied);
+  EXPECT_EQ(rec.detail, "restored the checkpoint of step 0");
 }
 
 TEST_F(SessionTest, stop_ends_the_loop_at_the_acknowledged_step) {
   uint64_t step = 0;
-  v1::Command c;
-  c.mutable_stop();
-  v1::CommandRecord rec = Command(c, &step);
+  Command c;
+  c.action = Command::Action::kStop;
+  testing::CommandResult rec = Send(c, &step);
   EXPECT_TRUE(session_->stopped());
-  EXPECT_EQ(rec.ack().applied_at_step(), step);  // the loop ended on the step it was applied
+  EXPECT_EQ(rec.applied_at_step, step);  // the loop ended on the step it was applied
   auto steps = StoredSteps();
-  EXPECT_EQ(steps.back().step(), step - 1);  // no report for the step that did not run
+  EXPECT_EQ(steps.back().step, step - 1);  // no report for the step that did not run
 }
 
 }  // namespace

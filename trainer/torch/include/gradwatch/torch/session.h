@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "gradwatch/v1/telemetry.pb.h"
+#include "gradwatch/torch/types.h"
 
 namespace torch {
 namespace nn {
@@ -39,24 +39,21 @@ class Optimizer;
 }
 }  // namespace torch
 
-namespace gradwatch::reporter {
-class Reporter;
-struct ReporterStats;
-}
-
 namespace gradwatch::torchmon {
+
+class MonitorLink;
 
 struct SessionOptions {
   std::string monitor;                 // host:port of gradwatchd; "" = no monitor
   std::string run_id;
-  v1::Mode mode = v1::MODE_GUARD;
-  v1::RunConfig config;                // sent in the hello
+  Mode mode = Mode::kGuard;
+  RunDescription run;                  // sent in the hello
   std::string device = "cpu";
   std::chrono::milliseconds gate_timeout{200};
   uint32_t checkpoint_every = 50;      // 0 = no checkpoints (rollback is then rejected)
   size_t checkpoints_kept = 4;         // in memory, newest last
   std::string checkpoint_dir;          // "" = memory only; else also written there
-  v1::Clipping clipping;               // in force from the start
+  Clip clipping;                       // in force from the start
   bool log = true;                     // one stderr line per applied command
 };
 
@@ -92,16 +89,16 @@ class Session {
   bool BeforeUpdate(const StepInputs& in);
   // After the update (or its skip): checkpoints every K steps when the step was healthy.
   void AfterUpdate();
-  void ReportEval(const v1::EvalReport& eval);
+  void ReportEval(const EvalRecord& eval);
   // Waits (bounded) for the monitor to store everything, then closes the stream.
   void Finish(std::chrono::milliseconds deadline = std::chrono::seconds(10));
 
   const std::vector<AppliedCommand>& applied_commands() const { return applied_; }
-  const v1::Clipping& clipping() const { return clipping_; }
+  const Clip& clipping() const { return clipping_; }
   double last_grad_norm() const { return last_norm_; }
   uint64_t updates_skipped() const { return skipped_; }
   uint64_t gate_timeouts() const;
-  bool monitored() const { return reporter_ != nullptr; }
+  bool monitored() const { return link_ != nullptr; }
   bool stopped() const { return stopped_; }
 
  private:
@@ -109,7 +106,7 @@ class Session {
     uint64_t step;          // state after this many updates
     std::string model, optimizer;  // serialized archives
   };
-  void Apply(const v1::Command& command, uint64_t step);
+  void Apply(const Command& command, uint64_t step);
   std::string Rollback(uint64_t to_step, bool* ok);
   void SaveCheckpoint(uint64_t step);
   void ClipGradients(double total_norm);
@@ -119,8 +116,8 @@ class Session {
   torch::optim::Optimizer& optimizer_;
   SessionOptions options_;
   std::vector<std::string> names_;
-  std::unique_ptr<reporter::Reporter> reporter_;
-  v1::Clipping clipping_;
+  std::unique_ptr<MonitorLink> link_;
+  Clip clipping_;
   double lr_scale_ = 1.0;
   double lr_ = 0;
   uint32_t skip_pending_ = 0;

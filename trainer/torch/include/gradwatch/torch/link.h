@@ -1,0 +1,52 @@
+// The training loop's connection to gradwatchd, in plain values: wraps the reporter and
+// converts to and from the wire messages. No torch here (see types.h for why).
+//
+// Thread-safety: as the Reporter: any method from any thread.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gradwatch/torch/types.h"
+
+namespace gradwatch::reporter {
+class Reporter;
+}
+
+namespace gradwatch::torchmon {
+
+struct LinkOptions {
+  std::string address;                  // host:port of gradwatchd
+  std::string run_id;
+  std::vector<std::string> layer_names;  // in report order
+  RunDescription run;
+  Mode mode = Mode::kGuard;
+  std::string device;                   // e.g. "cpu", "cuda:0"
+};
+
+struct LinkStats {
+  uint64_t acked_through = 0, dropped = 0, gate_timeouts = 0;
+};
+
+class MonitorLink {
+ public:
+  explicit MonitorLink(const LinkOptions& options);  // connects in the background
+  ~MonitorLink();
+
+  void Report(const StepRecord& step);  // never blocks
+  void Report(const EvalRecord& eval);
+  std::vector<Command> TakeCommands();
+  void Ack(const CommandAck& ack);
+  // Gated mode: the verdict on `step`, or nullopt on timeout or without a stream.
+  std::optional<Verdict> AwaitVerdict(uint64_t step, std::chrono::milliseconds deadline);
+  void Close(std::chrono::milliseconds deadline);
+  LinkStats stats() const;
+
+ private:
+  std::unique_ptr<reporter::Reporter> reporter_;
+};
+
+}  // namespace gradwatch::torchmon

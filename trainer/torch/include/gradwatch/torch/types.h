@@ -1,0 +1,78 @@
+// Plain values exchanged between a training loop and the monitor link. No torch and no
+// protobuf here, on purpose: a LibTorch from pip ships its own protobuf headers, so a
+// translation unit must never include both torch and the generated messages.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace gradwatch::torchmon {
+
+enum class Mode { kObserve, kGuard, kGated };
+
+struct Clip {
+  enum class Kind { kOff, kNorm, kValue, kAdaptive };
+  Kind kind = Kind::kOff;
+  double threshold = 0;  // max global norm (kNorm, kAdaptive) or max |value| (kValue)
+};
+
+// What the hello tells the monitor about the run.
+struct RunDescription {
+  std::string model, optimizer, loss;
+  double learning_rate = 0;
+  double loss_upper_bound = 0;  // 0 = unbounded; 1 for the Jaccard loss
+  uint32_t batch_size = 0, eval_every = 0, checkpoint_every = 0;
+  uint64_t total_steps = 0;
+  std::map<std::string, std::string> labels;
+};
+
+// One step as reported; NaN in a metric means "not reported".
+struct StepRecord {
+  uint64_t step = 0;
+  uint32_t epoch = 0;
+  double loss = 0, learning_rate = 0, grad_norm = 0;
+  std::vector<float> layer_norms;
+  double jaccard_soft = NAN, jaccard_hard = NAN, accuracy = NAN;
+  Clip clip;
+  double step_seconds = 0;
+  int64_t unix_millis = 0;
+  bool update_skipped = false;
+  uint64_t rolled_back_to = 0;
+  bool awaiting_verdict = false;
+};
+
+struct EvalRecord {
+  uint64_t step = 0;
+  double loss = 0, jaccard_soft = NAN, jaccard_hard = NAN, accuracy = NAN;
+};
+
+struct Command {
+  enum class Action { kNone, kClip, kScaleLr, kSkip, kRollback, kStop, kMode };
+  std::string id, issued_by, reason;
+  Action action = Action::kNone;
+  Clip clip;                 // kClip
+  double lr_scale = 1;       // kScaleLr
+  uint32_t skip_count = 1;   // kSkip
+  uint64_t rollback_to = 0;  // kRollback: 0 = the newest checkpoint
+  Mode mode = Mode::kGuard;  // kMode
+};
+
+struct CommandAck {
+  std::string command_id;
+  uint64_t applied_at_step = 0;
+  bool applied = false;
+  std::string detail;
+};
+
+struct Verdict {
+  enum class Decision { kProceed, kSkip, kClip };
+  Decision decision = Decision::kProceed;
+  double clip_norm = 0;
+};
+
+const char* ActionName(Command::Action action);  // "set_clipping", "scale_learning_rate", ...
+
+}  // namespace gradwatch::torchmon
