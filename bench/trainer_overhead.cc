@@ -6,7 +6,8 @@
 // ratio of their median step times is `overhead_ratio`. `norm_speedup` compares the
 // fused gradient statistics (one _foreach_norm, one copy) with a .item() per parameter.
 // Prints one JSON line. Flags: --steps N (per arm, default 600), --block N (default 20),
-// --device cpu|cuda|auto, --threads N.
+// --device cpu|cuda|auto, --threads N, --monitor HOST:PORT (a running gradwatchd instead
+// of one in-process).
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -90,15 +91,16 @@ double TimeIt(int n, Fn fn, torch::Device device) {
 
 int main(int argc, char** argv) {
   int steps = 600, block = 20, threads = 1;
-  std::string device_name = "auto";
+  std::string device_name = "auto", monitor_address;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--steps") steps = std::stoi(argv[i + 1]);
     else if (a == "--block") block = std::stoi(argv[i + 1]);
     else if (a == "--device") device_name = argv[i + 1];
     else if (a == "--threads") threads = std::stoi(argv[i + 1]);
+    else if (a == "--monitor") monitor_address = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: trainer_overhead [--steps N] [--block N] [--device cpu|cuda|auto] [--threads N]\n");
+      std::fprintf(stderr, "usage: trainer_overhead [--steps N] [--block N] [--device cpu|cuda|auto] [--threads N] [--monitor HOST:PORT]\n");
       return 2;
     }
   }
@@ -106,7 +108,12 @@ int main(int argc, char** argv) {
   bool cuda = device_name == "cuda" || (device_name == "auto" && torch::cuda::is_available());
   torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
 
-  torchmon::testing::TestMonitor monitor("trainer-overhead");
+  // A running gradwatchd when given, else one in-process.
+  std::unique_ptr<torchmon::testing::TestMonitor> in_process;
+  if (monitor_address.empty()) {
+    in_process = std::make_unique<torchmon::testing::TestMonitor>("trainer-overhead");
+    monitor_address = in_process->address();
+  }
 
   auto [train_set, val] = train::make_synthetic(train::SyntheticOptions{});
   train_set = train::augment_x6(train_set);
@@ -115,7 +122,7 @@ int main(int argc, char** argv) {
   torch::manual_seed(7);
   Arm off(device, "", "off");
   torch::manual_seed(7);
-  Arm on(device, monitor.address(), "bench-on");
+  Arm on(device, monitor_address, "bench-on-" + std::to_string(::getpid()));
   train::BatchSampler s_off(train_set.size(), 4, 7), s_on(train_set.size(), 4, 7);
 
   for (int i = 0; i < 20; ++i) {  // warm-up, not measured
