@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
       "keeps a durable record and exports Prometheus metrics."};
   app.add_option("--listen", config.listen, "gRPC address (host:port; port 0 picks a free one)")
       ->capture_default_str();
-  app.add_option("--metrics-listen", config.metrics_listen, "Prometheus /metrics address (host:port)")
+  app.add_option("--metrics-listen", config.metrics_listen, "Prometheus /metrics address (host:port); \"\" serves no metrics")
       ->capture_default_str();
   app.add_option("--data-dir", config.data_dir, "folder for the store (gradwatch.db)")->capture_default_str();
   app.add_option("--ports-file", config.ports_file,

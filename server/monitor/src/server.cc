@@ -36,12 +36,14 @@ struct Server::Impl {
     hub = std::make_unique<Hub>(config.hub, *store, *exporter, clock);
     hub_ptr = hub.get();
 
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen);
-    } catch (const std::exception& e) {
-      throw std::runtime_error("cannot serve /metrics on " + config.metrics_listen + ": " + e.what());
+    if (!config.metrics_listen.empty()) {
+      try {
+        exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("cannot serve /metrics on " + config.metrics_listen + ": " + e.what());
+      }
+      exposer->RegisterCollectable(exporter->registry());
     }
-    exposer->RegisterCollectable(exporter->registry());
 
     telemetry = std::make_unique<TelemetryService>(*hub, *exporter);
     runs = std::make_unique<RunsService>(*hub, *store);
@@ -82,6 +84,7 @@ struct Server::Impl {
   }
 
   int MetricsPort() const {
+    if (!exposer) return 0;
     auto ports = exposer->GetListeningPorts();
     return ports.empty() ? 0 : ports.front();
   }
@@ -146,10 +149,13 @@ int RunServer(const ServerConfig& config) {
     std::cerr << "gradwatchd: " << e.what() << "\n";
     return 1;
   }
-  std::cerr << "gradwatchd: gRPC on " << config.listen.substr(0, config.listen.rfind(':')) << ":"
-            << server->grpc_port() << ", metrics on http://"
-            << config.metrics_listen.substr(0, config.metrics_listen.rfind(':')) << ":"
-            << server->metrics_port() << "/metrics, data in " << config.data_dir << std::endl;
+  std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  std::cerr << "gradwatchd: gRPC on " << host << ":" << server->grpc_port();
+  if (server->metrics_port() != 0) {
+    std::cerr << ", metrics on http://" << config.metrics_listen.substr(0, config.metrics_listen.rfind(':'))
+              << ":" << server->metrics_port() << "/metrics";
+  }
+  std::cerr << ", data in " << config.data_dir << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
   std::cerr << "gradwatchd: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down" << std::endl;

@@ -14,7 +14,7 @@ namespace gradwatch::monitor {
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:7070";          // gRPC; port 0 picks a free one
-  std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics; port 0 picks a free one
+  std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics; port 0 picks a free one; "" = none
   std::string data_dir = "gradwatch-data";        // holds gradwatch.db
   std::string ports_file;                         // when set, the bound ports are written here as JSON
   HubOptions hub;
@@ -32,7 +32,7 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   int grpc_port() const;
-  int metrics_port() const;
+  int metrics_port() const;  // 0 when metrics_listen is ""
   Hub& hub();
 
   void Wait();      // until Shutdown() from another thread
