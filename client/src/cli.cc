@@ -7,10 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <map>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "gradwatch/detect/replay.h"
+#include "gradwatch/reporter/reporter.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
 
 namespace gradwatch::cli {
@@ -209,6 +213,117 @@ int SendCommand(Client& c, const Globals& g, const std::string& run_id, v1::Comm
   return 0;
 }
 
+struct ReplayOptions {
+  std::string file, format = "auto", run_id;
+  bool offline = false;
+  double loss_bound = 0;
+  std::vector<std::string> thresholds;  // key=value
+};
+
+detect::CsvFormat ParseFormat(const std::string& f) {
+  return f == "gradwatch-csv" ? detect::CsvFormat::kGradwatch
+         : f == "keras-csv" ? detect::CsvFormat::kKeras : detect::CsvFormat::kAuto;
+}
+
+// key=value overrides; throws Failure naming the bad one.
+std::map<std::string, double> ParseThresholds(const std::vector<std::string>& items) {
+  std::map<std::string, double> out;
+  for (const auto& item : items) {
+    auto eq = item.find('=');
+    char* end = nullptr;
+    double v = eq == std::string::npos ? 0 : std::strtod(item.c_str() + eq + 1, &end);
+    if (eq == std::string::npos || end == item.c_str() + eq + 1 || *end != '\0') {
+      throw Failure{"--threshold \"" + item + "\": expected NAME=NUMBER, e.g. spike_z_critical=6"};
+    }
+    out[item.substr(0, eq)] = v;
+  }
+  return out;
+}
+
+void PrintDetectEvents(const std::vector<detect::Event>& events, const Globals& g, std::ostream& out) {
+  for (const auto& e : events) {
+    if (g.json_output) {
+      out << json{{"step", e.step}, {"kind", detect::ToString(e.kind)}, {"severity", detect::ToString(e.severity)},
+                  {"message", e.message}, {"value", std::isfinite(e.value) ? json(e.value) : json(nullptr)},
+                  {"first_layer", e.first_layer}, {"incident", e.incident_id}}
+                 .dump()
+          << "\n";
+    } else {
+      out << "step " << e.step << "  " << detect::ToString(e.severity) << "  " << detect::ToString(e.kind)
+          << "  " << e.message << "\n";
+    }
+  }
+}
+
+// Streams the records into a running monitor as a new run (observe mode).
+std::string ReplayOnline(const std::vector<detect::ReplayRecord>& records, const ReplayOptions& o,
+                         const std::map<std::string, double>& thresholds, const Globals& g, std::ostream& err) {
+  std::string run_id = o.run_id;
+  if (run_id.empty()) run_id = "replay-" + std::to_string(std::time(nullptr)) + "-" + std::to_string(::getpid());
+  v1::Hello hello;
+  hello.set_run_id(run_id);
+  hello.set_mode(v1::MODE_OBSERVE);
+  hello.mutable_config()->set_loss_upper_bound(o.loss_bound);
+  hello.mutable_config()->set_model("replay of " + o.file);
+  hello.mutable_config()->set_total_steps(records.empty() ? 0 : records.back().step.step);
+  for (const auto& [k, v] : thresholds) (*hello.mutable_config()->mutable_thresholds())[k] = v;
+  reporter::ReporterOptions ro;
+  ro.address = g.server;
+  ro.log_warnings = false;
+  reporter::Reporter rep(ro, hello);
+  for (const auto& r : records) {
+    v1::StepReport s;
+    s.set_step(r.step.step);
+    s.set_epoch(r.step.epoch);
+    s.set_loss(r.step.loss);
+    if (r.step.has_grad_norm) s.set_grad_norm(r.step.grad_norm);
+    if (!std::isnan(r.step.learning_rate)) s.set_learning_rate(r.step.learning_rate);
+    if (!std::isnan(r.step.jaccard_soft)) s.set_jaccard_soft(r.step.jaccard_soft);
+    if (!std::isnan(r.step.jaccard_hard)) s.set_jaccard_hard(r.step.jaccard_hard);
+    if (!std::isnan(r.step.accuracy)) s.set_accuracy(r.step.accuracy);
+    rep.Report(s);
+    if (r.eval) {
+      v1::EvalReport e;
+      e.set_step(r.eval->step);
+      e.set_loss(r.eval->loss);
+      if (!std::isnan(r.eval->jaccard_soft)) e.set_jaccard_soft(r.eval->jaccard_soft);
+      if (!std::isnan(r.eval->jaccard_hard)) e.set_jaccard_hard(r.eval->jaccard_hard);
+      if (!std::isnan(r.eval->accuracy)) e.set_accuracy(r.eval->accuracy);
+      rep.Report(e);
+    }
+  }
+  bool stored = rep.Flush(std::chrono::milliseconds(g.timeout_ms));
+  std::string error = rep.stats().last_error;
+  rep.Close(std::chrono::seconds(2));
+  if (!stored) {
+    throw Failure{"replay: the monitor at " + g.server + " did not store the run" +
+                  (error.empty() ? std::string(" in time") : ": " + error)};
+  }
+  err << "gradwatch: replayed " << records.size() << " rows of " << o.file << " as run " << run_id << "\n";
+  return run_id;
+}
+
+int Replay(const ReplayOptions& o, const Globals& g, std::ostream& out, std::ostream& err) {
+  auto thresholds = ParseThresholds(o.thresholds);
+  detect::ParseResult parsed = detect::ReadCsvFile(o.file, ParseFormat(o.format));
+  if (!parsed.ok()) throw Failure{parsed.error};
+  if (o.offline) {
+    detect::Thresholds t;
+    std::string bad = t.Apply(thresholds);
+    if (!bad.empty()) throw Failure{"--threshold: " + bad};
+    detect::RunInfo info;
+    info.loss_upper_bound = o.loss_bound;
+    PrintDetectEvents(detect::ReplayOffline(parsed.records, info, t), g, out);
+    return 0;
+  }
+  std::string run_id = ReplayOnline(parsed.records, o, thresholds, g, err);
+  Client c(g);
+  v1::ListEventsRequest req;
+  req.set_run_id(run_id);
+  PrintEvents(c.Call<v1::ListEventsRequest, v1::ListEventsResponse>(&v1::Runs::Stub::ListEvents, req, "events"), g, out);
+  return 0;
+}
+
 }  // namespace
 
 int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
@@ -234,6 +349,17 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   auto* exp = app.add_subcommand("export", "every stored step (and eval, in jsonl) of a run");
   exp->add_option("RUN", run_id, "run id")->required();
   exp->add_option("--format", format, "csv or jsonl")->check(CLI::IsMember({"csv", "jsonl"}))->capture_default_str();
+
+  ReplayOptions ro;
+  auto* replay = app.add_subcommand("replay", "run a recorded trace (gradwatch CSV or Keras CSVLogger) through the detectors");
+  replay->add_option("FILE", ro.file, "the trace")->required()->check(CLI::ExistingFile);
+  replay->add_flag("--offline", ro.offline, "detect in this process; without it, stream into the monitor as a new run");
+  replay->add_option("--format", ro.format, "auto (the header decides), gradwatch-csv or keras-csv")
+      ->check(CLI::IsMember({"auto", "gradwatch-csv", "keras-csv"}))->capture_default_str();
+  replay->add_option("--run-id", ro.run_id, "run id for the replayed run (default: generated)");
+  replay->add_option("--loss-bound", ro.loss_bound, "the loss's upper bound (1 for a Jaccard or Dice loss; 0 = unbounded)")
+      ->capture_default_str();
+  replay->add_option("--threshold", ro.thresholds, "detector override NAME=VALUE, repeatable (e.g. spike_z_critical=6)");
 
   double max_norm = 0, max_value = 0, scale = 0;
   bool adaptive = false, off = false;
@@ -268,6 +394,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
 
   try {
+    if (replay->parsed()) return Replay(ro, g, out, err);
     Client c(g);
     if (runs->parsed()) {
       PrintRuns(c.Call<v1::ListRunsRequest, v1::ListRunsResponse>(&v1::Runs::Stub::ListRuns, {}, "runs"), g, out);

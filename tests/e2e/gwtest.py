@@ -13,13 +13,13 @@ BIN = pathlib.Path(os.environ.get("GRADWATCH_BIN", "build/bin"))
 class Monitor:
     """gradwatchd on 127.0.0.1:0, its ports read from --ports-file."""
 
-    def __init__(self, data_dir=None, extra_args=()):
+    def __init__(self, data_dir=None, listen="127.0.0.1:0", extra_args=()):
         self.tmp = tempfile.TemporaryDirectory(prefix="gradwatch-e2e-")
         self.data_dir = data_dir or os.path.join(self.tmp.name, "data")
         self.ports_file = os.path.join(self.tmp.name, "ports.json")
         self.log = open(os.path.join(self.tmp.name, "gradwatchd.log"), "w+")
         self.proc = subprocess.Popen(
-            [str(BIN / "gradwatchd"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+            [str(BIN / "gradwatchd"), "--listen", listen, "--metrics-listen", "127.0.0.1:0",
              "--data-dir", self.data_dir, "--ports-file", self.ports_file, *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

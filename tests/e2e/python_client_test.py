@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import gwtest
 
@@ -67,7 +68,12 @@ def main():
         assert [s.step for s in steps] == list(range(1, 21)), [s.step for s in steps]
         assert abs(steps[4].loss - 0.2) < 1e-12, steps[4].loss
         assert abs(steps[19].layer_grad_norms[2] - 6.0) < 1e-5, steps[19].layer_grad_norms
-        run = runs.GetRun(runs_pb2.GetRunRequest(run_id="python-client"))
+        deadline = time.monotonic() + 10  # the monitor sees the stream end a moment after us
+        while True:
+            run = runs.GetRun(runs_pb2.GetRunRequest(run_id="python-client"))
+            if run.state == runs_pb2.RUN_STATE_FINISHED or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert run.steps == 20 and list(run.layer_names) == layers, run
         assert run.state == runs_pb2.RUN_STATE_FINISHED, run.state
         try:

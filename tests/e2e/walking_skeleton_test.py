@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import gwtest
 
@@ -28,8 +29,14 @@ def main():
         check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert check.returncode == 0, f"promtool check metrics failed:\n{check.stdout}{check.stderr}"
 
-        out = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "--json", "runs"]).stdout
-        runs = {r["run_id"]: r for r in map(json.loads, out.splitlines())}
+        # The trainer has exited; the monitor sees its stream end a moment later.
+        deadline = time.monotonic() + 10
+        while True:
+            out = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "--json", "runs"]).stdout
+            runs = {r["run_id"]: r for r in map(json.loads, out.splitlines())}
+            if runs.get("skeleton", {}).get("state") == "finished" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert "skeleton" in runs, out
         assert runs["skeleton"]["steps"] == 50, runs["skeleton"]
         assert runs["skeleton"]["state"] == "finished", runs["skeleton"]

@@ -67,6 +67,7 @@ TEST(Reporter, streams_steps_that_the_monitor_stores_and_acknowledges) {
   ASSERT_TRUE(r.Flush(10s));
   EXPECT_EQ(r.stats().acked_through, 100u);
   r.Close(5s);
+  m.server->Shutdown();  // waits for the server side of the stream to end too
   auto run = m.server->hub().GetRun("basic");
   ASSERT_TRUE(run.has_value());
   EXPECT_EQ(run->steps(), 100u);
