@@ -333,6 +333,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
 
   CLI::App app{"gradwatch — watch and steer training runs monitored by gradwatchd"};
   app.require_subcommand(1);
+  app.fallthrough();  // global flags may also follow the verb: gradwatch runs --json
   app.add_option("--server", g.server, "gradwatchd address (env GRADWATCH_SERVER)")->capture_default_str();
   app.add_option("--token", g.token, "access token (env GRADWATCH_TOKEN)");
   app.add_flag("--json", g.json_output, "machine-readable output, one JSON object per line");

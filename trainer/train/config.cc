@@ -182,6 +182,7 @@ void parse_top(const json& j, const std::string& source, TrainConfig& c) {
   r.read_object("faults", [&](const json& v, const std::string&) { parse_faults(v, source, c.faults); });
   r.read("scenario", c.scenario);
   r.read("summary_json", c.summary_json);
+  r.read("trace_csv", c.trace_csv);
   r.finish();
 }
 
@@ -319,7 +320,7 @@ void validate_faults(const TrainConfig& c, std::vector<std::string>& out) {
   for (size_t i = 0; i < c.faults.size(); ++i) {
     const FaultConfig& f = c.faults[i];
     const std::string name = "faults[" + std::to_string(i) + "]";
-    check_one_of(name + ".kind", f.kind, {"grad_spike", "lr_spike", "nan"}, out);
+    check_one_of(name + ".kind", f.kind, {"grad_spike", "lr_spike", "lr_ramp", "nan"}, out);
     if (f.step < 0 || f.step >= c.steps) {
       out.push_back(name + ".step: must be in 0.." + std::to_string(c.steps - 1) + ", got " +
                     std::to_string(f.step));
@@ -381,7 +382,7 @@ std::string ToJson(const TrainConfig& c) {
       {"checkpoint_every", c.checkpoint_every}, {"checkpoint_dir", c.checkpoint_dir},
       {"monitor", c.monitor}, {"no_monitor", c.no_monitor}, {"mode", c.mode},
       {"gate_timeout_ms", c.gate_timeout_ms}, {"faults", faults}, {"scenario", c.scenario},
-      {"summary_json", c.summary_json}};
+      {"summary_json", c.summary_json}, {"trace_csv", c.trace_csv}};
   return j.dump(2);
 }
 

@@ -16,7 +16,7 @@
 //     "checkpoint_every": 50, "checkpoint_dir": "",
 //     "monitor": "127.0.0.1:7070", "no_monitor": false, "mode": "guard", "gate_timeout_ms": 200,
 //     "faults": [{"kind": "grad_spike", "step": 300, "factor": 1000}], "scenario": "",
-//     "summary_json": "" }
+//     "summary_json": "", "trace_csv": "" }
 #pragma once
 
 #include <cstdint>
@@ -58,6 +58,8 @@ struct ClipConfig {
 struct FaultConfig {
   std::string kind = "grad_spike";  // "grad_spike": gradients x factor before the update;
                                     // "lr_spike": learning rate x factor for one step;
+                                    // "lr_ramp": from `step` on, learning rate x
+                                    //   factor^((s - step) / 100): a slow divergence;
                                     // "nan": a NaN in the gradients (factor unused)
   int64_t step = 0;                 // 0-based optimizer step it hits, 0..steps-1
   double factor = 1000.0;           // > 0 for the spikes
@@ -91,6 +93,7 @@ struct TrainConfig {
   std::vector<FaultConfig> faults;     // injected faults; empty unless testing
   std::string scenario;                // "" | "seed": the case's reproduction (EffectiveFaults)
   std::string summary_json;            // "" = none; else write a run summary there at the end
+  std::string trace_csv;               // "" = none; else every step as gradwatch CSV (for replay)
 };
 
 // Parses `json_text`, an object whose fields are all optional. Throws std::runtime_error, prefixed

@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 
 #include "gradwatch/torch/session.h"
 #include "train/data.h"
@@ -116,9 +118,38 @@ double LrFault(const std::vector<FaultConfig>& faults, int64_t step0) {
   double factor = 1.0;
   for (const auto& f : faults) {
     if (f.kind == "lr_spike" && f.step == step0) factor *= f.factor;
+    if (f.kind == "lr_ramp" && step0 >= f.step) factor *= std::pow(f.factor, (step0 - f.step) / 100.0);
   }
   return factor;
 }
+
+// Every step as gradwatch CSV, the format `gradwatch replay` reads.
+class TraceWriter {
+ public:
+  explicit TraceWriter(const std::string& path) {
+    if (path.empty()) return;
+    out_.open(path);
+    if (!out_) throw std::runtime_error("trace_csv: cannot write " + path);
+    out_ << "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,val_loss,val_jaccard_soft,"
+            "val_jaccard_hard,val_accuracy\n";
+    out_.precision(9);
+  }
+  void Step(int64_t step, int epoch, double loss, double lr, double norm, const SegMetrics& m,
+            const torchmon::EvalRecord* eval) {
+    if (!out_.is_open()) return;
+    out_ << step << "," << epoch << "," << loss << "," << lr << "," << norm << "," << m.jaccard_soft << ","
+         << m.jaccard_hard << "," << m.accuracy;
+    if (eval) {
+      out_ << "," << eval->loss << "," << eval->jaccard_soft << "," << eval->jaccard_hard << "," << eval->accuracy;
+    } else {
+      out_ << ",,,,";
+    }
+    out_ << "\n";
+  }
+
+ private:
+  std::ofstream out_;
+};
 
 void RecordEval(const torchmon::EvalRecord& e, torchmon::Session& gw, TrainSummary& summary) {
   gw.ReportEval(e);
@@ -175,6 +206,7 @@ TrainSummary Train(const TrainConfig& config) {
 
   const auto faults = EffectiveFaults(config);
   BatchSampler sampler(train.size(), config.batch, config.seed);
+  TraceWriter trace(config.trace_csv);
   std::vector<double> norms;
   std::cerr << "gradwatch-train: run " << summary.run_id << " on " << summary.device << ", "
             << train.size() << " training / " << val.size() << " validation images, " << config.steps
@@ -206,9 +238,13 @@ TrainSummary Train(const TrainConfig& config) {
     summary.loss_curve.push_back(loss_v);
     norms.push_back(gw.last_grad_norm());
     summary.steps_run = step;
+    std::optional<torchmon::EvalRecord> eval;
     if (config.eval_every > 0 && (step % config.eval_every == 0 || step == config.steps)) {
-      RecordEval(Evaluate(model, val, step, device), gw, summary);
+      eval = Evaluate(model, val, step, device);
+      RecordEval(*eval, gw, summary);
     }
+    trace.Step(step, sampler.epoch(), loss_v, ScheduledLr(config, step0) * LrFault(faults, step0) * gw.lr_scale(),
+               gw.last_grad_norm(), m, eval ? &*eval : nullptr);
     if (config.log_every > 0 && step % config.log_every == 0) {
       std::fprintf(stderr, "step %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s\n",
                    static_cast<long long>(step), static_cast<long long>(config.steps), loss_v,
