@@ -51,7 +51,7 @@ void MonitorLink::Close(std::chrono::milliseconds deadline) { reporter_->Close(d
 
 LinkStats MonitorLink::stats() const {
   auto s = reporter_->stats();
-  return {s.acked_through, s.dropped, s.gate_timeouts};
+  return {s.acked_through, s.dropped, s.gate_timeouts, s.connected};
 }
 
 }  // namespace gradwatch::torchmon

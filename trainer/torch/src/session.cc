@@ -257,11 +257,14 @@ void Session::ReportEval(const EvalRecord& eval) {
 
 void Session::Finish(std::chrono::milliseconds deadline) {
   if (!link_) return;
+  // With no monitor up, waiting the whole deadline would only delay the end of training.
+  if (!link_->stats().connected) deadline = std::min(deadline, std::chrono::milliseconds(1000));
   link_->Close(deadline);
   auto s = link_->stats();
   if (s.acked_through < step_ && options_.log) {
-    std::cerr << "gradwatch: the monitor stored steps up to " << s.acked_through << " of " << step_
-              << " (" << s.dropped << " reports dropped)" << std::endl;
+    std::cerr << "gradwatch: the monitor stored steps up to " << s.acked_through << " of " << step_ << " ("
+              << step_ - s.acked_through << " not delivered, " << s.dropped << " dropped from a full buffer)"
+              << std::endl;
   }
 }
 

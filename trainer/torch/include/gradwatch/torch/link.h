@@ -29,6 +29,7 @@ struct LinkOptions {
 
 struct LinkStats {
   uint64_t acked_through = 0, dropped = 0, gate_timeouts = 0;
+  bool connected = false;  // a stream is up and the monitor accepted the run
 };
 
 class MonitorLink {
