@@ -46,7 +46,8 @@ def main():
         assert "set_clipping" in actions, guarded["commands_applied"]
         assert all(c["applied"] for c in guarded["commands_applied"])
         explain = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "explain", "guarded"]).stdout
-        assert "grad_spike" in explain and "step 351" in explain, explain
+        assert "gradient explosion" in explain and "step 351" in explain, explain
+        assert "Suggested fix: clip the global gradient norm" in explain, explain
 
         observed, _ = train(tmp, "observed", "--steps", "120", "--seed", "11", "--monitor", mon.address,
                             "--mode", "observe", "--run-id", "observed")

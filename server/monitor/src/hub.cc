@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "convert.h"
+#include "explain.h"
 #include "gradwatch/detect/run_detector.h"
 #include "gradwatch/detect/incident.h"
 #include "gradwatch/detect/policy.h"
@@ -485,32 +486,14 @@ void Hub::Tick() {
 std::string Hub::Explain(const std::string& run_id) const {
   std::optional<v1::Run> run = GetRun(run_id);
   if (!run) return "";
-  std::ostringstream out;
-  out << "Run " << run_id << ": " << StateName(run->state()) << ", " << run->steps()
-      << " steps stored, last step " << run->last_step() << ", last loss " << Fmt(run->last_loss())
-      << ", mode " << ModeName(run->mode()) << ".\n";
-  auto events = store_.ListEvents(run_id);
-  auto commands = store_.ListCommands(run_id);
-  if (events.empty()) {
-    out << "No anomalies detected.\n";
+  std::vector<v1::StepReport> steps;
+  for (uint64_t after = 0; steps.size() < 1'000'000;) {  // the record, a page at a time
+    auto page = store_.ListSteps(run_id, after, 10'000);
+    if (page.empty()) break;
+    after = page.back().step();
+    steps.insert(steps.end(), std::make_move_iterator(page.begin()), std::make_move_iterator(page.end()));
   }
-  for (const auto& e : events) {
-    out << "  step " << e.step() << ": " << (e.severity() == v1::SEVERITY_CRITICAL ? "CRITICAL " : "warning ")
-        << e.kind() << " — " << e.message();
-    if (!e.first_layer().empty()) out << " (first layer to depart: " << e.first_layer() << ")";
-    out << "\n";
-  }
-  for (const auto& c : commands) {
-    out << "  command " << c.command().id() << " " << ActionName(c.command()) << " by "
-        << c.command().issued_by() << " at step " << c.issued_at_step() << ": " << c.command().reason();
-    if (c.has_ack()) {
-      out << " -> applied at step " << c.ack().applied_at_step();
-    } else {
-      out << " -> not acknowledged";
-    }
-    out << "\n";
-  }
-  return out.str();
+  return ExplainRun(*run, store_.ListEvents(run_id), store_.ListCommands(run_id), steps);
 }
 
 }  // namespace gradwatch::monitor

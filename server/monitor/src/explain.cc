@@ -1,0 +1,158 @@
+#include "explain.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+#include "convert.h"
+
+namespace gradwatch::monitor {
+namespace {
+
+std::string Fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+// What a person calls each event kind.
+const char* Plain(const std::string& kind) {
+  if (kind == "grad_spike") return "gradient explosion";
+  if (kind == "non_finite") return "non-finite values";
+  if (kind == "loss_spike") return "loss spike";
+  if (kind == "divergence") return "divergence";
+  if (kind == "collapse") return "collapse";
+  if (kind == "vanishing") return "vanishing gradients";
+  if (kind == "val_collapse") return "validation collapse";
+  return "alert";
+}
+
+// Mean loss and grad-norm statistics of the stored steps in [from, to].
+struct Window {
+  size_t n = 0;
+  double loss = 0, norm_median = 0, norm_max = 0;
+};
+
+Window Stats(const std::vector<v1::StepReport>& steps, uint64_t from, uint64_t to) {
+  Window w;
+  std::vector<double> norms;
+  for (const auto& s : steps) {
+    if (s.step() < from || s.step() > to || !std::isfinite(s.loss())) continue;
+    w.loss += s.loss();
+    ++w.n;
+    if (std::isfinite(s.grad_norm())) norms.push_back(s.grad_norm());
+  }
+  if (w.n) w.loss /= double(w.n);
+  if (!norms.empty()) {
+    std::sort(norms.begin(), norms.end());
+    w.norm_median = norms[norms.size() / 2];
+    w.norm_max = norms.back();
+  }
+  return w;
+}
+
+std::string Action(const v1::CommandRecord& c) {
+  const v1::Command& cmd = c.command();
+  std::ostringstream s;
+  if (cmd.has_set_clipping()) {
+    if (cmd.set_clipping().kind() == v1::Clipping::KIND_OFF) s << "clipping switched off";
+    else s << "clipping at " << Fmt(cmd.set_clipping().threshold());
+  } else if (cmd.has_scale_learning_rate()) {
+    s << "learning rate x" << Fmt(cmd.scale_learning_rate());
+  } else if (cmd.has_skip_step()) {
+    s << "skipped " << cmd.skip_step().count() << " update(s)";
+  } else if (cmd.has_rollback()) {
+    s << (c.ack().detail().empty() ? "rollback" : c.ack().detail());
+  } else if (cmd.has_stop()) {
+    s << "stopped";
+  } else {
+    s << ActionName(cmd);
+  }
+  if (c.has_ack()) {
+    s << " (step " << c.ack().applied_at_step() << ", " << cmd.issued_by()
+      << (c.ack().result() == v1::CommandAck::RESULT_APPLIED ? ")" : ", rejected)");
+  } else {
+    s << " (" << cmd.issued_by() << ", not acknowledged)";
+  }
+  return s.str();
+}
+
+void Incident(std::ostringstream& out, uint64_t id, const std::vector<const v1::Event*>& events,
+              const std::vector<v1::CommandRecord>& commands, const std::vector<v1::StepReport>& steps,
+              uint64_t last_step) {
+  uint64_t first = events.front()->step(), last = events.back()->step();
+  std::vector<std::string> kinds;
+  for (const auto* e : events) {
+    if (std::find(kinds.begin(), kinds.end(), Plain(e->kind())) == kinds.end()) kinds.push_back(Plain(e->kind()));
+  }
+  out << "\nIncident " << id << ", steps " << first << "-" << last << ": ";
+  for (size_t i = 0; i < kinds.size(); ++i) out << (i ? ", then " : "") << kinds[i];
+  out << ".\n";
+  std::string leader;
+  for (const auto* e : events) {
+    out << "  step " << e->step() << "  " << Plain(e->kind()) << ": " << e->message();
+    if (!e->first_layer().empty()) {
+      out << "; led by " << e->first_layer();
+      if (leader.empty()) leader = e->first_layer();
+    }
+    out << "\n";
+  }
+  std::vector<std::string> done;
+  uint64_t until = last + 100;
+  for (const auto& c : commands) {
+    if (c.issued_at_step() + 1 >= first && c.issued_at_step() <= until) done.push_back(Action(c));
+  }
+  out << "  Done: " << (done.empty() ? "nothing (observe mode, or no action applies)" : "");
+  for (size_t i = 0; i < done.size(); ++i) out << (i ? "; " : "") << done[i];
+  out << ".\n";
+
+  Window before = Stats(steps, first > 50 ? first - 50 : 1, first - 1);
+  Window end = Stats(steps, last_step > 20 ? last_step - 19 : 1, last_step);
+  if (before.n && end.n) {
+    bool recovered = end.loss <= before.loss * 1.5 + 0.02;
+    out << "  Effect: loss " << Fmt(before.loss) << " before step " << first << ", " << Fmt(end.loss)
+        << " over the last " << end.n << " steps: " << (recovered ? "recovered" : "not recovered") << ".\n";
+  }
+  bool exploded = std::find(kinds.begin(), kinds.end(), "gradient explosion") != kinds.end();
+  bool collapsed = std::find(kinds.begin(), kinds.end(), "collapse") != kinds.end() ||
+                   std::find(kinds.begin(), kinds.end(), "validation collapse") != kinds.end();
+  out << "  Suggested fix: ";
+  if (exploded && before.norm_max > 0) {
+    double clip = std::max(before.norm_max, 2 * before.norm_median);
+    out << "clip the global gradient norm at ~" << Fmt(clip) << " (healthy norms: median "
+        << Fmt(before.norm_median) << ", max " << Fmt(before.norm_max) << " before step " << first
+        << "), or lower the learning rate";
+    if (!leader.empty()) out << "; look at what feeds " << leader;
+  } else if (std::find(kinds.begin(), kinds.end(), "non-finite values") != kinds.end()) {
+    out << "find the source of the NaN/Inf (data, a division, an overflow in mixed precision); skip such "
+           "updates (gated mode) and lower the learning rate";
+  } else if (collapsed) {
+    out << "roll back to a checkpoint before step " << first << " and lower the learning rate; clip the "
+           "gradient norm so one bad step cannot saturate the output";
+  } else {
+    out << "lower the learning rate, or clip the gradient norm";
+  }
+  out << ".\n";
+}
+
+}  // namespace
+
+std::string ExplainRun(const v1::Run& run, const std::vector<v1::Event>& events,
+                       const std::vector<v1::CommandRecord>& commands,
+                       const std::vector<v1::StepReport>& steps) {
+  std::ostringstream out;
+  out << "Run " << run.run_id() << ": " << StateName(run.state()) << ", " << run.steps() << " steps stored (last "
+      << run.last_step() << "), mode " << ModeName(run.mode()) << ", last loss " << Fmt(run.last_loss()) << ".\n";
+  if (events.empty()) {
+    out << "No anomalies detected.\n";
+    return out.str();
+  }
+  std::map<uint64_t, std::vector<const v1::Event*>> incidents;
+  for (const auto& e : events) incidents[e.incident_id()].push_back(&e);
+  for (const auto& [id, list] : incidents) Incident(out, id, list, commands, steps, run.last_step());
+  return out.str();
+}
+
+}  // namespace gradwatch::monitor
