@@ -53,13 +53,16 @@ struct Args {
   uint64_t rss_warmup = 100'000;
   uint64_t rss_reports = 1'000'000;
   double rss_budget_s = 150;   // stop the memory phase early past this
+  double load_rate = 0;        // reports/s of the latency phase's load; 0 = load_fraction
+  std::string only;            // "", or one of full, null, latency, memory (for profiling)
+  bool Runs(const char* phase) const { return only.empty() || only == phase; }
 };
 
 [[noreturn]] void Usage(const std::string& why) {
   std::fprintf(stderr,
                "ingest_bench: %s\nflags: --runs N --reports N --rounds N --samples N "
                "--gate-period-us N --load-runs N --load-fraction X --rss-warmup N "
-               "--rss-reports N --rss-budget-s X --quick\n",
+               "--rss-reports N --rss-budget-s X --load-rate X --only full|null|latency|memory --quick\n",
                why.c_str());
   std::exit(2);
 }
@@ -74,6 +77,10 @@ Args Parse(int argc, char** argv) {
       continue;
     }
     if (i + 1 >= argc) Usage(flag + " needs a value");
+    if (flag == "--only") {
+      a.only = argv[++i];
+      continue;
+    }
     double v = std::atof(argv[++i]);
     if (flag == "--runs") a.runs = static_cast<int>(v);
     else if (flag == "--reports") a.reports = static_cast<uint64_t>(v);
@@ -85,10 +92,11 @@ Args Parse(int argc, char** argv) {
     else if (flag == "--rss-warmup") a.rss_warmup = static_cast<uint64_t>(v);
     else if (flag == "--rss-reports") a.rss_reports = static_cast<uint64_t>(v);
     else if (flag == "--rss-budget-s") a.rss_budget_s = v;
+    else if (flag == "--load-rate") a.load_rate = v;
     else Usage("unknown flag " + flag);
   }
-  if (a.runs < 1 || a.rounds < 1 || a.samples < 1 || a.load_runs < 1 || a.reports < a.runs ||
-      a.rss_warmup < a.runs || a.rss_reports < a.rss_warmup) {
+  if (a.runs < 1 || a.rounds < 1 || a.samples < 1 || a.load_runs < 1 || a.reports < uint64_t(a.runs) ||
+      a.rss_warmup < uint64_t(a.runs) || a.rss_reports < a.rss_warmup) {
     Usage("every count must be >= 1, --reports and --rss-warmup >= --runs, "
           "--rss-reports >= --rss-warmup");
   }
@@ -141,7 +149,7 @@ class TempDir {
 std::unique_ptr<monitor::Server> StartMonitor(const std::string& data_dir, const monitor::Clock& clock) {
   monitor::ServerConfig config;
   config.listen = "127.0.0.1:0";
-  config.metrics_listen = "127.0.0.1:0";
+  config.metrics_listen = "";
   config.data_dir = data_dir;
   return std::make_unique<monitor::Server>(config, clock);
 }
@@ -175,19 +183,21 @@ struct Throughput {
 Throughput MeasureThroughput(const Args& a, const TempDir& dir, const monitor::Clock& clock,
                              Totals& totals) {
   std::vector<double> full, null;
-  for (int r = -1; r < a.rounds; ++r) {  // round -1 warms both up and is not counted
+  for (int r = -1; r < a.rounds; ++r) {  // round 0 warms both up and is not counted
     uint64_t n = r < 0 ? a.reports / 8 : a.reports;
     std::string tag = "r" + std::to_string(r + 1);
-    {
+    if (a.Runs("full")) {
       auto monitor = StartMonitor(dir.Sub("full-" + tag), clock);
       double rate = Round(Address(monitor->grpc_port()), "full-" + tag, a.runs, n, totals);
       if (r >= 0) full.push_back(rate);
       std::fprintf(stderr, "ingest_bench: round %s full %.0f reports/s\n", tag.c_str(), rate);
     }
-    bench::NullServer null_server("127.0.0.1:0");
-    double rate = Round(Address(null_server.port()), "null-" + tag, a.runs, n, totals);
-    if (r >= 0) null.push_back(rate);
-    std::fprintf(stderr, "ingest_bench: round %s null %.0f reports/s\n", tag.c_str(), rate);
+    if (a.Runs("null")) {
+      bench::NullServer null_server("127.0.0.1:0");
+      double rate = Round(Address(null_server.port()), "null-" + tag, a.runs, n, totals);
+      if (r >= 0) null.push_back(rate);
+      std::fprintf(stderr, "ingest_bench: round %s null %.0f reports/s\n", tag.c_str(), rate);
+    }
   }
   return {Quantile(full, 0.5), Quantile(null, 0.5)};
 }
@@ -249,7 +259,7 @@ std::vector<double> GatedSamples(reporter::Reporter& gated, const Args& a, int w
   return ms;
 }
 
-Latency MeasureLatency(const Args& a, double full_rate, const TempDir& dir,
+Latency MeasureLatency(const Args& a, double load_rate, const TempDir& dir,
                        const monitor::Clock& clock, Totals& totals) {
   auto monitor = StartMonitor(dir.Sub("latency"), clock);
   std::string address = Address(monitor->grpc_port());
@@ -264,7 +274,7 @@ Latency MeasureLatency(const Args& a, double full_rate, const TempDir& dir,
     std::this_thread::sleep_for(1ms);
   }
   Latency out;
-  Pacer pacer(load, a.load_fraction * full_rate);
+  Pacer pacer(load, load_rate);
   std::vector<double> ms = GatedSamples(gated, a, std::min(200, a.samples / 10), out.timeouts);
   pacer.Stop();
   out.load_rate = pacer.achieved();
@@ -318,10 +328,16 @@ int main(int argc, char** argv) {
     monitor::SystemClock clock;
     Totals totals;
     auto start = SteadyClock::now();
-    Throughput t = MeasureThroughput(a, dir, clock, totals);
-    Latency l = MeasureLatency(a, t.full, dir, clock, totals);
-    std::fprintf(stderr, "ingest_bench: gated p50 %.3f ms p99 %.3f ms\n", l.p50_ms, l.p99_ms);
-    Memory m = MeasureMemory(a, dir, clock, totals);
+    Throughput t;
+    if (a.Runs("full") || a.Runs("null")) t = MeasureThroughput(a, dir, clock, totals);
+    Latency l;
+    if (a.Runs("latency")) {
+      double rate = a.load_rate > 0 ? a.load_rate : a.load_fraction * (t.full > 0 ? t.full : 50'000);
+      l = MeasureLatency(a, rate, dir, clock, totals);
+      std::fprintf(stderr, "ingest_bench: gated p50 %.3f ms p99 %.3f ms\n", l.p50_ms, l.p99_ms);
+    }
+    Memory m;
+    if (a.Runs("memory")) m = MeasureMemory(a, dir, clock, totals);
     std::printf(
         "{\"bench\":\"ingest\",\"streams\":%d,\"layers\":%d,\"full_reports_per_s\":%.0f,"
         "\"null_reports_per_s\":%.0f,\"throughput_ratio\":%.3f,\"rounds\":%d,"

@@ -158,7 +158,9 @@ void ExportSteps(Client& c, const std::string& run_id, const std::string& format
                     {"lr", s.learning_rate()}, {"grad_norm", s.grad_norm()},
                     {"layer_grad_norms", layers}, {"jaccard_soft", s.jaccard_soft()},
                     {"jaccard_hard", s.jaccard_hard()}, {"accuracy", s.accuracy()},
-                    {"update_skipped", s.update_skipped()}}
+                    {"clip_kind", v1::Clipping::Kind_Name(s.clipping().kind())},
+                    {"clip_threshold", s.clipping().threshold()}, {"update_skipped", s.update_skipped()},
+                    {"rolled_back_to", s.rolled_back_to()}}
                    .dump()
             << "\n";
       }
@@ -179,14 +181,8 @@ void ExportSteps(Client& c, const std::string& run_id, const std::string& format
   }
 }
 
-int SendCommand(Client& c, const Globals& g, const std::string& run_id, v1::Command command,
-                std::ostream& out, std::ostream& err) {
-  v1::SendCommandRequest req;
-  req.set_run_id(run_id);
-  *req.mutable_command() = std::move(command);
-  req.set_timeout_ms(static_cast<uint32_t>(g.timeout_ms));
-  auto resp = c.Call<v1::SendCommandRequest, v1::SendCommandResponse>(
-      &v1::Runs::Stub::SendCommand, req, "command", g.timeout_ms + 5000);
+// Prints a command's outcome; exit code 0 only when the trainer applied it.
+int Acknowledged(const v1::SendCommandResponse& resp, const Globals& g, std::ostream& out, std::ostream& err) {
   const auto& rec = resp.record();
   if (g.json_output) {
     out << json{{"command_id", rec.command().id()}, {"acknowledged", resp.acknowledged()},
@@ -211,6 +207,52 @@ int SendCommand(Client& c, const Globals& g, const std::string& run_id, v1::Comm
     out << "\n";
   }
   return 0;
+}
+
+int SendCommand(Client& c, const Globals& g, const std::string& run_id, v1::Command command,
+                std::ostream& out, std::ostream& err) {
+  v1::SendCommandRequest req;
+  req.set_run_id(run_id);
+  *req.mutable_command() = std::move(command);
+  req.set_timeout_ms(static_cast<uint32_t>(g.timeout_ms));
+  return Acknowledged(c.Call<v1::SendCommandRequest, v1::SendCommandResponse>(
+                          &v1::Runs::Stub::SendCommand, req, "command", g.timeout_ms + 5000),
+                      g, out, err);
+}
+
+const char* ActionOf(const v1::Command& c) {
+  switch (c.action_case()) {
+    case v1::Command::kSetClipping: return "set_clipping";
+    case v1::Command::kScaleLearningRate: return "scale_learning_rate";
+    case v1::Command::kSkipStep: return "skip_step";
+    case v1::Command::kRollback: return "rollback";
+    case v1::Command::kStop: return "stop";
+    case v1::Command::kSetMode: return "set_mode";
+    default: return "none";
+  }
+}
+
+void PrintCommands(const v1::ListCommandsResponse& resp, const Globals& g, std::ostream& out) {
+  for (const auto& r : resp.commands()) {
+    const auto& e = r.effect();
+    if (g.json_output) {
+      out << json{{"command_id", r.command().id()}, {"action", ActionOf(r.command())},
+                  {"issued_by", r.command().issued_by()}, {"reason", r.command().reason()},
+                  {"issued_unix_millis", r.issued_unix_millis()}, {"issued_at_step", r.issued_at_step()},
+                  {"applied_at_step", r.ack().applied_at_step()}, {"acknowledged", r.has_ack()},
+                  {"detail", r.ack().detail()}, {"loss_before", e.loss_before()}, {"loss_after", e.loss_after()},
+                  {"grad_norm_before", e.grad_norm_before()}, {"grad_norm_after", e.grad_norm_after()}}
+                 .dump()
+          << "\n";
+    } else {
+      out << r.command().id() << "  " << ActionOf(r.command()) << "  by " << r.command().issued_by() << "  step "
+          << r.issued_at_step() << " -> "
+          << (r.has_ack() ? "applied at " + std::to_string(r.ack().applied_at_step()) : std::string("not acknowledged"))
+          << "  loss " << Num(e.loss_before()) << " -> " << Num(e.loss_after()) << ", grad norm "
+          << Num(e.grad_norm_before()) << " -> " << Num(e.grad_norm_after()) << "  (" << r.command().reason()
+          << ")\n";
+    }
+  }
 }
 
 struct ReplayOptions {
@@ -362,6 +404,20 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       ->capture_default_str();
   replay->add_option("--threshold", ro.thresholds, "detector override NAME=VALUE, repeatable (e.g. spike_z_critical=6)");
 
+  std::string command_id;
+  std::vector<std::string> policy_items, threshold_items;
+  auto* undo = app.add_subcommand("undo", "revert a clipping, learning-rate or mode command");
+  undo->add_option("RUN", run_id, "run id")->required();
+  undo->add_option("COMMAND_ID", command_id, "the command to revert, e.g. c-000003 (see `gradwatch commands RUN`)")
+      ->required();
+  auto* commands = app.add_subcommand("commands", "the audit log: every command sent to a run, with its effect");
+  commands->add_option("RUN", run_id, "run id")->required();
+  auto* policy = app.add_subcommand("policy", "change a live run's detector thresholds and guard policy");
+  policy->add_option("RUN", run_id, "run id")->required();
+  policy->add_option("--threshold", threshold_items, "detector override NAME=VALUE, repeatable");
+  policy->add_option("--policy", policy_items,
+                     "guard policy override NAME=VALUE (max_recoveries, lr_scale, clip_std, clip_cap, clip_default)");
+
   double max_norm = 0, max_value = 0, scale = 0;
   bool adaptive = false, off = false;
   uint64_t to_step = 0;
@@ -426,6 +482,30 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  .text();
     } else if (exp->parsed()) {
       ExportSteps(c, run_id, format, out);
+    } else if (commands->parsed()) {
+      v1::ListCommandsRequest req;
+      req.set_run_id(run_id);
+      PrintCommands(c.Call<v1::ListCommandsRequest, v1::ListCommandsResponse>(&v1::Runs::Stub::ListCommands, req,
+                                                                             "commands"),
+                    g, out);
+    } else if (policy->parsed()) {
+      v1::UpdatePolicyRequest req;
+      req.set_run_id(run_id);
+      for (const auto& [k, v] : ParseThresholds(threshold_items)) (*req.mutable_thresholds())[k] = v;
+      for (const auto& [k, v] : ParseThresholds(policy_items)) (*req.mutable_policy())[k] = v;
+      auto r = c.Call<v1::UpdatePolicyRequest, v1::Run>(&v1::Runs::Stub::UpdatePolicy, req, "policy");
+      json j = {{"run_id", r.run_id()}, {"thresholds", json::object()}, {"policy", json::object()}};
+      for (const auto& [k, v] : r.config().thresholds()) j["thresholds"][k] = v;
+      for (const auto& [k, v] : r.config().policy()) j["policy"][k] = v;
+      out << (g.json_output ? j.dump() : j.dump(2)) << "\n";
+    } else if (undo->parsed()) {
+      v1::UndoCommandRequest req;
+      req.set_run_id(run_id);
+      req.set_command_id(command_id);
+      req.set_timeout_ms(static_cast<uint32_t>(g.timeout_ms));
+      return Acknowledged(c.Call<v1::UndoCommandRequest, v1::SendCommandResponse>(
+                              &v1::Runs::Stub::UndoCommand, req, "undo", g.timeout_ms + 5000),
+                          g, out, err);
     } else {
       v1::Command cmd;
       if (clip->parsed()) {

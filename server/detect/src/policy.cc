@@ -55,6 +55,29 @@ const char* ToString(Action::Kind kind) {
   return "unknown";
 }
 
+std::string GuardConfig::Apply(const std::map<std::string, double>& overrides) {
+  GuardConfig next = *this;
+  for (const auto& [key, value] : overrides) {
+    if (!std::isfinite(value)) return key + ": must be finite";
+    if (key == "max_recoveries" && value >= 0 && value == std::floor(value)) {
+      next.max_recoveries = static_cast<int>(value);
+    } else if (key == "lr_scale" && value > 0 && value <= 1) {
+      next.lr_scale = value;
+    } else if ((key == "clip_std" || key == "clip_cap" || key == "clip_default") && value > 0) {
+      (key == "clip_std" ? next.clip_std : key == "clip_cap" ? next.clip_cap : next.clip_default) = value;
+    } else if (key == "max_recoveries" || key == "lr_scale" || key == "clip_std" || key == "clip_cap" ||
+               key == "clip_default") {
+      return key + ": " + std::to_string(value) +
+             " is out of range (max_recoveries: a whole number >= 0; lr_scale: (0, 1]; clip_*: > 0)";
+    } else {
+      return "unknown policy key \"" + key +
+             "\", expected max_recoveries, lr_scale, clip_std, clip_cap or clip_default";
+    }
+  }
+  *this = next;
+  return "";
+}
+
 GuardPolicy::GuardPolicy(Mode mode, GuardConfig config) : mode_(mode), config_(config) {}
 
 std::vector<Action> GuardPolicy::OnEvent(const Event& e, const HealthyStats& h) {

@@ -27,6 +27,7 @@ struct Hub::RunEntry {
   detect::IncidentTracker incidents;
   std::unique_ptr<policy::GuardPolicy> policy;
   std::shared_ptr<StreamSink> sink;
+  v1::Clipping clipping;  // in force on the last reported step
   uint64_t max_step_seen = 0;
   uint64_t stored_through = 0;
   std::set<Watcher*> watchers;
@@ -103,35 +104,60 @@ Hub::RunEntry& Hub::LoadOrCreate(const v1::Hello& hello) {
     slot->run.set_started_unix_millis(clock_.NowMillis());
   }
   RunEntry& run = *slot;
+  // Overrides an operator set on the run (UpdatePolicy) win over a resuming trainer's hello.
+  auto thresholds = run.run.config().thresholds();
+  auto policy = run.run.config().policy();
   run.run.mutable_config()->CopyFrom(hello.config());
+  for (const auto& [k, v] : thresholds) (*run.run.mutable_config()->mutable_thresholds())[k] = v;
+  for (const auto& [k, v] : policy) (*run.run.mutable_config()->mutable_policy())[k] = v;
   run.run.mutable_layer_names()->CopyFrom(hello.layer_names());
   run.run.set_mode(hello.mode() == v1::MODE_UNSPECIFIED ? v1::MODE_GUARD : hello.mode());
   run.run.set_device(hello.device());
   run.run.set_host(hello.host());
-  if (!run.detector) {
-    detect::RunInfo info;
-    info.layer_names.assign(hello.layer_names().begin(), hello.layer_names().end());
-    info.loss_upper_bound = hello.config().loss_upper_bound();
-    detect::Thresholds thresholds;
-    std::map<std::string, double> overrides(hello.config().thresholds().begin(),
-                                            hello.config().thresholds().end());
-    thresholds.Apply(overrides);  // validated by the caller
-    run.detector = std::make_unique<detect::RunDetector>(info, thresholds);
-    run.incidents = detect::IncidentTracker(static_cast<uint64_t>(thresholds.incident_gap));
-    run.policy = std::make_unique<policy::GuardPolicy>(ToPolicyMode(run.run.mode()));
-    // After a monitor restart, warm the detectors on what is stored so that a resumed
-    // stream carries on with its healthy statistics instead of a fresh warm-up.
-    for (uint64_t after = 0;;) {
-      auto page = store_.ListSteps(hello.run_id(), after, 5000);
-      if (page.empty()) break;
-      for (const auto& s : page) run.detector->OnStep(ToSample(s));
-      after = page.back().step();
-    }
-  }
+  if (!run.detector) Rebuild(run);
   exporter_.AddRun(hello.run_id(),
                    std::vector<std::string>(hello.layer_names().begin(), hello.layer_names().end()));
   run.metrics_removed = false;
   return run;
+}
+
+// Detectors and incidents from the run's config, warmed on what is stored: after a monitor
+// restart or a threshold change the run carries on with its healthy statistics instead of
+// a fresh warm-up. Requires mu_.
+void Hub::Rebuild(RunEntry& run) {
+  detect::RunInfo info;
+  info.layer_names.assign(run.run.layer_names().begin(), run.run.layer_names().end());
+  info.loss_upper_bound = run.run.config().loss_upper_bound();
+  detect::Thresholds thresholds;
+  thresholds.Apply(std::map<std::string, double>(run.run.config().thresholds().begin(),
+                                                 run.run.config().thresholds().end()));  // validated before
+  run.detector = std::make_unique<detect::RunDetector>(info, thresholds);
+  run.incidents = detect::IncidentTracker(static_cast<uint64_t>(thresholds.incident_gap));
+  for (uint64_t after = 0;;) {
+    auto page = store_.ListSteps(run.run.run_id(), after, 5000);
+    if (page.empty()) break;
+    for (const auto& s : page) run.detector->OnStep(ToSample(s));
+    after = page.back().step();
+  }
+  MakePolicy(run);
+}
+
+void Hub::MakePolicy(RunEntry& run) {
+  policy::GuardConfig config;
+  config.Apply(std::map<std::string, double>(run.run.config().policy().begin(), run.run.config().policy().end()));
+  run.policy = std::make_unique<policy::GuardPolicy>(ToPolicyMode(run.run.mode()), config);
+  run.policy->NoteClipping(run.clipping.kind() != v1::Clipping::KIND_OFF);
+}
+
+// Both override maps, checked by name and range; "" when valid.
+static std::string CheckOverrides(const v1::RunConfig& config) {
+  detect::Thresholds thresholds;
+  std::string bad = thresholds.Apply(
+      std::map<std::string, double>(config.thresholds().begin(), config.thresholds().end()));
+  if (!bad.empty()) return "thresholds: " + bad;
+  policy::GuardConfig guard;
+  bad = guard.Apply(std::map<std::string, double>(config.policy().begin(), config.policy().end()));
+  return bad.empty() ? "" : "policy: " + bad;
 }
 
 std::string Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
@@ -150,10 +176,8 @@ std::string Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sin
              std::to_string(options_.max_name_length);
     }
   }
-  detect::Thresholds probe;
-  std::string bad = probe.Apply(std::map<std::string, double>(hello.config().thresholds().begin(),
-                                                              hello.config().thresholds().end()));
-  if (!bad.empty()) return "hello.config.thresholds: " + bad;
+  std::string bad = CheckOverrides(hello.config());
+  if (!bad.empty()) return "hello.config." + bad;
 
   std::lock_guard<std::mutex> lock(mu_);
   RunEntry* existing = Find(hello.run_id());
@@ -221,6 +245,7 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   v.layer_count = static_cast<size_t>(step.layer_grad_norms_size());
   exporter_.ObserveStep(run_id, v);
 
+  run->clipping = step.clipping();
   run->run.set_steps(run->run.steps() + 1);
   run->run.set_last_step(step.step());
   run->run.set_last_unix_millis(step.unix_millis());
@@ -304,6 +329,8 @@ void Hub::Issue(RunEntry& run, v1::Command command, CommandDone done, int64_t ti
   *p.record.mutable_command() = command;
   p.record.set_issued_unix_millis(clock_.NowMillis());
   p.record.set_issued_at_step(run.max_step_seen);
+  *p.record.mutable_previous_clipping() = run.clipping;
+  p.record.set_previous_mode(run.run.mode());
   p.done = std::move(done);
   p.deadline_millis = clock_.NowMillis() + (timeout_ms > 0 ? timeout_ms : 30'000);
   store_.PutCommand(p.record);
@@ -313,7 +340,7 @@ void Hub::Issue(RunEntry& run, v1::Command command, CommandDone done, int64_t ti
   }
   if (command.has_set_mode()) {
     run.run.set_mode(command.set_mode());
-    run.policy = std::make_unique<policy::GuardPolicy>(ToPolicyMode(command.set_mode()));
+    MakePolicy(run);
     exporter_.SetMode(run.run.run_id(), ModeName(command.set_mode()));
     run.dirty = true;
   }
@@ -434,6 +461,82 @@ std::string Hub::SendCommand(const std::string& run_id, v1::Command command, int
   if (!run->sink && !command.has_set_mode()) return "run " + run_id + " has no live stream";
   Issue(*run, std::move(command), std::move(done), timeout_ms);
   return "";
+}
+
+std::string Hub::Undo(const std::string& run_id, const std::string& command_id, int64_t timeout_ms,
+                      CommandDone done) {
+  std::optional<v1::CommandRecord> original;
+  for (auto& c : store_.ListCommands(run_id)) {
+    if (c.command().id() == command_id) original = std::move(c);
+  }
+  if (!original) return "run " + run_id + " has no command " + command_id;
+  const v1::Command& c = original->command();
+  v1::Command undo;
+  if (c.has_set_clipping()) {
+    *undo.mutable_set_clipping() = original->previous_clipping();
+  } else if (c.has_scale_learning_rate()) {
+    undo.set_scale_learning_rate(1.0 / c.scale_learning_rate());
+  } else if (c.has_set_mode()) {
+    undo.set_set_mode(original->previous_mode());
+  } else {
+    return std::string("a ") + ActionName(c) + " cannot be undone (only clipping, learning-rate and mode commands)";
+  }
+  undo.set_issued_by("operator");
+  undo.set_reason("undo of " + command_id + " (" + ActionName(c) + ")");
+  return SendCommand(run_id, std::move(undo), timeout_ms, std::move(done));
+}
+
+std::string Hub::UpdatePolicy(const std::string& run_id, const std::map<std::string, double>& thresholds,
+                              const std::map<std::string, double>& policy, v1::Run* updated) {
+  // The detectors are rebuilt from the store: let it catch up first. Not under mu_, which
+  // the store's commit callback takes.
+  store_.Flush();
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return "no run " + run_id;
+  v1::RunConfig next = run->run.config();
+  for (const auto& [k, v] : thresholds) (*next.mutable_thresholds())[k] = v;
+  for (const auto& [k, v] : policy) (*next.mutable_policy())[k] = v;
+  std::string bad = CheckOverrides(next);
+  if (!bad.empty()) return bad;
+  *run->run.mutable_config() = std::move(next);
+  if (run->detector) Rebuild(*run);
+  Persist(*run);
+  *updated = run->run;
+  return "";
+}
+
+std::vector<v1::CommandRecord> Hub::ListCommands(const std::string& run_id) const {
+  std::vector<v1::CommandRecord> records = store_.ListCommands(run_id);
+  for (auto& r : records) {
+    auto effect = [&](uint64_t from, uint64_t to, uint32_t* n, double* loss, double* norm) {
+      auto steps = store_.ListSteps(run_id, from > 0 ? from - 1 : 0, static_cast<uint32_t>(to - from + 1));
+      double l = 0, g = 0;
+      for (const auto& s : steps) {
+        l += s.loss();
+        g += s.grad_norm();
+      }
+      *n = static_cast<uint32_t>(steps.size());
+      *loss = steps.empty() ? 0 : l / steps.size();
+      *norm = steps.empty() ? 0 : g / steps.size();
+    };
+    v1::CommandEffect* e = r.mutable_effect();
+    uint64_t issued = r.issued_at_step();
+    uint32_t n = 0;
+    double loss = 0, norm = 0;
+    effect(issued > 19 ? issued - 19 : 1, std::max<uint64_t>(issued, 1), &n, &loss, &norm);
+    e->set_steps_before(n);
+    e->set_loss_before(loss);
+    e->set_grad_norm_before(norm);
+    if (r.has_ack()) {
+      uint64_t at = std::max<uint64_t>(r.ack().applied_at_step(), 1);
+      effect(at, at + 19, &n, &loss, &norm);
+      e->set_steps_after(n);
+      e->set_loss_after(loss);
+      e->set_grad_norm_after(norm);
+    }
+  }
+  return records;
 }
 
 bool Hub::Watch(const std::string& run_id, Watcher* watcher) {

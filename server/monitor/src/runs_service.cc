@@ -136,7 +136,7 @@ grpc::ServerUnaryReactor* RunsService::ListCommands(grpc::CallbackServerContext*
                                                     v1::ListCommandsResponse* resp) {
   grpc::Status known = Known(req->run_id());
   if (!known.ok()) return Done(ctx, known);
-  for (auto& c : store_.ListCommands(req->run_id())) *resp->add_commands() = std::move(c);
+  for (auto& c : hub_.ListCommands(req->run_id())) *resp->add_commands() = std::move(c);
   return Done(ctx, grpc::Status::OK);
 }
 
@@ -147,6 +147,26 @@ grpc::ServerWriteReactor<v1::RunUpdate>* RunsService::WatchRun(grpc::CallbackSer
   return stream;
 }
 
+namespace {
+
+// Finishes `reactor` when the command is acknowledged or times out.
+CommandDone Reply(grpc::ServerUnaryReactor* reactor, v1::SendCommandResponse* resp) {
+  return [reactor, resp](const v1::CommandRecord& record, bool acknowledged) {
+    *resp->mutable_record() = record;
+    resp->set_acknowledged(acknowledged);
+    reactor->Finish(grpc::Status::OK);
+  };
+}
+
+grpc::Status CommandError(const Hub& hub, const std::string& run_id, const std::string& error) {
+  if (!hub.GetRun(run_id)) return grpc::Status(grpc::StatusCode::NOT_FOUND, error);
+  bool bad_input = error.find("must be") != std::string::npos || error.find("no action") != std::string::npos;
+  return grpc::Status(bad_input ? grpc::StatusCode::INVALID_ARGUMENT : grpc::StatusCode::FAILED_PRECONDITION,
+                      error);
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* ctx,
                                                    const v1::SendCommandRequest* req,
                                                    v1::SendCommandResponse* resp) {
@@ -155,22 +175,30 @@ grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* 
   if (command.issued_by().empty()) command.set_issued_by("operator");
   if (command.reason().empty()) command.set_reason("sent by an operator");
   int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
-  std::string error = hub_.SendCommand(
-      req->run_id(), std::move(command), timeout,
-      [reactor, resp](const v1::CommandRecord& record, bool acknowledged) {
-        *resp->mutable_record() = record;
-        resp->set_acknowledged(acknowledged);
-        reactor->Finish(grpc::Status::OK);
-      });
-  if (!error.empty()) {
-    auto code = hub_.GetRun(req->run_id()) ? grpc::StatusCode::FAILED_PRECONDITION
-                                           : grpc::StatusCode::NOT_FOUND;
-    if (error.find("must be") != std::string::npos || error.find("no action") != std::string::npos) {
-      code = grpc::StatusCode::INVALID_ARGUMENT;
-    }
-    reactor->Finish(grpc::Status(code, error));
-  }
+  std::string error = hub_.SendCommand(req->run_id(), std::move(command), timeout, Reply(reactor, resp));
+  if (!error.empty()) reactor->Finish(CommandError(hub_, req->run_id(), error));
   return reactor;
+}
+
+grpc::ServerUnaryReactor* RunsService::UndoCommand(grpc::CallbackServerContext* ctx,
+                                                   const v1::UndoCommandRequest* req,
+                                                   v1::SendCommandResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
+  std::string error = hub_.Undo(req->run_id(), req->command_id(), timeout, Reply(reactor, resp));
+  if (!error.empty()) reactor->Finish(CommandError(hub_, req->run_id(), error));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RunsService::UpdatePolicy(grpc::CallbackServerContext* ctx,
+                                                    const v1::UpdatePolicyRequest* req, v1::Run* resp) {
+  grpc::Status known = Known(req->run_id());
+  if (!known.ok()) return Done(ctx, known);
+  std::string error = hub_.UpdatePolicy(
+      req->run_id(), std::map<std::string, double>(req->thresholds().begin(), req->thresholds().end()),
+      std::map<std::string, double>(req->policy().begin(), req->policy().end()), resp);
+  if (!error.empty()) return Done(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
+  return Done(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* RunsService::ExplainRun(grpc::CallbackServerContext* ctx,

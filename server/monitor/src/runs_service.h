@@ -30,6 +30,10 @@ class RunsService final : public v1::Runs::CallbackService {
   grpc::ServerUnaryReactor* SendCommand(grpc::CallbackServerContext* ctx,
                                         const v1::SendCommandRequest* req,
                                         v1::SendCommandResponse* resp) override;
+  grpc::ServerUnaryReactor* UndoCommand(grpc::CallbackServerContext* ctx, const v1::UndoCommandRequest* req,
+                                        v1::SendCommandResponse* resp) override;
+  grpc::ServerUnaryReactor* UpdatePolicy(grpc::CallbackServerContext* ctx, const v1::UpdatePolicyRequest* req,
+                                         v1::Run* resp) override;
   grpc::ServerUnaryReactor* ExplainRun(grpc::CallbackServerContext* ctx, const v1::ExplainRunRequest* req,
                                        v1::ExplainRunResponse* resp) override;
 

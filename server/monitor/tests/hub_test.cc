@@ -259,5 +259,92 @@ TEST_F(HubTest, removes_metric_series_after_retention) {
   EXPECT_FALSE(has_series());
 }
 
+TEST_F(HubTest, undoes_a_clipping_command_by_restoring_the_clipping_before_it) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 3, *sink);
+  v1::Command clip;
+  clip.mutable_set_clipping()->set_kind(v1::Clipping::KIND_NORM);
+  clip.mutable_set_clipping()->set_threshold(0.5);
+  ASSERT_EQ(hub_->SendCommand("r", clip, 1000, nullptr), "");
+  auto first = sink->Where([](auto& m) { return m.has_command(); }).back().command();
+  v1::CommandAck ack;
+  ack.set_command_id(first.id());
+  ack.set_applied_at_step(4);
+  ack.set_result(v1::CommandAck::RESULT_APPLIED);
+  hub_->OnCommandAck("r", ack);
+  store_->Flush();
+  ASSERT_EQ(hub_->Undo("r", first.id(), 1000, nullptr), "");
+  auto undo = sink->Where([](auto& m) { return m.has_command(); }).back().command();
+  EXPECT_EQ(undo.set_clipping().kind(), v1::Clipping::KIND_OFF);  // what was in force before
+  EXPECT_EQ(undo.reason(), "undo of " + first.id() + " (set_clipping)");
+}
+
+TEST_F(HubTest, undoes_a_learning_rate_scale_with_its_inverse_and_refuses_to_undo_a_rollback) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  Healthy("r", 1, 3, *sink);
+  v1::Command lr, rollback;
+  lr.set_scale_learning_rate(0.25);
+  rollback.mutable_rollback();
+  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, nullptr), "");
+  ASSERT_EQ(hub_->SendCommand("r", rollback, 1000, nullptr), "");
+  auto sent = sink->Where([](auto& m) { return m.has_command(); });
+  store_->Flush();
+  ASSERT_EQ(hub_->Undo("r", sent[0].command().id(), 1000, nullptr), "");
+  EXPECT_DOUBLE_EQ(sink->Where([](auto& m) { return m.has_command(); }).back().command().scale_learning_rate(), 4.0);
+  EXPECT_EQ(hub_->Undo("r", sent[1].command().id(), 1000, nullptr),
+            "a rollback cannot be undone (only clipping, learning-rate and mode commands)");
+  EXPECT_EQ(hub_->Undo("r", "c-999999", 1000, nullptr), "run r has no command c-999999");
+}
+
+TEST_F(HubTest, lists_commands_with_the_run_before_and_after_them) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  for (uint64_t i = 1; i <= 20; ++i) hub_->OnStep("r", Step(i, 0.2, 0.8), *sink);
+  v1::Command lr;
+  lr.set_scale_learning_rate(0.5);
+  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, nullptr), "");
+  v1::CommandAck ack;
+  ack.set_command_id(sink->Where([](auto& m) { return m.has_command(); }).back().command().id());
+  ack.set_applied_at_step(21);
+  ack.set_result(v1::CommandAck::RESULT_APPLIED);
+  hub_->OnCommandAck("r", ack);
+  for (uint64_t i = 21; i <= 40; ++i) hub_->OnStep("r", Step(i, 0.1, 0.4), *sink);
+  store_->Flush();
+  auto records = hub_->ListCommands("r");
+  ASSERT_EQ(records.size(), 1u);
+  const auto& e = records[0].effect();
+  EXPECT_EQ(e.steps_before(), 20u);
+  EXPECT_DOUBLE_EQ(e.loss_before(), 0.8);
+  EXPECT_EQ(e.steps_after(), 20u);
+  EXPECT_DOUBLE_EQ(e.loss_after(), 0.4);
+  EXPECT_DOUBLE_EQ(e.grad_norm_after(), 0.1);
+}
+
+TEST_F(HubTest, updates_a_live_runs_thresholds_and_refuses_unknown_ones) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_EQ(hub_->OnHello(Hello("r", v1::MODE_OBSERVE), sink), "");
+  Healthy("r", 1, 60, *sink);
+  v1::Run updated;
+  EXPECT_EQ(hub_->UpdatePolicy("r", {{"spike_max_ratio", 2.0}}, {{"lr_scale", 0.25}}, &updated), "");
+  EXPECT_DOUBLE_EQ(updated.config().thresholds().at("spike_max_ratio"), 2.0);
+  EXPECT_DOUBLE_EQ(updated.config().policy().at("lr_scale"), 0.25);
+  // A 2.5x jump was no event under the default 10x ratio; it is one now.
+  hub_->OnStep("r", Step(61, 0.2 * 2.5 * 1.05), *sink);
+  store_->Flush();
+  EXPECT_FALSE(store_->ListEvents("r").empty());
+  EXPECT_NE(hub_->UpdatePolicy("r", {{"no_such_threshold", 1.0}}, {}, &updated).find("no_such_threshold"),
+            std::string::npos);
+  EXPECT_NE(hub_->UpdatePolicy("r", {}, {{"lr_scale", 3.0}}, &updated).find("lr_scale"), std::string::npos);
+}
+
+TEST_F(HubTest, refuses_a_hello_with_bad_policy_overrides) {
+  auto sink = std::make_shared<FakeSink>();
+  v1::Hello h = Hello("r");
+  (*h.mutable_config()->mutable_policy())["max_recoveries"] = -1;
+  EXPECT_NE(hub_->OnHello(h, sink).find("hello.config.policy: max_recoveries"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace gradwatch::monitor

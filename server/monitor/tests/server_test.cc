@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "gradwatch/v1/runs.grpc.pb.h"
+#include "gradwatch/v1/telemetry.grpc.pb.h"
 
 namespace gradwatch::monitor {
 namespace {
@@ -83,6 +84,70 @@ TEST(Server, names_the_address_it_cannot_bind) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("203.0.113.1:1"), std::string::npos) << e.what();
   }
+}
+
+TEST(Server, streams_a_runs_steps_and_its_end_to_a_watcher) {
+  SystemClock clock;
+  Server server(TestConfig("watch"), clock);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto telemetry = v1::Telemetry::NewStub(channel);
+  grpc::ClientContext tctx;
+  auto trainer = telemetry->Stream(&tctx);
+  v1::TrainerMessage hello;
+  hello.mutable_hello()->set_run_id("watched");
+  hello.mutable_hello()->set_mode(v1::MODE_OBSERVE);
+  ASSERT_TRUE(trainer->Write(hello));
+  v1::MonitorMessage reply;
+  ASSERT_TRUE(trainer->Read(&reply));  // the hello's ack: the run exists now
+  ASSERT_TRUE(reply.has_ack());
+
+  auto runs = v1::Runs::NewStub(channel);
+  grpc::ClientContext wctx;
+  v1::WatchRunRequest req;
+  req.set_run_id("watched");
+  auto watcher = runs->WatchRun(&wctx, req);
+  v1::RunUpdate update;
+  ASSERT_TRUE(watcher->Read(&update));
+  ASSERT_TRUE(update.has_run());
+  EXPECT_EQ(update.run().state(), v1::RUN_STATE_RUNNING);
+
+  for (uint64_t step = 1; step <= 3; ++step) {
+    v1::TrainerMessage m;
+    m.mutable_step()->set_step(step);
+    m.mutable_step()->set_loss(1.0 / step);
+    ASSERT_TRUE(trainer->Write(m));
+  }
+  std::vector<uint64_t> seen;
+  while (seen.size() < 3 && watcher->Read(&update)) {
+    if (update.has_step()) seen.push_back(update.step().step());
+  }
+  EXPECT_EQ(seen, (std::vector<uint64_t>{1, 2, 3}));
+
+  trainer->WritesDone();
+  while (trainer->Read(&reply)) {
+  }
+  EXPECT_TRUE(trainer->Finish().ok());
+  v1::RunState last = v1::RUN_STATE_UNSPECIFIED;
+  while (watcher->Read(&update)) {
+    if (update.has_run()) last = update.run().state();
+  }
+  EXPECT_EQ(last, v1::RUN_STATE_FINISHED);
+  EXPECT_TRUE(watcher->Finish().ok());
+}
+
+TEST(Server, refuses_to_watch_an_unknown_run) {
+  SystemClock clock;
+  Server server(TestConfig("watch-unknown"), clock);
+  auto runs = v1::Runs::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
+                                                    grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::WatchRunRequest req;
+  req.set_run_id("nope");
+  auto watcher = runs->WatchRun(&ctx, req);
+  v1::RunUpdate update;
+  EXPECT_FALSE(watcher->Read(&update));
+  EXPECT_EQ(watcher->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 // Other events (warnings, loss spikes, divergence, vanishing) only alert. Not thread-safe.
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,10 @@ struct GuardConfig {
   double clip_std = 3;      // clip at max(healthy mean + 3 std, healthy recent max)...
   double clip_cap = 5;      // ...at most 5x the healthy mean (healthy norm 0.2 -> clip <= 1.0)
   double clip_default = 1;  // when no healthy statistics yet: the case's accepted fix, clipnorm=1
+
+  // Applies overrides by name (the fields above); all or nothing. Returns an error naming the
+  // unknown key or bad value, empty on success.
+  std::string Apply(const std::map<std::string, double>& overrides);
 };
 
 class GuardPolicy {

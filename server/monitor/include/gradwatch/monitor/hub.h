@@ -88,6 +88,16 @@ class Hub {
   // Returns an error message when the command is malformed or the run unknown.
   std::string SendCommand(const std::string& run_id, v1::Command command,
                           int64_t timeout_ms, CommandDone done);
+  // Reverts an earlier clipping, learning-rate or mode command by sending its inverse
+  // (an audited command of its own). Returns an error message when it cannot be undone.
+  std::string Undo(const std::string& run_id, const std::string& command_id, int64_t timeout_ms,
+                   CommandDone done);
+  // Merges detector threshold and guard policy overrides into a live run's config,
+  // rebuilding its detectors from the stored steps. Returns an error naming the bad key.
+  std::string UpdatePolicy(const std::string& run_id, const std::map<std::string, double>& thresholds,
+                           const std::map<std::string, double>& policy, v1::Run* updated);
+  // The run's commands from the store, each with its effect (the run before and after).
+  std::vector<v1::CommandRecord> ListCommands(const std::string& run_id) const;
   // Subscribes a watcher; it gets a Run snapshot first. False if the run is unknown.
   bool Watch(const std::string& run_id, Watcher* watcher);
   void Unwatch(const std::string& run_id, Watcher* watcher);
@@ -101,6 +111,8 @@ class Hub {
   struct RunEntry;
   RunEntry* Find(const std::string& run_id) const;  // requires mu_
   RunEntry& LoadOrCreate(const v1::Hello& hello);    // requires mu_
+  void Rebuild(RunEntry& run);                        // requires mu_
+  void MakePolicy(RunEntry& run);                     // requires mu_
   void Issue(RunEntry& run, v1::Command command, CommandDone done, int64_t timeout_ms);
   void Publish(RunEntry& run, const v1::RunUpdate& update);
   void SetState(RunEntry& run, v1::RunState state);

@@ -1,0 +1,472 @@
+// bench/detection: gradwatch's detectors against the published stability rules (baselines.h)
+// on the same recorded traces. Not a timed test: it prints figures, one JSON line on stdout
+// and a table on stderr, and exits 0 whether or not the targets are met.
+//
+// Usage: detection_bench TRACE_DIR [--verbose]
+// TRACE_DIR holds NAME.csv (gradwatch CSV) + NAME.truth.json pairs, as make_traces.sh writes.
+//
+// Ground truth per trace: the sidecar's event (kind and 1-based step), plus two events derived
+// from the trace itself, whatever the sidecar says:
+//   collapse   the first step from which the loss stays >= 0.99 x its bound to the end (having
+//              been below 0.9 x the bound before), if that lasts >= 20 steps;
+//   vanishing  the first step from which the grad norm stays <= 1% of its median over the
+//              healthy steps to the end, if that lasts >= 20 steps. The trainer has no knob that
+//              makes gradients vanish on their own, so these are the collapses (and settled
+//              runs) whose gradients went to ~0: vanishing is derived, not injected.
+// A truth event is found when the detector flags within [step, step + tolerance]:
+//   explosion 1, nan 1, collapse 5, vanishing 10, divergence 300 steps. Divergence's step is
+//   the start of the LR ramp (10x per 100 steps): the loss only turns up tens to hundreds of
+//   steps later, so its window is wide and its delay counts from the ramp's start; any flag
+//   in the window counts, so the baselines' noise flags can "find" a divergence too.
+// Which flags count: gradwatch only with events of the kind's family (explosion: grad_spike,
+// loss_spike, non_finite; nan: non_finite; collapse: collapse, vanishing, val_collapse;
+// vanishing: vanishing, collapse; divergence: divergence, loss_spike). A baseline flag has no
+// kind, so any flag counts, and every baseline is scored on every kind, including those its
+// rule cannot see (Keras TerminateOnNaN sees only a non-finite loss: recall 0 elsewhere).
+// False events: flags on healthy steps, i.e. every step of a healthy trace and the steps
+// before the fault (and before any truth event) of a faulty one. gradwatch counts each event;
+// a baseline counts each run of consecutive flagged steps once (one skip/clip/stop episode).
+// Baselines have no severity and every flag acts (skip, clip, stop), so all are critical.
+// Flags after the first fault that match no truth event count neither way: the run is no
+// longer healthy. Precision = found / (found + false events); recall = found / truth events.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gradwatch/detect/baselines.h"
+#include "gradwatch/detect/event.h"
+#include "gradwatch/detect/replay.h"
+#include "gradwatch/detect/thresholds.h"
+
+namespace {
+
+using namespace gradwatch::detect;
+using nlohmann::json;
+
+// ----- Ground truth -----------------------------------------------------------------------
+
+enum class Kind { kExplosion, kNan, kDivergence, kCollapse, kVanishing };
+constexpr Kind kKinds[] = {Kind::kExplosion, Kind::kNan, Kind::kDivergence, Kind::kCollapse,
+                           Kind::kVanishing};
+
+const char* Name(Kind k) {
+  switch (k) {
+    case Kind::kExplosion: return "explosion";
+    case Kind::kNan: return "nan";
+    case Kind::kDivergence: return "divergence";
+    case Kind::kCollapse: return "collapse";
+    case Kind::kVanishing: return "vanishing";
+  }
+  return "?";
+}
+
+std::optional<Kind> KindNamed(const std::string& name) {
+  for (Kind k : kKinds)
+    if (name == Name(k)) return k;
+  return std::nullopt;
+}
+
+// Steps after the truth step within which a flag finds the event.
+uint64_t Tolerance(Kind k) {
+  switch (k) {
+    case Kind::kExplosion: return 1;
+    case Kind::kNan: return 1;
+    case Kind::kDivergence: return 300;
+    case Kind::kCollapse: return 5;
+    case Kind::kVanishing: return 10;
+  }
+  return 0;
+}
+
+// gradwatch events that count for a truth kind.
+bool InFamily(Kind k, EventKind e) {
+  switch (k) {
+    case Kind::kExplosion:
+      return e == EventKind::kGradSpike || e == EventKind::kLossSpike ||
+             e == EventKind::kNonFinite;
+    case Kind::kNan: return e == EventKind::kNonFinite;
+    case Kind::kDivergence: return e == EventKind::kDivergence || e == EventKind::kLossSpike;
+    case Kind::kCollapse:
+      return e == EventKind::kCollapse || e == EventKind::kVanishing ||
+             e == EventKind::kValCollapse;
+    case Kind::kVanishing: return e == EventKind::kVanishing || e == EventKind::kCollapse;
+  }
+  return false;
+}
+
+constexpr double kPinned = 0.99;        // collapse: loss >= 0.99 x bound...
+constexpr double kDeparted = 0.9;       // ...after having been below 0.9 x bound
+constexpr double kVanishRatio = 0.01;   // vanishing: two orders of magnitude below healthy
+constexpr uint64_t kMinLasting = 20;    // both must last to the end, at least this many steps
+
+struct TruthEvent {
+  Kind kind;
+  uint64_t step;
+};
+
+struct Trace {
+  std::string name;
+  std::vector<ReplayRecord> records;
+  RunInfo info;
+  std::vector<TruthEvent> events;
+  uint64_t healthy_until = 0;  // steps <= this are healthy
+  bool faulty = false;         // the sidecar names a fault or an event
+  bool healthy = false;        // not faulty and no event found in the trace: a healthy run
+};
+
+// The first step from which `holds` is true for every record to the end, if that tail has
+// at least kMinLasting records.
+template <class Pred>
+std::optional<uint64_t> LastingFrom(const std::vector<ReplayRecord>& records, Pred holds) {
+  size_t i = records.size();
+  while (i > 0 && holds(records[i - 1].step)) --i;
+  if (records.size() - i < kMinLasting) return std::nullopt;
+  return records[i].step.step;
+}
+
+std::optional<uint64_t> CollapseStep(const std::vector<ReplayRecord>& records, double bound) {
+  auto pinned = [&](const StepSample& s) { return s.loss >= kPinned * bound; };
+  std::optional<uint64_t> from = LastingFrom(records, pinned);
+  if (!from) return std::nullopt;
+  for (const ReplayRecord& r : records)
+    if (r.step.step < *from && r.step.loss < kDeparted * bound) return from;
+  return std::nullopt;  // never left the bound: nothing learned, nothing collapsed
+}
+
+std::optional<uint64_t> VanishingStep(const std::vector<ReplayRecord>& records,
+                                      uint64_t healthy_until) {
+  std::vector<double> norms;
+  for (const ReplayRecord& r : records)
+    if (r.step.step <= healthy_until && r.step.has_grad_norm && std::isfinite(r.step.grad_norm))
+      norms.push_back(r.step.grad_norm);
+  if (norms.empty()) return std::nullopt;
+  std::nth_element(norms.begin(), norms.begin() + norms.size() / 2, norms.end());
+  double limit = kVanishRatio * norms[norms.size() / 2];
+  return LastingFrom(records, [&](const StepSample& s) {
+    return s.has_grad_norm && std::isfinite(s.grad_norm) && s.grad_norm <= limit;
+  });
+}
+
+// Reads NAME.truth.json; returns "" or an error. Exceptions stop at this edge.
+std::string ReadTruth(const std::filesystem::path& path, Trace* t, std::optional<uint64_t>* fault) {
+  try {
+    std::ifstream in(path);
+    json j = json::parse(in);
+    t->info.loss_upper_bound = j.value("loss_upper_bound", 0.0);
+    if (j.contains("fault") && j["fault"].is_object()) *fault = j["fault"]["step"].get<uint64_t>();
+    std::string kind = j.at("kind").get<std::string>();
+    t->faulty = kind != "healthy" || fault->has_value();
+    if (kind == "healthy") return "";
+    std::optional<Kind> k = KindNamed(kind);
+    if (!k) return path.string() + ": unknown kind '" + kind + "'";
+    if (j.at("step").is_null()) return "";
+    t->events.push_back({*k, j["step"].get<uint64_t>()});
+    if (!*fault) *fault = t->events.back().step;
+    return "";
+  } catch (const std::exception& e) {
+    return path.string() + ": " + e.what();
+  }
+}
+
+bool HasKind(const Trace& t, Kind k) {
+  return std::any_of(t.events.begin(), t.events.end(),
+                     [k](const TruthEvent& e) { return e.kind == k; });
+}
+
+// Adds the collapse and vanishing events found in the trace and sets the healthy horizon.
+void DeriveTruth(Trace* t, std::optional<uint64_t> fault) {
+  uint64_t last = t->records.empty() ? 0 : t->records.back().step.step;
+  t->healthy_until = fault ? *fault - 1 : last;
+  if (!HasKind(*t, Kind::kCollapse))
+    if (auto s = CollapseStep(t->records, t->info.loss_upper_bound))
+      t->events.push_back({Kind::kCollapse, *s});
+  if (!HasKind(*t, Kind::kVanishing))
+    if (auto s = VanishingStep(t->records, t->healthy_until))
+      t->events.push_back({Kind::kVanishing, *s});
+  for (const TruthEvent& e : t->events) t->healthy_until = std::min(t->healthy_until, e.step - 1);
+  t->healthy = !t->faulty && t->events.empty();
+  if (!t->faulty && !t->events.empty())
+    std::fprintf(stderr, "detection_bench: %s is labelled healthy but has events; scored as faulty\n",
+                 t->name.c_str());
+  if (t->faulty && t->events.empty())
+    std::fprintf(stderr, "detection_bench: %s shows no event; only its steps before the fault count\n",
+                 t->name.c_str());
+}
+
+std::string LoadTrace(const std::filesystem::path& dir, const std::string& name, Trace* t) {
+  t->name = name;
+  std::optional<uint64_t> fault;
+  std::string error = ReadTruth(dir / (name + ".truth.json"), t, &fault);
+  if (!error.empty()) return error;
+  ParseResult parsed = ReadCsvFile((dir / (name + ".csv")).string());
+  if (!parsed.ok()) return parsed.error;
+  t->records = std::move(parsed.records);
+  DeriveTruth(t, fault);
+  return "";
+}
+
+std::string LoadTraces(const std::filesystem::path& dir, std::vector<Trace>* traces) {
+  const std::string suffix = ".truth.json";
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::string file = entry.path().filename().string();
+    if (file.size() > suffix.size() && file.compare(file.size() - suffix.size(), suffix.size(),
+                                                    suffix) == 0)
+      names.push_back(file.substr(0, file.size() - suffix.size()));
+  }
+  if (ec) return dir.string() + ": " + ec.message();
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    traces->emplace_back();
+    std::string error = LoadTrace(dir, name, &traces->back());
+    if (!error.empty()) return error;
+  }
+  return traces->empty() ? dir.string() + ": no *.truth.json traces" : "";
+}
+
+// ----- Detectors ----------------------------------------------------------------------------
+
+// One flag: a gradwatch event (kind set) or a step a baseline flagged (kind empty).
+struct Flag {
+  uint64_t step;
+  std::optional<EventKind> kind;
+  bool critical;
+  bool counts;  // counts as a false event on a healthy step: each event, each episode's start
+};
+
+std::vector<Flag> RunGradwatch(const Trace& t) {
+  std::vector<Flag> flags;
+  for (const Event& e : ReplayOffline(t.records, t.info, Thresholds{}))
+    flags.push_back({e.step, e.kind, e.severity == Severity::kCritical, true});
+  return flags;
+}
+
+std::vector<Flag> RunBaseline(const std::string& name, const Trace& t) {
+  std::unique_ptr<Baseline> rule = MakeBaseline(name);
+  std::vector<Flag> flags;
+  uint64_t previous = 0;
+  for (const ReplayRecord& r : t.records) {
+    if (!rule->OnStep(r.sample())) continue;
+    bool episode = flags.empty() || previous + 1 != r.step.step;
+    flags.push_back({r.step.step, std::nullopt, true, episode});
+    previous = r.step.step;
+  }
+  return flags;
+}
+
+// ----- Scoring -----------------------------------------------------------------------------
+
+struct KindScore {
+  int events = 0;
+  int found = 0;
+  std::vector<uint64_t> delays;
+};
+
+struct Score {
+  std::map<Kind, KindScore> kinds;
+  int false_events = 0;
+  int critical_false_events = 0;
+  int healthy_trace_events = 0;  // of the false events, those on healthy traces
+  int healthy_trace_critical_events = 0;
+};
+
+std::optional<uint64_t> Delay(const std::vector<Flag>& flags, const TruthEvent& truth) {
+  for (const Flag& f : flags) {
+    if (f.step < truth.step || f.step > truth.step + Tolerance(truth.kind)) continue;
+    if (!f.kind || InFamily(truth.kind, *f.kind)) return f.step - truth.step;
+  }
+  return std::nullopt;
+}
+
+void ScoreTrace(const Trace& t, const std::vector<Flag>& flags, Score* score) {
+  for (const TruthEvent& truth : t.events) {
+    KindScore& k = score->kinds[truth.kind];
+    ++k.events;
+    if (std::optional<uint64_t> d = Delay(flags, truth)) {
+      ++k.found;
+      k.delays.push_back(*d);
+    }
+  }
+  for (const Flag& f : flags) {
+    if (f.step > t.healthy_until || !f.counts) continue;
+    ++score->false_events;
+    score->critical_false_events += f.critical;
+    score->healthy_trace_events += t.healthy;
+    score->healthy_trace_critical_events += t.healthy && f.critical;
+  }
+}
+
+struct Totals {
+  double recall = 0, precision = 0, f1 = 0;
+};
+
+Totals Overall(const Score& s) {
+  int events = 0, found = 0;
+  for (const auto& [kind, k] : s.kinds) {
+    events += k.events;
+    found += k.found;
+  }
+  Totals t;
+  t.recall = events ? double(found) / events : 0;
+  t.precision = found + s.false_events ? double(found) / (found + s.false_events) : 0;
+  t.f1 = t.precision + t.recall > 0 ? 2 * t.precision * t.recall / (t.precision + t.recall) : 0;
+  return t;
+}
+
+double Recall(const KindScore& k) { return k.events ? double(k.found) / k.events : 0; }
+
+double MeanDelay(const KindScore& k) {
+  if (k.delays.empty()) return std::nan("");
+  double sum = 0;
+  for (uint64_t d : k.delays) sum += double(d);
+  return sum / double(k.delays.size());
+}
+
+std::optional<uint64_t> MaxDelay(const KindScore& k) {
+  if (k.delays.empty()) return std::nullopt;
+  return *std::max_element(k.delays.begin(), k.delays.end());
+}
+
+double Per10k(int n, uint64_t steps) { return steps ? 1e4 * n / double(steps) : 0; }
+
+// ----- Report ------------------------------------------------------------------------------
+
+json KindJson(const KindScore& k) {
+  json j = {{"events", k.events}, {"found", k.found}, {"recall", Recall(k)}};
+  j["mean_delay"] = k.delays.empty() ? json(nullptr) : json(MeanDelay(k));
+  j["max_delay"] = MaxDelay(k) ? json(*MaxDelay(k)) : json(nullptr);
+  return j;
+}
+
+json ScoreJson(const Score& s, uint64_t healthy_steps) {
+  json j;
+  for (Kind k : kKinds) j[Name(k)] = KindJson(s.kinds.count(k) ? s.kinds.at(k) : KindScore{});
+  Totals t = Overall(s);
+  j["false_events"] = s.false_events;
+  j["false_events_per_10k"] = Per10k(s.false_events, healthy_steps);
+  j["critical_false_events_per_10k"] = Per10k(s.critical_false_events, healthy_steps);
+  j["healthy_trace_events"] = s.healthy_trace_events;
+  j["healthy_trace_critical_events"] = s.healthy_trace_critical_events;
+  j["precision"] = t.precision;
+  j["recall"] = t.recall;
+  j["f1"] = t.f1;
+  return j;
+}
+
+bool AllFound(const Score& s, Kind k) {
+  auto it = s.kinds.find(k);
+  return it == s.kinds.end() || it->second.found == it->second.events;
+}
+
+json Targets(const Score& gw, const std::map<std::string, Score>& baselines) {
+  double f1 = Overall(gw).f1;
+  bool beats = std::all_of(baselines.begin(), baselines.end(),
+                           [f1](const auto& b) { return f1 > Overall(b.second).f1; });
+  return {{"explosion_within_1_step", AllFound(gw, Kind::kExplosion)},
+          {"nan_within_1_step", AllFound(gw, Kind::kNan)},
+          {"collapse_within_5_steps", AllFound(gw, Kind::kCollapse)},
+          {"no_critical_events_on_healthy_traces", gw.healthy_trace_critical_events == 0},
+          {"no_events_on_healthy_traces", gw.healthy_trace_events == 0},
+          {"f1_beats_every_baseline", beats}};
+}
+
+std::string Cell(const KindScore& k) {
+  char buf[64];
+  if (k.delays.empty()) {
+    std::snprintf(buf, sizeof buf, "%d/%d", k.found, k.events);
+  } else {
+    std::snprintf(buf, sizeof buf, "%d/%d (%.1f/%llu)", k.found, k.events, MeanDelay(k),
+                  static_cast<unsigned long long>(*MaxDelay(k)));
+  }
+  return buf;
+}
+
+void PrintRow(const std::string& name, const Score& s, uint64_t healthy_steps) {
+  std::fprintf(stderr, "%-28s", name.c_str());
+  for (Kind k : kKinds)
+    std::fprintf(stderr, " %-18s", Cell(s.kinds.count(k) ? s.kinds.at(k) : KindScore{}).c_str());
+  Totals t = Overall(s);
+  std::fprintf(stderr, " %7.1f %7.1f %5.2f %5.2f %5.2f\n", Per10k(s.false_events, healthy_steps),
+               Per10k(s.critical_false_events, healthy_steps), t.precision, t.recall, t.f1);
+}
+
+void PrintTable(const Score& gw, const std::map<std::string, Score>& baselines,
+                const std::vector<std::string>& order, uint64_t healthy_steps) {
+  std::fprintf(stderr, "%-28s", "found/events (delay mean/max)");
+  for (Kind k : kKinds) {
+    std::string head = std::string(Name(k)) + " ±" + std::to_string(Tolerance(k));
+    std::fprintf(stderr, " %-18s", head.c_str());
+  }
+  std::fprintf(stderr, " %7s %7s %5s %5s %5s\n", "FP/10k", "crit", "P", "R", "F1");
+  PrintRow("gradwatch", gw, healthy_steps);
+  for (const std::string& name : order) PrintRow(name, baselines.at(name), healthy_steps);
+}
+
+// --verbose: each trace's truth events and gradwatch's events, to see what matched.
+void PrintTrace(const Trace& t, const std::vector<Flag>& gw) {
+  std::fprintf(stderr, "%s (healthy to %llu):", t.name.c_str(),
+               static_cast<unsigned long long>(t.healthy_until));
+  for (const TruthEvent& e : t.events)
+    std::fprintf(stderr, " truth %s@%llu", Name(e.kind), static_cast<unsigned long long>(e.step));
+  std::fprintf(stderr, "\n   gradwatch:");
+  for (const Flag& f : gw)
+    std::fprintf(stderr, " %s%s@%llu", ToString(*f.kind), f.critical ? "!" : "",
+                 static_cast<unsigned long long>(f.step));
+  std::fprintf(stderr, "\n");
+}
+
+int Run(const std::filesystem::path& dir, bool verbose) {
+  std::vector<Trace> traces;
+  if (std::string error = LoadTraces(dir, &traces); !error.empty()) {
+    std::fprintf(stderr, "detection_bench: %s\n", error.c_str());
+    return 2;
+  }
+  std::vector<std::string> order;
+  for (const auto& b : MakeBaselines()) order.push_back(b->name());
+  Score gw;
+  std::map<std::string, Score> baselines;
+  uint64_t healthy_steps = 0;
+  int healthy_traces = 0;
+  std::map<std::string, int> events;
+  for (const Trace& t : traces) {
+    healthy_steps += t.healthy_until;  // steps are 1-based and contiguous
+    healthy_traces += t.healthy;
+    for (const TruthEvent& e : t.events) ++events[Name(e.kind)];
+    std::vector<Flag> flags = RunGradwatch(t);
+    ScoreTrace(t, flags, &gw);
+    if (verbose) PrintTrace(t, flags);
+    for (const std::string& name : order) ScoreTrace(t, RunBaseline(name, t), &baselines[name]);
+  }
+  PrintTable(gw, baselines, order, healthy_steps);
+  json tolerance;
+  for (Kind k : kKinds) tolerance[Name(k)] = Tolerance(k);
+  json out = {{"bench", "detection"},         {"traces", traces.size()},
+              {"healthy_traces", healthy_traces}, {"healthy_steps", healthy_steps},
+              {"events", events},             {"tolerance_steps", tolerance},
+              {"gradwatch", ScoreJson(gw, healthy_steps)}};
+  for (const std::string& name : order)
+    out["baselines"][name] = ScoreJson(baselines[name], healthy_steps);
+  out["targets_met"] = Targets(gw, baselines);
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool verbose = argc == 3 && std::strcmp(argv[2], "--verbose") == 0;
+  if (argc < 2 || argc > 3 || (argc == 3 && !verbose)) {
+    std::fprintf(stderr, "usage: %s TRACE_DIR [--verbose]\n", argv[0]);
+    return 2;
+  }
+  return Run(argv[1], verbose);
+}
