@@ -12,8 +12,10 @@ int main(int argc, char** argv) {
       "keeps a durable record and exports Prometheus metrics."};
   app.add_option("--listen", config.listen, "gRPC address (host:port; port 0 picks a free one)")
       ->capture_default_str();
-  app.add_option("--metrics-listen", config.metrics_listen, "Prometheus /metrics address (host:port); \"\" serves no metrics")
+  app.add_option("--metrics-listen", config.metrics_listen, "HTTP address for /metrics, the Alertmanager webhook and the live pages; \"\" for none")
       ->capture_default_str();
+  app.add_option("--chartjs", config.chartjs,
+                 "Chart.js file for the live pages (default: Debian's /usr/share/javascript/chart.js/chart.min.js)");
   app.add_option("--data-dir", config.data_dir, "folder for the store (gradwatch.db)")->capture_default_str();
   app.add_option("--ports-file", config.ports_file,
                  "write the bound ports here as JSON {\"grpc_port\":N,\"metrics_port\":M}");

@@ -36,6 +36,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -194,10 +195,12 @@ void DeriveTruth(Trace* t, std::optional<uint64_t> fault) {
   for (const TruthEvent& e : t->events) t->healthy_until = std::min(t->healthy_until, e.step - 1);
   t->healthy = !t->faulty && t->events.empty();
   if (!t->faulty && !t->events.empty())
-    std::fprintf(stderr, "detection_bench: %s is labelled healthy but has events; scored as faulty\n",
+    std::fprintf(stderr,
+                 "detection_bench: %s is labelled healthy but has events: scored as faulty\n",
                  t->name.c_str());
   if (t->faulty && t->events.empty())
-    std::fprintf(stderr, "detection_bench: %s shows no event; only its steps before the fault count\n",
+    std::fprintf(stderr,
+                 "detection_bench: %s shows no event: only its steps before the fault count\n",
                  t->name.c_str());
 }
 

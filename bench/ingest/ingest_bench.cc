@@ -1,18 +1,20 @@
 // bench/ingest: what the monitor's ingest path sustains, measured in one process.
 //
-// 1. Throughput: `--runs` reporters (observe mode, 64 layers) stream bursts of step
+// 1. Memory: VmRSS of this process after `--rss-warmup` reports through a fresh monitor,
+//    and again after `--rss-reports` (or as many as fit `--rss-budget-s`). Reports go in
+//    flushed chunks of a tenth of the warm-up, so in-flight buffers keep one size
+//    throughout. Runs first, so that no earlier burst inflates the baseline.
+// 2. Throughput: `--runs` reporters (observe mode, 64 layers) each stream a burst of step
 //    reports through the full monitor (gradwatch::monitor::Server: hub, detectors,
-//    metrics, SQLite store; acks on commit) and through the same gRPC server setup with a
-//    do-nothing handler that acks at once. Rounds alternate; throughput is reports /
-//    seconds until every report is acknowledged. `throughput_ratio` = full / null medians.
-// 2. Latency: one gated run times Report() -> AwaitVerdict() returning, one step every
-//    `--gate-period-us`, while `--load-runs` runs stream at `--load-fraction` of the
-//    measured full throughput. p50 and p99 in milliseconds.
-// 3. Memory: VmRSS of this process after `--rss-warmup` reports through a fresh monitor,
-//    and again after `--rss-reports` (or as many as fit `--rss-budget-s`), reported in
-//    flushed chunks so that in-flight buffers stay the same size throughout.
-// Prints one JSON line on stdout (progress on stderr). Exits 1 if a flush timed out or
-// a report was dropped; a missed target is a figure, not a failure.
+//    metrics, SQLite store; acks on commit) and, in alternating rounds (ABBA order),
+//    through the same gRPC server setup with a do-nothing handler that acks at once.
+//    Throughput = reports / seconds until every report is acknowledged;
+//    `throughput_ratio` = median full / median null.
+// 3. Latency: one gated run times Report() -> AwaitVerdict() returning, one step every
+//    `--gate-period-us`: first with no other load (`_idle`), then while `--load-runs`
+//    runs stream at `--load-fraction` of the measured full throughput.
+// Prints one JSON line on stdout, progress on stderr. Exits 1 if a flush timed out or a
+// report was dropped; a missed target is a figure, not a failure.
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,10 +23,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -44,27 +44,50 @@ constexpr int kLayers = 64;
 
 struct Args {
   int runs = 16;
-  uint64_t reports = 160'000;  // per throughput round, all runs together
-  int rounds = 3;              // full rounds; as many null rounds, interleaved
-  int samples = 2000;          // gated latency samples
+  uint64_t reports = 200'000;  // per throughput round, all runs together
+  int rounds = 5;              // full rounds; as many null rounds, interleaved
+  int samples = 2000;          // gated latency samples, per condition
   int gate_period_us = 2000;
   int load_runs = 3;
   double load_fraction = 0.4;  // of the measured full throughput
+  double load_rate = 0;        // reports/s of background load; 0 = load_fraction
   uint64_t rss_warmup = 100'000;
   uint64_t rss_reports = 1'000'000;
-  double rss_budget_s = 150;   // stop the memory phase early past this
-  double load_rate = 0;        // reports/s of the latency phase's load; 0 = load_fraction
-  std::string only;            // "", or one of full, null, latency, memory (for profiling)
-  bool Runs(const char* phase) const { return only.empty() || only == phase; }
+  double rss_budget_s = 150;   // the memory phase stops reporting past this
+  std::string only;            // "", or one phase: memory, full, null, latency (profiling)
+  bool Runs(const std::string& phase) const { return only.empty() || only == phase; }
 };
 
 [[noreturn]] void Usage(const std::string& why) {
   std::fprintf(stderr,
                "ingest_bench: %s\nflags: --runs N --reports N --rounds N --samples N "
-               "--gate-period-us N --load-runs N --load-fraction X --rss-warmup N "
-               "--rss-reports N --rss-budget-s X --load-rate X --only full|null|latency|memory --quick\n",
+               "--gate-period-us N --load-runs N --load-fraction X --load-rate X "
+               "--rss-warmup N --rss-reports N --rss-budget-s X "
+               "--only memory|full|null|latency --quick\n",
                why.c_str());
   std::exit(2);
+}
+
+void SetQuick(Args& a) {
+  a.reports = 16'000, a.rounds = 1, a.samples = 200;
+  a.rss_warmup = 20'000, a.rss_reports = 60'000, a.rss_budget_s = 30;
+}
+
+void SetFlag(Args& a, const std::string& flag, const char* value) {
+  double v = std::atof(value);
+  if (flag == "--only") a.only = value;
+  else if (flag == "--runs") a.runs = static_cast<int>(v);
+  else if (flag == "--reports") a.reports = static_cast<uint64_t>(v);
+  else if (flag == "--rounds") a.rounds = static_cast<int>(v);
+  else if (flag == "--samples") a.samples = static_cast<int>(v);
+  else if (flag == "--gate-period-us") a.gate_period_us = static_cast<int>(v);
+  else if (flag == "--load-runs") a.load_runs = static_cast<int>(v);
+  else if (flag == "--load-fraction") a.load_fraction = v;
+  else if (flag == "--load-rate") a.load_rate = v;
+  else if (flag == "--rss-warmup") a.rss_warmup = static_cast<uint64_t>(v);
+  else if (flag == "--rss-reports") a.rss_reports = static_cast<uint64_t>(v);
+  else if (flag == "--rss-budget-s") a.rss_budget_s = v;
+  else Usage("unknown flag " + flag);
 }
 
 Args Parse(int argc, char** argv) {
@@ -72,32 +95,17 @@ Args Parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag == "--quick") {
-      a.reports = 16'000, a.rounds = 1, a.samples = 200;
-      a.rss_warmup = 20'000, a.rss_reports = 60'000, a.rss_budget_s = 30;
-      continue;
+      SetQuick(a);
+    } else if (i + 1 < argc) {
+      SetFlag(a, flag, argv[++i]);
+    } else {
+      Usage(flag + " needs a value");
     }
-    if (i + 1 >= argc) Usage(flag + " needs a value");
-    if (flag == "--only") {
-      a.only = argv[++i];
-      continue;
-    }
-    double v = std::atof(argv[++i]);
-    if (flag == "--runs") a.runs = static_cast<int>(v);
-    else if (flag == "--reports") a.reports = static_cast<uint64_t>(v);
-    else if (flag == "--rounds") a.rounds = static_cast<int>(v);
-    else if (flag == "--samples") a.samples = static_cast<int>(v);
-    else if (flag == "--gate-period-us") a.gate_period_us = static_cast<int>(v);
-    else if (flag == "--load-runs") a.load_runs = static_cast<int>(v);
-    else if (flag == "--load-fraction") a.load_fraction = v;
-    else if (flag == "--rss-warmup") a.rss_warmup = static_cast<uint64_t>(v);
-    else if (flag == "--rss-reports") a.rss_reports = static_cast<uint64_t>(v);
-    else if (flag == "--rss-budget-s") a.rss_budget_s = v;
-    else if (flag == "--load-rate") a.load_rate = v;
-    else Usage("unknown flag " + flag);
   }
-  if (a.runs < 1 || a.rounds < 1 || a.samples < 1 || a.load_runs < 1 || a.reports < uint64_t(a.runs) ||
-      a.rss_warmup < uint64_t(a.runs) || a.rss_reports < a.rss_warmup) {
-    Usage("every count must be >= 1, --reports and --rss-warmup >= --runs, "
+  uint64_t runs = a.runs > 0 ? a.runs : 1;
+  if (a.runs < 1 || a.rounds < 1 || a.samples < 1 || a.load_runs < 1 || a.reports < runs ||
+      a.rss_warmup < runs * 10 || a.rss_reports < a.rss_warmup) {
+    Usage("counts must be >= 1, --reports >= --runs, --rss-warmup >= 10 x --runs, "
           "--rss-reports >= --rss-warmup");
   }
   return a;
@@ -132,20 +140,23 @@ class TempDir {
  public:
   TempDir() {
     std::string pattern = (std::filesystem::temp_directory_path() / "gradwatch-ingest-XXXXXX").string();
-    Require(::mkdtemp(pattern.data()) != nullptr, "cannot create a directory in " + pattern);
+    Require(::mkdtemp(pattern.data()) != nullptr, "cannot create a directory like " + pattern);
     path_ = pattern;
   }
   ~TempDir() {
     std::error_code ignored;
     std::filesystem::remove_all(path_, ignored);
   }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
   std::string Sub(const std::string& name) const { return (path_ / name).string(); }
 
  private:
   std::filesystem::path path_;
 };
 
-// A full monitor with its store in a fresh folder.
+// A full monitor with its store in a fresh folder. Metrics are still computed on every
+// report; only the HTTP endpoint is off (nothing scrapes here, and stopping it takes ~2 s).
 std::unique_ptr<monitor::Server> StartMonitor(const std::string& data_dir, const monitor::Clock& clock) {
   monitor::ServerConfig config;
   config.listen = "127.0.0.1:0";
@@ -162,6 +173,56 @@ struct Totals {
   void Add(const bench::Fleet& f) { reports += f.reported(), dropped += f.dropped(); }
 };
 
+// ---- memory ----
+
+struct Memory {
+  double warm_mb = 0, after_mb = 0, peak_mb = 0, seconds = 0;
+  uint64_t reports = 0;
+};
+
+// The median of the last `n` values of `v`.
+double TailMedian(const std::vector<double>& v, size_t n) {
+  n = std::min(n, v.size());
+  return Quantile(std::vector<double>(v.end() - n, v.end()), 0.5);
+}
+
+// The heap breathes by a few MB from one flushed chunk to the next, so each figure is the
+// median of VmRSS after the last 5 chunks: of the warm-up, then of the whole run.
+Memory MeasureMemory(const Args& a, const TempDir& dir, const monitor::Clock& clock, Totals& totals) {
+  constexpr size_t kWindow = 5;
+  auto monitor = StartMonitor(dir.Sub("memory"), clock);
+  uint64_t chunk = a.rss_warmup / 10 / a.runs;  // per run
+  bench::Fleet fleet({Address(monitor->grpc_port()), "memory", a.runs, kLayers, v1::MODE_OBSERVE,
+                      chunk + 1024});
+  Require(fleet.WaitConnected(10s), "memory: reporters did not connect");
+  Memory m;
+  std::vector<double> rss;
+  auto start = SteadyClock::now();
+  auto report_until = [&](uint64_t target, double budget_s) {
+    while (m.reports < target && Seconds(start) < budget_s) {
+      fleet.ReportBurst(chunk);
+      Require(fleet.Flush(120s), "memory: reports not acknowledged within 120 s");
+      m.reports += chunk * a.runs;
+      rss.push_back(VmRssMb());
+    }
+  };
+  report_until(a.rss_warmup, 1e9);
+  m.warm_mb = TailMedian(rss, kWindow);
+  uint64_t warm_reports = m.reports;
+  report_until(a.rss_reports, a.rss_budget_s);
+  m.after_mb = TailMedian(rss, kWindow);
+  m.peak_mb = Quantile(rss, 1);
+  m.seconds = Seconds(start);
+  totals.Add(fleet);
+  for (auto& r : monitor->hub().ListRuns()) std::fprintf(stderr, "%s steps %llu events %llu incidents %u\n", r.run_id().c_str(), (unsigned long long)r.steps(), (unsigned long long)r.events(), r.incidents());
+  std::fprintf(stderr, "ingest_bench: memory %.1f MB after %llu reports, %.1f MB after %llu (%.1f s)\n",
+               m.warm_mb, static_cast<unsigned long long>(warm_reports), m.after_mb,
+               static_cast<unsigned long long>(m.reports), m.seconds);
+  return m;
+}
+
+// ---- throughput ----
+
 // One burst of `total` reports over `runs` fresh runs; reports per second until all acked.
 double Round(const std::string& address, const std::string& prefix, int runs, uint64_t total,
              Totals& totals) {
@@ -176,44 +237,62 @@ double Round(const std::string& address, const std::string& prefix, int runs, ui
   return rate;
 }
 
-struct Throughput {
-  double full = 0, null = 0;
-};
-
-Throughput MeasureThroughput(const Args& a, const TempDir& dir, const monitor::Clock& clock,
-                             Totals& totals) {
-  std::vector<double> full, null;
-  for (int r = -1; r < a.rounds; ++r) {  // round 0 warms both up and is not counted
-    uint64_t n = r < 0 ? a.reports / 8 : a.reports;
-    std::string tag = "r" + std::to_string(r + 1);
-    if (a.Runs("full")) {
-      auto monitor = StartMonitor(dir.Sub("full-" + tag), clock);
-      double rate = Round(Address(monitor->grpc_port()), "full-" + tag, a.runs, n, totals);
-      if (r >= 0) full.push_back(rate);
-      std::fprintf(stderr, "ingest_bench: round %s full %.0f reports/s\n", tag.c_str(), rate);
-    }
-    if (a.Runs("null")) {
-      bench::NullServer null_server("127.0.0.1:0");
-      double rate = Round(Address(null_server.port()), "null-" + tag, a.runs, n, totals);
-      if (r >= 0) null.push_back(rate);
-      std::fprintf(stderr, "ingest_bench: round %s null %.0f reports/s\n", tag.c_str(), rate);
-    }
-  }
-  return {Quantile(full, 0.5), Quantile(null, 0.5)};
+double FullRound(const Args& a, const std::string& data_dir, uint64_t n, const monitor::Clock& clock,
+                 Totals& totals) {
+  auto monitor = StartMonitor(data_dir, clock);
+  return Round(Address(monitor->grpc_port()), "full", a.runs, n, totals);
 }
 
-// Reports on `fleet` at `rate` per second from a thread of its own until `stop`.
+double NullRound(const Args& a, uint64_t n, Totals& totals) {
+  bench::NullServer server("127.0.0.1:0");
+  double rate = Round(Address(server.port()), "null", a.runs, n, totals);
+  const bench::NullCounters& c = server.counters();
+  std::fprintf(stderr, "ingest_bench: null handler wrote %.2f acks per message read\n",
+               static_cast<double>(c.acks) / std::max<uint64_t>(c.messages, 1));
+  return rate;
+}
+
+struct Throughput {
+  double full = 0, null = 0, ratio_min = 0, ratio_max = 0;
+};
+
+// Round 0 warms both up and is not counted; then ABBA order against drift.
+Throughput MeasureThroughput(const Args& a, const TempDir& dir, const monitor::Clock& clock,
+                             Totals& totals) {
+  std::vector<double> full, null, ratios;
+  for (int r = 0; r <= a.rounds; ++r) {
+    uint64_t n = r == 0 ? a.reports / 8 : a.reports;
+    double f = 0, z = 0;
+    for (int k = 0; k < 2; ++k) {
+      bool full_now = (k == 0) == (r % 2 == 0);
+      if (full_now && a.Runs("full")) f = FullRound(a, dir.Sub("full-" + std::to_string(r)), n, clock, totals);
+      if (!full_now && a.Runs("null")) z = NullRound(a, n, totals);
+    }
+    std::fprintf(stderr, "ingest_bench: round %d full %.0f null %.0f reports/s\n", r, f, z);
+    if (r == 0) continue;
+    if (f > 0) full.push_back(f);
+    if (z > 0) null.push_back(z);
+    if (f > 0 && z > 0) ratios.push_back(f / z);
+  }
+  return {Quantile(full, 0.5), Quantile(null, 0.5), Quantile(ratios, 0), Quantile(ratios, 1)};
+}
+
+// ---- latency ----
+
+// Reports on `fleet` at `rate` per second from a thread of its own, until stopped.
 class Pacer {
  public:
   Pacer(bench::Fleet& fleet, double rate) : fleet_(fleet), rate_(rate) {
     thread_ = std::thread([this] { Loop(); });
   }
   ~Pacer() { Stop(); }
+  Pacer(const Pacer&) = delete;
+  Pacer& operator=(const Pacer&) = delete;
   void Stop() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
-  double achieved() const { return sent_ / seconds_; }
+  double achieved() const { return sent_ / seconds_; }  // after Stop()
 
  private:
   void Loop() {
@@ -225,6 +304,7 @@ class Pacer {
     }
     seconds_ = Seconds(start);
   }
+
   bench::Fleet& fleet_;
   double rate_;
   std::atomic<bool> stop_{false};
@@ -233,90 +313,82 @@ class Pacer {
   std::thread thread_;
 };
 
-struct Latency {
-  double p50_ms = 0, p99_ms = 0, max_ms = 0, load_rate = 0;
+struct Gate {
+  reporter::Reporter& reporter;
+  uint64_t step = 0;
   uint64_t timeouts = 0;
 };
 
-// Report() -> AwaitVerdict() of one gated run, one step per period, under background load.
-std::vector<double> GatedSamples(reporter::Reporter& gated, const Args& a, int warmup,
-                                 uint64_t& timeouts) {
+// Milliseconds from Report() to AwaitVerdict() returning, one gated step per period;
+// the first `warmup` are not kept.
+std::vector<double> GatedSamples(Gate& gate, const Args& a, int warmup) {
   bench::StepSource source(kLayers);
   std::vector<double> ms;
   auto next = SteadyClock::now();
   for (int i = 0; i < warmup + a.samples; ++i) {
     next += std::chrono::microseconds(a.gate_period_us);
     std::this_thread::sleep_until(next);
-    uint64_t step = i + 1;
+    uint64_t step = ++gate.step;
     auto start = SteadyClock::now();
-    gated.Report(source.Next(step, /*awaiting_verdict=*/true));
-    bool got = gated.AwaitVerdict(step, 1000ms).has_value();
+    gate.reporter.Report(source.Next(step, /*awaiting_verdict=*/true));
+    bool got = gate.reporter.AwaitVerdict(step, 1000ms).has_value();
     double elapsed_ms = Seconds(start) * 1e3;
     if (i < warmup) continue;
-    if (!got) ++timeouts;
+    if (!got) ++gate.timeouts;
     ms.push_back(elapsed_ms);
   }
   return ms;
 }
 
+struct Latency {
+  double idle_p50 = 0, idle_p99 = 0, p50 = 0, p99 = 0, max = 0, load_rate = 0;
+  uint64_t timeouts = 0;
+};
+
 Latency MeasureLatency(const Args& a, double load_rate, const TempDir& dir,
                        const monitor::Clock& clock, Totals& totals) {
   auto monitor = StartMonitor(dir.Sub("latency"), clock);
   std::string address = Address(monitor->grpc_port());
-  bench::Fleet load({address, "load", a.load_runs, kLayers, v1::MODE_OBSERVE, 1'000'000, 1ms});
-  reporter::ReporterOptions ro;
-  ro.address = address;
-  ro.log_warnings = false;
-  reporter::Reporter gated(ro, bench::MakeHello("gated", kLayers, v1::MODE_GATED));
-  Require(load.WaitConnected(10s), "latency: load reporters did not connect");
-  for (auto until = SteadyClock::now() + 10s; !gated.stats().connected;) {
-    Require(SteadyClock::now() < until, "latency: the gated reporter did not connect");
-    std::this_thread::sleep_for(1ms);
-  }
+  bench::Fleet load({address, "load", a.load_runs, kLayers, v1::MODE_OBSERVE, 10'000'000, 1ms});
+  bench::Fleet gated_fleet({address, "gated", 1, kLayers, v1::MODE_GATED, 100'000});
+  Require(load.WaitConnected(10s) && gated_fleet.WaitConnected(10s), "latency: reporters did not connect");
+  Gate gate{gated_fleet.reporter(0)};
   Latency out;
+  std::vector<double> idle = GatedSamples(gate, a, std::min(200, a.samples / 10));
   Pacer pacer(load, load_rate);
-  std::vector<double> ms = GatedSamples(gated, a, std::min(200, a.samples / 10), out.timeouts);
+  std::vector<double> loaded = GatedSamples(gate, a, std::min(200, a.samples / 10));
   pacer.Stop();
   out.load_rate = pacer.achieved();
-  Require(load.Flush(120s) && gated.Flush(10s), "latency: reports not acknowledged within 120 s");
+  Require(load.Flush(120s) && gated_fleet.Flush(10s), "latency: reports not acknowledged within 120 s");
   totals.Add(load);
-  totals.reports += gated.stats().reported;
-  totals.dropped += gated.stats().dropped;
-  out.p50_ms = Quantile(ms, 0.50);
-  out.p99_ms = Quantile(ms, 0.99);
-  out.max_ms = Quantile(ms, 1.0);
+  totals.Add(gated_fleet);
+  out.idle_p50 = Quantile(idle, 0.50), out.idle_p99 = Quantile(idle, 0.99);
+  out.p50 = Quantile(loaded, 0.50), out.p99 = Quantile(loaded, 0.99), out.max = Quantile(loaded, 1);
+  out.timeouts = gate.timeouts;
+  std::fprintf(stderr, "ingest_bench: gated p50/p99 %.3f/%.3f ms idle, %.3f/%.3f ms at %.0f reports/s\n",
+               out.idle_p50, out.idle_p99, out.p50, out.p99, out.load_rate);
   return out;
 }
 
-struct Memory {
-  double warm_mb = 0, after_mb = 0, seconds = 0;
-  uint64_t reports = 0;
-};
-
-// VmRSS after the warm-up and after all reports (or the budget), in flushed chunks of a
-// tenth of the warm-up.
-Memory MeasureMemory(const Args& a, const TempDir& dir, const monitor::Clock& clock, Totals& totals) {
-  auto monitor = StartMonitor(dir.Sub("memory"), clock);
-  uint64_t chunk = std::max<uint64_t>(a.rss_warmup / 10 / a.runs, 1);
-  bench::Fleet fleet({Address(monitor->grpc_port()), "memory", a.runs, kLayers, v1::MODE_OBSERVE,
-                      chunk + 1024});
-  Require(fleet.WaitConnected(10s), "memory: reporters did not connect");
-  Memory m;
-  auto start = SteadyClock::now();
-  auto report_until = [&](uint64_t target, double budget_s) {
-    while (m.reports < target && Seconds(start) < budget_s) {
-      fleet.ReportBurst(chunk);
-      Require(fleet.Flush(120s), "memory: reports not acknowledged within 120 s");
-      m.reports += chunk * a.runs;
-    }
-  };
-  report_until(a.rss_warmup, 1e9);
-  m.warm_mb = VmRssMb();
-  report_until(a.rss_reports, a.rss_budget_s);
-  m.after_mb = VmRssMb();
-  m.seconds = Seconds(start);
-  totals.Add(fleet);
-  return m;
+void PrintJson(const Args& a, const Memory& m, const Throughput& t, const Latency& l,
+               const Totals& totals, double seconds) {
+  std::printf(
+      "{\"bench\":\"ingest\",\"streams\":%d,\"layers\":%d,\"full_reports_per_s\":%.0f,"
+      "\"null_reports_per_s\":%.0f,\"throughput_ratio\":%.3f,\"throughput_ratio_min\":%.3f,"
+      "\"throughput_ratio_max\":%.3f,\"rounds\":%d,\"reports_per_round\":%llu,"
+      "\"latency_ms_p50\":%.3f,\"latency_ms_p99\":%.3f,\"latency_ms_max\":%.3f,"
+      "\"latency_ms_p50_idle\":%.3f,\"latency_ms_p99_idle\":%.3f,\"latency_samples\":%d,"
+      "\"gate_timeouts\":%llu,\"load_reports_per_s\":%.0f,"
+      "\"rss_mb_warm\":%.1f,\"rss_mb_after\":%.1f,\"rss_mb_peak\":%.1f,\"reports_for_rss_warm\":%llu,"
+      "\"reports_for_rss\":%llu,\"rss_ratio\":%.3f,"
+      "\"reports\":%llu,\"dropped\":%llu,\"seconds\":%.1f}\n",
+      a.runs, kLayers, t.full, t.null, t.null > 0 ? t.full / t.null : 0, t.ratio_min, t.ratio_max,
+      a.rounds, static_cast<unsigned long long>(a.reports), l.p50, l.p99, l.max, l.idle_p50,
+      l.idle_p99, a.samples, static_cast<unsigned long long>(l.timeouts), l.load_rate, m.warm_mb,
+      m.after_mb, m.peak_mb, static_cast<unsigned long long>(a.rss_warmup),
+      static_cast<unsigned long long>(m.reports), m.warm_mb > 0 ? m.after_mb / m.warm_mb : 0,
+      static_cast<unsigned long long>(totals.reports),
+      static_cast<unsigned long long>(totals.dropped), seconds);
 }
 
 }  // namespace
@@ -328,29 +400,16 @@ int main(int argc, char** argv) {
     monitor::SystemClock clock;
     Totals totals;
     auto start = SteadyClock::now();
+    Memory m;
+    if (a.Runs("memory")) m = MeasureMemory(a, dir, clock, totals);
     Throughput t;
     if (a.Runs("full") || a.Runs("null")) t = MeasureThroughput(a, dir, clock, totals);
     Latency l;
     if (a.Runs("latency")) {
       double rate = a.load_rate > 0 ? a.load_rate : a.load_fraction * (t.full > 0 ? t.full : 50'000);
       l = MeasureLatency(a, rate, dir, clock, totals);
-      std::fprintf(stderr, "ingest_bench: gated p50 %.3f ms p99 %.3f ms\n", l.p50_ms, l.p99_ms);
     }
-    Memory m;
-    if (a.Runs("memory")) m = MeasureMemory(a, dir, clock, totals);
-    std::printf(
-        "{\"bench\":\"ingest\",\"streams\":%d,\"layers\":%d,\"full_reports_per_s\":%.0f,"
-        "\"null_reports_per_s\":%.0f,\"throughput_ratio\":%.3f,\"rounds\":%d,"
-        "\"latency_ms_p50\":%.3f,\"latency_ms_p99\":%.3f,\"latency_ms_max\":%.3f,"
-        "\"latency_samples\":%d,\"gate_timeouts\":%llu,\"load_reports_per_s\":%.0f,"
-        "\"rss_mb_warm\":%.1f,\"rss_mb_after\":%.1f,\"reports_for_rss\":%llu,\"rss_ratio\":%.3f,"
-        "\"rss_seconds\":%.1f,\"reports\":%llu,\"dropped\":%llu,\"seconds\":%.1f}\n",
-        a.runs, kLayers, t.full, t.null, t.null > 0 ? t.full / t.null : 0, a.rounds, l.p50_ms,
-        l.p99_ms, l.max_ms, a.samples, static_cast<unsigned long long>(l.timeouts), l.load_rate,
-        m.warm_mb, m.after_mb, static_cast<unsigned long long>(m.reports),
-        m.warm_mb > 0 ? m.after_mb / m.warm_mb : 0, m.seconds,
-        static_cast<unsigned long long>(totals.reports),
-        static_cast<unsigned long long>(totals.dropped), Seconds(start));
+    PrintJson(a, m, t, l, totals, Seconds(start));
     return totals.dropped == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ingest_bench: %s\n", e.what());

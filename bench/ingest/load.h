@@ -53,6 +53,7 @@ class Fleet {
   bool Flush(std::chrono::milliseconds deadline);
 
   int runs() const { return static_cast<int>(reporters_.size()); }
+  reporter::Reporter& reporter(size_t i) { return *reporters_.at(i); }
   uint64_t reported() const;
   uint64_t dropped() const;
 

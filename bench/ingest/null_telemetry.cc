@@ -12,13 +12,14 @@ using Reactor = grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>;
 
 class AckStream final : public Reactor {
  public:
-  AckStream() { StartRead(&in_); }
+  explicit AckStream(NullCounters& counters) : counters_(counters) { StartRead(&in_); }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // half-closed or broken: finish once the last ack is written
       FinishWhenIdle();
       return;
     }
+    counters_.messages.fetch_add(1, std::memory_order_relaxed);
     if (in_.has_step()) {
       Ack(in_.step().step());
     } else if (in_.has_eval()) {
@@ -60,6 +61,7 @@ class AckStream final : public Reactor {
     out_.mutable_ack()->set_stored_through_step(through_);
     pending_ = false;
     writing_ = true;
+    counters_.acks.fetch_add(1, std::memory_order_relaxed);
     StartWrite(&out_);
   }
 
@@ -70,6 +72,7 @@ class AckStream final : public Reactor {
     }
   }
 
+  NullCounters& counters_;
   v1::TrainerMessage in_;
   std::mutex mu_;
   v1::MonitorMessage out_;
@@ -84,7 +87,7 @@ class AckStream final : public Reactor {
 
 grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* NullTelemetryService::Stream(
     grpc::CallbackServerContext* context) {
-  return new AckStream();
+  return new AckStream(counters_);
 }
 
 NullServer::NullServer(const std::string& listen) {

@@ -7,6 +7,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -14,10 +16,20 @@
 
 namespace gradwatch::bench {
 
+// Totals over every stream of a service: messages read, acks written.
+struct NullCounters {
+  std::atomic<uint64_t> messages{0};
+  std::atomic<uint64_t> acks{0};
+};
+
 class NullTelemetryService final : public v1::Telemetry::CallbackService {
  public:
   grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* Stream(
       grpc::CallbackServerContext* context) override;
+  const NullCounters& counters() const { return counters_; }
+
+ private:
+  NullCounters counters_;
 };
 
 // The null service on its own gRPC server, configured as the monitor's is.
@@ -30,6 +42,7 @@ class NullServer {
   NullServer& operator=(const NullServer&) = delete;
 
   int port() const { return port_; }
+  const NullCounters& counters() const { return service_.counters(); }
 
  private:
   NullTelemetryService service_;

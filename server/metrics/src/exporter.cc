@@ -165,10 +165,16 @@ void Exporter::AddRun(const std::string& run_id, const std::vector<std::string>&
   if (own < layer_names.size()) r->layers.push_back(r->AddG(f.layer, {{"layer", "(other)"}}));
   for (const char* s : kStates) r->states[s] = r->AddG(f.state, {{"state", s}});
   for (const char* m : kModes) r->modes[m] = r->AddG(f.mode, {{"mode", m}});
+  // Every series a run can have starts at 0, so increase() sees its first event.
   for (const char* sev : {"warning", "critical"}) {
-    // Pre-create the common anomaly series so rate() sees a 0 before the first event.
-    for (const char* kind : {"grad_spike", "non_finite", "collapse", "loss_spike", "divergence"}) {
+    for (const char* kind : {"grad_spike", "non_finite", "collapse", "loss_spike", "divergence", "vanishing",
+                             "val_collapse", "alert"}) {
       r->anomalies[std::string(kind) + "/" + sev] = r->AddC(f.anomalies, {{"kind", kind}, {"severity", sev}});
+    }
+  }
+  for (const char* action : {"set_clipping", "scale_learning_rate", "skip_step", "rollback", "stop", "set_mode"}) {
+    for (const char* result : {"sent", "applied", "rejected", "timeout"}) {
+      r->commands[std::string(action) + "/" + result] = r->AddC(f.commands, {{"action", action}, {"result", result}});
     }
   }
   runs_[run_id] = std::move(r);

@@ -539,6 +539,26 @@ std::vector<v1::CommandRecord> Hub::ListCommands(const std::string& run_id) cons
   return records;
 }
 
+bool Hub::RecordAlert(const std::string& run_id, const std::string& alertname, const std::string& severity,
+                      const std::string& status, const std::string& summary) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* run = Find(run_id);
+  if (!run) return false;
+  v1::Event e;
+  e.set_run_id(run_id);
+  e.set_step(run->max_step_seen);
+  e.set_kind("alert");
+  e.set_severity(severity == "critical" ? v1::SEVERITY_CRITICAL : v1::SEVERITY_WARNING);
+  e.set_message("Alertmanager: " + alertname + " " + status + (summary.empty() ? "" : ": " + summary));
+  e.set_unix_millis(clock_.NowMillis());
+  store_.PutEvent(e);
+  run->run.set_events(run->run.events() + 1);
+  v1::RunUpdate update;
+  *update.mutable_event() = e;
+  Publish(*run, update);
+  return true;
+}
+
 bool Hub::Watch(const std::string& run_id, Watcher* watcher) {
   std::lock_guard<std::mutex> lock(mu_);
   RunEntry* run = Find(run_id);

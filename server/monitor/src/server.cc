@@ -3,8 +3,6 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/grpcpp.h>
-#include <prometheus/exposer.h>
-#include <prometheus/registry.h>
 #include <signal.h>
 
 #include <condition_variable>
@@ -16,6 +14,7 @@
 
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/store/store.h"
+#include "http.h"
 #include "runs_service.h"
 #include "telemetry_service.h"
 
@@ -37,12 +36,10 @@ struct Server::Impl {
     hub_ptr = hub.get();
 
     if (!config.metrics_listen.empty()) {
-      try {
-        exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen);
-      } catch (const std::exception& e) {
-        throw std::runtime_error("cannot serve /metrics on " + config.metrics_listen + ": " + e.what());
-      }
-      exposer->RegisterCollectable(exporter->registry());
+      HttpOptions ho;
+      ho.listen = config.metrics_listen;
+      if (!config.chartjs.empty()) ho.chartjs = config.chartjs;
+      http = std::make_unique<HttpServer>(ho, exporter->registry(), *hub, *store);
     }
 
     telemetry = std::make_unique<TelemetryService>(*hub, *exporter);
@@ -83,11 +80,7 @@ struct Server::Impl {
     std::filesystem::rename(tmp, config.ports_file);  // readers never see half a file
   }
 
-  int MetricsPort() const {
-    if (!exposer) return 0;
-    auto ports = exposer->GetListeningPorts();
-    return ports.empty() ? 0 : ports.front();
-  }
+  int MetricsPort() const { return http ? http->port() : 0; }
 
   void Shutdown() {
     {
@@ -108,7 +101,7 @@ struct Server::Impl {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<Hub> hub;
   std::atomic<Hub*> hub_ptr{nullptr};
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<HttpServer> http;
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<RunsService> runs;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -152,8 +145,9 @@ int RunServer(const ServerConfig& config) {
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   std::cerr << "gradwatchd: gRPC on " << host << ":" << server->grpc_port();
   if (server->metrics_port() != 0) {
-    std::cerr << ", metrics on http://" << config.metrics_listen.substr(0, config.metrics_listen.rfind(':'))
-              << ":" << server->metrics_port() << "/metrics";
+    std::string web = "http://" + config.metrics_listen.substr(0, config.metrics_listen.rfind(':')) + ":" +
+                      std::to_string(server->metrics_port());
+    std::cerr << ", metrics on " << web << "/metrics, live pages on " << web << "/";
   }
   std::cerr << ", data in " << config.data_dir << std::endl;
   int sig = 0;

@@ -103,6 +103,11 @@ class Hub {
   void Unwatch(const std::string& run_id, Watcher* watcher);
   std::string Explain(const std::string& run_id) const;
 
+  // An alert from Alertmanager about a run becomes one of its events (kind "alert").
+  // Returns false when the run is unknown.
+  bool RecordAlert(const std::string& run_id, const std::string& alertname, const std::string& severity,
+                   const std::string& status, const std::string& summary);
+
   // Housekeeping driven by the caller's timer: stalls, command timeouts, retention,
   // run headers to the store.
   void Tick();

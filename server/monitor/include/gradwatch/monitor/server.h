@@ -14,7 +14,10 @@ namespace gradwatch::monitor {
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:7070";          // gRPC; port 0 picks a free one
-  std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics; port 0 picks a free one; "" = none
+  // HTTP: Prometheus /metrics, the Alertmanager webhook, the live pages; port 0 picks a
+  // free one; "" = no HTTP server.
+  std::string metrics_listen = "127.0.0.1:9464";
+  std::string chartjs;  // Chart.js file for the live pages; "" = Debian's libjs-chart.js
   std::string data_dir = "gradwatch-data";        // holds gradwatch.db
   std::string ports_file;                         // when set, the bound ports are written here as JSON
   HubOptions hub;
