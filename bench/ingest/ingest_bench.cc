@@ -15,6 +15,7 @@
 //    runs stream at `--load-fraction` of the measured full throughput.
 // Prints one JSON line on stdout, progress on stderr. Exits 1 if a flush timed out or a
 // report was dropped; a missed target is a figure, not a failure.
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -176,9 +177,17 @@ struct Totals {
 // ---- memory ----
 
 struct Memory {
-  double warm_mb = 0, after_mb = 0, peak_mb = 0, seconds = 0;
+  double warm_mb = 0, half_mb = 0, after_mb = 0, peak_mb = 0;
+  double heap_warm_mb = 0, heap_after_mb = 0;  // bytes malloc has handed out and not freed
+  double seconds = 0;
   uint64_t reports = 0;
 };
+
+// Bytes in use through malloc (live allocations, not what the allocator keeps), in MB.
+double HeapInUseMb() {
+  struct mallinfo2 info = ::mallinfo2();
+  return static_cast<double>(info.uordblks + info.hblkhd) / (1024.0 * 1024.0);
+}
 
 // The median of the last `n` values of `v`.
 double TailMedian(const std::vector<double>& v, size_t n) {
@@ -187,7 +196,7 @@ double TailMedian(const std::vector<double>& v, size_t n) {
 }
 
 // The heap breathes by a few MB from one flushed chunk to the next, so each figure is the
-// median of VmRSS after the last 5 chunks: of the warm-up, then of the whole run.
+// median of the samples taken after the last 5 chunks.
 Memory MeasureMemory(const Args& a, const TempDir& dir, const monitor::Clock& clock, Totals& totals) {
   constexpr size_t kWindow = 5;
   auto monitor = StartMonitor(dir.Sub("memory"), clock);
@@ -196,7 +205,7 @@ Memory MeasureMemory(const Args& a, const TempDir& dir, const monitor::Clock& cl
                       chunk + 1024});
   Require(fleet.WaitConnected(10s), "memory: reporters did not connect");
   Memory m;
-  std::vector<double> rss;
+  std::vector<double> rss, heap;
   auto start = SteadyClock::now();
   auto report_until = [&](uint64_t target, double budget_s) {
     while (m.reports < target && Seconds(start) < budget_s) {
@@ -204,17 +213,20 @@ Memory MeasureMemory(const Args& a, const TempDir& dir, const monitor::Clock& cl
       Require(fleet.Flush(120s), "memory: reports not acknowledged within 120 s");
       m.reports += chunk * a.runs;
       rss.push_back(VmRssMb());
+      heap.push_back(HeapInUseMb());
+      if (m.reports % 100000 == 0) std::fprintf(stderr, "%llu rss %.1f heap %.2f\n", (unsigned long long)m.reports, rss.back(), heap.back());
     }
   };
   report_until(a.rss_warmup, 1e9);
-  m.warm_mb = TailMedian(rss, kWindow);
+  m.warm_mb = TailMedian(rss, kWindow), m.heap_warm_mb = TailMedian(heap, kWindow);
   uint64_t warm_reports = m.reports;
+  report_until(a.rss_reports / 2, a.rss_budget_s / 2);
+  m.half_mb = TailMedian(rss, kWindow);
   report_until(a.rss_reports, a.rss_budget_s);
-  m.after_mb = TailMedian(rss, kWindow);
+  m.after_mb = TailMedian(rss, kWindow), m.heap_after_mb = TailMedian(heap, kWindow);
   m.peak_mb = Quantile(rss, 1);
   m.seconds = Seconds(start);
   totals.Add(fleet);
-  for (auto& r : monitor->hub().ListRuns()) std::fprintf(stderr, "%s steps %llu events %llu incidents %u\n", r.run_id().c_str(), (unsigned long long)r.steps(), (unsigned long long)r.events(), r.incidents());
   std::fprintf(stderr, "ingest_bench: memory %.1f MB after %llu reports, %.1f MB after %llu (%.1f s)\n",
                m.warm_mb, static_cast<unsigned long long>(warm_reports), m.after_mb,
                static_cast<unsigned long long>(m.reports), m.seconds);
@@ -379,13 +391,15 @@ void PrintJson(const Args& a, const Memory& m, const Throughput& t, const Latenc
       "\"latency_ms_p50\":%.3f,\"latency_ms_p99\":%.3f,\"latency_ms_max\":%.3f,"
       "\"latency_ms_p50_idle\":%.3f,\"latency_ms_p99_idle\":%.3f,\"latency_samples\":%d,"
       "\"gate_timeouts\":%llu,\"load_reports_per_s\":%.0f,"
-      "\"rss_mb_warm\":%.1f,\"rss_mb_after\":%.1f,\"rss_mb_peak\":%.1f,\"reports_for_rss_warm\":%llu,"
+      "\"rss_mb_warm\":%.1f,\"rss_mb_half\":%.1f,\"rss_mb_after\":%.1f,\"rss_mb_peak\":%.1f,"
+      "\"heap_mb_warm\":%.1f,\"heap_mb_after\":%.1f,\"reports_for_rss_warm\":%llu,"
       "\"reports_for_rss\":%llu,\"rss_ratio\":%.3f,"
       "\"reports\":%llu,\"dropped\":%llu,\"seconds\":%.1f}\n",
       a.runs, kLayers, t.full, t.null, t.null > 0 ? t.full / t.null : 0, t.ratio_min, t.ratio_max,
       a.rounds, static_cast<unsigned long long>(a.reports), l.p50, l.p99, l.max, l.idle_p50,
       l.idle_p99, a.samples, static_cast<unsigned long long>(l.timeouts), l.load_rate, m.warm_mb,
-      m.after_mb, m.peak_mb, static_cast<unsigned long long>(a.rss_warmup),
+      m.half_mb, m.after_mb, m.peak_mb, m.heap_warm_mb, m.heap_after_mb,
+      static_cast<unsigned long long>(a.rss_warmup),
       static_cast<unsigned long long>(m.reports), m.warm_mb > 0 ? m.after_mb / m.warm_mb : 0,
       static_cast<unsigned long long>(totals.reports),
       static_cast<unsigned long long>(totals.dropped), seconds);

@@ -129,6 +129,10 @@ Exporter::Exporter(ExporterOptions options)
   f_->build.Add({{"version", options_.version}}).Set(1);
   f_->streams.Add({});
   f_->store_lag.Add({});
+  // Every rejection reason the monitor can give starts at 0, so rate() has a series.
+  for (const char* reason : {"step_zero", "layer_count", "second_hello", "bad_hello", "no_hello", "empty_message"}) {
+    f_->rejected.Add({{"reason", reason}});
+  }
 }
 
 Exporter::~Exporter() = default;
