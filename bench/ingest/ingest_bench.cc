@@ -214,7 +214,6 @@ Memory MeasureMemory(const Args& a, const TempDir& dir, const monitor::Clock& cl
       m.reports += chunk * a.runs;
       rss.push_back(VmRssMb());
       heap.push_back(HeapInUseMb());
-      if (m.reports % 100000 == 0) std::fprintf(stderr, "%llu rss %.1f heap %.2f\n", (unsigned long long)m.reports, rss.back(), heap.back());
     }
   };
   report_until(a.rss_warmup, 1e9);
