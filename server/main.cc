@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   app.add_option("--retention-ms", config.hub.retention_ms,
                  "an ended run's metric series are removed after this long")->capture_default_str();
   app.add_option("--max-runs", config.hub.max_runs, "live runs at most")->capture_default_str();
+  app.add_option("--max-streams", config.max_streams, "telemetry streams at once")->capture_default_str();
   app.add_option("--metrics-max-layers", config.metrics_max_layers,
                  "per-layer series per run; the rest fold into layer=\"(other)\"")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

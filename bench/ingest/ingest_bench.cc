@@ -2,7 +2,7 @@
 //
 // 1. Memory: VmRSS of this process after `--rss-warmup` reports through a fresh monitor,
 //    and again after `--rss-reports` (or as many as fit `--rss-budget-s`). Reports go in
-//    flushed chunks of a tenth of the warm-up, so in-flight buffers keep one size
+//    flushed chunks of `--rss-chunk`, so in-flight buffers keep one small size
 //    throughout. Runs first, so that no earlier burst inflates the baseline.
 // 2. Throughput: `--runs` reporters (observe mode, 64 layers) each stream a burst of step
 //    reports through the full monitor (gradwatch::monitor::Server: hub, detectors,
@@ -54,6 +54,7 @@ struct Args {
   double load_rate = 0;        // reports/s of background load; 0 = load_fraction
   uint64_t rss_warmup = 100'000;
   uint64_t rss_reports = 1'000'000;
+  uint64_t rss_chunk = 2'000;  // reports in flight at most (all runs), flushed before more
   double rss_budget_s = 150;   // the memory phase stops reporting past this
   std::string only;            // "", or one phase: memory, full, null, latency (profiling)
   bool Runs(const std::string& phase) const { return only.empty() || only == phase; }
@@ -63,7 +64,7 @@ struct Args {
   std::fprintf(stderr,
                "ingest_bench: %s\nflags: --runs N --reports N --rounds N --samples N "
                "--gate-period-us N --load-runs N --load-fraction X --load-rate X "
-               "--rss-warmup N --rss-reports N --rss-budget-s X "
+               "--rss-warmup N --rss-reports N --rss-chunk N --rss-budget-s X "
                "--only memory|full|null|latency --quick\n",
                why.c_str());
   std::exit(2);
@@ -71,7 +72,7 @@ struct Args {
 
 void SetQuick(Args& a) {
   a.reports = 16'000, a.rounds = 1, a.samples = 200;
-  a.rss_warmup = 20'000, a.rss_reports = 60'000, a.rss_budget_s = 30;
+  a.rss_warmup = 20'000, a.rss_reports = 60'000, a.rss_chunk = 1'000, a.rss_budget_s = 30;
 }
 
 void SetFlag(Args& a, const std::string& flag, const char* value) {
@@ -87,6 +88,7 @@ void SetFlag(Args& a, const std::string& flag, const char* value) {
   else if (flag == "--load-rate") a.load_rate = v;
   else if (flag == "--rss-warmup") a.rss_warmup = static_cast<uint64_t>(v);
   else if (flag == "--rss-reports") a.rss_reports = static_cast<uint64_t>(v);
+  else if (flag == "--rss-chunk") a.rss_chunk = static_cast<uint64_t>(v);
   else if (flag == "--rss-budget-s") a.rss_budget_s = v;
   else Usage("unknown flag " + flag);
 }
@@ -105,9 +107,9 @@ Args Parse(int argc, char** argv) {
   }
   uint64_t runs = a.runs > 0 ? a.runs : 1;
   if (a.runs < 1 || a.rounds < 1 || a.samples < 1 || a.load_runs < 1 || a.reports < runs ||
-      a.rss_warmup < runs * 10 || a.rss_reports < a.rss_warmup) {
-    Usage("counts must be >= 1, --reports >= --runs, --rss-warmup >= 10 x --runs, "
-          "--rss-reports >= --rss-warmup");
+      a.rss_chunk < runs || a.rss_warmup < a.rss_chunk * 5 || a.rss_reports < a.rss_warmup) {
+    Usage("counts must be >= 1, --reports and --rss-chunk >= --runs, --rss-warmup >= 5 x "
+          "--rss-chunk, --rss-reports >= --rss-warmup");
   }
   return a;
 }
@@ -195,12 +197,13 @@ double TailMedian(const std::vector<double>& v, size_t n) {
   return Quantile(std::vector<double>(v.end() - n, v.end()), 0.5);
 }
 
-// The heap breathes by a few MB from one flushed chunk to the next, so each figure is the
-// median of the samples taken after the last 5 chunks.
+// Reports go in flushed chunks of `--rss-chunk`, as a live fleet keeps only a few reports
+// per run in flight; bigger bursts leave the allocator holding more freed memory. Each
+// figure is the median of the samples taken after the last 5 chunks.
 Memory MeasureMemory(const Args& a, const TempDir& dir, const monitor::Clock& clock, Totals& totals) {
   constexpr size_t kWindow = 5;
   auto monitor = StartMonitor(dir.Sub("memory"), clock);
-  uint64_t chunk = a.rss_warmup / 10 / a.runs;  // per run
+  uint64_t chunk = a.rss_chunk / a.runs;  // per run
   bench::Fleet fleet({Address(monitor->grpc_port()), "memory", a.runs, kLayers, v1::MODE_OBSERVE,
                       chunk + 1024});
   Require(fleet.WaitConnected(10s), "memory: reporters did not connect");

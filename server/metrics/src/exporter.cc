@@ -130,7 +130,8 @@ Exporter::Exporter(ExporterOptions options)
   f_->streams.Add({});
   f_->store_lag.Add({});
   // Every rejection reason the monitor can give starts at 0, so rate() has a series.
-  for (const char* reason : {"step_zero", "layer_count", "second_hello", "bad_hello", "no_hello", "empty_message"}) {
+  for (const char* reason : {"step_zero", "layer_count", "second_hello", "bad_hello", "no_hello", "empty_message",
+                             "too_many_streams"}) {
     f_->rejected.Add({{"reason", reason}});
   }
 }

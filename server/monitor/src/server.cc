@@ -42,7 +42,7 @@ struct Server::Impl {
       http = std::make_unique<HttpServer>(ho, exporter->registry(), *hub, *store);
     }
 
-    telemetry = std::make_unique<TelemetryService>(*hub, *exporter);
+    telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams);
     runs = std::make_unique<RunsService>(*hub, *store);
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -50,7 +50,14 @@ struct Server::Impl {
     builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &grpc_port);
     builder.RegisterService(telemetry.get());
     builder.RegisterService(runs.get());
-    builder.SetMaxReceiveMessageSize(4 << 20);
+    builder.SetMaxReceiveMessageSize(config.max_message_bytes);
+    // Find a half-open connection within ~20 s: ping every 10 s, give up 10 s later; and
+    // let trainers ping an idle stream as often as their keepalive asks.
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5'000);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
     grpc_server = builder.BuildAndStart();
     if (!grpc_server || grpc_port == 0) {
       throw std::runtime_error("cannot listen for gRPC on " + config.listen +

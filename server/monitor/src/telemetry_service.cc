@@ -76,9 +76,17 @@ class Outbox final : public StreamSink {
 
 class IngestStream final : public Reactor {
  public:
-  IngestStream(Hub& hub, metrics::Exporter& exporter)
-      : hub_(hub), exporter_(exporter), outbox_(std::make_shared<Outbox>(this)) {
+  // `streams` counts the open streams; past `max_streams` the stream is refused.
+  IngestStream(Hub& hub, metrics::Exporter& exporter, std::atomic<size_t>& streams, size_t max_streams)
+      : hub_(hub), exporter_(exporter), streams_(streams), outbox_(std::make_shared<Outbox>(this)) {
     exporter_.StreamOpened();
+    if (++streams_ > max_streams) {
+      exporter_.MessageRejected("too_many_streams");
+      outbox_->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "the monitor serves " + std::to_string(max_streams) +
+                                       " telemetry streams at most; retry later"));
+      return;
+    }
     StartRead(&in_);
   }
 
@@ -101,6 +109,7 @@ class IngestStream final : public Reactor {
     if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), !cancelled_);
     outbox_->Detach();
     exporter_.StreamClosed();
+    --streams_;
     delete this;
   }
 
@@ -161,6 +170,7 @@ class IngestStream final : public Reactor {
 
   Hub& hub_;
   metrics::Exporter& exporter_;
+  std::atomic<size_t>& streams_;
   std::shared_ptr<Outbox> outbox_;
   v1::TrainerMessage in_;
   std::string run_id_;
@@ -171,7 +181,7 @@ class IngestStream final : public Reactor {
 
 grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* TelemetryService::Stream(
     grpc::CallbackServerContext* context) {
-  return new IngestStream(hub_, exporter_);
+  return new IngestStream(hub_, exporter_, streams_, max_streams_);
 }
 
 }  // namespace gradwatch::monitor

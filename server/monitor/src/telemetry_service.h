@@ -3,6 +3,8 @@
 // go through an outbox drained from OnWriteDone.
 #pragma once
 
+#include <atomic>
+
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
@@ -11,13 +13,16 @@ namespace gradwatch::monitor {
 
 class TelemetryService final : public v1::Telemetry::CallbackService {
  public:
-  TelemetryService(Hub& hub, metrics::Exporter& exporter) : hub_(hub), exporter_(exporter) {}
+  TelemetryService(Hub& hub, metrics::Exporter& exporter, size_t max_streams)
+      : hub_(hub), exporter_(exporter), max_streams_(max_streams) {}
   grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* Stream(
       grpc::CallbackServerContext* context) override;
 
  private:
   Hub& hub_;
   metrics::Exporter& exporter_;
+  size_t max_streams_;
+  std::atomic<size_t> streams_{0};
 };
 
 }  // namespace gradwatch::monitor

@@ -150,5 +150,36 @@ TEST(Server, refuses_to_watch_an_unknown_run) {
   EXPECT_EQ(watcher->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+TEST(Server, refuses_streams_past_its_limit_and_keeps_the_others) {
+  SystemClock clock;
+  ServerConfig c = TestConfig("limit");
+  c.max_streams = 1;
+  Server server(c, clock);
+  auto stub = v1::Telemetry::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
+                                                         grpc::InsecureChannelCredentials()));
+  grpc::ClientContext first_ctx, second_ctx;
+  auto first = stub->Stream(&first_ctx);
+  v1::TrainerMessage hello;
+  hello.mutable_hello()->set_run_id("first");
+  ASSERT_TRUE(first->Write(hello));
+  v1::MonitorMessage reply;
+  ASSERT_TRUE(first->Read(&reply));  // accepted
+  auto second = stub->Stream(&second_ctx);
+  hello.mutable_hello()->set_run_id("second");
+  second->Write(hello);
+  EXPECT_FALSE(second->Read(&reply));
+  grpc::Status refused = second->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("1 telemetry streams at most"), std::string::npos);
+  v1::TrainerMessage step;
+  step.mutable_step()->set_step(1);
+  ASSERT_TRUE(first->Write(step));  // the first stream is unaffected
+  first->WritesDone();
+  while (first->Read(&reply)) {
+  }
+  EXPECT_TRUE(first->Finish().ok());
+  EXPECT_FALSE(server.hub().GetRun("second").has_value());
+}
+
 }  // namespace
 }  // namespace gradwatch::monitor

@@ -21,6 +21,8 @@ struct ServerConfig {
   std::string data_dir = "gradwatch-data";        // holds gradwatch.db
   std::string ports_file;                         // when set, the bound ports are written here as JSON
   HubOptions hub;
+  size_t max_streams = 1024;             // telemetry streams at once; more are refused
+  int max_message_bytes = 4 << 20;       // a larger message ends its stream
   size_t metrics_max_layers = 32;
   int tick_ms = 100;                              // housekeeping period
 };
