@@ -34,6 +34,7 @@
 #include "gradwatch/monitor/server.h"
 #include "load.h"
 #include "null_telemetry.h"
+#include "scrape.h"
 
 namespace {
 
@@ -158,12 +159,21 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// A full monitor with its store in a fresh folder. Metrics are still computed on every
-// report; only the HTTP endpoint is off (nothing scrapes here, and stopping it takes ~2 s).
-std::unique_ptr<monitor::Server> StartMonitor(const std::string& data_dir, const monitor::Clock& clock) {
+// The host's 1-minute load average: other work on the machine shows in every figure.
+double LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  double load = 0;
+  in >> load;
+  return load;
+}
+
+// A full monitor with its store in a fresh folder. Metrics are computed on every report
+// either way; the HTTP endpoint is on only when asked (stopping it takes ~2 s).
+std::unique_ptr<monitor::Server> StartMonitor(const std::string& data_dir, const monitor::Clock& clock,
+                                              bool metrics_endpoint = false) {
   monitor::ServerConfig config;
   config.listen = "127.0.0.1:0";
-  config.metrics_listen = "";
+  config.metrics_listen = metrics_endpoint ? "127.0.0.1:0" : "";
   config.data_dir = data_dir;
   return std::make_unique<monitor::Server>(config, clock);
 }
@@ -356,22 +366,47 @@ std::vector<double> GatedSamples(Gate& gate, const Args& a, int warmup) {
 
 struct Latency {
   double idle_p50 = 0, idle_p99 = 0, p50 = 0, p99 = 0, max = 0, load_rate = 0;
+  double server_idle_p99 = 0, server_p99 = 0;  // ms, bucket bounds; -1 = none or past 100 ms
   uint64_t timeouts = 0;
+};
+
+// Time the monitor spent handling each message (gradwatch_ingest_latency_seconds).
+class IngestHistogram {
+ public:
+  explicit IngestHistogram(int port) : port_(port) { last_ = Scrape(); }
+  // The 99th percentile in ms of the messages handled since the last call.
+  double NextP99Ms() {
+    bench::Histogram now = Scrape();
+    bench::Histogram window = now.Since(last_);
+    last_ = now;
+    double p99 = window.Quantile(0.99);
+    return window.count() > 0 && std::isfinite(p99) ? p99 * 1e3 : -1;
+  }
+
+ private:
+  bench::Histogram Scrape() const {
+    return bench::ScrapeHistogram(port_, "gradwatch_ingest_latency_seconds").value_or(bench::Histogram{});
+  }
+  int port_;
+  bench::Histogram last_;
 };
 
 Latency MeasureLatency(const Args& a, double load_rate, const TempDir& dir,
                        const monitor::Clock& clock, Totals& totals) {
-  auto monitor = StartMonitor(dir.Sub("latency"), clock);
+  auto monitor = StartMonitor(dir.Sub("latency"), clock, /*metrics_endpoint=*/true);
   std::string address = Address(monitor->grpc_port());
   bench::Fleet load({address, "load", a.load_runs, kLayers, v1::MODE_OBSERVE, 10'000'000, 1ms});
   bench::Fleet gated_fleet({address, "gated", 1, kLayers, v1::MODE_GATED, 100'000});
   Require(load.WaitConnected(10s) && gated_fleet.WaitConnected(10s), "latency: reporters did not connect");
   Gate gate{gated_fleet.reporter(0)};
+  IngestHistogram server(monitor->metrics_port());
   Latency out;
   std::vector<double> idle = GatedSamples(gate, a, std::min(200, a.samples / 10));
+  out.server_idle_p99 = server.NextP99Ms();
   Pacer pacer(load, load_rate);
   std::vector<double> loaded = GatedSamples(gate, a, std::min(200, a.samples / 10));
   pacer.Stop();
+  out.server_p99 = server.NextP99Ms();
   out.load_rate = pacer.achieved();
   Require(load.Flush(120s) && gated_fleet.Flush(10s), "latency: reports not acknowledged within 120 s");
   totals.Add(load);
@@ -385,7 +420,7 @@ Latency MeasureLatency(const Args& a, double load_rate, const TempDir& dir,
 }
 
 void PrintJson(const Args& a, const Memory& m, const Throughput& t, const Latency& l,
-               const Totals& totals, double seconds) {
+               const Totals& totals, double seconds, double load_start) {
   std::printf(
       "{\"bench\":\"ingest\",\"streams\":%d,\"layers\":%d,\"full_reports_per_s\":%.0f,"
       "\"null_reports_per_s\":%.0f,\"throughput_ratio\":%.3f,\"throughput_ratio_min\":%.3f,"
@@ -393,18 +428,20 @@ void PrintJson(const Args& a, const Memory& m, const Throughput& t, const Latenc
       "\"latency_ms_p50\":%.3f,\"latency_ms_p99\":%.3f,\"latency_ms_max\":%.3f,"
       "\"latency_ms_p50_idle\":%.3f,\"latency_ms_p99_idle\":%.3f,\"latency_samples\":%d,"
       "\"gate_timeouts\":%llu,\"load_reports_per_s\":%.0f,"
+      "\"server_ingest_ms_p99_idle\":%g,\"server_ingest_ms_p99\":%g,"
       "\"rss_mb_warm\":%.1f,\"rss_mb_half\":%.1f,\"rss_mb_after\":%.1f,\"rss_mb_peak\":%.1f,"
       "\"heap_mb_warm\":%.1f,\"heap_mb_after\":%.1f,\"reports_for_rss_warm\":%llu,"
       "\"reports_for_rss\":%llu,\"rss_ratio\":%.3f,"
-      "\"reports\":%llu,\"dropped\":%llu,\"seconds\":%.1f}\n",
+      "\"reports\":%llu,\"dropped\":%llu,\"seconds\":%.1f,\"loadavg_1m\":[%.2f,%.2f]}\n",
       a.runs, kLayers, t.full, t.null, t.null > 0 ? t.full / t.null : 0, t.ratio_min, t.ratio_max,
       a.rounds, static_cast<unsigned long long>(a.reports), l.p50, l.p99, l.max, l.idle_p50,
-      l.idle_p99, a.samples, static_cast<unsigned long long>(l.timeouts), l.load_rate, m.warm_mb,
+      l.idle_p99, a.samples, static_cast<unsigned long long>(l.timeouts), l.load_rate,
+      l.server_idle_p99, l.server_p99, m.warm_mb,
       m.half_mb, m.after_mb, m.peak_mb, m.heap_warm_mb, m.heap_after_mb,
       static_cast<unsigned long long>(a.rss_warmup),
       static_cast<unsigned long long>(m.reports), m.warm_mb > 0 ? m.after_mb / m.warm_mb : 0,
       static_cast<unsigned long long>(totals.reports),
-      static_cast<unsigned long long>(totals.dropped), seconds);
+      static_cast<unsigned long long>(totals.dropped), seconds, load_start, LoadAverage());
 }
 
 }  // namespace
@@ -416,6 +453,7 @@ int main(int argc, char** argv) {
     monitor::SystemClock clock;
     Totals totals;
     auto start = SteadyClock::now();
+    double load_start = LoadAverage();
     Memory m;
     if (a.Runs("memory")) m = MeasureMemory(a, dir, clock, totals);
     Throughput t;
@@ -425,7 +463,7 @@ int main(int argc, char** argv) {
       double rate = a.load_rate > 0 ? a.load_rate : a.load_fraction * (t.full > 0 ? t.full : 50'000);
       l = MeasureLatency(a, rate, dir, clock, totals);
     }
-    PrintJson(a, m, t, l, totals, Seconds(start));
+    PrintJson(a, m, t, l, totals, Seconds(start), load_start);
     return totals.dropped == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ingest_bench: %s\n", e.what());
