@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
                  "a disconnected run is marked failed after this long")->capture_default_str();
   app.add_option("--retention-ms", config.hub.retention_ms,
                  "an ended run's metric series are removed after this long")->capture_default_str();
+  app.add_flag("--allow-remote-without-auth", config.allow_remote_without_auth,
+               "listen on a non-loopback address although calls are not authenticated yet");
   app.add_option("--max-runs", config.hub.max_runs, "live runs at most")->capture_default_str();
   app.add_option("--max-streams", config.max_streams, "telemetry streams at once")->capture_default_str();
   app.add_option("--metrics-max-layers", config.metrics_max_layers,

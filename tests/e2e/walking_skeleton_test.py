@@ -13,6 +13,11 @@ import gwtest
 
 
 def main():
+    refused = gwtest.run([gwtest.BIN / "gradwatchd", "--listen", "0.0.0.0:0", "--metrics-listen", "",
+                          "--data-dir", "/nonexistent"], check=False, timeout=30)
+    assert refused.returncode == 2 and "refusing to listen on 0.0.0.0:0" in refused.stderr, refused
+    print("non-loopback without auth: refused")
+
     with gwtest.Monitor() as mon:
         gwtest.run([gwtest.BIN / "gradwatch-train", "--monitor", mon.address, "--run-id", "skeleton",
                     "--steps", "50", "--eval-every", "25", "--log-every", "0", "--mode", "observe"])

@@ -133,7 +133,25 @@ Hub& Server::hub() { return *impl_->hub; }
 void Server::Wait() { impl_->grpc_server->Wait(); }
 void Server::Shutdown() { impl_->Shutdown(); }
 
+namespace {
+
+bool Loopback(const std::string& address) {
+  std::string host = address.substr(0, address.rfind(':'));
+  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+}  // namespace
+
 int RunServer(const ServerConfig& config) {
+  // Launch and control calls act on the host: until tokens guard them, only loopback.
+  for (const std::string& address : {config.listen, config.metrics_listen}) {
+    if (!address.empty() && !Loopback(address) && !config.allow_remote_without_auth) {
+      std::cerr << "gradwatchd: refusing to listen on " << address
+                << " without authentication; listen on 127.0.0.1, or pass --allow-remote-without-auth "
+                   "inside a network you control (e.g. a compose network with ports published on loopback)\n";
+      return 2;
+    }
+  }
   // Block the stop signals in every thread; this one waits for them.
   sigset_t signals;
   sigemptyset(&signals);

@@ -25,6 +25,8 @@ struct ServerConfig {
   int max_message_bytes = 4 << 20;       // a larger message ends its stream
   size_t metrics_max_layers = 32;
   int tick_ms = 100;                              // housekeeping period
+  // RunServer refuses non-loopback addresses unless this is set (no authentication yet).
+  bool allow_remote_without_auth = false;
 };
 
 // A running monitor. Construction binds every port and throws std::runtime_error with
