@@ -292,8 +292,11 @@ Throughput MeasureThroughput(const Args& a, const TempDir& dir, const monitor::C
     double f = 0, z = 0;
     for (int k = 0; k < 2; ++k) {
       bool full_now = (k == 0) == (r % 2 == 0);
-      if (full_now && a.Runs("full")) f = FullRound(a, dir.Sub("full-" + std::to_string(r)), n, clock, totals);
-      if (!full_now && a.Runs("null")) z = NullRound(a, n, totals);
+      if (full_now && a.Runs("full")) {
+        f = FullRound(a, dir.Sub("full-" + std::to_string(r)), n, clock, totals);
+      } else if (!full_now && a.Runs("null")) {
+        z = NullRound(a, n, totals);
+      }
     }
     std::fprintf(stderr, "ingest_bench: round %d full %.0f null %.0f reports/s\n", r, f, z);
     if (r == 0) continue;

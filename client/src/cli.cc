@@ -16,6 +16,7 @@
 #include "gradwatch/detect/replay.h"
 #include "gradwatch/reporter/reporter.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
+#include "names.h"
 
 namespace gradwatch::cli {
 namespace {
@@ -34,24 +35,7 @@ struct Failure {
   std::string message;
 };
 
-const char* StateName(v1::RunState s) {
-  switch (s) {
-    case v1::RUN_STATE_RUNNING: return "running";
-    case v1::RUN_STATE_DISCONNECTED: return "disconnected";
-    case v1::RUN_STATE_FINISHED: return "finished";
-    case v1::RUN_STATE_STOPPED: return "stopped";
-    case v1::RUN_STATE_FAILED: return "failed";
-    default: return "unknown";
-  }
-}
 
-const char* ModeName(v1::Mode m) {
-  switch (m) {
-    case v1::MODE_OBSERVE: return "observe";
-    case v1::MODE_GATED: return "gated";
-    default: return "guard";
-  }
-}
 
 std::string Num(double v) {
   if (std::isnan(v)) return "nan";
@@ -93,7 +77,7 @@ class Client {
 };
 
 json RunJson(const v1::Run& r) {
-  return {{"run_id", r.run_id()},     {"state", StateName(r.state())}, {"mode", ModeName(r.mode())},
+  return {{"run_id", r.run_id()},     {"state", v1::StateName(r.state())}, {"mode", v1::ModeName(r.mode())},
           {"steps", r.steps()},       {"last_step", r.last_step()},    {"last_loss", r.last_loss()},
           {"last_grad_norm", r.last_grad_norm()}, {"events", r.events()}, {"incidents", r.incidents()},
           {"total_steps", r.config().total_steps()}, {"device", r.device()}};
@@ -108,8 +92,8 @@ void PrintRuns(const v1::ListRunsResponse& resp, const Globals& g, std::ostream&
       << std::setw(10) << "STEPS" << std::setw(12) << "LOSS" << std::setw(12) << "GRAD_NORM"
       << "EVENTS\n";
   for (const auto& r : resp.runs()) {
-    out << std::left << std::setw(28) << r.run_id() << std::setw(14) << StateName(r.state())
-        << std::setw(9) << ModeName(r.mode()) << std::setw(10) << r.steps() << std::setw(12)
+    out << std::left << std::setw(28) << r.run_id() << std::setw(14) << v1::StateName(r.state())
+        << std::setw(9) << v1::ModeName(r.mode()) << std::setw(10) << r.steps() << std::setw(12)
         << Num(r.last_loss()) << std::setw(12) << Num(r.last_grad_norm()) << r.events() << "\n";
   }
 }
@@ -220,23 +204,12 @@ int SendCommand(Client& c, const Globals& g, const std::string& run_id, v1::Comm
                       g, out, err);
 }
 
-const char* ActionOf(const v1::Command& c) {
-  switch (c.action_case()) {
-    case v1::Command::kSetClipping: return "set_clipping";
-    case v1::Command::kScaleLearningRate: return "scale_learning_rate";
-    case v1::Command::kSkipStep: return "skip_step";
-    case v1::Command::kRollback: return "rollback";
-    case v1::Command::kStop: return "stop";
-    case v1::Command::kSetMode: return "set_mode";
-    default: return "none";
-  }
-}
 
 void PrintCommands(const v1::ListCommandsResponse& resp, const Globals& g, std::ostream& out) {
   for (const auto& r : resp.commands()) {
     const auto& e = r.effect();
     if (g.json_output) {
-      out << json{{"command_id", r.command().id()}, {"action", ActionOf(r.command())},
+      out << json{{"command_id", r.command().id()}, {"action", v1::ActionName(r.command())},
                   {"issued_by", r.command().issued_by()}, {"reason", r.command().reason()},
                   {"issued_unix_millis", r.issued_unix_millis()}, {"issued_at_step", r.issued_at_step()},
                   {"applied_at_step", r.ack().applied_at_step()}, {"acknowledged", r.has_ack()},
@@ -245,7 +218,7 @@ void PrintCommands(const v1::ListCommandsResponse& resp, const Globals& g, std::
                  .dump()
           << "\n";
     } else {
-      out << r.command().id() << "  " << ActionOf(r.command()) << "  by " << r.command().issued_by() << "  step "
+      out << r.command().id() << "  " << v1::ActionName(r.command()) << "  by " << r.command().issued_by() << "  step "
           << r.issued_at_step() << " -> "
           << (r.has_ack() ? "applied at " + std::to_string(r.ack().applied_at_step()) : std::string("not acknowledged"))
           << "  loss " << Num(e.loss_before()) << " -> " << Num(e.loss_after()) << ", grad norm "
@@ -462,8 +435,8 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
       if (g.json_output) {
         out << RunJson(r).dump() << "\n";
       } else {
-        out << "run        " << r.run_id() << "\nstate      " << StateName(r.state()) << "\nmode       "
-            << ModeName(r.mode()) << "\nsteps      " << r.steps() << " (last " << r.last_step();
+        out << "run        " << r.run_id() << "\nstate      " << v1::StateName(r.state()) << "\nmode       "
+            << v1::ModeName(r.mode()) << "\nsteps      " << r.steps() << " (last " << r.last_step();
         if (r.config().total_steps()) out << " of " << r.config().total_steps();
         out << ")\nloss       " << Num(r.last_loss()) << "\ngrad norm  " << Num(r.last_grad_norm())
             << "\nevents     " << r.events() << "\nincidents  " << r.incidents() << "\nmodel      "

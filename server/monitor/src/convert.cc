@@ -76,35 +76,4 @@ policy::Mode ToPolicyMode(v1::Mode mode) {
   }
 }
 
-const char* ActionName(const v1::Command& command) {
-  switch (command.action_case()) {
-    case v1::Command::kSetClipping: return "set_clipping";
-    case v1::Command::kScaleLearningRate: return "scale_learning_rate";
-    case v1::Command::kSkipStep: return "skip_step";
-    case v1::Command::kRollback: return "rollback";
-    case v1::Command::kStop: return "stop";
-    case v1::Command::kSetMode: return "set_mode";
-    default: return "none";
-  }
-}
-
-const char* StateName(v1::RunState state) {
-  switch (state) {
-    case v1::RUN_STATE_RUNNING: return "running";
-    case v1::RUN_STATE_DISCONNECTED: return "disconnected";
-    case v1::RUN_STATE_FINISHED: return "finished";
-    case v1::RUN_STATE_STOPPED: return "stopped";
-    case v1::RUN_STATE_FAILED: return "failed";
-    default: return "unknown";
-  }
-}
-
-const char* ModeName(v1::Mode mode) {
-  switch (mode) {
-    case v1::MODE_OBSERVE: return "observe";
-    case v1::MODE_GATED: return "gated";
-    default: return "guard";
-  }
-}
-
 }  // namespace gradwatch::monitor

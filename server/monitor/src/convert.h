@@ -6,6 +6,7 @@
 #include "gradwatch/detect/run_detector.h"
 #include "gradwatch/detect/policy.h"
 #include "gradwatch/v1/runs.pb.h"
+#include "names.h"
 
 namespace gradwatch::monitor {
 
@@ -15,9 +16,8 @@ v1::Event ToProto(const detect::Event& event, const std::string& run_id, int64_t
 v1::Command ToCommand(const policy::Action& action);
 policy::Mode ToPolicyMode(v1::Mode mode);
 
-// Short names used in metrics labels and the CLI.
-const char* ActionName(const v1::Command& command);
-const char* StateName(v1::RunState state);
-const char* ModeName(v1::Mode mode);
+using v1::ActionName;
+using v1::ModeName;
+using v1::StateName;
 
 }  // namespace gradwatch::monitor

@@ -1,17 +1,13 @@
 #include "gradwatch/torch/wire.h"
 
+#include "names.h"
+
 namespace gradwatch::torchmon {
 
 const char* ActionName(Command::Action action) {
-  switch (action) {
-    case Command::Action::kClip: return "set_clipping";
-    case Command::Action::kScaleLr: return "scale_learning_rate";
-    case Command::Action::kSkip: return "skip_step";
-    case Command::Action::kRollback: return "rollback";
-    case Command::Action::kStop: return "stop";
-    case Command::Action::kMode: return "set_mode";
-    default: return "none";
-  }
+  Command c;
+  c.action = action;
+  return v1::ActionName(ToWire(c));  // one list of names, in proto/names.h
 }
 
 v1::Clipping ToWire(const Clip& clip) {
