@@ -278,7 +278,17 @@ void Reporter::Report(const v1::StepReport& step) {
   v1::TrainerMessage m;
   *m.mutable_step() = step;
   s.buffer.push_back(std::move(m));
-  if (step.awaiting_verdict()) s.wake.notify_one();  // the trainer waits on this one
+  if (step.awaiting_verdict()) {
+    // The trainer waits on this one: write it now rather than hand it to the sender
+    // thread (one thread hop less). Feed keeps the order: it sends from next_send on.
+    if (s.stream && s.stream_accepted && !s.stream_done) {
+      std::unique_lock<std::mutex> held(s.mu, std::adopt_lock);
+      s.Feed(held);
+      held.release();
+    } else {
+      s.wake.notify_one();
+    }
+  }
 }
 
 void Reporter::Report(const v1::EvalReport& eval) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -86,7 +87,7 @@ class Store {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable flushed_cv_;
-  std::vector<Record> queue_;
+  std::deque<Record> queue_;
   uint64_t enqueued_ = 0;
   uint64_t committed_ = 0;
   bool stopping_ = false;
