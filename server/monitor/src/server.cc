@@ -75,9 +75,9 @@ struct Server::Impl {
       cv.wait_for(lock, std::chrono::milliseconds(config.tick_ms));
       lock.unlock();
       hub->Tick();
-      // Give freed memory back now and then: glibc keeps what the stream and store
+      // Give freed memory back every second: glibc keeps what the stream and store
       // threads freed in per-thread arenas, which reads as growth over millions of reports.
-      if (tick % 100 == 0) malloc_trim(0);
+      if (tick % 10 == 0) malloc_trim(0);
       lock.lock();
     }
   }
