@@ -15,6 +15,7 @@
 
 #include "gradwatch/detect/replay.h"
 #include "gradwatch/reporter/reporter.h"
+#include "gradwatch/reporter/spool.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
 #include "names.h"
 
@@ -318,7 +319,46 @@ std::string ReplayOnline(const std::vector<detect::ReplayRecord>& records, const
   return run_id;
 }
 
+// Delivers a trainer's spool (reporter/spool.h) to the monitor under the run's own id.
+int ReplaySpool(const ReplayOptions& o, const Globals& g, std::ostream& out, std::ostream& err) {
+  reporter::SpoolContents spool = reporter::Spool::Read(o.file);
+  if (!spool.error.empty()) throw Failure{spool.error};
+  if (spool.skipped_bytes > 0) {
+    err << "gradwatch: " << o.file << ": the last " << spool.skipped_bytes
+        << " bytes are torn or corrupt and were not read\n";
+  }
+  v1::Hello hello = spool.messages.front().hello();
+  if (!o.run_id.empty()) hello.set_run_id(o.run_id);
+  hello.set_mode(v1::MODE_OBSERVE);  // the run is over: nothing to steer
+  reporter::ReporterOptions ro;
+  ro.address = g.server;
+  ro.log_warnings = false;
+  ro.max_buffered = spool.messages.size() + 1;
+  reporter::Reporter rep(ro, hello);
+  uint64_t steps = 0;
+  for (size_t i = 1; i < spool.messages.size(); ++i) {
+    const auto& m = spool.messages[i];
+    if (m.has_step()) {
+      rep.Report(m.step());
+      ++steps;
+    } else if (m.has_eval()) {
+      rep.Report(m.eval());
+    }
+  }
+  bool stored = rep.Flush(std::chrono::milliseconds(g.timeout_ms));
+  std::string error = rep.stats().last_error;
+  rep.Close(std::chrono::seconds(2));
+  if (!stored) throw Failure{"replay: the monitor at " + g.server + " did not store the spool" + (error.empty() ? "" : ": " + error)};
+  if (g.json_output) {
+    out << json{{"run_id", hello.run_id()}, {"steps", steps}, {"messages", spool.messages.size() - 1}}.dump() << "\n";
+  } else {
+    out << "delivered " << steps << " steps of run " << hello.run_id() << " from " << o.file << "\n";
+  }
+  return 0;
+}
+
 int Replay(const ReplayOptions& o, const Globals& g, std::ostream& out, std::ostream& err) {
+  if (reporter::Spool::IsSpool(o.file)) return ReplaySpool(o, g, out, err);
   auto thresholds = ParseThresholds(o.thresholds);
   detect::ParseResult parsed = detect::ReadCsvFile(o.file, ParseFormat(o.format));
   if (!parsed.ok()) throw Failure{parsed.error};
@@ -367,7 +407,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   exp->add_option("--format", format, "csv or jsonl")->check(CLI::IsMember({"csv", "jsonl"}))->capture_default_str();
 
   ReplayOptions ro;
-  auto* replay = app.add_subcommand("replay", "run a recorded trace (gradwatch CSV or Keras CSVLogger) through the detectors");
+  auto* replay = app.add_subcommand("replay", "run a recorded trace (gradwatch CSV or Keras CSVLogger) through the detectors, or deliver a trainer's spool");
   replay->add_option("FILE", ro.file, "the trace")->required()->check(CLI::ExistingFile);
   replay->add_flag("--offline", ro.offline, "detect in this process; without it, stream into the monitor as a new run");
   replay->add_option("--format", ro.format, "auto (the header decides), gradwatch-csv or keras-csv")

@@ -183,6 +183,7 @@ void parse_top(const json& j, const std::string& source, TrainConfig& c) {
   r.read("scenario", c.scenario);
   r.read("summary_json", c.summary_json);
   r.read("trace_csv", c.trace_csv);
+  r.read("spool", c.spool);
   r.finish();
 }
 
@@ -382,7 +383,7 @@ std::string ToJson(const TrainConfig& c) {
       {"checkpoint_every", c.checkpoint_every}, {"checkpoint_dir", c.checkpoint_dir},
       {"monitor", c.monitor}, {"no_monitor", c.no_monitor}, {"mode", c.mode},
       {"gate_timeout_ms", c.gate_timeout_ms}, {"faults", faults}, {"scenario", c.scenario},
-      {"summary_json", c.summary_json}, {"trace_csv", c.trace_csv}};
+      {"summary_json", c.summary_json}, {"trace_csv", c.trace_csv}, {"spool", c.spool}};
   return j.dump(2);
 }
 

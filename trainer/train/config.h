@@ -16,7 +16,7 @@
 //     "checkpoint_every": 50, "checkpoint_dir": "",
 //     "monitor": "127.0.0.1:7070", "no_monitor": false, "mode": "guard", "gate_timeout_ms": 200,
 //     "faults": [{"kind": "grad_spike", "step": 300, "factor": 1000}], "scenario": "",
-//     "summary_json": "", "trace_csv": "" }
+//     "summary_json": "", "trace_csv": "", "spool": "" }
 #pragma once
 
 #include <cstdint>
@@ -94,6 +94,8 @@ struct TrainConfig {
   std::string scenario;                // "" | "seed": the case's reproduction (EffectiveFaults)
   std::string summary_json;            // "" = none; else write a run summary there at the end
   std::string trace_csv;               // "" = none; else every step as gradwatch CSV (for replay)
+  std::string spool;                   // "" = none; else reports past the buffer, and all undelivered
+                                       // at the end, go to this file (`gradwatch replay` sends it)
 };
 
 // Parses `json_text`, an object whose fields are all optional. Throws std::runtime_error, prefixed

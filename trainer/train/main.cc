@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   auto* o_mode = app.add_option("--mode", flags.mode, "observe | guard | gated (default guard)");
   auto* o_scn = app.add_option("--scenario", flags.scenario, "seed: the case's gradient explosion at mid-run");
   auto* o_sum = app.add_option("--summary-json", flags.summary_json, "write a run summary here at the end");
+  auto* o_spool = app.add_option("--spool", flags.spool,
+                                 "keep reports the monitor did not get in this file (deliver: gradwatch replay FILE)");
   auto* o_trace = app.add_option("--trace-csv", flags.trace_csv, "write every step here as gradwatch CSV (for replay)");
   auto* o_steps = app.add_option("--steps", flags.steps, "optimizer steps (default 600)");
   auto* o_batch = app.add_option("--batch", flags.batch, "batch size (default 4)");
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
   if (given(o_scn)) config.scenario = flags.scenario;
   if (given(o_sum)) config.summary_json = flags.summary_json;
   if (given(o_trace)) config.trace_csv = flags.trace_csv;
+  if (given(o_spool)) config.spool = flags.spool;
   if (given(o_steps)) config.steps = flags.steps;
   if (given(o_batch)) config.batch = flags.batch;
   if (given(o_lr)) config.lr = flags.lr;

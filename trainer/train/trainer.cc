@@ -201,6 +201,7 @@ TrainSummary Train(const TrainConfig& config) {
   so.gate_timeout = std::chrono::milliseconds(config.gate_timeout_ms);
   so.checkpoint_every = static_cast<uint32_t>(config.checkpoint_every);
   so.checkpoint_dir = config.checkpoint_dir;
+  so.spool = config.spool;
   so.clipping = ClipOf(config.clip);
   torchmon::Session gw(*model, *optimizer, so);
 

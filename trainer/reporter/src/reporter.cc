@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "gradwatch/reporter/spool.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
 
 namespace gradwatch::reporter {
@@ -37,11 +38,18 @@ struct Reporter::Impl {
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.backoff_max.count()));
     channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+    if (!options.spool_path.empty()) {
+      spool = std::make_unique<Spool>(options.spool_path, options.spool_max_bytes, hello);
+      if (!spool->error().empty()) Warn(spool->error() + "; reports past the buffer will be dropped");
+    }
     stub = v1::Telemetry::NewStub(channel);
     sender = std::thread([this] { SendLoop(); });
   }
 
   void SendLoop();
+  void Overflow(v1::TrainerMessage m);  // requires mu
+  // Everything reported is acknowledged, the spool included. Requires mu.
+  bool Delivered() const { return buffer.empty() && (!spool || spool->records() == 0); }
   void OnMessage(const v1::MonitorMessage& m);
   void OnStreamDone(const grpc::Status& status);
   void Feed(std::unique_lock<std::mutex>& lock);
@@ -58,6 +66,10 @@ struct Reporter::Impl {
   std::condition_variable wake;     // the sender thread
   std::condition_variable changed;  // Flush and AwaitVerdict
   std::deque<v1::TrainerMessage> buffer;  // unacknowledged steps and evals, in order
+  std::unique_ptr<Spool> spool;           // older reports that did not fit in the buffer
+  uint64_t spooled_through = 0;           // highest step in the spool
+  std::vector<v1::TrainerMessage> spool_resend;  // the spool, loaded for this stream
+  size_t spool_next = 0;
   size_t next_send = 0;                   // index in buffer of the next to send on this stream
   std::deque<v1::TrainerMessage> acks;    // command acks to send
   std::vector<v1::Command> commands;
@@ -153,6 +165,8 @@ void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
       uint64_t through = m.ack().stored_through_step();
       if (!stream_accepted) {
         stream_accepted = true;
+        spool_next = 0;
+        spool_resend = spool ? spool->Pending() : std::vector<v1::TrainerMessage>{};
         stats.connected = true;
         ++stats.connects;
         if (warned) Warn("connected to the monitor at " + options.address + ", resending " +
@@ -163,6 +177,11 @@ void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
       while (!buffer.empty() && StepOf(buffer.front()) <= through) {
         buffer.pop_front();
         if (next_send > 0) --next_send;
+      }
+      if (spool && spool->records() > 0 && through >= spooled_through && spool_next >= spool_resend.size()) {
+        spool->Clear();  // everything spooled is stored
+        spool_resend.clear();
+        spool_next = 0;
       }
       break;
     }
@@ -203,6 +222,13 @@ void Reporter::Impl::Feed(std::unique_lock<std::mutex>& lock) {
     acks.pop_front();
     ++stats.sent;
   }
+  while (spool_next < spool_resend.size() && stream->queued() < kWriteWindow) {  // older first
+    const v1::TrainerMessage& m = spool_resend[spool_next++];
+    if (StepOf(m) <= stats.acked_through) continue;
+    stream->Write(m);
+    ++stats.sent;
+  }
+  if (spool_next < spool_resend.size()) return;
   while (next_send < buffer.size() && stream->queued() < kWriteWindow) {
     stream->Write(buffer[next_send++]);
     ++stats.sent;
@@ -223,6 +249,8 @@ void Reporter::Impl::SendLoop() {
       bool was_accepted = stream_accepted;
       stream_accepted = false;
       next_send = 0;  // resend everything not acknowledged
+      spool_resend.clear();
+      spool_next = 0;
       if (closing) break;
       if (was_accepted) backoff = options.backoff_initial;
       // Exponential backoff with full jitter, cut short by Close().
@@ -233,7 +261,7 @@ void Reporter::Impl::SendLoop() {
       continue;
     }
     if (!stream) {
-      if (give_up || (closing && buffer.empty())) break;
+      if (give_up || (closing && Delivered())) break;
       hello.set_resume_after_step(stats.acked_through);
       stream_done = false;
       stream = new Stream(this);
@@ -243,7 +271,7 @@ void Reporter::Impl::SendLoop() {
     }
     if (stream_accepted) {
       Feed(lock);
-      if (closing && buffer.empty() && acks.empty()) stream->HalfClose();
+      if (closing && Delivered() && acks.empty()) stream->HalfClose();
     }
     // Reports are picked up on this tick rather than by waking the thread per report:
     // a wake-up per step costs the training thread a context switch.
@@ -261,6 +289,16 @@ void Reporter::Impl::SendLoop() {
   changed.notify_all();
 }
 
+void Reporter::Impl::Overflow(v1::TrainerMessage m) {
+  uint64_t step = StepOf(m);
+  if (spool && spool->Append(m)) {
+    ++stats.spooled;
+    spooled_through = std::max(spooled_through, step);
+  } else {
+    ++stats.dropped;
+  }
+}
+
 Reporter::Reporter(ReporterOptions options, v1::Hello hello)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(hello))) {}
 
@@ -271,8 +309,8 @@ void Reporter::Report(const v1::StepReport& step) {
   Impl& s = *impl_;
   ++s.stats.reported;
   if (s.buffer.size() >= s.options.max_buffered) {
+    s.Overflow(std::move(s.buffer.front()));
     s.buffer.pop_front();
-    ++s.stats.dropped;
     if (s.next_send > 0) --s.next_send;
   }
   v1::TrainerMessage m;
@@ -342,17 +380,29 @@ bool Reporter::Flush(std::chrono::milliseconds deadline) {
   std::unique_lock<std::mutex> lock(impl_->mu);
   Impl& s = *impl_;
   s.wake.notify_all();
-  return s.changed.wait_for(lock, deadline, [&] { return s.buffer.empty() || s.give_up; }) &&
-         s.buffer.empty();
+  return s.changed.wait_for(lock, deadline, [&] { return s.Delivered() || s.give_up; }) && s.Delivered();
 }
 
 void Reporter::Close(std::chrono::milliseconds deadline) {
   if (!impl_->sender.joinable()) return;
-  Flush(deadline);
+  bool delivered = Flush(deadline);
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->closing = true;
-    if (!impl_->buffer.empty()) impl_->stopping = true;  // out of time: do not wait further
+    Impl& s = *impl_;
+    s.closing = true;
+    if (!s.Delivered()) s.stopping = true;  // out of time: do not wait further
+    if (!delivered && s.spool) {
+      // Keep what was not delivered: `gradwatch replay SPOOL` sends it later.
+      while (!s.buffer.empty()) {
+        s.Overflow(std::move(s.buffer.front()));
+        s.buffer.pop_front();
+      }
+      s.next_send = 0;
+      s.Warn(std::to_string(s.spool->records()) + " reports are in the spool " + s.spool->path() +
+             "; deliver them with: gradwatch replay " + s.spool->path());
+    } else if (delivered && s.spool && s.spool->records() == 0) {
+      std::remove(s.spool->path().c_str());  // nothing left to deliver
+    }
   }
   impl_->wake.notify_all();
   // Give the half-close a moment to reach the monitor, then stop regardless.

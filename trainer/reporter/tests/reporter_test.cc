@@ -1,5 +1,8 @@
 // The reporter against a real in-process monitor on 127.0.0.1:0.
 #include "gradwatch/reporter/reporter.h"
+#include "gradwatch/reporter/spool.h"
+
+#include <fstream>
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -155,6 +158,88 @@ TEST(Reporter, gives_up_when_the_monitor_refuses_the_run) {
   r.Report(MakeStep(1));
   EXPECT_FALSE(r.Flush(5s));
   EXPECT_NE(r.stats().last_error.find("run_id"), std::string::npos) << r.stats().last_error;
+}
+
+}  // namespace
+}  // namespace gradwatch::reporter
+
+namespace gradwatch::reporter {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  return (std::filesystem::temp_directory_path() /
+          ("gradwatch-spool-" + std::to_string(::getpid()) + "-" + name + ".spool")).string();
+}
+
+TEST(Spool, reads_back_the_hello_and_every_record_in_order) {
+  std::string path = TempPath("roundtrip");
+  {
+    Spool spool(path, 1 << 20, MakeHello("spooled"));
+    for (uint64_t i = 1; i <= 5; ++i) {
+      v1::TrainerMessage m;
+      *m.mutable_step() = MakeStep(i);
+      ASSERT_TRUE(spool.Append(m));
+    }
+  }
+  SpoolContents c = Spool::Read(path);
+  ASSERT_EQ(c.error, "");
+  ASSERT_EQ(c.messages.size(), 6u);
+  EXPECT_EQ(c.messages[0].hello().run_id(), "spooled");
+  EXPECT_EQ(c.messages[5].step().step(), 5u);
+  EXPECT_EQ(c.skipped_bytes, 0u);
+}
+
+TEST(Spool, stops_at_a_corrupt_record_and_counts_the_bytes_it_skipped) {
+  std::string path = TempPath("corrupt");
+  {
+    Spool spool(path, 1 << 20, MakeHello("c"));
+    for (uint64_t i = 1; i <= 3; ++i) {
+      v1::TrainerMessage m;
+      *m.mutable_step() = MakeStep(i);
+      spool.Append(m);
+    }
+  }
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(-3, std::ios::end);
+  f.put('\x7f');  // flip a byte of the last record
+  f.close();
+  SpoolContents c = Spool::Read(path);
+  EXPECT_EQ(c.messages.size(), 3u);  // hello + steps 1 and 2
+  EXPECT_GT(c.skipped_bytes, 0u);
+}
+
+TEST(Spool, refuses_records_past_its_size_limit) {
+  Spool spool(TempPath("full"), 200, MakeHello("f"));
+  v1::TrainerMessage m;
+  *m.mutable_step() = MakeStep(1);
+  int appended = 0;
+  while (spool.Append(m) && appended < 100) ++appended;
+  EXPECT_GT(appended, 0);
+  EXPECT_LT(appended, 100);
+}
+
+TEST(Reporter, spools_what_overflows_its_buffer_and_delivers_it_when_the_monitor_is_back) {
+  int port;
+  {
+    Monitor probe("spool-port");
+    port = probe.server->grpc_port();
+  }
+  ReporterOptions o = Options("127.0.0.1:" + std::to_string(port));
+  o.max_buffered = 10;
+  o.spool_path = TempPath("overflow");
+  Reporter r(o, MakeHello("overflow"));
+  for (uint64_t i = 1; i <= 50; ++i) r.Report(MakeStep(i));
+  EXPECT_EQ(r.stats().spooled, 40u);
+  EXPECT_EQ(r.stats().dropped, 0u);
+  Monitor m("overflow", port);
+  ASSERT_TRUE(r.Flush(15s)) << r.stats().last_error;
+  r.Close(5s);
+  auto [count, last] = m.server->hub().GetRun("overflow").has_value()
+                           ? std::pair<uint64_t, uint64_t>{m.server->hub().GetRun("overflow")->steps(),
+                                                           m.server->hub().GetRun("overflow")->last_step()}
+                           : std::pair<uint64_t, uint64_t>{0, 0};
+  EXPECT_EQ(count, 50u);
+  EXPECT_EQ(last, 50u);
 }
 
 }  // namespace

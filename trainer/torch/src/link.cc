@@ -20,6 +20,7 @@ MonitorLink::MonitorLink(const LinkOptions& o) {
   hello.set_device(o.device);
   reporter::ReporterOptions ro;
   ro.address = o.address;
+  ro.spool_path = o.spool;
   reporter_ = std::make_unique<reporter::Reporter>(ro, hello);
 }
 

@@ -56,6 +56,7 @@ Session::Session(torch::nn::Module& model, torch::optim::Optimizer& optimizer, S
     lo.run = options_.run;
     lo.mode = options_.mode;
     lo.device = options_.device;
+    lo.spool = options_.spool;
     link_ = std::make_unique<MonitorLink>(lo);
   }
   if (!options_.checkpoint_dir.empty()) std::filesystem::create_directories(options_.checkpoint_dir);

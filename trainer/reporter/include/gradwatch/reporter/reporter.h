@@ -35,13 +35,18 @@ struct ReporterOptions {
   // the monitor while sparing the training thread a wake-up per step.
   std::chrono::milliseconds send_interval{5};
   bool log_warnings = true;                   // one line on stderr when the monitor is unreachable
+  // Beyond max_buffered, and for whatever is undelivered at Close, reports go to this
+  // append-only spool (see spool.h) instead of being dropped; "" = no spool.
+  std::string spool_path;
+  uint64_t spool_max_bytes = uint64_t{1} << 30;
 };
 
 struct ReporterStats {
   uint64_t reported = 0;       // Report() calls
   uint64_t sent = 0;           // messages written to a stream (resends included)
   uint64_t acked_through = 0;  // highest step the monitor has stored
-  uint64_t dropped = 0;        // reports dropped because the buffer was full
+  uint64_t dropped = 0;        // reports dropped because the buffer (and the spool) was full
+  uint64_t spooled = 0;        // reports written to the spool
   uint64_t connects = 0;       // streams opened and accepted
   uint64_t rejections = 0;     // reports the monitor refused in-band
   uint64_t gate_timeouts = 0;  // verdicts that did not come in time

@@ -25,6 +25,7 @@ struct LinkOptions {
   RunDescription run;
   Mode mode = Mode::kGuard;
   std::string device;                   // e.g. "cpu", "cuda:0"
+  std::string spool;                    // "" = none; see reporter/spool.h
 };
 
 struct LinkStats {

@@ -53,6 +53,7 @@ struct SessionOptions {
   uint32_t checkpoint_every = 50;      // 0 = no checkpoints (rollback is then rejected)
   size_t checkpoints_kept = 4;         // in memory, newest last
   std::string checkpoint_dir;          // "" = memory only; else also written there
+  std::string spool;                   // "" = none; else the reporter's spool file (reporter/spool.h)
   Clip clipping;                       // in force from the start
   bool log = true;                     // one stderr line per applied command
 };
