@@ -40,6 +40,7 @@ def main():
             "SELECT COUNT(*), COUNT(DISTINCT step), MIN(step), MAX(step) FROM steps WHERE run_id='absent'").fetchone()
         evals = db.execute("SELECT COUNT(*) FROM evals WHERE run_id='absent'").fetchone()[0]
         layers = db.execute("SELECT LENGTH(layer_grad_norms) FROM steps WHERE run_id='absent' LIMIT 1").fetchone()[0]
+        gwtest.report_faults("monitor_absent_then_spool_replayed", STEPS, db, "absent")
     assert (count, distinct, low, high) == (STEPS, STEPS, 1, STEPS), (count, distinct, low, high)
     assert evals == 4 and layers > 0, (evals, layers)
     print(f"store after replay of the spool: {count} steps, {distinct} distinct, {evals} evals, per-layer norms kept")

@@ -75,3 +75,10 @@ def metric_value(text, name, **labels):
         if all(f'{k}="{v}"' in series for k, v in labels.items()):
             return float(value)
     return None
+
+
+def report_faults(scenario, sent, db, run_id):
+    """Prints the scenario's delivery counts as a FAULTS line (bench/faults.py collects them)."""
+    rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT step) FROM steps WHERE run_id=?", (run_id,)).fetchone()
+    print("FAULTS " + json.dumps({"scenario": scenario, "sent": sent, "stored": distinct,
+                                  "duplicated": rows - distinct, "lost": sent - distinct}))

@@ -58,6 +58,7 @@ def main():
         db = sqlite3.connect(os.path.join(mon.data_dir, "gradwatch.db"))
         count, distinct, high = db.execute(
             "SELECT COUNT(*), COUNT(DISTINCT step), MAX(step) FROM steps WHERE run_id='frozen'").fetchone()
+        gwtest.report_faults("half_open_connection", last, db, "frozen")
         assert count == distinct == high == last, (count, distinct, high, last)
         print(f"recovered; store holds steps 1..{high}, each once")
 

@@ -56,6 +56,7 @@ def main():
         "SELECT COUNT(*), COUNT(DISTINCT step), MIN(step), MAX(step) FROM steps WHERE run_id='restarts'").fetchone()
     assert (count, distinct, low, high) == (STEPS, STEPS, 1, STEPS), (count, distinct, low, high)
     print(f"store: {count} rows, {distinct} distinct steps, {low}..{high}")
+    gwtest.report_faults("monitor_killed_twice", STEPS, db, "restarts")
 
     plain = os.path.join(tmp, "plain.json")
     gwtest.run([gwtest.BIN / "gradwatch-train", "--no-monitor", "--steps", str(STEPS), "--log-every", "0",

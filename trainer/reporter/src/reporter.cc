@@ -98,7 +98,7 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
 
   void Write(const v1::TrainerMessage& m) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (half_closed_) return;
+    if (half_closed_ || ended_) return;
     queue_.push_back(m);
     if (!writing_) Next();
   }
@@ -110,7 +110,7 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
 
   void HalfClose() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (half_closed_) return;
+    if (half_closed_ || ended_) return;
     half_closed_ = true;
     if (!writing_) StartWritesDone();
   }
@@ -123,7 +123,9 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
       queue_.pop_front();
       writing_ = false;
       if (!ok) queue_.clear();
-      if (!queue_.empty()) {
+      if (ended_) {
+        queue_.clear();
+      } else if (!queue_.empty()) {
         Next();
       } else if (half_closed_) {
         StartWritesDone();
@@ -134,6 +136,14 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
 
   void OnReadDone(bool ok) override {
     if (!ok) {
+      // No write may start once the hold is gone: the call may already be finishing, and
+      // an op started then would complete after the reactor is deleted. Writes check
+      // ended_ under the same lock, so each either starts before (and OnDone waits for
+      // it) or not at all.
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ended_ = true;
+      }
       RemoveHold();  // lets the call complete once in-flight writes are done
       return;
     }
@@ -156,6 +166,7 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
   std::deque<v1::TrainerMessage> queue_;  // front is in flight while writing_
   bool writing_ = false;
   bool half_closed_ = false;
+  bool ended_ = false;  // reads are over: no new writes
 };
 
 void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
