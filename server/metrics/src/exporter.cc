@@ -6,6 +6,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace gradwatch::metrics {
@@ -103,7 +104,9 @@ struct Exporter::RunSeries {
       *clip_threshold, *step_seconds, *val_loss;
   Gauge *jac_train_soft, *jac_train_hard, *jac_val_soft, *jac_val_hard, *acc_train, *acc_val;
   Counter* gate_timeouts;
-  std::vector<Gauge*> layers;  // last one is "(other)" when folded
+  std::vector<Gauge*> layers;  // last one is "(other)" when has_other
+  bool has_other = false;
+  size_t layer_count = 0;      // layer names the series were made for
   std::map<std::string, Gauge*> states, modes;
   std::map<std::string, Counter*> anomalies, commands;  // created on first use
 
@@ -140,9 +143,28 @@ Exporter::~Exporter() = default;
 
 std::shared_ptr<prometheus::Registry> Exporter::registry() const { return registry_; }
 
+// (Re)creates the run's per-layer series for `names`. Requires mu_.
+void Exporter::SetLayers(RunSeries& r, const std::vector<std::string>& names) {
+  for (Gauge* g : r.layers) {
+    f_->layer.Remove(g);
+    r.gauges.erase(std::find(r.gauges.begin(), r.gauges.end(), std::make_pair(&f_->layer, g)));
+  }
+  r.layers.clear();
+  size_t cap = std::max<size_t>(options_.max_layers, 2);
+  size_t own = names.size() <= cap ? names.size() : cap - 1;
+  for (size_t i = 0; i < own; ++i) r.layers.push_back(r.AddG(f_->layer, {{"layer", names[i]}}));
+  r.has_other = own < names.size();
+  if (r.has_other) r.layers.push_back(r.AddG(f_->layer, {{"layer", "(other)"}}));
+  r.layer_count = names.size();
+}
+
 void Exporter::AddRun(const std::string& run_id, const std::vector<std::string>& layer_names) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (runs_.count(run_id)) return;
+  if (RunSeries* existing = Find(run_id)) {
+    // A run that resumes with another layer list (e.g. none before) gets matching series.
+    if (existing->layer_count != layer_names.size()) SetLayers(*existing, layer_names);
+    return;
+  }
   auto r = std::make_unique<RunSeries>();
   r->run_id = run_id;
   Families& f = *f_;
@@ -164,10 +186,7 @@ void Exporter::AddRun(const std::string& run_id, const std::vector<std::string>&
   r->acc_train = r->AddG(f.accuracy, {{"split", "train"}});
   r->acc_val = r->AddG(f.accuracy, {{"split", "val"}});
   r->gate_timeouts = r->AddC(f.gate_timeouts);
-  size_t cap = std::max<size_t>(options_.max_layers, 2);
-  size_t own = layer_names.size() <= cap ? layer_names.size() : cap - 1;
-  for (size_t i = 0; i < own; ++i) r->layers.push_back(r->AddG(f.layer, {{"layer", layer_names[i]}}));
-  if (own < layer_names.size()) r->layers.push_back(r->AddG(f.layer, {{"layer", "(other)"}}));
+  SetLayers(*r, layer_names);
   for (const char* s : kStates) r->states[s] = r->AddG(f.state, {{"state", s}});
   for (const char* m : kModes) r->modes[m] = r->AddG(f.mode, {{"mode", m}});
   // Every series a run can have starts at 0, so increase() sees its first event.
@@ -219,13 +238,13 @@ void Exporter::ObserveStep(const std::string& run_id, const StepValues& v) {
   if (!std::isnan(v.jaccard_soft)) r->jac_train_soft->Set(v.jaccard_soft);
   if (!std::isnan(v.jaccard_hard)) r->jac_train_hard->Set(v.jaccard_hard);
   if (!std::isnan(v.accuracy)) r->acc_train->Set(v.accuracy);
-  size_t own = r->layers.size();
-  bool folded = v.layer_count > own;
-  if (folded) --own;
-  for (size_t i = 0; i < own && i < v.layer_count; ++i) r->layers[i]->Set(v.layer_norms[i]);
-  if (folded) {
+  // The first layers have series of their own; the rest fold into "(other)" when the run
+  // has one. A report with more layers than the run declared cannot index past them.
+  size_t named = r->layers.size() - (r->has_other ? 1 : 0);
+  for (size_t i = 0; i < named && i < v.layer_count; ++i) r->layers[i]->Set(v.layer_norms[i]);
+  if (r->has_other && v.layer_count > named) {
     double sq = 0;
-    for (size_t i = own; i < v.layer_count; ++i) sq += double(v.layer_norms[i]) * v.layer_norms[i];
+    for (size_t i = named; i < v.layer_count; ++i) sq += double(v.layer_norms[i]) * v.layer_norms[i];
     r->layers.back()->Set(std::sqrt(sq));
   }
 }

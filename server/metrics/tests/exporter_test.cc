@@ -55,6 +55,23 @@ TEST(Exporter, folds_layers_past_the_cap_into_other) {
   EXPECT_TRUE(Has(text, "gradwatch_layer_grad_norm{layer=\"(other)\",run_id=\"r\"} 5")) << text;
 }
 
+TEST(Exporter, gives_a_run_that_resumes_with_layers_their_series_and_never_indexes_past_them) {
+  Exporter e;
+  e.AddRun("r", {});
+  float norms[] = {1, 2};
+  StepValues v;
+  v.step = 1;
+  v.layer_norms = norms;
+  v.layer_count = 2;
+  e.ObserveStep("r", v);  // more layers than declared: ignored, no crash
+  e.AddRun("r", {"a", "b"});
+  v.step = 2;
+  e.ObserveStep("r", v);
+  std::string text = Scrape(e);
+  EXPECT_TRUE(Has(text, "gradwatch_layer_grad_norm{layer=\"b\",run_id=\"r\"} 2")) << text;
+  EXPECT_TRUE(Has(text, "gradwatch_steps_total{run_id=\"r\"} 2"));
+}
+
 TEST(Exporter, removes_every_series_of_a_finished_run) {
   Exporter e;
   e.AddRun("gone", {"w"});

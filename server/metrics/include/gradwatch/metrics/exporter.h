@@ -77,6 +77,7 @@ class Exporter {
   struct RunSeries;
   struct Families;
   RunSeries* Find(const std::string& run_id);  // requires mu_
+  void SetLayers(RunSeries& r, const std::vector<std::string>& names);  // requires mu_
 
   ExporterOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
