@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
                  "a disconnected run is marked failed after this long")->capture_default_str();
   app.add_option("--retention-ms", config.hub.retention_ms,
                  "an ended run's metric series are removed after this long")->capture_default_str();
+  app.add_option("--tokens", config.tokens_file,
+                 "JSON file of bearer tokens with roles (operator, viewer, reporter scoped to a run_id)")
+      ->check(CLI::ExistingFile);
   app.add_flag("--allow-remote-without-auth", config.allow_remote_without_auth,
                "listen on a non-loopback address although calls are not authenticated yet");
   app.add_option("--max-runs", config.hub.max_runs, "live runs at most")->capture_default_str();

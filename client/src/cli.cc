@@ -285,6 +285,7 @@ std::string ReplayOnline(const std::vector<detect::ReplayRecord>& records, const
   for (const auto& [k, v] : thresholds) (*hello.mutable_config()->mutable_thresholds())[k] = v;
   reporter::ReporterOptions ro;
   ro.address = g.server;
+  ro.token = g.token;
   ro.log_warnings = false;
   reporter::Reporter rep(ro, hello);
   for (const auto& r : records) {
@@ -332,6 +333,7 @@ int ReplaySpool(const ReplayOptions& o, const Globals& g, std::ostream& out, std
   hello.set_mode(v1::MODE_OBSERVE);  // the run is over: nothing to steer
   reporter::ReporterOptions ro;
   ro.address = g.server;
+  ro.token = g.token;
   ro.log_warnings = false;
   ro.max_buffered = spool.messages.size() + 1;
   reporter::Reporter rep(ro, hello);

@@ -134,7 +134,7 @@ Exporter::Exporter(ExporterOptions options)
   f_->store_lag.Add({});
   // Every rejection reason the monitor can give starts at 0, so rate() has a series.
   for (const char* reason : {"step_zero", "layer_count", "second_hello", "bad_hello", "no_hello", "empty_message",
-                             "too_many_streams"}) {
+                             "too_many_streams", "unauthorized"}) {
     f_->rejected.Add({{"reason", reason}});
   }
 }

@@ -17,6 +17,8 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::RunUpdate>, public
  public:
   WatchStream(Hub& hub, std::string run_id) : hub_(hub), run_id_(std::move(run_id)) {}
 
+  void Refuse(const grpc::Status& status) { Finish(status); }
+
   void Start() {
     if (!hub_.Watch(run_id_, this)) {
       Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + run_id_));
@@ -87,12 +89,14 @@ grpc::Status RunsService::Known(const std::string& run_id) const {
 
 grpc::ServerUnaryReactor* RunsService::ListRuns(grpc::CallbackServerContext* ctx,
                                                 const v1::ListRunsRequest*, v1::ListRunsResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
   for (auto& run : hub_.ListRuns()) *resp->add_runs() = std::move(run);
   return Done(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* RunsService::GetRun(grpc::CallbackServerContext* ctx,
                                               const v1::GetRunRequest* req, v1::Run* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
   auto run = hub_.GetRun(req->run_id());
   if (!run) return Done(ctx, Known(req->run_id()));
   *resp = std::move(*run);
@@ -102,6 +106,7 @@ grpc::ServerUnaryReactor* RunsService::GetRun(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* RunsService::ListSteps(grpc::CallbackServerContext* ctx,
                                                  const v1::ListStepsRequest* req,
                                                  v1::ListStepsResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
   grpc::Status known = Known(req->run_id());
   if (!known.ok()) return Done(ctx, known);
   if (req->limit() > 10'000) {
@@ -116,6 +121,7 @@ grpc::ServerUnaryReactor* RunsService::ListSteps(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* RunsService::ListEvals(grpc::CallbackServerContext* ctx,
                                                  const v1::ListEvalsRequest* req,
                                                  v1::ListEvalsResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
   grpc::Status known = Known(req->run_id());
   if (!known.ok()) return Done(ctx, known);
   for (auto& e : store_.ListEvals(req->run_id())) *resp->add_evals() = std::move(e);
@@ -125,6 +131,7 @@ grpc::ServerUnaryReactor* RunsService::ListEvals(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* RunsService::ListEvents(grpc::CallbackServerContext* ctx,
                                                   const v1::ListEventsRequest* req,
                                                   v1::ListEventsResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
   grpc::Status known = Known(req->run_id());
   if (!known.ok()) return Done(ctx, known);
   for (auto& e : store_.ListEvents(req->run_id())) *resp->add_events() = std::move(e);
@@ -134,6 +141,7 @@ grpc::ServerUnaryReactor* RunsService::ListEvents(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* RunsService::ListCommands(grpc::CallbackServerContext* ctx,
                                                     const v1::ListCommandsRequest* req,
                                                     v1::ListCommandsResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
   grpc::Status known = Known(req->run_id());
   if (!known.ok()) return Done(ctx, known);
   for (auto& c : hub_.ListCommands(req->run_id())) *resp->add_commands() = std::move(c);
@@ -143,7 +151,11 @@ grpc::ServerUnaryReactor* RunsService::ListCommands(grpc::CallbackServerContext*
 grpc::ServerWriteReactor<v1::RunUpdate>* RunsService::WatchRun(grpc::CallbackServerContext* ctx,
                                                                const v1::WatchRunRequest* req) {
   auto* stream = new WatchStream(hub_, req->run_id());
-  stream->Start();
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) {
+    stream->Refuse(denied);
+  } else {
+    stream->Start();
+  }
   return stream;
 }
 
@@ -171,6 +183,10 @@ grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* 
                                                    const v1::SendCommandRequest* req,
                                                    v1::SendCommandResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   v1::Command command = req->command();
   if (command.issued_by().empty()) command.set_issued_by("operator");
   if (command.reason().empty()) command.set_reason("sent by an operator");
@@ -184,6 +200,10 @@ grpc::ServerUnaryReactor* RunsService::UndoCommand(grpc::CallbackServerContext* 
                                                    const v1::UndoCommandRequest* req,
                                                    v1::SendCommandResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
   std::string error = hub_.Undo(req->run_id(), req->command_id(), timeout, Reply(reactor, resp));
   if (!error.empty()) reactor->Finish(CommandError(hub_, req->run_id(), error));
@@ -192,6 +212,7 @@ grpc::ServerUnaryReactor* RunsService::UndoCommand(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* RunsService::UpdatePolicy(grpc::CallbackServerContext* ctx,
                                                     const v1::UpdatePolicyRequest* req, v1::Run* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) return Done(ctx, denied);
   grpc::Status known = Known(req->run_id());
   if (!known.ok()) return Done(ctx, known);
   std::string error = hub_.UpdatePolicy(
@@ -204,6 +225,7 @@ grpc::ServerUnaryReactor* RunsService::UpdatePolicy(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* RunsService::ExplainRun(grpc::CallbackServerContext* ctx,
                                                   const v1::ExplainRunRequest* req,
                                                   v1::ExplainRunResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
   grpc::Status known = Known(req->run_id());
   if (!known.ok()) return Done(ctx, known);
   resp->set_text(hub_.Explain(req->run_id()));

@@ -2,6 +2,7 @@
 // (the record).
 #pragma once
 
+#include "auth.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/store/store.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
@@ -10,7 +11,7 @@ namespace gradwatch::monitor {
 
 class RunsService final : public v1::Runs::CallbackService {
  public:
-  RunsService(Hub& hub, store::Store& store) : hub_(hub), store_(store) {}
+  RunsService(Hub& hub, store::Store& store, const Auth& auth) : hub_(hub), store_(store), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* ctx, const v1::ListRunsRequest* req,
                                      v1::ListRunsResponse* resp) override;
@@ -43,6 +44,7 @@ class RunsService final : public v1::Runs::CallbackService {
 
   Hub& hub_;
   store::Store& store_;
+  const Auth& auth_;
 };
 
 }  // namespace gradwatch::monitor

@@ -44,8 +44,9 @@ struct Server::Impl {
       http = std::make_unique<HttpServer>(ho, exporter->registry(), *hub, *store);
     }
 
-    telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams);
-    runs = std::make_unique<RunsService>(*hub, *store);
+    if (!config.tokens_file.empty()) auth = Auth::Load(config.tokens_file);
+    telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams, auth);
+    runs = std::make_unique<RunsService>(*hub, *store, auth);
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
@@ -114,6 +115,7 @@ struct Server::Impl {
   std::unique_ptr<Hub> hub;
   std::atomic<Hub*> hub_ptr{nullptr};
   std::unique_ptr<HttpServer> http;
+  Auth auth;
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<RunsService> runs;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -150,9 +152,10 @@ bool Loopback(const std::string& address) {
 int RunServer(const ServerConfig& config) {
   // Launch and control calls act on the host: until tokens guard them, only loopback.
   for (const std::string& address : {config.listen, config.metrics_listen}) {
-    if (!address.empty() && !Loopback(address) && !config.allow_remote_without_auth) {
+    if (!address.empty() && !Loopback(address) && config.tokens_file.empty() && !config.allow_remote_without_auth) {
       std::cerr << "gradwatchd: refusing to listen on " << address
-                << " without authentication; listen on 127.0.0.1, or pass --allow-remote-without-auth "
+                << " without authentication; pass --tokens FILE, listen on 127.0.0.1, or pass "
+                   "--allow-remote-without-auth "
                    "inside a network you control (e.g. a compose network with ports published on loopback)\n";
       return 2;
     }

@@ -77,8 +77,10 @@ class Outbox final : public StreamSink {
 class IngestStream final : public Reactor {
  public:
   // `streams` counts the open streams; past `max_streams` the stream is refused.
-  IngestStream(Hub& hub, metrics::Exporter& exporter, std::atomic<size_t>& streams, size_t max_streams)
-      : hub_(hub), exporter_(exporter), streams_(streams), outbox_(std::make_shared<Outbox>(this)) {
+  IngestStream(Hub& hub, metrics::Exporter& exporter, std::atomic<size_t>& streams, size_t max_streams,
+               const Auth& auth, grpc::CallbackServerContext* ctx)
+      : hub_(hub), exporter_(exporter), streams_(streams), auth_(auth), ctx_(ctx),
+        outbox_(std::make_shared<Outbox>(this)) {
     exporter_.StreamOpened();
     if (++streams_ > max_streams) {
       exporter_.MessageRejected("too_many_streams");
@@ -148,6 +150,12 @@ class IngestStream final : public Reactor {
       exporter_.MessageRejected("second_hello");
       return Fail("a second hello on one stream; open a new stream for another run");
     }
+    grpc::Status denied = auth_.Check(*ctx_, Role::kReporter, in_.hello().run_id());
+    if (!denied.ok()) {
+      exporter_.MessageRejected("unauthorized");
+      outbox_->Finish(denied);
+      return false;
+    }
     std::string error = hub_.OnHello(in_.hello(), outbox_);
     if (!error.empty()) {
       exporter_.MessageRejected("bad_hello");
@@ -171,6 +179,8 @@ class IngestStream final : public Reactor {
   Hub& hub_;
   metrics::Exporter& exporter_;
   std::atomic<size_t>& streams_;
+  const Auth& auth_;
+  grpc::CallbackServerContext* ctx_;
   std::shared_ptr<Outbox> outbox_;
   v1::TrainerMessage in_;
   std::string run_id_;
@@ -181,7 +191,7 @@ class IngestStream final : public Reactor {
 
 grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* TelemetryService::Stream(
     grpc::CallbackServerContext* context) {
-  return new IngestStream(hub_, exporter_, streams_, max_streams_);
+  return new IngestStream(hub_, exporter_, streams_, max_streams_, auth_, context);
 }
 
 }  // namespace gradwatch::monitor

@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "auth.h"
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
@@ -13,8 +14,8 @@ namespace gradwatch::monitor {
 
 class TelemetryService final : public v1::Telemetry::CallbackService {
  public:
-  TelemetryService(Hub& hub, metrics::Exporter& exporter, size_t max_streams)
-      : hub_(hub), exporter_(exporter), max_streams_(max_streams) {}
+  TelemetryService(Hub& hub, metrics::Exporter& exporter, size_t max_streams, const Auth& auth)
+      : hub_(hub), exporter_(exporter), max_streams_(max_streams), auth_(auth) {}
   grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* Stream(
       grpc::CallbackServerContext* context) override;
 
@@ -22,6 +23,7 @@ class TelemetryService final : public v1::Telemetry::CallbackService {
   Hub& hub_;
   metrics::Exporter& exporter_;
   size_t max_streams_;
+  const Auth& auth_;
   std::atomic<size_t> streams_{0};
 };
 

@@ -90,6 +90,7 @@ struct Reporter::Impl {
 class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::MonitorMessage> {
  public:
   Stream(Reporter::Impl* impl) : impl_(impl) {
+    if (!impl_->options.token.empty()) context_.AddMetadata("authorization", "Bearer " + impl_->options.token);
     impl_->stub->async()->Stream(&context_, this);
     StartRead(&in_);
     AddHold();
@@ -212,7 +213,10 @@ void Reporter::Impl::OnStreamDone(const grpc::Status& status) {
   stream_done = true;
   stats.connected = false;
   if (!status.ok()) stats.last_error = status.error_message();
-  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT && !stream_accepted) {
+  bool refused = status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+                 status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+                 status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+  if (refused && !stream_accepted) {
     give_up = true;
     Warn("the monitor refused this run: " + status.error_message() +
          "; training continues without monitoring");

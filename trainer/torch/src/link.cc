@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include "gradwatch/reporter/reporter.h"
 #include "gradwatch/torch/wire.h"
 
@@ -20,6 +22,7 @@ MonitorLink::MonitorLink(const LinkOptions& o) {
   hello.set_device(o.device);
   reporter::ReporterOptions ro;
   ro.address = o.address;
+  if (const char* token = std::getenv("GRADWATCH_TOKEN")) ro.token = token;  // a reporter token
   ro.spool_path = o.spool;
   reporter_ = std::make_unique<reporter::Reporter>(ro, hello);
 }

@@ -25,7 +25,9 @@ struct ServerConfig {
   int max_message_bytes = 4 << 20;       // a larger message ends its stream
   size_t metrics_max_layers = 32;
   int tick_ms = 100;                              // housekeeping period
-  // RunServer refuses non-loopback addresses unless this is set (no authentication yet).
+  // Bearer tokens with roles (see src/auth.h); "" = no authentication, loopback only.
+  std::string tokens_file;
+  // RunServer refuses non-loopback addresses without tokens unless this is set.
   bool allow_remote_without_auth = false;
 };
 

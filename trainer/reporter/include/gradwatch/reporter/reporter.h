@@ -28,6 +28,7 @@ namespace gradwatch::reporter {
 
 struct ReporterOptions {
   std::string address;                        // host:port of gradwatchd
+  std::string token;                          // bearer token (a reporter token for this run), "" = none
   size_t max_buffered = 100'000;              // unacknowledged reports kept for resend
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{5'000};

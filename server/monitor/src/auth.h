@@ -1,0 +1,43 @@
+// Access control for gradwatchd's gRPC calls: bearer tokens with roles, read from a file
+// named on the command line.
+//
+//   {"tokens": [{"token": "op-...",  "role": "operator"},
+//               {"token": "view-...", "role": "viewer"},
+//               {"token": "rep-...", "role": "reporter", "run_id": "run-7"}]}
+//
+// operator: every call (commands, launch) and every read; viewer: reads only; reporter:
+// Telemetry.Stream for its own run_id only. Without a tokens file every call is allowed,
+// and RunServer then listens on loopback only.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <map>
+#include <string>
+
+namespace gradwatch::monitor {
+
+enum class Role { kViewer, kReporter, kOperator };
+
+class Auth {
+ public:
+  Auth() = default;  // disabled: every call allowed
+  // Throws std::runtime_error naming the file and the entry that is wrong.
+  static Auth Load(const std::string& path);
+
+  bool enabled() const { return !tokens_.empty(); }
+  // OK, UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED (wrong role, or a
+  // reporter token for another run), with a message saying which role was missing.
+  grpc::Status Check(const grpc::ServerContextBase& ctx, Role need, const std::string& run_id = "") const;
+
+ private:
+  struct Grant {
+    Role role;
+    std::string run_id;  // reporter tokens only
+  };
+  std::map<std::string, Grant> tokens_;
+};
+
+const char* RoleName(Role role);
+
+}  // namespace gradwatch::monitor
