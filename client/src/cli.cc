@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -381,6 +382,115 @@ int Replay(const ReplayOptions& o, const Globals& g, std::ostream& out, std::ost
   return 0;
 }
 
+// The live terminal view of `gradwatch watch`: state, progress, loss, Jaccard, a grad-norm
+// sparkline, clipping, learning rate and the latest events and commands. Redrawn in place
+// on a terminal; plain lines (every 25th step, every event and command) otherwise.
+class WatchView {
+ public:
+  WatchView(std::ostream& out, bool tty) : out_(out), tty_(tty) {}
+
+  void Update(const v1::RunUpdate& u) {
+    if (u.has_run()) {
+      run_ = u.run();
+      if (!tty_) out_ << "run " << run_.run_id() << " " << v1::StateName(run_.state()) << "\n";
+    } else if (u.has_step()) {
+      last_ = u.step();
+      norms_.push_back(last_.grad_norm());
+      if (norms_.size() > 40) norms_.erase(norms_.begin());
+      if (!tty_ && last_.step() % 25 == 0) out_ << StepLine() << "\n";
+    } else if (u.has_event()) {
+      Remember("step " + std::to_string(u.event().step()) + "  " +
+               (u.event().severity() == v1::SEVERITY_CRITICAL ? "critical " : "warning ") + u.event().kind() +
+               ": " + u.event().message());
+    } else if (u.has_command()) {
+      const auto& c = u.command();
+      Remember(c.command().id() + "  " + v1::ActionName(c.command()) + " by " + c.command().issued_by() +
+               (c.has_ack() ? ", applied at step " + std::to_string(c.ack().applied_at_step()) : ", sent"));
+    }
+    if (tty_) Draw();
+    out_.flush();
+  }
+
+ private:
+  void Remember(const std::string& line) {
+    recent_.push_back(line);
+    if (recent_.size() > 10) recent_.erase(recent_.begin());
+    if (!tty_) out_ << line << "\n";
+  }
+
+  std::string StepLine() const {
+    std::ostringstream s;
+    s << "step " << last_.step() << "  loss " << Num(last_.loss()) << "  jaccard "
+      << (last_.has_jaccard_hard() ? Num(last_.jaccard_hard()) : "–") << "  grad_norm " << Num(last_.grad_norm())
+      << "  lr " << Num(last_.learning_rate()) << "  clipping "
+      << (last_.clipping().kind() == v1::Clipping::KIND_OFF ? "off" : Num(last_.clipping().threshold()));
+    return s.str();
+  }
+
+  // Eight levels on a log scale over the window.
+  std::string Sparkline() const {
+    static const char* bars[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+    double lo = 1e300, hi = -1e300;
+    for (double v : norms_) {
+      if (v > 0 && std::isfinite(v)) lo = std::min(lo, std::log(v)), hi = std::max(hi, std::log(v));
+    }
+    std::string out;
+    for (double v : norms_) {
+      if (!(v > 0) || !std::isfinite(v)) {
+        out += v == 0 ? "_" : "!";
+        continue;
+      }
+      int k = hi > lo ? static_cast<int>((std::log(v) - lo) / (hi - lo) * 7.999) : 0;
+      out += bars[std::clamp(k, 0, 7)];
+    }
+    return out;
+  }
+
+  void Draw() {
+    uint64_t total = run_.config().total_steps();
+    std::ostringstream s;
+    s << "\033[H\033[2J" << "run " << run_.run_id() << "  " << v1::StateName(run_.state()) << "  mode "
+      << v1::ModeName(run_.mode()) << "\n";
+    s << "step " << last_.step();
+    if (total) {
+      int filled = static_cast<int>(30.0 * std::min<uint64_t>(last_.step(), total) / total);
+      s << " / " << total << "  [" << std::string(filled, '#') << std::string(30 - filled, '.') << "] "
+        << 100 * std::min<uint64_t>(last_.step(), total) / total << "%";
+    }
+    s << "\n" << StepLine().substr(StepLine().find("loss")) << "\n";
+    s << "grad norm  " << Sparkline() << "  (last " << norms_.size() << " steps, log scale)\n\n";
+    s << "events and commands:\n";
+    for (const auto& line : recent_) s << "  " << line << "\n";
+    out_ << s.str();
+  }
+
+  std::ostream& out_;
+  bool tty_;
+  v1::Run run_;
+  v1::StepReport last_;
+  std::vector<double> norms_;
+  std::vector<std::string> recent_;
+};
+
+int Watch(Client& c, const Globals& g, const std::string& run_id, std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  if (!g.token.empty()) ctx.AddMetadata("authorization", "Bearer " + g.token);
+  v1::WatchRunRequest req;
+  req.set_run_id(run_id);
+  auto reader = c.stub().WatchRun(&ctx, req);
+  WatchView view(out, &out == &std::cout && ::isatty(STDOUT_FILENO));
+  v1::RunUpdate update;
+  v1::RunState state = v1::RUN_STATE_UNSPECIFIED;
+  while (reader->Read(&update)) {
+    if (update.has_run()) state = update.run().state();
+    view.Update(update);
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) throw Failure{"watch: " + status.error_message()};
+  err << "gradwatch: run " << run_id << " ended: " << v1::StateName(state) << "\n";
+  return state == v1::RUN_STATE_FAILED ? 1 : 0;
+}
+
 }  // namespace
 
 int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
@@ -454,6 +564,8 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   rollback->add_option("--to", to_step, "the checkpoint's step (default: the last healthy one)");
   auto* stop = app.add_subcommand("stop", "checkpoint and stop a live run");
   stop->add_option("RUN", run_id, "run id")->required();
+  auto* watch = app.add_subcommand("watch", "follow a run live until it ends (a view on a terminal, lines otherwise)");
+  watch->add_option("RUN", run_id, "run id")->required();
   auto* mode_cmd = app.add_subcommand("mode", "set a run's mode");
   mode_cmd->add_option("RUN", run_id, "run id")->required();
   mode_cmd->add_option("MODE", mode, "observe, guard or gated")
@@ -497,6 +609,8 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
                  .text();
     } else if (exp->parsed()) {
       ExportSteps(c, run_id, format, out);
+    } else if (watch->parsed()) {
+      return Watch(c, g, run_id, out, err);
     } else if (commands->parsed()) {
       v1::ListCommandsRequest req;
       req.set_run_id(run_id);
