@@ -57,7 +57,7 @@ class Client {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(timeout_ms ? timeout_ms : g_.timeout_ms));
-    if (!g_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + g_.token);
+    Authorize(ctx);
     Resp resp;
     grpc::Status status = (stub_.get()->*fn)(&ctx, req, &resp);
     if (!status.ok()) {
@@ -72,6 +72,9 @@ class Client {
   }
 
   v1::Runs::Stub& stub() { return *stub_; }
+  void Authorize(grpc::ClientContext& ctx) const {
+    if (!g_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + g_.token);
+  }
 
  private:
   const Globals& g_;
@@ -273,6 +276,29 @@ void PrintDetectEvents(const std::vector<detect::Event>& events, const Globals& 
 }
 
 // Streams the records into a running monitor as a new run (observe mode).
+// Streams `messages` (steps and evals) into the monitor as the run `hello` names, and
+// waits until every one is stored. Throws Failure when the monitor does not store them.
+void Deliver(const v1::Hello& hello, const std::vector<v1::TrainerMessage>& messages, const Globals& g) {
+  reporter::ReporterOptions ro;
+  ro.address = g.server;
+  ro.token = g.token;
+  ro.log_warnings = false;
+  ro.max_buffered = messages.size() + 1;
+  reporter::Reporter rep(ro, hello);
+  for (const auto& m : messages) {
+    if (m.has_step()) rep.Report(m.step());
+    if (m.has_eval()) rep.Report(m.eval());
+  }
+  bool stored = rep.Flush(std::chrono::milliseconds(g.timeout_ms));
+  std::string error = rep.stats().last_error;
+  rep.Close(std::chrono::seconds(2));
+  if (!stored) {
+    throw Failure{"replay: the monitor at " + g.server + " did not store the run " + hello.run_id() +
+                  (error.empty() ? std::string(" in time") : ": " + error)};
+  }
+}
+
+// Streams the records into a running monitor as a new run (observe mode).
 std::string ReplayOnline(const std::vector<detect::ReplayRecord>& records, const ReplayOptions& o,
                          const std::map<std::string, double>& thresholds, const Globals& g, std::ostream& err) {
   std::string run_id = o.run_id;
@@ -284,39 +310,29 @@ std::string ReplayOnline(const std::vector<detect::ReplayRecord>& records, const
   hello.mutable_config()->set_model("replay of " + o.file);
   hello.mutable_config()->set_total_steps(records.empty() ? 0 : records.back().step.step);
   for (const auto& [k, v] : thresholds) (*hello.mutable_config()->mutable_thresholds())[k] = v;
-  reporter::ReporterOptions ro;
-  ro.address = g.server;
-  ro.token = g.token;
-  ro.log_warnings = false;
-  reporter::Reporter rep(ro, hello);
+  std::vector<v1::TrainerMessage> messages;
+  auto opt = [](double v, auto set) {
+    if (!std::isnan(v)) set(v);
+  };
   for (const auto& r : records) {
-    v1::StepReport s;
-    s.set_step(r.step.step);
-    s.set_epoch(r.step.epoch);
-    s.set_loss(r.step.loss);
-    if (r.step.has_grad_norm) s.set_grad_norm(r.step.grad_norm);
-    if (!std::isnan(r.step.learning_rate)) s.set_learning_rate(r.step.learning_rate);
-    if (!std::isnan(r.step.jaccard_soft)) s.set_jaccard_soft(r.step.jaccard_soft);
-    if (!std::isnan(r.step.jaccard_hard)) s.set_jaccard_hard(r.step.jaccard_hard);
-    if (!std::isnan(r.step.accuracy)) s.set_accuracy(r.step.accuracy);
-    rep.Report(s);
-    if (r.eval) {
-      v1::EvalReport e;
-      e.set_step(r.eval->step);
-      e.set_loss(r.eval->loss);
-      if (!std::isnan(r.eval->jaccard_soft)) e.set_jaccard_soft(r.eval->jaccard_soft);
-      if (!std::isnan(r.eval->jaccard_hard)) e.set_jaccard_hard(r.eval->jaccard_hard);
-      if (!std::isnan(r.eval->accuracy)) e.set_accuracy(r.eval->accuracy);
-      rep.Report(e);
-    }
+    v1::StepReport* s = messages.emplace_back().mutable_step();
+    s->set_step(r.step.step);
+    s->set_epoch(r.step.epoch);
+    s->set_loss(r.step.loss);
+    if (r.step.has_grad_norm) s->set_grad_norm(r.step.grad_norm);
+    opt(r.step.learning_rate, [&](double v) { s->set_learning_rate(v); });
+    opt(r.step.jaccard_soft, [&](double v) { s->set_jaccard_soft(v); });
+    opt(r.step.jaccard_hard, [&](double v) { s->set_jaccard_hard(v); });
+    opt(r.step.accuracy, [&](double v) { s->set_accuracy(v); });
+    if (!r.eval) continue;
+    v1::EvalReport* e = messages.emplace_back().mutable_eval();
+    e->set_step(r.eval->step);
+    e->set_loss(r.eval->loss);
+    opt(r.eval->jaccard_soft, [&](double v) { e->set_jaccard_soft(v); });
+    opt(r.eval->jaccard_hard, [&](double v) { e->set_jaccard_hard(v); });
+    opt(r.eval->accuracy, [&](double v) { e->set_accuracy(v); });
   }
-  bool stored = rep.Flush(std::chrono::milliseconds(g.timeout_ms));
-  std::string error = rep.stats().last_error;
-  rep.Close(std::chrono::seconds(2));
-  if (!stored) {
-    throw Failure{"replay: the monitor at " + g.server + " did not store the run" +
-                  (error.empty() ? std::string(" in time") : ": " + error)};
-  }
+  Deliver(hello, messages, g);
   err << "gradwatch: replayed " << records.size() << " rows of " << o.file << " as run " << run_id << "\n";
   return run_id;
 }
@@ -332,28 +348,11 @@ int ReplaySpool(const ReplayOptions& o, const Globals& g, std::ostream& out, std
   v1::Hello hello = spool.messages.front().hello();
   if (!o.run_id.empty()) hello.set_run_id(o.run_id);
   hello.set_mode(v1::MODE_OBSERVE);  // the run is over: nothing to steer
-  reporter::ReporterOptions ro;
-  ro.address = g.server;
-  ro.token = g.token;
-  ro.log_warnings = false;
-  ro.max_buffered = spool.messages.size() + 1;
-  reporter::Reporter rep(ro, hello);
-  uint64_t steps = 0;
-  for (size_t i = 1; i < spool.messages.size(); ++i) {
-    const auto& m = spool.messages[i];
-    if (m.has_step()) {
-      rep.Report(m.step());
-      ++steps;
-    } else if (m.has_eval()) {
-      rep.Report(m.eval());
-    }
-  }
-  bool stored = rep.Flush(std::chrono::milliseconds(g.timeout_ms));
-  std::string error = rep.stats().last_error;
-  rep.Close(std::chrono::seconds(2));
-  if (!stored) throw Failure{"replay: the monitor at " + g.server + " did not store the spool" + (error.empty() ? "" : ": " + error)};
+  spool.messages.erase(spool.messages.begin());
+  Deliver(hello, spool.messages, g);
+  size_t steps = std::count_if(spool.messages.begin(), spool.messages.end(), [](auto& m) { return m.has_step(); });
   if (g.json_output) {
-    out << json{{"run_id", hello.run_id()}, {"steps", steps}, {"messages", spool.messages.size() - 1}}.dump() << "\n";
+    out << json{{"run_id", hello.run_id()}, {"steps", steps}, {"messages", spool.messages.size()}}.dump() << "\n";
   } else {
     out << "delivered " << steps << " steps of run " << hello.run_id() << " from " << o.file << "\n";
   }
@@ -474,7 +473,7 @@ class WatchView {
 
 int Watch(Client& c, const Globals& g, const std::string& run_id, std::ostream& out, std::ostream& err) {
   grpc::ClientContext ctx;
-  if (!g.token.empty()) ctx.AddMetadata("authorization", "Bearer " + g.token);
+  c.Authorize(ctx);
   v1::WatchRunRequest req;
   req.set_run_id(run_id);
   auto reader = c.stub().WatchRun(&ctx, req);

@@ -225,7 +225,8 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
     return;
   }
   run->max_step_seen = step.step();
-  std::vector<detect::Event> found = run->detector->OnStep(ToSample(step));
+  const detect::StepSample sample = ToSample(step);
+  std::vector<detect::Event> found = run->detector->OnStep(sample);
 
   metrics::StepValues v;
   v.step = step.step();
@@ -234,7 +235,6 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   v.grad_norm = step.grad_norm();
   v.grad_norm_zscore = run->detector->grad_norm_z();
   v.learning_rate = step.learning_rate();
-  detect::StepSample sample = ToSample(step);
   v.jaccard_soft = sample.jaccard_soft;  // NaN when not reported: the gauge keeps its value
   v.jaccard_hard = sample.jaccard_hard;
   v.accuracy = sample.accuracy;

@@ -9,43 +9,6 @@
 #include <cstring>
 
 namespace gradwatch::store {
-namespace {
-
-constexpr const char* kSchema = R"sql(
-PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
-CREATE TABLE IF NOT EXISTS runs (
-  run_id TEXT PRIMARY KEY,
-  run BLOB NOT NULL               -- v1.Run, serialized
-);
-CREATE TABLE IF NOT EXISTS steps (
-  run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER,
-  loss REAL, learning_rate REAL, grad_norm REAL,
-  layer_grad_norms BLOB,          -- float32 little-endian, in the run's layer order
-  jaccard_soft REAL, jaccard_hard REAL, accuracy REAL,
-  clip_kind INTEGER, clip_threshold REAL, step_seconds REAL, unix_millis INTEGER,
-  update_skipped INTEGER, rolled_back_to INTEGER,
-  PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS evals (
-  run_id TEXT NOT NULL, step INTEGER NOT NULL,
-  loss REAL, jaccard_soft REAL, jaccard_hard REAL, accuracy REAL,
-  PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  run_id TEXT NOT NULL, step INTEGER, kind TEXT, severity INTEGER, message TEXT,
-  event BLOB NOT NULL             -- v1.Event, serialized
-);
-CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, step);
-CREATE TABLE IF NOT EXISTS commands (
-  command_id TEXT PRIMARY KEY,
-  run_id TEXT NOT NULL, issued_unix_millis INTEGER, issued_by TEXT, reason TEXT,
-  applied_at_step INTEGER,
-  record BLOB NOT NULL            -- v1.CommandRecord, serialized
-);
-CREATE INDEX IF NOT EXISTS commands_by_run ON commands (run_id, issued_unix_millis);
-)sql";
 
 // A prepared statement that finalizes itself.
 class Stmt {
@@ -97,6 +60,44 @@ class Stmt {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
+namespace {
+
+constexpr const char* kSchema = R"sql(
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  run BLOB NOT NULL               -- v1.Run, serialized
+);
+CREATE TABLE IF NOT EXISTS steps (
+  run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER,
+  loss REAL, learning_rate REAL, grad_norm REAL,
+  layer_grad_norms BLOB,          -- float32 little-endian, in the run's layer order
+  jaccard_soft REAL, jaccard_hard REAL, accuracy REAL,
+  clip_kind INTEGER, clip_threshold REAL, step_seconds REAL, unix_millis INTEGER,
+  update_skipped INTEGER, rolled_back_to INTEGER,
+  PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evals (
+  run_id TEXT NOT NULL, step INTEGER NOT NULL,
+  loss REAL, jaccard_soft REAL, jaccard_hard REAL, accuracy REAL,
+  PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  run_id TEXT NOT NULL, step INTEGER, kind TEXT, severity INTEGER, message TEXT,
+  event BLOB NOT NULL             -- v1.Event, serialized
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, step);
+CREATE TABLE IF NOT EXISTS commands (
+  command_id TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL, issued_unix_millis INTEGER, issued_by TEXT, reason TEXT,
+  applied_at_step INTEGER,
+  record BLOB NOT NULL            -- v1.CommandRecord, serialized
+);
+CREATE INDEX IF NOT EXISTS commands_by_run ON commands (run_id, issued_unix_millis);
+)sql";
+
 sqlite3* Open(const std::string& path, int flags) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
@@ -129,6 +130,9 @@ Store::Store(StoreOptions options) : options_(std::move(options)) {
   if (!parent.empty()) std::filesystem::create_directories(parent);
   write_db_ = Open(options_.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
   Exec(kSchema);
+  // Every step and eval goes through these: prepared once, reset after each row.
+  insert_step_ = std::make_unique<Stmt>(write_db_, "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  insert_eval_ = std::make_unique<Stmt>(write_db_, "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)");
   read_db_ = Open(options_.path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
   writer_ = std::thread([this] { WriterLoop(); });
 }
@@ -140,6 +144,8 @@ Store::~Store() {
   }
   cv_.notify_all();
   writer_.join();
+  insert_step_.reset();
+  insert_eval_.reset();
   sqlite3_close(read_db_);
   sqlite3_close(write_db_);
 }
@@ -233,9 +239,7 @@ void Store::Apply(const Record& record, std::map<std::string, uint64_t>& stored)
   } else if (auto* row = std::get_if<StepRow>(&record)) {
     static_assert(sizeof(float) == 4);
     const auto& s = row->step;
-    Stmt(write_db_,
-         "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-        .Bind(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
+    insert_step_->Bind(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
         .Bind(5, s.learning_rate()).Bind(6, s.grad_norm())
         .BindBlob(7, s.layer_grad_norms().data(), s.layer_grad_norms_size() * sizeof(float))
         .Bind(8, Opt(s.has_jaccard_soft(), s.jaccard_soft()))
@@ -248,8 +252,7 @@ void Store::Apply(const Record& record, std::map<std::string, uint64_t>& stored)
     high = std::max(high, s.step());
   } else if (auto* row = std::get_if<EvalRow>(&record)) {
     const auto& e = row->eval;
-    Stmt(write_db_, "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)")
-        .Bind(1, row->run_id).Bind(2, e.step()).Bind(3, e.loss())
+    insert_eval_->Bind(1, row->run_id).Bind(2, e.step()).Bind(3, e.loss())
         .Bind(4, Opt(e.has_jaccard_soft(), e.jaccard_soft()))
         .Bind(5, Opt(e.has_jaccard_hard(), e.jaccard_hard()))
         .Bind(6, Opt(e.has_accuracy(), e.accuracy())).Run();

@@ -48,6 +48,7 @@ struct Reporter::Impl {
 
   void SendLoop();
   void Overflow(v1::TrainerMessage m);  // requires mu
+  void Enqueue(v1::TrainerMessage m);   // the bounded buffer, overflowing to the spool; requires mu
   // Everything reported is acknowledged, the spool included. Requires mu.
   bool Delivered() const { return buffer.empty() && (!spool || spool->records() == 0); }
   void OnMessage(const v1::MonitorMessage& m);
@@ -319,18 +320,22 @@ Reporter::Reporter(ReporterOptions options, v1::Hello hello)
 
 Reporter::~Reporter() { Close(std::chrono::seconds(2)); }
 
+void Reporter::Impl::Enqueue(v1::TrainerMessage m) {
+  if (buffer.size() >= options.max_buffered) {
+    Overflow(std::move(buffer.front()));
+    buffer.pop_front();
+    if (next_send > 0) --next_send;
+  }
+  buffer.push_back(std::move(m));
+}
+
 void Reporter::Report(const v1::StepReport& step) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Impl& s = *impl_;
   ++s.stats.reported;
-  if (s.buffer.size() >= s.options.max_buffered) {
-    s.Overflow(std::move(s.buffer.front()));
-    s.buffer.pop_front();
-    if (s.next_send > 0) --s.next_send;
-  }
   v1::TrainerMessage m;
   *m.mutable_step() = step;
-  s.buffer.push_back(std::move(m));
+  s.Enqueue(std::move(m));
   if (step.awaiting_verdict()) {
     // The trainer waits on this one: write it now rather than hand it to the sender
     // thread (one thread hop less). Feed keeps the order: it sends from next_send on.
@@ -348,8 +353,7 @@ void Reporter::Report(const v1::EvalReport& eval) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   v1::TrainerMessage m;
   *m.mutable_eval() = eval;
-  impl_->buffer.push_back(std::move(m));
-  impl_->wake.notify_one();
+  impl_->Enqueue(std::move(m));  // sent on the sender's next tick
 }
 
 std::vector<v1::Command> Reporter::TakeCommands() {

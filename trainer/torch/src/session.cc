@@ -47,7 +47,10 @@ const char* ModeName(Mode m) {
 
 Session::Session(torch::nn::Module& model, torch::optim::Optimizer& optimizer, SessionOptions options)
     : model_(model), optimizer_(optimizer), options_(std::move(options)), clipping_(options_.clipping) {
-  for (const auto& p : model_.named_parameters()) names_.push_back(p.key());
+  for (const auto& p : model_.named_parameters()) {
+    names_.push_back(p.key());
+    params_.push_back(p.value());  // handles: a rollback loads into the same tensors
+  }
   if (!options_.monitor.empty()) {
     LinkOptions lo;
     lo.address = options_.monitor;
@@ -168,7 +171,7 @@ double Session::AdaptiveThreshold() const {
 
 void Session::ClipGradients(double total_norm) {
   std::vector<torch::Tensor> grads;
-  for (auto& p : model_.parameters()) {
+  for (auto& p : params_) {
     if (p.grad().defined()) grads.push_back(p.grad());
   }
   if (clipping_.kind == Clip::Kind::kValue) {
@@ -180,9 +183,7 @@ void Session::ClipGradients(double total_norm) {
 }
 
 bool Session::BeforeUpdate(const StepInputs& in) {
-  std::vector<torch::Tensor> params;
-  for (const auto& p : model_.named_parameters()) params.push_back(p.value());
-  GradStats stats = ComputeGradStats(params);
+  GradStats stats = ComputeGradStats(params_);
   last_norm_ = stats.global_norm;
 
   // Healthy statistics (for adaptive clipping and for deciding what to checkpoint).

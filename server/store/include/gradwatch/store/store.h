@@ -28,6 +28,8 @@ struct sqlite3;
 
 namespace gradwatch::store {
 
+class Stmt;  // a prepared SQLite statement (store.cc)
+
 // Called on the writer thread after a batch commits: run_id -> highest step stored
 // (a step, or an eval taken at that step).
 using CommittedFn = std::function<void(const std::map<std::string, uint64_t>&)>;
@@ -81,6 +83,7 @@ class Store {
 
   StoreOptions options_;
   sqlite3* write_db_ = nullptr;
+  std::unique_ptr<Stmt> insert_step_, insert_eval_;  // writer thread only
   sqlite3* read_db_ = nullptr;
   mutable std::mutex read_mu_;  // one reader connection, serialised
 

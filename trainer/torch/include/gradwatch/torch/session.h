@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 #include "gradwatch/torch/types.h"
 
 namespace torch {
@@ -117,6 +119,7 @@ class Session {
   torch::optim::Optimizer& optimizer_;
   SessionOptions options_;
   std::vector<std::string> names_;
+  std::vector<at::Tensor> params_;  // in names_ order
   std::unique_ptr<MonitorLink> link_;
   Clip clipping_;
   double lr_scale_ = 1.0;
