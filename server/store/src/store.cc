@@ -42,7 +42,14 @@ class Stmt {
     }
     return false;
   }
-  void Run() { Step(); sqlite3_reset(stmt_); sqlite3_clear_bindings(stmt_); }
+  // Steps once and resets, also when the step fails: a cached statement stays usable.
+  void Run() {
+    struct Reset {
+      sqlite3_stmt* s;
+      ~Reset() { sqlite3_reset(s); sqlite3_clear_bindings(s); }
+    } reset{stmt_};
+    Step();
+  }
 
   // SQLite stores a bound NaN as NULL; NULL reads back as NaN (no column here is NULL otherwise).
   double Double(int col) const {
