@@ -219,8 +219,10 @@ void check_fraction(const std::string& field, double value, std::vector<std::str
   }
 }
 
-bool valid_run_id(const std::string& id) {
-  if (id.size() > 64) return false;
+}  // namespace
+
+bool ValidRunId(const std::string& id) {
+  if (id.empty() || id.size() > 64 || id == "." || id == "..") return false;
   for (char ch : id) {
     const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
@@ -229,8 +231,10 @@ bool valid_run_id(const std::string& id) {
   return true;
 }
 
+namespace {
+
 void validate_run(const TrainConfig& c, std::vector<std::string>& out) {
-  if (!valid_run_id(c.run_id)) {
+  if (!c.run_id.empty() && !ValidRunId(c.run_id)) {
     out.push_back("run_id: must match [A-Za-z0-9._-]{1,64} or be empty, got \"" + c.run_id + "\"");
   }
   check_one_of("device", c.device, {"auto", "cpu", "cuda"}, out);

@@ -121,6 +121,9 @@ double ScheduledLr(const TrainConfig& config, int64_t step);
 // split_train_val (data.h) and Validate all use this one rule.
 int64_t ValidationCount(int64_t items, double val_fraction);
 
+// [A-Za-z0-9._-]{1,64}: a valid, non-empty run id.
+bool ValidRunId(const std::string& id);
+
 // Whether the trainer should connect to a monitor: `monitor` is set and `no_monitor` is false.
 bool MonitorEnabled(const TrainConfig& config);
 

@@ -1,0 +1,100 @@
+// The jobs a monitor launched: a queue with a limit on how many run at once, each job
+// in its own folder <dir>/<run_id>/ holding
+//   config.json   the validated trainer config (launch_config.h)
+//   train.log     the trainer's stdout and stderr
+//   job.json      the job's record, replaced atomically on every change
+//   summary.json  written by the trainer when it finishes
+// A job's id is its run id. States: queued -> running -> succeeded | failed | stopped, or
+// lost when it ended while no monitor watched and left no sign of how.
+//
+// A restarted monitor reads every job.json back. Jobs keep running while the monitor is
+// down (they lead their own sessions); a job still running is adopted and followed to its
+// end; one that ended meanwhile is judged by what it left: summary.json means it
+// succeeded, a "gradwatch-train: ..." error as the log's last line that it failed.
+//
+// Time is injected (`now_ms`); Tick() does all the polling, so tests drive it by hand.
+// Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gradwatch/jobs/launcher.h"
+#include "gradwatch/v1/jobs.pb.h"
+
+namespace gradwatch::jobs {
+
+struct JobsOptions {
+  std::string dir;               // one folder per job below this; created
+  std::string trainer;           // the program every job runs: `trainer --config <job>/config.json`
+  std::string monitor_address;   // host:port launched trainers report to
+  std::string datasets_dir;      // data.dir resolves below this; "" = synthetic data only
+  size_t max_running = 2;        // jobs running at once; the rest wait, queued
+  int64_t default_grace_ms = 10'000;  // stop: SIGTERM, then SIGKILL after this long
+  bool reporter_tokens = false;  // give each job its own reporter token (GRADWATCH_TOKEN)
+  std::vector<std::string> env;  // the jobs' environment, KEY=VALUE (GRADWATCH_TOKEN is set per job)
+  std::function<int64_t()> now_ms;  // Unix milliseconds
+};
+
+// A launch refused for a reason other than a bad config (see InvalidLaunch).
+class JobError : public std::runtime_error {
+ public:
+  enum class Code { kAlreadyExists, kNotFound, kUnavailable };
+  JobError(Code code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  Code code() const { return code_; }
+
+ private:
+  Code code_;
+};
+
+class Jobs {
+ public:
+  // Reads back every job under options.dir. Throws std::runtime_error naming a file that
+  // cannot be read or a folder that cannot be created.
+  Jobs(JobsOptions options, Launcher& launcher);
+  ~Jobs();
+  Jobs(const Jobs&) = delete;
+  Jobs& operator=(const Jobs&) = delete;
+
+  // Validates the config, writes the job's folder and queues it (starting it at once when
+  // a slot is free). Throws InvalidLaunch or JobError (kAlreadyExists, kUnavailable).
+  // `run_exists` says whether a run of that id is already known elsewhere (the hub).
+  v1::Job Launch(const std::string& config_json, const std::string& run_id,
+                 const std::function<bool(const std::string&)>& run_exists = nullptr);
+  std::vector<v1::Job> List() const;  // oldest first
+  std::optional<v1::Job> Get(const std::string& job_id) const;
+  // Queued: stopped at once. Running: SIGTERM now, SIGKILL once `grace_ms` (0 = the
+  // default) passed. Ended: unchanged. Throws JobError kNotFound.
+  v1::Job Stop(const std::string& job_id, int64_t grace_ms);
+  // Reaps ended jobs, kills those past their grace, starts queued ones.
+  void Tick();
+
+  std::string LogPath(const std::string& job_id) const;
+  // The run a job's reporter token belongs to, for a job not yet ended; nullopt otherwise.
+  std::optional<std::string> RunForToken(const std::string& token) const;
+
+ private:
+  struct Entry;
+  void StartLocked(Entry& e);
+  void EndLocked(Entry& e, const ExitStatus& status);
+  void SaveLocked(const Entry& e) const;
+  void Load();
+  std::string NewId();
+
+  JobsOptions options_;
+  Launcher& launcher_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::unique_ptr<Entry>> jobs_;
+  uint64_t next_id_ = 0;
+};
+
+const char* JobStateName(v1::JobState state);  // "queued", "running", ...
+
+}  // namespace gradwatch::jobs

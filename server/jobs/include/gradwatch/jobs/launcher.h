@@ -1,0 +1,58 @@
+// Starting and tracking job processes. The Jobs manager (jobs.h) decides what runs and
+// when; a Launcher only starts a program and hands back a Process to poll and signal.
+// LocalLauncher runs the program on this host, directly (posix_spawn, never a shell), in
+// its own session and process group, with stdin from /dev/null and stdout and stderr
+// appended to a log file. Tests substitute a fake Launcher.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gradwatch::jobs {
+
+struct LaunchSpec {
+  std::string program;            // absolute path, executed as is
+  std::vector<std::string> args;  // argv[1..]
+  std::vector<std::string> env;   // the whole environment, KEY=VALUE
+  std::string workdir;            // the process starts here
+  std::string log_path;           // stdout and stderr are appended here
+};
+
+struct ExitStatus {
+  bool known = true;  // false for a process adopted after a restart: it was not our child
+  int code = 0;       // the exit code, or 128 + the signal that ended it
+  int signal = 0;     // the signal that ended it, 0 if it exited
+};
+
+class Process {
+ public:
+  virtual ~Process() = default;
+  virtual int64_t pid() const = 0;
+  // Survives a monitor restart: Launcher::Adopt finds the same process from it.
+  virtual std::string identity() const = 0;
+  // nullopt while it runs; reaps it once it ended.
+  virtual std::optional<ExitStatus> Poll() = 0;
+  // Sends `signal` to the process's whole group (the trainer and anything it started).
+  virtual void Signal(int signal) = 0;
+};
+
+class Launcher {
+ public:
+  virtual ~Launcher() = default;
+  // Throws std::runtime_error saying why the program could not be started.
+  virtual std::unique_ptr<Process> Start(const LaunchSpec& spec) = 0;
+  // The process `identity` names, when it still runs (started by an earlier monitor);
+  // nullptr when it is gone.
+  virtual std::unique_ptr<Process> Adopt(const std::string& identity) = 0;
+};
+
+class LocalLauncher final : public Launcher {
+ public:
+  std::unique_ptr<Process> Start(const LaunchSpec& spec) override;
+  std::unique_ptr<Process> Adopt(const std::string& identity) override;
+};
+
+}  // namespace gradwatch::jobs

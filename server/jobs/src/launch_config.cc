@@ -1,0 +1,114 @@
+#include "gradwatch/jobs/launch_config.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "train/config.h"
+
+namespace gradwatch::jobs {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// Splits the trainer's "config_json: field: reason" (or 'config_json: unknown field "x"')
+// into the field and the message.
+[[noreturn]] void Rethrow(const std::string& message) {
+  const std::string prefix = "config_json: ";
+  std::string rest = message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
+  const std::string unknown = "unknown field \"";
+  if (rest.rfind(unknown, 0) == 0) {
+    std::string field = rest.substr(unknown.size(), rest.find('"', unknown.size()) - unknown.size());
+    throw InvalidLaunch(field, "unknown field; a launch config holds only the trainer's settings");
+  }
+  auto colon = rest.find(": ");
+  if (colon == std::string::npos || rest.find(' ') < colon) throw InvalidLaunch("config_json", rest);
+  throw InvalidLaunch(rest.substr(0, colon), rest.substr(colon + 2));
+}
+
+json ParseObject(const std::string& config_json) {
+  json doc = json::parse(config_json.empty() ? "{}" : config_json, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) throw InvalidLaunch("config_json", "not a JSON object");
+  return doc;
+}
+
+// A relative path of safe characters that stays below its base.
+void CheckRelative(const std::string& field, const std::string& path) {
+  for (char ch : path) {
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-' || ch == '/';
+    if (!ok) {
+      throw InvalidLaunch(field, "\"" + path + "\" may hold only letters, digits and . _ - /; '" +
+                                     std::string(1, ch) + "' is not allowed");
+    }
+  }
+  if (path.front() == '/') throw InvalidLaunch(field, "\"" + path + "\" must be relative to the job's folder");
+  for (const auto& part : fs::path(path)) {
+    if (part == "..") throw InvalidLaunch(field, "\"" + path + "\" leaves the job's folder (\"..\")");
+  }
+}
+
+}  // namespace
+
+std::string RequestedRunId(const std::string& config_json, const std::string& run_id) {
+  json doc = ParseObject(config_json);
+  std::string from_config;
+  if (doc.contains("run_id") && doc["run_id"].is_string()) from_config = doc["run_id"].get<std::string>();
+  for (const std::string* id : std::initializer_list<const std::string*>{&run_id, &from_config}) {
+    if (!id->empty() && !train::ValidRunId(*id)) {
+      throw InvalidLaunch("run_id", "\"" + *id + "\" must match [A-Za-z0-9._-]{1,64}");
+    }
+  }
+  if (!run_id.empty() && !from_config.empty() && run_id != from_config) {
+    throw InvalidLaunch("run_id", "the request says \"" + run_id + "\" but the config says \"" + from_config + "\"");
+  }
+  return run_id.empty() ? from_config : run_id;
+}
+
+std::string PrepareLaunchConfig(const std::string& config_json, const std::string& run_id,
+                                const LaunchContext& context) {
+  std::string id = RequestedRunId(config_json, run_id);
+  json doc = ParseObject(config_json);
+  for (const char* field : {"monitor", "no_monitor"}) {
+    if (doc.contains(field)) throw InvalidLaunch(field, "a launched job reports to this monitor; leave it out");
+  }
+  if (doc.contains("summary_json")) throw InvalidLaunch("summary_json", "set by the launcher; leave it out");
+
+  train::TrainConfig config;
+  try {
+    config = train::ParseConfigJson(doc.dump(), "config_json");
+  } catch (const std::exception& e) {
+    Rethrow(e.what());
+  }
+  config.run_id = id;
+  auto problems = train::Validate(config);
+  if (!problems.empty()) {
+    std::string joined;
+    for (const auto& p : problems) joined += (joined.empty() ? "" : "; ") + p;
+    Rethrow(joined);
+  }
+
+  const fs::path dir(context.job_dir);
+  for (auto [field, value] : {std::pair<const char*, std::string*>{"checkpoint_dir", &config.checkpoint_dir},
+                              {"trace_csv", &config.trace_csv},
+                              {"spool", &config.spool}}) {
+    if (value->empty()) continue;
+    CheckRelative(field, *value);
+    *value = (dir / *value).lexically_normal().string();
+  }
+  if (config.spool.empty()) config.spool = (dir / "spool.gwspool").string();
+  if (!config.data.dir.empty()) {
+    if (context.datasets_dir.empty()) {
+      throw InvalidLaunch("data.dir", "this monitor has no datasets folder (gradwatchd --datasets-dir); "
+                                      "leave data.dir out for synthetic data");
+    }
+    CheckRelative("data.dir", config.data.dir);
+    config.data.dir = (fs::path(context.datasets_dir) / config.data.dir).lexically_normal().string();
+  }
+  config.monitor = context.monitor_address;
+  config.no_monitor = false;
+  config.summary_json = (dir / "summary.json").string();
+  return train::ToJson(config);
+}
+
+}  // namespace gradwatch::jobs

@@ -1,0 +1,276 @@
+#include "gradwatch/jobs/jobs.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "gradwatch/jobs/launch_config.h"
+
+namespace gradwatch::jobs {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Processes the test ends by hand; they remember the signals they got.
+struct FakeState {
+  std::optional<ExitStatus> exit;
+  std::vector<int> signals;
+  LaunchSpec spec;
+};
+
+class FakeProcess final : public Process {
+ public:
+  FakeProcess(int64_t pid, std::shared_ptr<FakeState> state) : pid_(pid), state_(std::move(state)) {}
+  int64_t pid() const override { return pid_; }
+  std::string identity() const override { return "fake:" + std::to_string(pid_); }
+  std::optional<ExitStatus> Poll() override { return state_->exit; }
+  void Signal(int signal) override { state_->signals.push_back(signal); }
+
+ private:
+  int64_t pid_;
+  std::shared_ptr<FakeState> state_;
+};
+
+class FakeLauncher final : public Launcher {
+ public:
+  std::unique_ptr<Process> Start(const LaunchSpec& spec) override {
+    if (fail) throw std::runtime_error("cannot start " + spec.program + ": No such file or directory");
+    auto state = std::make_shared<FakeState>();
+    state->spec = spec;
+    int64_t pid = 1000 + static_cast<int64_t>(started.size());
+    started.push_back(state);
+    by_identity["fake:" + std::to_string(pid)] = {pid, state};
+    return std::make_unique<FakeProcess>(pid, state);
+  }
+  std::unique_ptr<Process> Adopt(const std::string& identity) override {
+    auto it = by_identity.find(identity);
+    if (it == by_identity.end() || it->second.second->exit) return nullptr;
+    return std::make_unique<FakeProcess>(it->second.first, it->second.second);
+  }
+
+  bool fail = false;
+  std::vector<std::shared_ptr<FakeState>> started;
+  std::map<std::string, std::pair<int64_t, std::shared_ptr<FakeState>>> by_identity;
+};
+
+class JobsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("gw-jobs-" + std::to_string(::getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  JobsOptions Options(size_t max_running = 2) {
+    JobsOptions o;
+    o.dir = dir_.string();
+    o.trainer = "/opt/gradwatch/bin/gradwatch-train";
+    o.monitor_address = "127.0.0.1:7070";
+    o.max_running = max_running;
+    o.default_grace_ms = 5000;
+    o.env = {"PATH=/usr/bin"};
+    o.now_ms = [this] { return now_; };
+    return o;
+  }
+
+  void Log(const std::string& job, const std::string& text) { std::ofstream(dir_ / job / "train.log") << text; }
+
+  fs::path dir_;
+  int64_t now_ = 1'700'000'000'000;
+  FakeLauncher launcher_;
+};
+
+TEST_F(JobsTest, RunsTheTrainerWithTheValidatedConfigAndRecordsSuccess) {
+  Jobs jobs(Options(), launcher_);
+  v1::Job job = jobs.Launch(R"({"steps": 40})", "r1");
+  EXPECT_EQ(job.job_id(), "r1");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  ASSERT_EQ(launcher_.started.size(), 1u);
+  const LaunchSpec& spec = launcher_.started[0]->spec;
+  EXPECT_EQ(spec.program, "/opt/gradwatch/bin/gradwatch-train");
+  EXPECT_EQ(spec.args, (std::vector<std::string>{"--config", (dir_ / "r1" / "config.json").string()}));
+  EXPECT_EQ(spec.workdir, (dir_ / "r1").string());
+  auto written = nlohmann::json::parse(std::ifstream(dir_ / "r1" / "config.json"));
+  EXPECT_EQ(written["steps"], 40);
+  EXPECT_EQ(written["monitor"], "127.0.0.1:7070");
+
+  now_ += 1000;
+  launcher_.started[0]->exit = ExitStatus{true, 0, 0};
+  jobs.Tick();
+  job = *jobs.Get("r1");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.exit_code(), 0);
+  EXPECT_EQ(job.ended_unix_millis() - job.started_unix_millis(), 1000);
+}
+
+TEST_F(JobsTest, AFailureCarriesTheTrainersLastWords) {
+  Jobs jobs(Options(), launcher_);
+  jobs.Launch("{}", "r1");
+  Log("r1", "step 1\ngradwatch-train: images/0.npy: not a .npy file (bad magic)\n\n");
+  launcher_.started[0]->exit = ExitStatus{true, 1, 0};
+  jobs.Tick();
+  v1::Job job = *jobs.Get("r1");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.exit_code(), 1);
+  EXPECT_EQ(job.error(), "gradwatch-train: images/0.npy: not a .npy file (bad magic) (exit code 1)");
+}
+
+TEST_F(JobsTest, AProgramThatCannotStartFailsTheJob) {
+  launcher_.fail = true;
+  Jobs jobs(Options(), launcher_);
+  v1::Job job = jobs.Launch("{}", "r1");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(job.error().find("No such file"), std::string::npos);
+}
+
+TEST_F(JobsTest, LimitsConcurrentJobsAndStartsQueuedOnesInOrder) {
+  Jobs jobs(Options(/*max_running=*/1), launcher_);
+  EXPECT_EQ(jobs.Launch("{}", "a").state(), v1::JOB_STATE_RUNNING);
+  now_ += 1;
+  EXPECT_EQ(jobs.Launch("{}", "b").state(), v1::JOB_STATE_QUEUED);
+  now_ += 1;
+  EXPECT_EQ(jobs.Launch("{}", "c").state(), v1::JOB_STATE_QUEUED);
+  jobs.Tick();
+  EXPECT_EQ(launcher_.started.size(), 1u);
+  launcher_.started[0]->exit = ExitStatus{true, 0, 0};
+  jobs.Tick();
+  EXPECT_EQ(jobs.Get("b")->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(jobs.Get("c")->state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(launcher_.started.size(), 2u);
+}
+
+TEST_F(JobsTest, StopSignalsThenKillsAfterTheGracePeriod) {
+  Jobs jobs(Options(), launcher_);
+  jobs.Launch("{}", "r1");
+  jobs.Stop("r1", 2000);
+  EXPECT_EQ(launcher_.started[0]->signals, std::vector<int>{SIGTERM});
+  now_ += 1999;
+  jobs.Tick();
+  EXPECT_EQ(launcher_.started[0]->signals, std::vector<int>{SIGTERM}) << "killed before the grace period ended";
+  now_ += 1;
+  jobs.Tick();
+  EXPECT_EQ(launcher_.started[0]->signals, (std::vector<int>{SIGTERM, SIGKILL}));
+  launcher_.started[0]->exit = ExitStatus{true, 128 + SIGKILL, SIGKILL};
+  jobs.Tick();
+  v1::Job job = *jobs.Get("r1");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_STOPPED);
+  EXPECT_EQ(job.exit_code(), 137);
+  EXPECT_NE(job.error().find("killed"), std::string::npos);
+}
+
+TEST_F(JobsTest, AJobThatStopsWithinTheGraceIsNotKilled) {
+  Jobs jobs(Options(), launcher_);
+  jobs.Launch("{}", "r1");
+  jobs.Stop("r1", 0);  // the default grace, 5 s
+  now_ += 300;
+  launcher_.started[0]->exit = ExitStatus{true, 143, 0};
+  jobs.Tick();
+  now_ += 10'000;
+  jobs.Tick();
+  EXPECT_EQ(launcher_.started[0]->signals, std::vector<int>{SIGTERM});
+  EXPECT_EQ(jobs.Get("r1")->state(), v1::JOB_STATE_STOPPED);
+  EXPECT_EQ(jobs.Get("r1")->error(), "");
+}
+
+TEST_F(JobsTest, StoppingAQueuedJobNeverStartsIt) {
+  Jobs jobs(Options(1), launcher_);
+  jobs.Launch("{}", "a");
+  jobs.Launch("{}", "b");
+  EXPECT_EQ(jobs.Stop("b", 0).state(), v1::JOB_STATE_STOPPED);
+  launcher_.started[0]->exit = ExitStatus{true, 0, 0};
+  jobs.Tick();
+  EXPECT_EQ(launcher_.started.size(), 1u);
+  EXPECT_THROW(jobs.Stop("nope", 0), JobError);
+}
+
+TEST_F(JobsTest, RefusesARunIdInUse) {
+  Jobs jobs(Options(), launcher_);
+  jobs.Launch("{}", "r1");
+  try {
+    jobs.Launch("{}", "r1");
+    FAIL();
+  } catch (const JobError& e) {
+    EXPECT_EQ(e.code(), JobError::Code::kAlreadyExists);
+  }
+  EXPECT_THROW(jobs.Launch("{}", "hand-started", [](const std::string& id) { return id == "hand-started"; }),
+               JobError);
+  EXPECT_THROW(jobs.Launch(R"({"program": "/bin/sh"})", "r2"), InvalidLaunch);
+  EXPECT_FALSE(fs::exists(dir_ / "r2")) << "a refused launch left a folder behind";
+}
+
+TEST_F(JobsTest, GeneratesDistinctRunIds) {
+  Jobs jobs(Options(10), launcher_);
+  std::string a = jobs.Launch("{}", "").job_id(), b = jobs.Launch("{}", "").job_id();
+  EXPECT_NE(a, b);
+  EXPECT_EQ(nlohmann::json::parse(jobs.Get(a)->config_json())["run_id"], a);
+}
+
+TEST_F(JobsTest, GivesEachJobAReporterTokenForItsOwnRun) {
+  JobsOptions o = Options();
+  o.reporter_tokens = true;
+  Jobs jobs(o, launcher_);
+  jobs.Launch("{}", "r1");
+  std::string token;
+  for (const auto& e : launcher_.started[0]->spec.env) {
+    if (e.rfind("GRADWATCH_TOKEN=", 0) == 0) token = e.substr(16);
+  }
+  ASSERT_FALSE(token.empty());
+  EXPECT_EQ(jobs.RunForToken(token), "r1");
+  EXPECT_EQ(jobs.RunForToken("other"), std::nullopt);
+  launcher_.started[0]->exit = ExitStatus{true, 0, 0};
+  jobs.Tick();
+  EXPECT_EQ(jobs.RunForToken(token), std::nullopt) << "an ended job's token still works";
+  EXPECT_EQ(fs::status(dir_ / "r1" / "job.json").permissions() & fs::perms::others_read, fs::perms::none);
+}
+
+TEST_F(JobsTest, ARestartedMonitorAdoptsRunningJobsAndKeepsEveryRecord) {
+  {
+    Jobs jobs(Options(1), launcher_);
+    jobs.Launch(R"({"steps": 77})", "running");
+    jobs.Launch("{}", "queued");
+  }
+  Jobs again(Options(1), launcher_);
+  v1::Job running = *again.Get("running");
+  EXPECT_EQ(running.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(nlohmann::json::parse(running.config_json())["steps"], 77);
+  EXPECT_EQ(again.Get("queued")->state(), v1::JOB_STATE_QUEUED);
+  // The adopted job ends; it was not our child, so its summary tells how.
+  std::ofstream(dir_ / "running" / "summary.json") << "{}";
+  launcher_.started[0]->exit = ExitStatus{false, -1, 0};
+  again.Tick();
+  EXPECT_EQ(again.Get("running")->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(again.Get("queued")->state(), v1::JOB_STATE_RUNNING);
+}
+
+TEST_F(JobsTest, AJobThatEndedWhileTheMonitorWasDownIsJudgedByWhatItLeft) {
+  {
+    Jobs jobs(Options(), launcher_);
+    jobs.Launch("{}", "failed");
+    jobs.Launch("{}", "vanished");
+  }
+  Log("failed", "gradwatch-train: device: cuda requested but LibTorch has no CUDA\n");
+  for (auto& s : launcher_.started) s->exit = ExitStatus{false, -1, 0};
+  Jobs again(Options(), launcher_);
+  EXPECT_EQ(again.Get("failed")->state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(again.Get("failed")->error().find("no CUDA"), std::string::npos);
+  EXPECT_EQ(again.Get("vanished")->state(), v1::JOB_STATE_LOST);
+}
+
+TEST_F(JobsTest, AnUnreadableRecordStopsTheMonitorWithItsPath) {
+  fs::create_directories(dir_ / "broken");
+  std::ofstream(dir_ / "broken" / "job.json") << "{";
+  try {
+    Jobs jobs(Options(), launcher_);
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("broken/job.json"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace gradwatch::jobs
