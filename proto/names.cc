@@ -25,6 +25,23 @@ const char* StateName(RunState state) {
   }
 }
 
+const char* JobStateName(JobState state) {
+  switch (state) {
+    case JOB_STATE_QUEUED: return "queued";
+    case JOB_STATE_RUNNING: return "running";
+    case JOB_STATE_SUCCEEDED: return "succeeded";
+    case JOB_STATE_FAILED: return "failed";
+    case JOB_STATE_STOPPED: return "stopped";
+    case JOB_STATE_LOST: return "lost";
+    default: return "unknown";
+  }
+}
+
+bool JobEnded(JobState state) {
+  return state == JOB_STATE_SUCCEEDED || state == JOB_STATE_FAILED || state == JOB_STATE_STOPPED ||
+         state == JOB_STATE_LOST;
+}
+
 const char* ModeName(Mode mode) {
   switch (mode) {
     case MODE_OBSERVE: return "observe";

@@ -2,6 +2,7 @@
 // metric labels, the CLI, the audit log and JSON. One place, so they cannot drift.
 #pragma once
 
+#include "gradwatch/v1/jobs.pb.h"
 #include "gradwatch/v1/runs.pb.h"
 #include "gradwatch/v1/telemetry.pb.h"
 
@@ -11,6 +12,10 @@ namespace gradwatch::v1 {
 const char* ActionName(const Command& command);
 // "running", "disconnected", "finished", "stopped", "failed", "unknown"
 const char* StateName(RunState state);
+// "queued", "running", "succeeded", "failed", "stopped", "lost", "unknown"
+const char* JobStateName(JobState state);
+// Whether a job in this state has ended (succeeded, failed, stopped or lost).
+bool JobEnded(JobState state);
 // "observe", "guard" (also for MODE_UNSPECIFIED), "gated"
 const char* ModeName(Mode mode);
 

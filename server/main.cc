@@ -32,6 +32,21 @@ int main(int argc, char** argv) {
   app.add_option("--max-streams", config.max_streams, "telemetry streams at once")->capture_default_str();
   app.add_option("--metrics-max-layers", config.metrics_max_layers,
                  "per-layer series per run; the rest fold into layer=\"(other)\"")->capture_default_str();
+  app.add_option("--tls-cert", config.tls_cert, "PEM certificate chain for TLS on the gRPC port (with --tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", config.tls_client_ca,
+                 "require client certificates signed by this PEM CA")->check(CLI::ExistingFile);
+  app.add_option("--trainer", config.trainer,
+                 "the program launched jobs run (default: gradwatch-train next to gradwatchd)");
+  app.add_option("--datasets-dir", config.datasets_dir,
+                 "folder a launch's data.dir is resolved in (default: none; jobs use synthetic data)")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--max-jobs", config.max_jobs, "launched jobs running at once; more wait, queued")
+      ->capture_default_str();
+  app.add_option("--stop-grace-ms", config.stop_grace_ms,
+                 "a stopped job gets SIGTERM, then SIGKILL after this long")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (config.trainer.empty()) config.trainer = gradwatch::monitor::DefaultTrainer();
   return gradwatch::monitor::RunServer(config);
 }

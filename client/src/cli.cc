@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <iostream>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -10,13 +12,19 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <iomanip>
 #include <nlohmann/json.hpp>
+#include <fstream>
 #include <sstream>
+#include <thread>
+#include <type_traits>
 
 #include "gradwatch/detect/replay.h"
+#include "gradwatch/reporter/channel.h"
 #include "gradwatch/reporter/reporter.h"
 #include "gradwatch/reporter/spool.h"
+#include "gradwatch/v1/jobs.grpc.pb.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
 #include "names.h"
 
@@ -28,6 +36,7 @@ using nlohmann::json;
 struct Globals {
   std::string server = "127.0.0.1:7070";
   std::string token;
+  reporter::TlsFiles tls;
   bool json_output = false;
   int timeout_ms = 10'000;
 };
@@ -49,29 +58,52 @@ std::string Num(double v) {
 class Client {
  public:
   explicit Client(const Globals& g) : g_(g) {
-    stub_ = v1::Runs::NewStub(grpc::CreateChannel(g.server, grpc::InsecureChannelCredentials()));
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    try {
+      credentials = reporter::ChannelCredentials(g.tls);
+    } catch (const std::exception& e) {
+      throw Failure{e.what()};
+    }
+    auto channel = grpc::CreateChannel(g.server, credentials);
+    stub_ = v1::Runs::NewStub(channel);
+    jobs_ = v1::Jobs::NewStub(channel);
   }
 
-  template <typename Req, typename Resp, typename Fn>
-  Resp Call(Fn fn, const Req& req, const char* what, int timeout_ms = 0) {
+  // One unary call of the Runs or the Jobs service; throws Failure with `what` and the
+  // reason (and what to check when the monitor cannot be reached).
+  template <typename Req, typename Resp, typename Stub>
+  Resp Call(grpc::Status (Stub::*fn)(grpc::ClientContext*, const Req&, Resp*), const Req& req, const char* what,
+            int timeout_ms = 0) {
+    Resp resp;
+    grpc::Status status = TryCall(fn, req, &resp, timeout_ms);
+    if (!status.ok()) throw Failure{std::string(what) + ": " + Explain(status)};
+    return resp;
+  }
+
+  // The same, returning the status instead of throwing.
+  template <typename Req, typename Resp, typename Stub>
+  grpc::Status TryCall(grpc::Status (Stub::*fn)(grpc::ClientContext*, const Req&, Resp*), const Req& req, Resp* resp,
+                       int timeout_ms = 0) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(timeout_ms ? timeout_ms : g_.timeout_ms));
     Authorize(ctx);
-    Resp resp;
-    grpc::Status status = (stub_.get()->*fn)(&ctx, req, &resp);
-    if (!status.ok()) {
-      std::string why = status.error_message();
-      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-        why = "cannot reach gradwatchd at " + g_.server + " (" + why +
-              "); is it running? set --server or GRADWATCH_SERVER";
-      }
-      throw Failure{std::string(what) + ": " + why};
+    if constexpr (std::is_same_v<Stub, v1::Jobs::Stub>) {
+      return (jobs_.get()->*fn)(&ctx, req, resp);
+    } else {
+      return (stub_.get()->*fn)(&ctx, req, resp);
     }
-    return resp;
+  }
+
+  std::string Explain(const grpc::Status& status) const {
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return status.error_message();
+    return "cannot reach gradwatchd at " + g_.server + " (" + status.error_message() +
+           "); is it running? set --server or GRADWATCH_SERVER" +
+           (g_.tls.enabled() ? "" : "; if it uses TLS, pass --tls-ca");
   }
 
   v1::Runs::Stub& stub() { return *stub_; }
+  v1::Jobs::Stub& jobs() { return *jobs_; }
   void Authorize(grpc::ClientContext& ctx) const {
     if (!g_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + g_.token);
   }
@@ -79,6 +111,7 @@ class Client {
  private:
   const Globals& g_;
   std::unique_ptr<v1::Runs::Stub> stub_;
+  std::unique_ptr<v1::Jobs::Stub> jobs_;
 };
 
 json RunJson(const v1::Run& r) {
@@ -282,6 +315,7 @@ void Deliver(const v1::Hello& hello, const std::vector<v1::TrainerMessage>& mess
   reporter::ReporterOptions ro;
   ro.address = g.server;
   ro.token = g.token;
+  ro.tls = g.tls;
   ro.log_warnings = false;
   ro.max_buffered = messages.size() + 1;
   reporter::Reporter rep(ro, hello);
@@ -490,6 +524,184 @@ int Watch(Client& c, const Globals& g, const std::string& run_id, std::ostream& 
   return state == v1::RUN_STATE_FAILED ? 1 : 0;
 }
 
+
+json JobJson(const v1::Job& j) {
+  return {{"job_id", j.job_id()},   {"run_id", j.run_id()},
+          {"state", v1::JobStateName(j.state())}, {"exit_code", j.exit_code()},
+          {"error", j.error()},     {"pid", j.pid()},
+          {"created_unix_millis", j.created_unix_millis()}, {"started_unix_millis", j.started_unix_millis()},
+          {"ended_unix_millis", j.ended_unix_millis()}};
+}
+
+std::string JobOutcome(const v1::Job& j) {
+  std::string out = std::string("job ") + j.job_id() + " " + v1::JobStateName(j.state());
+  if (v1::JobEnded(j.state()) && j.exit_code() != -1) out += " (exit code " + std::to_string(j.exit_code()) + ")";
+  if (j.started_unix_millis() && j.ended_unix_millis()) {
+    out += " after " + Num((j.ended_unix_millis() - j.started_unix_millis()) / 1000.0) + " s";
+  }
+  if (!j.error().empty()) out += ": " + j.error();
+  return out;
+}
+
+// 0 succeeded, 1 failed or lost, 3 stopped.
+int JobExitCode(const v1::Job& j) {
+  if (j.state() == v1::JOB_STATE_SUCCEEDED) return 0;
+  return j.state() == v1::JOB_STATE_STOPPED ? 3 : 1;
+}
+
+void PrintJobs(const v1::ListJobsResponse& resp, const Globals& g, std::ostream& out) {
+  if (g.json_output) {
+    for (const auto& j : resp.jobs()) out << JobJson(j).dump() << "\n";
+    return;
+  }
+  out << std::left << std::setw(28) << "JOB" << std::setw(11) << "STATE" << std::setw(6) << "EXIT"
+      << "ERROR\n";
+  for (const auto& j : resp.jobs()) {
+    out << std::setw(28) << j.job_id() << std::setw(11) << v1::JobStateName(j.state()) << std::setw(6)
+        << (v1::JobEnded(j.state()) ? std::to_string(j.exit_code()) : "-") << j.error().substr(0, 80) << "\n";
+  }
+}
+
+// The config a launch sends: the CONFIG file's object with the flags' fields over it.
+struct LaunchOptions {
+  std::string config_file, run_id;
+  std::vector<std::string> sets;  // FIELD=JSON, e.g. steps=200, scenario="seed" (a bare word is a string)
+  bool detach = false;
+};
+
+std::string LaunchConfig(const LaunchOptions& o) {
+  json config = json::object();
+  if (!o.config_file.empty()) {
+    std::ifstream in(o.config_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    config = json::parse(text.str(), nullptr, false, /*ignore_comments=*/true);
+    if (!in || config.is_discarded() || !config.is_object()) {
+      throw Failure{"launch: " + o.config_file + " is not a JSON object"};
+    }
+  }
+  for (const auto& item : o.sets) {
+    auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) throw Failure{"launch: --set " + item + ": expected FIELD=VALUE"};
+    std::string path = item.substr(0, eq), text = item.substr(eq + 1);
+    json value = json::parse(text, nullptr, false);
+    if (value.is_discarded()) value = text;  // a bare word: a string
+    json* at = &config;
+    for (size_t from = 0;;) {  // "data.dir" sets config["data"]["dir"]
+      size_t dot = path.find('.', from);
+      std::string key = path.substr(from, dot == std::string::npos ? std::string::npos : dot - from);
+      if (dot == std::string::npos) {
+        (*at)[key] = value;
+        break;
+      }
+      if (!(*at)[key].is_object()) (*at)[key] = json::object();
+      at = &(*at)[key];
+      from = dot + 1;
+    }
+  }
+  return config.dump();
+}
+
+// Follows a job to its end: the run's live view (on stderr) while it runs, then its outcome.
+int FollowJob(Client& c, const Globals& g, const std::string& job_id, std::ostream& out, std::ostream& err) {
+  v1::GetJobRequest get;
+  get.set_job_id(job_id);
+  v1::JobState shown = v1::JOB_STATE_UNSPECIFIED;
+  bool watched = false;
+  WatchView view(err, &err == &std::cerr && ::isatty(STDERR_FILENO));
+  for (;;) {
+    v1::Job job = c.Call<v1::GetJobRequest, v1::Job>(&v1::Jobs::Stub::GetJob, get, "job");
+    if (job.state() != shown) {
+      shown = job.state();
+      if (!v1::JobEnded(shown)) {
+        err << "gradwatch: job " << job_id << " " << v1::JobStateName(shown)
+            << (job.pid() ? " (pid " + std::to_string(job.pid()) + ")" : "") << "\n";
+      }
+    }
+    if (v1::JobEnded(job.state())) {
+      if (g.json_output) out << JobJson(job).dump() << "\n";
+      err << "gradwatch: " << JobOutcome(job) << "\n";
+      return JobExitCode(job);
+    }
+    if (job.state() == v1::JOB_STATE_RUNNING && !watched) {
+      // Until the trainer says hello the run is unknown (NOT_FOUND): try again shortly.
+      grpc::ClientContext ctx;
+      c.Authorize(ctx);
+      v1::WatchRunRequest req;
+      req.set_run_id(job.run_id());
+      auto reader = c.stub().WatchRun(&ctx, req);
+      v1::RunUpdate update;
+      while (reader->Read(&update)) {
+        watched = true;
+        view.Update(update);
+      }
+      grpc::Status status = reader->Finish();
+      if (!status.ok() && status.error_code() != grpc::StatusCode::NOT_FOUND) {
+        throw Failure{"watch: " + c.Explain(status)};
+      }
+      if (watched) continue;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+int Launch(Client& c, const Globals& g, const LaunchOptions& o, std::ostream& out, std::ostream& err) {
+  v1::LaunchRequest req;
+  req.set_config_json(LaunchConfig(o));
+  req.set_run_id(o.run_id);
+  v1::Job job = c.Call<v1::LaunchRequest, v1::Job>(&v1::Jobs::Stub::Launch, req, "launch");
+  if (o.detach && g.json_output) {
+    out << JobJson(job).dump() << "\n";
+  } else if (!g.json_output) {
+    out << job.run_id() << "\n";
+    out.flush();
+  }
+  if (o.detach) return 0;
+  return FollowJob(c, g, job.job_id(), out, err);
+}
+
+int Logs(Client& c, const std::string& job_id, bool follow, std::ostream& out) {
+  grpc::ClientContext ctx;
+  c.Authorize(ctx);
+  v1::LogsRequest req;
+  req.set_job_id(job_id);
+  req.set_follow(follow);
+  auto reader = c.jobs().Logs(&ctx, req);
+  v1::LogChunk chunk;
+  while (reader->Read(&chunk)) {
+    out << chunk.data();
+    out.flush();
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) throw Failure{"logs: " + c.Explain(status)};
+  return 0;
+}
+
+// Stops a launched job (SIGTERM, then SIGKILL after the grace period) and waits for it to
+// end. Returns nullopt when RUN is not a launched job.
+std::optional<int> StopJob(Client& c, const Globals& g, const std::string& job_id, uint32_t grace_ms,
+                           std::ostream& out, std::ostream& err) {
+  v1::StopJobRequest req;
+  req.set_job_id(job_id);
+  req.set_grace_ms(grace_ms);
+  v1::Job job;
+  grpc::Status status = c.TryCall(&v1::Jobs::Stub::StopJob, req, &job);
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) return std::nullopt;
+  if (!status.ok()) throw Failure{"stop: " + c.Explain(status)};
+  v1::GetJobRequest get;
+  get.set_job_id(job_id);
+  while (!v1::JobEnded(job.state())) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    job = c.Call<v1::GetJobRequest, v1::Job>(&v1::Jobs::Stub::GetJob, get, "stop");
+  }
+  if (g.json_output) {
+    out << JobJson(job).dump() << "\n";
+  } else {
+    out << JobOutcome(job) << "\n";
+  }
+  return job.state() == v1::JOB_STATE_STOPPED ? 0 : 1;
+}
+
 }  // namespace
 
 int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
@@ -504,6 +716,10 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--token", g.token, "access token (env GRADWATCH_TOKEN)");
   app.add_flag("--json", g.json_output, "machine-readable output, one JSON object per line");
   app.add_option("--timeout-ms", g.timeout_ms, "deadline for each call")->capture_default_str();
+  g.tls = reporter::TlsFromEnv();
+  app.add_option("--tls-ca", g.tls.ca, "trust this PEM CA: the monitor uses TLS (env GRADWATCH_TLS_CA)");
+  app.add_option("--tls-cert", g.tls.cert, "client certificate, when the monitor asks for one (env GRADWATCH_TLS_CERT)");
+  app.add_option("--tls-key", g.tls.key, "the client certificate's key (env GRADWATCH_TLS_KEY)");
 
   std::string run_id, format = "csv";
   auto* runs = app.add_subcommand("runs", "list runs");
@@ -561,8 +777,28 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
   auto* rollback = app.add_subcommand("rollback", "restore the last healthy checkpoint");
   rollback->add_option("RUN", run_id, "run id")->required();
   rollback->add_option("--to", to_step, "the checkpoint's step (default: the last healthy one)");
-  auto* stop = app.add_subcommand("stop", "checkpoint and stop a live run");
+  uint32_t grace_ms = 0;
+  auto* stop = app.add_subcommand(
+      "stop", "stop a run: a launched job gets SIGTERM (SIGKILL after the grace period), any other live run a "
+              "stop command at its next step");
   stop->add_option("RUN", run_id, "run id")->required();
+  stop->add_option("--grace-ms", grace_ms, "launched jobs: SIGKILL after this long (default: the monitor's)");
+
+  LaunchOptions lo;
+  auto* launch = app.add_subcommand(
+      "launch",
+      "launch a training job on the monitor's host, print its run id and follow it to its end "
+      "(exit code 0 succeeded, 1 failed, 3 stopped)");
+  launch->add_option("CONFIG", lo.config_file, "gradwatch-train JSON config (see gradwatch-train --print-config)")
+      ->check(CLI::ExistingFile);
+  launch->add_option("--run-id", lo.run_id, "run id (default: generated)");
+  launch->add_option("--set", lo.sets, "config field FIELD=VALUE over CONFIG, repeatable (steps=200, data.dir=tiles)");
+  launch->add_flag("--detach", lo.detach, "print the run id and return at once");
+  bool follow = false;
+  auto* logs = app.add_subcommand("logs", "a launched job's output (the trainer's stdout and stderr)");
+  logs->add_option("RUN", run_id, "run id")->required();
+  logs->add_flag("-f,--follow", follow, "keep printing until the job ends");
+  auto* jobs = app.add_subcommand("jobs", "list launched jobs");
   auto* watch = app.add_subcommand("watch", "follow a run live until it ends (a view on a terminal, lines otherwise)");
   watch->add_option("RUN", run_id, "run id")->required();
   auto* mode_cmd = app.add_subcommand("mode", "set a run's mode");
@@ -581,12 +817,32 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     Client c(g);
     if (runs->parsed()) {
       PrintRuns(c.Call<v1::ListRunsRequest, v1::ListRunsResponse>(&v1::Runs::Stub::ListRuns, {}, "runs"), g, out);
+    } else if (launch->parsed()) {
+      return Launch(c, g, lo, out, err);
+    } else if (logs->parsed()) {
+      return Logs(c, run_id, follow, out);
+    } else if (jobs->parsed()) {
+      PrintJobs(c.Call<v1::ListJobsRequest, v1::ListJobsResponse>(&v1::Jobs::Stub::ListJobs, {}, "jobs"), g, out);
+    } else if (auto stopped = stop->parsed() ? StopJob(c, g, run_id, grace_ms, out, err) : std::nullopt) {
+      return *stopped;
     } else if (run->parsed()) {
+      // A run the monitor saw, a launched job, or both (a job that failed before its
+      // trainer reported is only a job).
       v1::GetRunRequest req;
       req.set_run_id(run_id);
-      auto r = c.Call<v1::GetRunRequest, v1::Run>(&v1::Runs::Stub::GetRun, req, "run");
+      v1::Run r;
+      grpc::Status run_status = c.TryCall(&v1::Runs::Stub::GetRun, req, &r);
+      v1::GetJobRequest jreq;
+      jreq.set_job_id(run_id);
+      v1::Job job;
+      grpc::Status job_status = c.TryCall(&v1::Jobs::Stub::GetJob, jreq, &job);
+      if (!run_status.ok() && !job_status.ok()) throw Failure{"run: " + c.Explain(run_status)};
       if (g.json_output) {
-        out << RunJson(r).dump() << "\n";
+        json j = run_status.ok() ? RunJson(r) : json{{"run_id", run_id}};
+        if (job_status.ok()) j["job"] = JobJson(job);
+        out << j.dump() << "\n";
+      } else if (!run_status.ok()) {
+        out << "run        " << run_id << "\n";
       } else {
         out << "run        " << r.run_id() << "\nstate      " << v1::StateName(r.state()) << "\nmode       "
             << v1::ModeName(r.mode()) << "\nsteps      " << r.steps() << " (last " << r.last_step();
@@ -595,6 +851,13 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
             << "\nevents     " << r.events() << "\nincidents  " << r.incidents() << "\nmodel      "
             << r.config().model() << "\noptimizer  " << r.config().optimizer() << "\ndevice     "
             << r.device() << "\n";
+      }
+      if (!g.json_output && job_status.ok()) {
+        out << "job        " << v1::JobStateName(job.state());
+        if (v1::JobEnded(job.state()) && job.exit_code() != -1) out << " (exit code " << job.exit_code() << ")";
+        if (job.pid()) out << " (pid " << job.pid() << ")";
+        out << "\n";
+        if (!job.error().empty()) out << "error      " << job.error() << "\n";
       }
     } else if (events->parsed()) {
       v1::ListEventsRequest req;

@@ -2,9 +2,12 @@
 // Flags override the JSON config file; the result is validated as a whole and every
 // problem is reported by field name before anything runs.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <memory>
+#include <thread>
 
 #include "train/config.h"
 #include "train/trainer.h"
@@ -104,8 +107,21 @@ int main(int argc, char** argv) {
     std::cout << gradwatch::train::ToJson(config) << "\n";
     return 0;
   }
+  // SIGTERM and SIGINT end training at the next step boundary, with everything delivered
+  // (a launched job's graceful stop); the exit code is then 128 + the signal. Blocked
+  // here, before torch starts any thread, and taken by one waiting thread.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  auto interrupt = std::make_shared<std::atomic<int>>(0);
+  std::thread([stop_signals, interrupt] {
+    int sig = 0;
+    if (sigwait(&stop_signals, &sig) == 0) *interrupt = sig;
+  }).detach();
   try {
-    auto summary = gradwatch::train::Train(config);
+    auto summary = gradwatch::train::Train(config, interrupt.get());
     std::string json = gradwatch::train::SummaryJson(summary);
     if (!config.summary_json.empty()) {
       std::ofstream(config.summary_json) << json << "\n";
@@ -113,7 +129,7 @@ int main(int argc, char** argv) {
     std::cerr << "gradwatch-train: done: " << summary.steps_run << " steps in " << summary.seconds
               << " s, final train loss " << summary.final_train_loss << ", val Jaccard (hard) "
               << summary.val_jaccard_hard << (summary.collapsed ? " — COLLAPSED" : "") << "\n";
-    return 0;
+    return summary.stopped_by_signal ? 128 + summary.stopped_by_signal : 0;
   } catch (const std::exception& e) {
     std::cerr << "gradwatch-train: " << e.what() << "\n";
     return 1;

@@ -167,7 +167,7 @@ double MeanOfLast(const std::vector<double>& v, size_t n) {
 
 }  // namespace
 
-TrainSummary Train(const TrainConfig& config) {
+TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt) {
   auto started = std::chrono::steady_clock::now();
   torch::manual_seed(config.seed);
   torch::set_num_threads(config.threads);
@@ -215,6 +215,12 @@ TrainSummary Train(const TrainConfig& config) {
             << std::endl;
 
   for (int64_t step = 1; step <= config.steps; ++step) {
+    if (interrupt && interrupt->load() != 0) {
+      summary.stopped_by_signal = interrupt->load();
+      std::cerr << "gradwatch-train: stopping on signal " << summary.stopped_by_signal << " before step " << step
+                << std::endl;
+      break;
+    }
     if (!gw.BeginStep(static_cast<uint64_t>(step))) {
       summary.stopped_by_command = true;
       std::cerr << "gradwatch-train: stopped by command before step " << step << std::endl;
@@ -253,7 +259,8 @@ TrainSummary Train(const TrainConfig& config) {
                    gw.clipping().kind != torchmon::Clip::Kind::kOff ? "  [clipping]" : "");
     }
   }
-  if (config.eval_every == 0 || summary.steps_run % config.eval_every != 0 || summary.stopped_by_command) {
+  if (config.eval_every == 0 || summary.steps_run % config.eval_every != 0 || summary.stopped_by_command ||
+      summary.stopped_by_signal) {
     RecordEval(Evaluate(model, val, summary.steps_run, device), gw, summary);
   }
   gw.Finish();
@@ -284,6 +291,7 @@ std::string SummaryJson(const TrainSummary& s) {
                       {"val_accuracy", s.val_accuracy},
                       {"collapsed", s.collapsed},
                       {"stopped_by_command", s.stopped_by_command},
+                      {"stopped_by_signal", s.stopped_by_signal},
                       {"updates_skipped", s.updates_skipped},
                       {"gate_timeouts", s.gate_timeouts},
                       {"seconds", s.seconds},

@@ -3,6 +3,7 @@
 // No torch in this header, so main.cc compiles fast.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@ struct TrainSummary {
   double val_loss = 0, val_jaccard_soft = 0, val_jaccard_hard = 0, val_accuracy = 0;
   bool collapsed = false;          // final train loss >= 0.99 and val hard Jaccard <= 0.01
   bool stopped_by_command = false;
+  int stopped_by_signal = 0;       // the signal (SIGTERM, SIGINT) that ended training early, or 0
   uint64_t updates_skipped = 0;
   uint64_t gate_timeouts = 0;
   double seconds = 0;
@@ -35,7 +37,9 @@ struct TrainSummary {
 
 // Runs the whole training. Throws std::runtime_error for a configuration the data or the
 // device cannot satisfy (e.g. "device: cuda requested but LibTorch has no CUDA").
-TrainSummary Train(const TrainConfig& config);
+// When `interrupt` becomes non-zero (a signal number), training ends at the next step
+// boundary as after a stop command: a last evaluation, everything delivered.
+TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt = nullptr);
 
 // The summary as a JSON object (what --summary-json writes).
 std::string SummaryJson(const TrainSummary& summary);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "gradwatch/jobs/launch_config.h"
+#include "names.h"
 
 namespace gradwatch::jobs {
 
@@ -28,11 +29,6 @@ struct Jobs::Entry {
 };
 
 namespace {
-
-bool Ended(v1::JobState s) {
-  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_STOPPED ||
-         s == v1::JOB_STATE_LOST;
-}
 
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -83,18 +79,6 @@ void WriteAtomically(const fs::path& path, const std::string& text, fs::perms pe
 }
 
 }  // namespace
-
-const char* JobStateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_QUEUED: return "queued";
-    case v1::JOB_STATE_RUNNING: return "running";
-    case v1::JOB_STATE_SUCCEEDED: return "succeeded";
-    case v1::JOB_STATE_FAILED: return "failed";
-    case v1::JOB_STATE_STOPPED: return "stopped";
-    case v1::JOB_STATE_LOST: return "lost";
-    default: return "unknown";
-  }
-}
 
 Jobs::Jobs(JobsOptions options, Launcher& launcher) : options_(std::move(options)), launcher_(launcher) {
   std::error_code ec;
@@ -160,6 +144,7 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
   if (options_.trainer.empty()) {
     throw JobError(JobError::Code::kUnavailable, "this monitor has no trainer program to launch (gradwatchd --trainer)");
   }
+  if (options_.monitor_address.empty()) throw JobError(JobError::Code::kUnavailable, "the monitor is still starting");
   if (id.empty()) id = NewId();
   if (jobs_.count(id) || fs::exists(fs::path(options_.dir) / id) || (run_exists && run_exists(id))) {
     throw JobError(JobError::Code::kAlreadyExists, "run " + id + " exists already; pick another run_id");
@@ -275,7 +260,7 @@ v1::Job Jobs::Stop(const std::string& job_id, int64_t grace_ms) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) throw JobError(JobError::Code::kNotFound, "no job " + job_id);
   Entry& e = *it->second;
-  if (Ended(e.job.state()) || e.stop_requested) return e.job;
+  if (v1::JobEnded(e.job.state()) || e.stop_requested) return e.job;
   e.stop_requested = true;
   if (e.job.state() == v1::JOB_STATE_QUEUED) {
     e.job.set_state(v1::JOB_STATE_STOPPED);
@@ -320,6 +305,11 @@ void Jobs::Tick() {
   }
 }
 
+void Jobs::SetMonitorAddress(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  options_.monitor_address = address;
+}
+
 std::string Jobs::LogPath(const std::string& job_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_id);
@@ -330,7 +320,7 @@ std::string Jobs::LogPath(const std::string& job_id) const {
 std::optional<std::string> Jobs::RunForToken(const std::string& token) const {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [id, e] : jobs_) {
-    if (!e->token.empty() && e->token == token && !Ended(e->job.state())) return id;
+    if (!e->token.empty() && e->token == token && !v1::JobEnded(e->job.state())) return id;
   }
   return std::nullopt;
 }

@@ -57,9 +57,16 @@ grpc::Status Auth::Check(const grpc::ServerContextBase& ctx, Role need, const st
   }
   std::string value(it->second.data(), it->second.size());
   const std::string prefix = "Bearer ";
-  auto grant = value.rfind(prefix, 0) == 0 ? tokens_.find(value.substr(prefix.size())) : tokens_.end();
-  if (grant == tokens_.end()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token: " + needed);
-  const Grant& g = grant->second;
+  std::string token = value.rfind(prefix, 0) == 0 ? value.substr(prefix.size()) : "";
+  auto grant = tokens_.find(token);
+  Grant g;
+  if (grant != tokens_.end()) {
+    g = grant->second;
+  } else if (auto run = job_tokens_ && !token.empty() ? job_tokens_(token) : std::nullopt) {
+    g = Grant{Role::kReporter, *run};
+  } else {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token: " + needed);
+  }
   if (g.role == Role::kReporter && need == Role::kReporter && g.run_id != run_id) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         "this reporter token is for run " + g.run_id + ", not " + run_id);

@@ -12,7 +12,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace gradwatch::monitor {
@@ -26,16 +28,21 @@ class Auth {
   static Auth Load(const std::string& path);
 
   bool enabled() const { return !tokens_.empty(); }
+  // Tokens the monitor gave its own launched jobs: the run a token reports for, or
+  // nullopt. Consulted for tokens not in the file; set before any call is served.
+  using JobTokens = std::function<std::optional<std::string>(const std::string& token)>;
+  void set_job_tokens(JobTokens lookup) { job_tokens_ = std::move(lookup); }
   // OK, UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED (wrong role, or a
   // reporter token for another run), with a message saying which role was missing.
   grpc::Status Check(const grpc::ServerContextBase& ctx, Role need, const std::string& run_id = "") const;
 
  private:
   struct Grant {
-    Role role;
+    Role role = Role::kViewer;
     std::string run_id;  // reporter tokens only
   };
   std::map<std::string, Grant> tokens_;
+  JobTokens job_tokens_;
 };
 
 const char* RoleName(Role role);

@@ -3,24 +3,26 @@
 #include <deque>
 #include <mutex>
 
+#include "happens_before.h"
+
+#include "call.h"
+
 namespace gradwatch::monitor {
 namespace {
-
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(std::move(status));
-  return reactor;
-}
 
 // Streams a run's updates to one reader until the run ends or the reader goes away.
 class WatchStream final : public grpc::ServerWriteReactor<v1::RunUpdate>, public Watcher {
  public:
   WatchStream(Hub& hub, std::string run_id) : hub_(hub), run_id_(std::move(run_id)) {}
 
-  void Refuse(const grpc::Status& status) { Finish(status); }
+  void Refuse(const grpc::Status& status) {
+    HappensBefore(this);
+    Finish(status);
+  }
 
   void Start() {
     if (!hub_.Watch(run_id_, this)) {
+      HappensBefore(this);
       Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + run_id_));
     }
   }
@@ -39,6 +41,7 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::RunUpdate>, public
   }
 
   void OnWriteDone(bool ok) override {
+    HappensAfter(this);
     std::lock_guard<std::mutex> lock(mu_);
     queue_.pop_front();
     writing_ = false;
@@ -51,12 +54,14 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::RunUpdate>, public
   }
 
   void OnCancel() override {
+    HappensAfter(this);
     std::lock_guard<std::mutex> lock(mu_);
     ending_ = true;
     MaybeFinish();
   }
 
   void OnDone() override {
+    HappensAfter(this);
     hub_.Unwatch(run_id_, this);
     delete this;
   }
@@ -64,11 +69,13 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::RunUpdate>, public
  private:
   void Next() {
     writing_ = true;
+    HappensBefore(this);
     StartWrite(&queue_.front());
   }
   void MaybeFinish() {
     if (ending_ && !writing_ && !finished_) {
       finished_ = true;
+      HappensBefore(this);
       Finish(grpc::Status::OK);
     }
   }

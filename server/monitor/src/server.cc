@@ -12,15 +12,31 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 
+extern char** environ;
+
+#include "gradwatch/jobs/jobs.h"
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/store/store.h"
 #include "http.h"
+#include "jobs_service.h"
 #include "runs_service.h"
 #include "telemetry_service.h"
 
 namespace gradwatch::monitor {
+
+namespace {
+
+std::string ReadPem(const std::string& path, const std::string& flag) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  if (!in || !(s << in.rdbuf())) throw std::runtime_error(flag + " " + path + ": cannot read");
+  return s.str();
+}
+
+}  // namespace
 
 struct Server::Impl {
   Impl(const ServerConfig& config, const Clock& clock) : config(config) {
@@ -45,14 +61,18 @@ struct Server::Impl {
     }
 
     if (!config.tokens_file.empty()) auth = Auth::Load(config.tokens_file);
+    jobs = std::make_unique<jobs::Jobs>(JobsOptionsOf(config, clock, auth.enabled()), launcher);
+    auth.set_job_tokens([this](const std::string& token) { return jobs->RunForToken(token); });
     telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams, auth);
     runs = std::make_unique<RunsService>(*hub, *store, auth);
+    jobs_service = std::make_unique<JobsService>(*jobs, *hub, auth);
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &grpc_port);
+    builder.AddListeningPort(config.listen, ServerCredentials(config), &grpc_port);
     builder.RegisterService(telemetry.get());
     builder.RegisterService(runs.get());
+    builder.RegisterService(jobs_service.get());
     builder.SetMaxReceiveMessageSize(config.max_message_bytes);
     // Find a half-open connection within ~20 s: ping every 10 s, give up 10 s later; and
     // let trainers ping an idle stream as often as their keepalive asks.
@@ -66,8 +86,47 @@ struct Server::Impl {
       throw std::runtime_error("cannot listen for gRPC on " + config.listen +
                                " (address in use or not an address of this host?)");
     }
+    // Launched trainers report here: this host, over loopback when listening on all addresses.
+    std::string host = config.listen.substr(0, config.listen.rfind(':'));
+    if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
+    jobs->SetMonitorAddress(host + ":" + std::to_string(grpc_port));
     ticker = std::thread([this] { TickLoop(); });
     WritePortsFile();
+  }
+
+  static std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const ServerConfig& config) {
+    if (config.tls_cert.empty() && config.tls_key.empty()) return grpc::InsecureServerCredentials();
+    if (config.tls_cert.empty() || config.tls_key.empty()) {
+      throw std::runtime_error("TLS needs both --tls-cert and --tls-key");
+    }
+    grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    options.pem_key_cert_pairs.push_back(
+        {ReadPem(config.tls_key, "--tls-key"), ReadPem(config.tls_cert, "--tls-cert")});
+    if (!config.tls_client_ca.empty()) {
+      options.pem_root_certs = ReadPem(config.tls_client_ca, "--tls-client-ca");
+      options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    return grpc::SslServerCredentials(options);
+  }
+
+  static jobs::JobsOptions JobsOptionsOf(const ServerConfig& config, const Clock& clock, bool tokens) {
+    jobs::JobsOptions o;
+    o.dir = (std::filesystem::path(config.data_dir) / "jobs").string();
+    o.trainer = config.trainer;
+    o.datasets_dir = config.datasets_dir;
+    o.max_running = config.max_jobs;
+    o.default_grace_ms = config.stop_grace_ms;
+    o.reporter_tokens = tokens;
+    o.now_ms = [&clock] { return clock.NowMillis(); };
+    // The monitor's environment, less its own gradwatch settings; a job gets its own
+    // token, and the monitor's certificate to trust (a self-signed one covers 127.0.0.1).
+    for (char** e = environ; *e; ++e) {
+      if (std::string(*e).rfind("GRADWATCH_", 0) != 0) o.env.push_back(*e);
+    }
+    if (!config.tls_cert.empty()) {
+      o.env.push_back("GRADWATCH_TLS_CA=" + std::filesystem::absolute(config.tls_cert).string());
+    }
+    return o;
   }
 
   void TickLoop() {
@@ -76,6 +135,8 @@ struct Server::Impl {
       cv.wait_for(lock, std::chrono::milliseconds(config.tick_ms));
       lock.unlock();
       hub->Tick();
+      jobs->Tick();
+      jobs_service->Tick();
       // Give freed memory back every second: glibc keeps what the stream and store
       // threads freed in per-thread arenas, which reads as growth over millions of reports.
       if (tick % 10 == 0) malloc_trim(0);
@@ -116,8 +177,11 @@ struct Server::Impl {
   std::atomic<Hub*> hub_ptr{nullptr};
   std::unique_ptr<HttpServer> http;
   Auth auth;
+  jobs::LocalLauncher launcher;
+  std::unique_ptr<jobs::Jobs> jobs;
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<RunsService> runs;
+  std::unique_ptr<JobsService> jobs_service;
   std::unique_ptr<grpc::Server> grpc_server;
   int grpc_port = 0;
   std::thread ticker;
@@ -148,6 +212,14 @@ bool Loopback(const std::string& address) {
 }
 
 }  // namespace
+
+std::string DefaultTrainer() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  auto trainer = self.parent_path() / "gradwatch-train";
+  return std::filesystem::exists(trainer) ? trainer.string() : "";
+}
 
 int RunServer(const ServerConfig& config) {
   // Launch and control calls act on the host: until tokens guard them, only loopback.

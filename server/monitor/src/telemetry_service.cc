@@ -1,8 +1,12 @@
 #include "telemetry_service.h"
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
+
+#include "happens_before.h"
 
 namespace gradwatch::monitor {
 namespace {
@@ -56,11 +60,13 @@ class Outbox final : public StreamSink {
  private:
   void StartNext() {  // requires mu_
     writing_ = true;
+    HappensBefore(reactor_);
     reactor_->StartWrite(&queue_.front());
   }
   void MaybeFinish() {  // requires mu_
     if (finishing_ && !writing_ && !finished_ && reactor_) {
       finished_ = true;
+      HappensBefore(reactor_);
       reactor_->Finish(status_);
     }
   }
@@ -89,10 +95,11 @@ class IngestStream final : public Reactor {
                                        " telemetry streams at most; retry later"));
       return;
     }
-    StartRead(&in_);
+    Read();
   }
 
   void OnReadDone(bool ok) override {
+    HappensAfter(this);
     if (!ok) {  // the trainer half-closed, or the stream broke (then OnCancel runs too)
       outbox_->Finish(grpc::Status::OK);
       return;
@@ -101,13 +108,20 @@ class IngestStream final : public Reactor {
     if (!Handle()) return;
     exporter_.ObserveIngestSeconds(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    StartRead(&in_);
+    Read();
   }
 
-  void OnWriteDone(bool ok) override { outbox_->WriteDone(ok); }
-  void OnCancel() override { cancelled_ = true; }
+  void OnWriteDone(bool ok) override {
+    HappensAfter(this);
+    outbox_->WriteDone(ok);
+  }
+  void OnCancel() override {
+    HappensAfter(this);
+    cancelled_ = true;
+  }
 
   void OnDone() override {
+    HappensAfter(this);
     if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), !cancelled_);
     outbox_->Detach();
     exporter_.StreamClosed();
@@ -116,6 +130,11 @@ class IngestStream final : public Reactor {
   }
 
  private:
+  void Read() {
+    HappensBefore(this);
+    StartRead(&in_);
+  }
+
   // Returns false when the stream is being finished.
   bool Handle() {
     switch (in_.kind_case()) {
@@ -188,6 +207,17 @@ class IngestStream final : public Reactor {
 };
 
 }  // namespace
+
+TelemetryService::~TelemetryService() {
+  // Each OnDone decrements the count last, after its calls into the hub and the exporter,
+  // so this load also orders those calls before they are destroyed, for ThreadSanitizer
+  // too (gRPC's own shutdown ordering is invisible to it).
+  if (size_t open = streams_.load(std::memory_order_acquire); open != 0) {
+    std::fprintf(stderr, "%s:%d: TelemetryService destroyed with %zu streams open; shut the grpc::Server down first\n",
+                 __FILE__, __LINE__, open);
+    std::abort();
+  }
+}
 
 grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* TelemetryService::Stream(
     grpc::CallbackServerContext* context) {

@@ -16,6 +16,10 @@ class TelemetryService final : public v1::Telemetry::CallbackService {
  public:
   TelemetryService(Hub& hub, metrics::Exporter& exporter, size_t max_streams, const Auth& auth)
       : hub_(hub), exporter_(exporter), max_streams_(max_streams), auth_(auth) {}
+  // Destroy only after the grpc::Server serving it has shut down, which waits for every
+  // stream's OnDone; aborts if a stream is still open.
+  ~TelemetryService() override;
+
   grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>* Stream(
       grpc::CallbackServerContext* context) override;
 

@@ -12,6 +12,7 @@
 
 #include "gradwatch/reporter/spool.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
+#include "happens_before.h"
 
 namespace gradwatch::reporter {
 namespace {
@@ -37,7 +38,7 @@ struct Reporter::Impl {
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.backoff_max.count()));
-    channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+    channel = grpc::CreateCustomChannel(options.address, ChannelCredentials(options.tls), args);
     if (!options.spool_path.empty()) {
       spool = std::make_unique<Spool>(options.spool_path, options.spool_max_bytes, hello);
       if (!spool->error().empty()) Warn(spool->error() + "; reports past the buffer will be dropped");
@@ -95,6 +96,7 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
     impl_->stub->async()->Stream(&context_, this);
     StartRead(&in_);
     AddHold();
+    HappensBefore(this);
     StartCall();
   }
 
@@ -114,12 +116,16 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
     std::lock_guard<std::mutex> lock(mu_);
     if (half_closed_ || ended_) return;
     half_closed_ = true;
-    if (!writing_) StartWritesDone();
+    if (!writing_) WritesDone();
   }
 
-  void Cancel() { context_.TryCancel(); }
+  void Cancel() {
+    HappensBefore(this);
+    context_.TryCancel();
+  }
 
   void OnWriteDone(bool ok) override {
+    HappensAfter(this);
     {
       std::lock_guard<std::mutex> lock(mu_);
       queue_.pop_front();
@@ -130,13 +136,14 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
       } else if (!queue_.empty()) {
         Next();
       } else if (half_closed_) {
-        StartWritesDone();
+        WritesDone();
       }
     }
     impl_->wake.notify_all();
   }
 
   void OnReadDone(bool ok) override {
+    HappensAfter(this);
     if (!ok) {
       // No write may start once the hold is gone: the call may already be finishing, and
       // an op started then would complete after the reactor is deleted. Writes check
@@ -146,19 +153,29 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
         std::lock_guard<std::mutex> lock(mu_);
         ended_ = true;
       }
+      HappensBefore(this);
       RemoveHold();  // lets the call complete once in-flight writes are done
       return;
     }
     impl_->OnMessage(in_);
+    HappensBefore(this);
     StartRead(&in_);
   }
 
-  void OnDone(const grpc::Status& status) override { impl_->OnStreamDone(status); }
+  void OnDone(const grpc::Status& status) override {
+    HappensAfter(this);
+    impl_->OnStreamDone(status);
+  }
 
  private:
-  void Next() {
+  void Next() {  // requires mu_
     writing_ = true;
+    HappensBefore(this);
     StartWrite(&queue_.front());
+  }
+  void WritesDone() {  // requires mu_
+    HappensBefore(this);
+    StartWritesDone();
   }
 
   Reporter::Impl* impl_;

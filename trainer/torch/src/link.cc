@@ -23,6 +23,7 @@ MonitorLink::MonitorLink(const LinkOptions& o) {
   reporter::ReporterOptions ro;
   ro.address = o.address;
   if (const char* token = std::getenv("GRADWATCH_TOKEN")) ro.token = token;  // a reporter token
+  ro.tls = reporter::TlsFromEnv();
   ro.spool_path = o.spool;
   reporter_ = std::make_unique<reporter::Reporter>(ro, hello);
 }

@@ -34,7 +34,7 @@ namespace gradwatch::jobs {
 struct JobsOptions {
   std::string dir;               // one folder per job below this; created
   std::string trainer;           // the program every job runs: `trainer --config <job>/config.json`
-  std::string monitor_address;   // host:port launched trainers report to
+  std::string monitor_address;   // host:port launched trainers report to; may be set later
   std::string datasets_dir;      // data.dir resolves below this; "" = synthetic data only
   size_t max_running = 2;        // jobs running at once; the rest wait, queued
   int64_t default_grace_ms = 10'000;  // stop: SIGTERM, then SIGKILL after this long
@@ -76,6 +76,9 @@ class Jobs {
   // Reaps ended jobs, kills those past their grace, starts queued ones.
   void Tick();
 
+  // Where launched trainers report; until set, Launch is refused as unavailable.
+  void SetMonitorAddress(const std::string& address);
+
   std::string LogPath(const std::string& job_id) const;
   // The run a job's reporter token belongs to, for a job not yet ended; nullopt otherwise.
   std::optional<std::string> RunForToken(const std::string& token) const;
@@ -94,7 +97,5 @@ class Jobs {
   std::map<std::string, std::unique_ptr<Entry>> jobs_;
   uint64_t next_id_ = 0;
 };
-
-const char* JobStateName(v1::JobState state);  // "queued", "running", ...
 
 }  // namespace gradwatch::jobs

@@ -29,6 +29,14 @@ struct ServerConfig {
   std::string tokens_file;
   // RunServer refuses non-loopback addresses without tokens unless this is set.
   bool allow_remote_without_auth = false;
+  // TLS on the gRPC port: the server's PEM certificate chain and key ("" = plain), and a
+  // CA whose client certificates are then required ("" = none asked for).
+  std::string tls_cert, tls_key, tls_client_ca;
+  // Jobs (see gradwatch/jobs/jobs.h), kept in <data_dir>/jobs.
+  std::string trainer;                   // the program jobs run; "" = launching is refused
+  std::string datasets_dir;              // a launch's data.dir resolves below this; "" = synthetic only
+  size_t max_jobs = 2;                   // jobs running at once
+  int64_t stop_grace_ms = 10'000;        // a stopped job is killed after this long
 };
 
 // A running monitor. Construction binds every port and throws std::runtime_error with
@@ -51,6 +59,9 @@ class Server {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// gradwatch-train next to this executable, or "" when there is none.
+std::string DefaultTrainer();
 
 // Runs a monitor until SIGINT or SIGTERM; returns the process exit code.
 int RunServer(const ServerConfig& config);

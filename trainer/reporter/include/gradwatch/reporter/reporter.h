@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "gradwatch/reporter/channel.h"
 #include "gradwatch/v1/telemetry.pb.h"
 
 namespace gradwatch::reporter {
@@ -29,6 +30,7 @@ namespace gradwatch::reporter {
 struct ReporterOptions {
   std::string address;                        // host:port of gradwatchd
   std::string token;                          // bearer token (a reporter token for this run), "" = none
+  TlsFiles tls;                               // TLS to the monitor; none = plain
   size_t max_buffered = 100'000;              // unacknowledged reports kept for resend
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{5'000};
