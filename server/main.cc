@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
   app.add_option("--tls-client-ca", config.tls_client_ca,
                  "require client certificates signed by this PEM CA")->check(CLI::ExistingFile);
+  app.add_option("--tls-ca", config.tls_ca,
+                 "the CA launched jobs trust to reach this monitor (default: --tls-cert, for a self-signed one)")
+      ->check(CLI::ExistingFile);
   app.add_option("--trainer", config.trainer,
                  "the program launched jobs run (default: gradwatch-train next to gradwatchd)");
   app.add_option("--datasets-dir", config.datasets_dir,

@@ -124,7 +124,8 @@ struct Server::Impl {
       if (std::string(*e).rfind("GRADWATCH_", 0) != 0) o.env.push_back(*e);
     }
     if (!config.tls_cert.empty()) {
-      o.env.push_back("GRADWATCH_TLS_CA=" + std::filesystem::absolute(config.tls_cert).string());
+      const std::string& ca = config.tls_ca.empty() ? config.tls_cert : config.tls_ca;
+      o.env.push_back("GRADWATCH_TLS_CA=" + std::filesystem::absolute(ca).string());
     }
     return o;
   }

@@ -32,6 +32,9 @@ struct ServerConfig {
   // TLS on the gRPC port: the server's PEM certificate chain and key ("" = plain), and a
   // CA whose client certificates are then required ("" = none asked for).
   std::string tls_cert, tls_key, tls_client_ca;
+  // The CA launched jobs trust to reach this monitor over TLS ("" = tls_cert itself, right
+  // for a self-signed certificate).
+  std::string tls_ca;
   // Jobs (see gradwatch/jobs/jobs.h), kept in <data_dir>/jobs.
   std::string trainer;                   // the program jobs run; "" = launching is refused
   std::string datasets_dir;              // a launch's data.dir resolves below this; "" = synthetic only
