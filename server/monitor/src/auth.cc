@@ -50,19 +50,25 @@ grpc::Status Auth::Check(const grpc::ServerContextBase& ctx, Role need, const st
   if (!enabled()) return grpc::Status::OK;
   const auto& md = ctx.client_metadata();
   auto it = md.find("authorization");
+  if (it == md.end()) return CheckToken("", need, run_id);
+  std::string value(it->second.data(), it->second.size());
+  const std::string prefix = "Bearer ";
+  // A malformed header is an unknown token, not a missing one.
+  return CheckToken(value.rfind(prefix, 0) == 0 ? value.substr(prefix.size()) : "\n", need, run_id);
+}
+
+grpc::Status Auth::CheckToken(const std::string& token, Role need, const std::string& run_id) const {
+  if (!enabled()) return grpc::Status::OK;
   std::string needed = std::string("this call needs the ") + RoleName(need) + " role";
-  if (it == md.end()) {
+  if (token.empty()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "no token: " + needed + "; pass --token or set GRADWATCH_TOKEN");
   }
-  std::string value(it->second.data(), it->second.size());
-  const std::string prefix = "Bearer ";
-  std::string token = value.rfind(prefix, 0) == 0 ? value.substr(prefix.size()) : "";
   auto grant = tokens_.find(token);
   Grant g;
   if (grant != tokens_.end()) {
     g = grant->second;
-  } else if (auto run = job_tokens_ && !token.empty() ? job_tokens_(token) : std::nullopt) {
+  } else if (auto run = job_tokens_ ? job_tokens_(token) : std::nullopt) {
     g = Grant{Role::kReporter, *run};
   } else {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token: " + needed);

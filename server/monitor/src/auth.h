@@ -35,6 +35,8 @@ class Auth {
   // OK, UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED (wrong role, or a
   // reporter token for another run), with a message saying which role was missing.
   grpc::Status Check(const grpc::ServerContextBase& ctx, Role need, const std::string& run_id = "") const;
+  // The same decision for an HTTP request: `token` is the bearer token ("" = none).
+  grpc::Status CheckToken(const std::string& token, Role need, const std::string& run_id = "") const;
 
  private:
   struct Grant {

@@ -5,11 +5,13 @@
 #include <prometheus/text_serializer.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
+#include "auth.h"
 #include "convert.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/store/store.h"
@@ -20,12 +22,14 @@ namespace {
 
 using nlohmann::json;
 
-void Reply(mg_connection* conn, int status, const std::string& type, const std::string& body) {
-  const char* reason = status == 200 ? "OK" : status == 400 ? "Bad Request" : status == 404 ? "Not Found" : "Error";
+void Reply(mg_connection* conn, int status, const std::string& type, const std::string& body,
+           const std::string& extra_headers = "") {
+  const char* reason = status == 200 ? "OK" : status == 400 ? "Bad Request" : status == 401 ? "Unauthorized"
+                       : status == 403 ? "Forbidden" : status == 404 ? "Not Found" : "Error";
   mg_printf(conn,
             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-            "Connection: close\r\n\r\n",
-            status, reason, type.c_str(), body.size());
+            "%sConnection: close\r\n\r\n",
+            status, reason, type.c_str(), body.size(), extra_headers.c_str());
   mg_write(conn, body.data(), body.size());
 }
 
@@ -35,6 +39,35 @@ void Error(mg_connection* conn, int status, const std::string& message) {
 
 // JSON has no NaN or infinity: they become null.
 json Num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+// See HttpOptions::auth.
+class TokenGate : public CivetAuthHandler {
+ public:
+  explicit TokenGate(const Auth& auth) : auth_(auth) {}
+  bool authorize(CivetServer*, mg_connection* conn) override {
+    const mg_request_info* request = mg_get_request_info(conn);
+    Role need = std::string(request->request_method) == "POST" ? Role::kOperator : Role::kViewer;
+    std::string token;
+    const char* header = mg_get_header(conn, "Authorization");
+    if (header && std::string(header).rfind("Bearer ", 0) == 0) {
+      token = header + 7;
+    } else if (request->query_string) {
+      char value[512];
+      if (mg_get_var(request->query_string, std::strlen(request->query_string), "token", value, sizeof value) > 0) {
+        token = value;
+      }
+    }
+    grpc::Status status = auth_.CheckToken(token, need);
+    if (status.ok()) return true;
+    bool unknown = status.error_code() == grpc::StatusCode::UNAUTHENTICATED;
+    Reply(conn, unknown ? 401 : 403, "application/json", json{{"error", status.error_message()}}.dump(),
+          unknown ? "WWW-Authenticate: Bearer realm=\"gradwatch\"\r\n" : "");
+    return false;
+  }
+
+ private:
+  const Auth& auth_;
+};
 
 class Metrics : public CivetHandler {
  public:
@@ -191,6 +224,7 @@ struct HttpServer::Impl {
   RunsApi api;
   Page runs_page{kRunsPage}, run_page{kRunPage};
   ChartJs chartjs;
+  std::unique_ptr<TokenGate> gate;
 
   Impl(const HttpOptions& o, std::shared_ptr<prometheus::Registry> registry, Hub& hub, const store::Store& store)
       : metrics(std::move(registry)), webhook(hub), api(hub, store), chartjs(o.chartjs) {
@@ -199,6 +233,11 @@ struct HttpServer::Impl {
       server = std::make_unique<CivetServer>(options);
     } catch (const std::exception& e) {
       throw std::runtime_error("cannot serve HTTP (/metrics) on " + o.listen + ": " + e.what());
+    }
+    if (o.auth && o.auth->enabled()) {
+      gate = std::make_unique<TokenGate>(*o.auth);
+      server->addAuthHandler("/metrics", *gate);
+      server->addAuthHandler("/api", *gate);
     }
     server->addHandler("/metrics", metrics);
     server->addHandler("/api/v1/alerts/webhook", webhook);

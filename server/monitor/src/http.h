@@ -16,10 +16,15 @@ class Store;
 
 namespace gradwatch::monitor {
 
+class Auth;
 class Hub;
 
 struct HttpOptions {
   std::string listen;  // host:port; port 0 picks a free one
+  // With tokens enabled, /metrics and /api/ need a bearer token (header, or ?token= for
+  // the live pages' own requests): the viewer role to read, the operator role to post
+  // alerts. The pages and Chart.js hold no data and stay open. nullptr = no checks.
+  const Auth* auth = nullptr;
   std::string chartjs = "/usr/share/javascript/chart.js/chart.min.js";  // served at /static/chart.min.js
 };
 

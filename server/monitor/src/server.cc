@@ -53,16 +53,17 @@ struct Server::Impl {
     hub = std::make_unique<Hub>(config.hub, *store, *exporter, clock);
     hub_ptr = hub.get();
 
+    if (!config.tokens_file.empty()) auth = Auth::Load(config.tokens_file);
+
+    jobs = std::make_unique<jobs::Jobs>(JobsOptionsOf(config, clock, auth.enabled()), launcher);
+    auth.set_job_tokens([this](const std::string& token) { return jobs->RunForToken(token); });
     if (!config.metrics_listen.empty()) {
       HttpOptions ho;
       ho.listen = config.metrics_listen;
+      ho.auth = &auth;
       if (!config.chartjs.empty()) ho.chartjs = config.chartjs;
       http = std::make_unique<HttpServer>(ho, exporter->registry(), *hub, *store);
     }
-
-    if (!config.tokens_file.empty()) auth = Auth::Load(config.tokens_file);
-    jobs = std::make_unique<jobs::Jobs>(JobsOptionsOf(config, clock, auth.enabled()), launcher);
-    auth.set_job_tokens([this](const std::string& token) { return jobs->RunForToken(token); });
     telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams, auth);
     runs = std::make_unique<RunsService>(*hub, *store, auth);
     jobs_service = std::make_unique<JobsService>(*jobs, *hub, auth);
@@ -176,13 +177,13 @@ struct Server::Impl {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<Hub> hub;
   std::atomic<Hub*> hub_ptr{nullptr};
-  std::unique_ptr<HttpServer> http;
   Auth auth;
   jobs::LocalLauncher launcher;
   std::unique_ptr<jobs::Jobs> jobs;
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<RunsService> runs;
   std::unique_ptr<JobsService> jobs_service;
+  std::unique_ptr<HttpServer> http;  // after what its handlers use: destroyed first
   std::unique_ptr<grpc::Server> grpc_server;
   int grpc_port = 0;
   std::thread ticker;

@@ -14,10 +14,14 @@ table { border-collapse: collapse; } td, th { padding: 4px 12px; border-bottom: 
 <th>events</th></tr></thead><tbody></tbody></table>
 <script>
 const fmt = v => v === null || v === undefined ? '–' : Number(v).toPrecision(4);
+// A monitor with tokens: the page's own ?token= goes along with every request.
+const token = new URLSearchParams(location.search).get('token');
+const withToken = path => token ? path + (path.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token) : path;
 async function refresh() {
-  const d = await (await fetch('/api/v1/runs')).json();
+  const d = await (await fetch(withToken('/api/v1/runs'))).json();
+  if (d.error) { document.querySelector('h1').textContent = 'gradwatch runs: ' + d.error; return; }
   document.querySelector('#runs tbody').innerHTML = d.runs.map(r =>
-    `<tr><td><a href="/runs/${encodeURIComponent(r.run_id)}">${r.run_id}</a></td>` +
+    `<tr><td><a href="${withToken('/runs/' + encodeURIComponent(r.run_id))}">${r.run_id}</a></td>` +
     `<td class="${r.state}">${r.state}</td><td>${r.mode}</td>` +
     `<td>${r.last_step}${r.total_steps ? ' / ' + r.total_steps : ''}</td><td>${fmt(r.loss)}</td>` +
     `<td>${fmt(r.grad_norm)}</td><td>${r.events}</td></tr>`).join('');
@@ -69,10 +73,13 @@ const norm = chart('norm', 'Global gradient norm (log axis)', [line('grad norm',
   line('clipping threshold', '#d62728', {borderDash: [6, 3]}),
   marks('events', '#d62728', 'triangle'), marks('commands', '#2ca02c', 'rectRot')], true);
 let after = 0, charted = 0, lastLoss = {}, lastNorm = {};
+// A monitor with tokens: the page's own ?token= goes along with every request.
+const token = new URLSearchParams(location.search).get('token');
+const withToken = path => token ? path + (path.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token) : path;
 const positive = v => v !== null && v > 0 ? v : null;
 async function poll() {
   let d;
-  try { d = await (await fetch(`/api/v1/runs/${encodeURIComponent(runId)}/steps?after=${after}`)).json(); }
+  try { d = await (await fetch(withToken(`/api/v1/runs/${encodeURIComponent(runId)}/steps?after=${after}`))).json(); }
   catch (e) { document.getElementById('error').textContent = ' (monitor unreachable)'; return; }
   if (d.error) { document.getElementById('error').textContent = ' ' + d.error; return; }
   document.getElementById('error').textContent = '';
