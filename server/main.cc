@@ -40,6 +40,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", config.tls_ca,
                  "the CA launched jobs trust to reach this monitor (default: --tls-cert, for a self-signed one)")
       ->check(CLI::ExistingFile);
+  app.add_option("--tls-job-cert", config.tls_job_cert,
+                 "client certificate launched jobs present to a monitor with --tls-client-ca")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-job-key", config.tls_job_key, "the key of --tls-job-cert")->check(CLI::ExistingFile);
   app.add_option("--trainer", config.trainer,
                  "the program launched jobs run (default: gradwatch-train next to gradwatchd)");
   app.add_option("--datasets-dir", config.datasets_dir,

@@ -42,15 +42,20 @@ def main():
         assert run["steps"] == 20 and run["job"]["state"] == "succeeded", run
         print("TLS: plain client refused, client with the CA served, a launched job streamed 20 steps over TLS")
 
-    with gwtest.Monitor(extra_args=(*tls, "--tls-client-ca", ca)) as mon:
+    client = ("--tls-cert", os.path.join(d, "client.pem"), "--tls-key", os.path.join(d, "client.key"))
+    job_client = ("--tls-job-cert", os.path.join(d, "client.pem"), "--tls-job-key", os.path.join(d, "client.key"))
+    with gwtest.Monitor(extra_args=(*tls, "--tls-client-ca", ca, *job_client)) as mon:
         base = [gwtest.BIN / "gradwatch", "--server", mon.address, "--timeout-ms", "3000", "--tls-ca", ca]
         anonymous = gwtest.run([*base, "runs"], check=False)
         assert anonymous.returncode == 1, anonymous.stderr
-        gwtest.run([*base, "--tls-cert", os.path.join(d, "client.pem"), "--tls-key", os.path.join(d, "client.key"),
-                    "runs"])
+        gwtest.run([*base, *client, "runs"])
+        gwtest.run([*base, *client, "launch", "--run-id", "mutual", "--set", "steps=20", "--set", "log_every=0"])
+        run = json.loads(gwtest.run([*base, *client, "--json", "run", "mutual"]).stdout)
+        assert run["steps"] == 20 and run["job"]["state"] == "succeeded", run
         missing_key = gwtest.run([*base, "--tls-cert", os.path.join(d, "client.pem"), "runs"], check=False)
         assert missing_key.returncode == 1 and "needs its key" in missing_key.stderr, missing_key.stderr
-        print("mutual TLS: a client without a certificate refused, one with a CA-signed certificate served")
+        print("mutual TLS: a client without a certificate refused, one with a CA-signed certificate served; "
+              "a launched job presented --tls-job-cert and streamed 20 steps")
 
 
 if __name__ == "__main__":

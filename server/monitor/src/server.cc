@@ -100,6 +100,9 @@ struct Server::Impl {
     if (config.tls_cert.empty() || config.tls_key.empty()) {
       throw std::runtime_error("TLS needs both --tls-cert and --tls-key");
     }
+    if (config.tls_job_cert.empty() != config.tls_job_key.empty()) {
+      throw std::runtime_error("--tls-job-cert and --tls-job-key go together");
+    }
     grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     options.pem_key_cert_pairs.push_back(
         {ReadPem(config.tls_key, "--tls-key"), ReadPem(config.tls_cert, "--tls-cert")});
@@ -127,6 +130,10 @@ struct Server::Impl {
     if (!config.tls_cert.empty()) {
       const std::string& ca = config.tls_ca.empty() ? config.tls_cert : config.tls_ca;
       o.env.push_back("GRADWATCH_TLS_CA=" + std::filesystem::absolute(ca).string());
+    }
+    if (!config.tls_job_cert.empty()) {
+      o.env.push_back("GRADWATCH_TLS_CERT=" + std::filesystem::absolute(config.tls_job_cert).string());
+      o.env.push_back("GRADWATCH_TLS_KEY=" + std::filesystem::absolute(config.tls_job_key).string());
     }
     return o;
   }

@@ -35,6 +35,8 @@ struct ServerConfig {
   // The CA launched jobs trust to reach this monitor over TLS ("" = tls_cert itself, right
   // for a self-signed certificate).
   std::string tls_ca;
+  // The client certificate and key launched jobs present when tls_client_ca asks for one.
+  std::string tls_job_cert, tls_job_key;
   // Jobs (see gradwatch/jobs/jobs.h), kept in <data_dir>/jobs.
   std::string trainer;                   // the program jobs run; "" = launching is refused
   std::string datasets_dir;              // a launch's data.dir resolves below this; "" = synthetic only
