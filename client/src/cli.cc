@@ -20,8 +20,19 @@ namespace {
 
 using nlohmann::json;
 
+// "defaults", or the overrides as NAME=VALUE, sorted.
+std::string Overrides(const google::protobuf::Map<std::string, double>& m) {
+  std::map<std::string, double> sorted(m.begin(), m.end());
+  std::string out;
+  for (const auto& [k, v] : sorted) out += (out.empty() ? "" : ", ") + k + "=" + Num(v);
+  return out.empty() ? "defaults" : out;
+}
+
 json RunJson(const v1::Run& r) {
-  return {{"run_id", r.run_id()},     {"state", v1::StateName(r.state())}, {"mode", v1::ModeName(r.mode())},
+  json policy = json::object(), thresholds = json::object();
+  for (const auto& [k, v] : r.config().policy()) policy[k] = v;
+  for (const auto& [k, v] : r.config().thresholds()) thresholds[k] = v;
+  return {{"policy", policy}, {"thresholds", thresholds},{"run_id", r.run_id()},     {"state", v1::StateName(r.state())}, {"mode", v1::ModeName(r.mode())},
           {"steps", r.steps()},       {"last_step", r.last_step()},    {"last_loss", r.last_loss()},
           {"last_grad_norm", r.last_grad_norm()}, {"events", r.events()}, {"incidents", r.incidents()},
           {"total_steps", r.config().total_steps()}, {"device", r.device()}};
@@ -300,7 +311,9 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
             << v1::ModeName(r.mode()) << "\nsteps      " << r.steps() << " (last " << r.last_step();
         if (r.config().total_steps()) out << " of " << r.config().total_steps();
         out << ")\nloss       " << Num(r.last_loss()) << "\ngrad norm  " << Num(r.last_grad_norm())
-            << "\nevents     " << r.events() << "\nincidents  " << r.incidents() << "\nmodel      "
+            << "\npolicy     " << Overrides(r.config().policy()) << "\nthresholds "
+            << Overrides(r.config().thresholds()) << "\nevents     " << r.events() << "\nincidents  "
+            << r.incidents() << "\nmodel      "
             << r.config().model() << "\noptimizer  " << r.config().optimizer() << "\ndevice     "
             << r.device() << "\n";
       }

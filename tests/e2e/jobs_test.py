@@ -48,6 +48,10 @@ def launch_succeeds(mon, tmp):
     run = show(mon, "ok-job")
     assert run["job"]["state"] == "succeeded" and run["job"]["exit_code"] == 0, run
     assert run["steps"] == 40, run  # streamed with the job's own reporter token
+    text = cli(mon, "run", "ok-job").stdout
+    for line in ("state      finished", "mode       guard", "policy     defaults", "steps      40 (last 40 of 40)",
+                 "incidents  0", "job        succeeded (exit code 0)"):
+        assert line in text, (line, text)
     logs = cli(mon, "logs", "ok-job").stdout
     assert "gradwatch-train: done: 40 steps" in logs, logs
     print(f"launch: succeeded, exit code 0, 40 steps stored, {len(logs)} bytes of log")
