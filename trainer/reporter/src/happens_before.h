@@ -1,15 +1,16 @@
 // Happens-before edges that gRPC guarantees but ThreadSanitizer cannot see.
 //
-// gRPC orders everything a thread did before it starts an operation on a reactor
-// (StartCall, StartRead, StartWrite, Finish, ...) before that operation's reaction, which often
-// runs on another thread, and every reaction before OnDone. Debian's gRPC and abseil are
-// not built with ThreadSanitizer, so the locks and atomics behind that ordering are
-// invisible to it and every field of a reactor reads as racy, its own mutexes included
-// (they are constructed on one thread and first locked on another). A reactor therefore
-// calls HappensBefore(reactor) just before it hands itself to gRPC and HappensAfter(reactor)
-// first thing in each reaction: exactly the ordering gRPC's API promises, no more.
-// Without ThreadSanitizer both compile to nothing. A copy lives in server/monitor/src/ (the
-// reporter does not link the monitor).
+// gRPC orders what a thread did before it starts an operation on a reactor (StartCall,
+// StartRead, StartWrite, Finish, ...) before that operation's reaction, often run on another
+// thread, and every reaction before OnDone. Debian's gRPC and abseil are not built with
+// ThreadSanitizer, so the locks and atomics behind that ordering are invisible to it: every
+// field of a reactor would read as racy, its mutexes included (constructed on one thread,
+// first locked on another). So a reactor calls HappensBefore(reactor) just before it hands
+// itself to gRPC and HappensAfter(reactor) first thing in each reaction, telling
+// ThreadSanitizer what gRPC's API promises. Both compile to nothing without ThreadSanitizer.
+// The edges are keyed on the reactor alone, so they can order a stream's read and write
+// reactions, which gRPC may run at once: a race between those two may go unseen in a run.
+// A copy lives in server/monitor/src/: the reporter does not link the monitor.
 #pragma once
 
 #if defined(__SANITIZE_THREAD__)
