@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "call.h"
+#include "gradwatch/common/happens_before.h"
 #include "gradwatch/jobs/launch_config.h"
 #include "names.h"
 
@@ -51,6 +52,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
   }
 
   void OnWriteDone(bool ok) override {
+    HappensAfter(this);
     bool wait = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -64,12 +66,14 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
   }
 
   void OnCancel() override {
+    HappensAfter(this);
     std::lock_guard<std::mutex> lock(mu_);
     cancelled_ = true;
     if (waiting_) FinishLocked(grpc::Status::CANCELLED);
   }
 
   void OnDone() override {
+    HappensAfter(this);
     service_.Forget(this);
     delete this;
   }
@@ -97,6 +101,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
       chunk_.set_offset(offset_);
       chunk_.set_data(std::move(data));
       offset_ += n;
+      HappensBefore(this);
       StartWrite(&chunk_);
       return false;
     }
@@ -112,6 +117,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
     if (finished_) return;
     finished_ = true;
     waiting_ = false;
+    HappensBefore(this);
     Finish(status);
   }
 
@@ -175,6 +181,7 @@ grpc::ServerWriteReactor<v1::LogChunk>* JobsService::Logs(grpc::CallbackServerCo
     }
   }
   auto* stream = new LogStream(*this, req->job_id(), path, req->offset(), req->follow());
+  HappensBefore(stream);  // its construction, for the reactions gRPC runs on other threads
   if (!status.ok()) {
     stream->Finish(status);
   } else {

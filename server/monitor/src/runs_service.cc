@@ -3,7 +3,7 @@
 #include <deque>
 #include <mutex>
 
-#include "happens_before.h"
+#include "gradwatch/common/happens_before.h"
 
 #include "call.h"
 

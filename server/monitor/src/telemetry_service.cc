@@ -6,7 +6,7 @@
 #include <deque>
 #include <mutex>
 
-#include "happens_before.h"
+#include "gradwatch/common/happens_before.h"
 
 namespace gradwatch::monitor {
 namespace {

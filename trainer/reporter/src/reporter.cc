@@ -12,7 +12,7 @@
 
 #include "gradwatch/reporter/spool.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
-#include "happens_before.h"
+#include "gradwatch/common/happens_before.h"
 
 namespace gradwatch::reporter {
 namespace {

@@ -10,7 +10,7 @@
 // ThreadSanitizer what gRPC's API promises. Both compile to nothing without ThreadSanitizer.
 // The edges are keyed on the reactor alone, so they can order a stream's read and write
 // reactions, which gRPC may run at once: a race between those two may go unseen in a run.
-// A copy lives in trainer/reporter/src/: the reporter does not link the monitor.
+// Used by the monitor's reactors and the trainer's reporter.
 #pragma once
 
 #if defined(__SANITIZE_THREAD__)
@@ -25,7 +25,7 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-namespace gradwatch::monitor {
+namespace gradwatch {
 
 // What this thread did so far happens before a later HappensAfter(key) on any thread.
 inline void HappensBefore(const void* key) {
@@ -44,4 +44,4 @@ inline void HappensAfter(const void* key) {
 #endif
 }
 
-}  // namespace gradwatch::monitor
+}  // namespace gradwatch
