@@ -12,6 +12,7 @@
 #include <string>
 #include <type_traits>
 
+#include "gradwatch/common/format.h"
 #include "gradwatch/reporter/channel.h"
 #include "gradwatch/v1/jobs.grpc.pb.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
@@ -33,12 +34,7 @@ struct Failure {
 
 
 
-inline std::string Num(double v) {
-  if (std::isnan(v)) return "nan";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4g", v);
-  return buf;
-}
+inline std::string Num(double v) { return FormatNumber(v, 4); }
 
 class Client {
  public:

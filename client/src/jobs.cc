@@ -8,6 +8,7 @@
 #include <sstream>
 #include <thread>
 
+#include "gradwatch/common/file.h"
 #include "names.h"
 #include "watch.h"
 
@@ -36,11 +37,10 @@ int JobExitCode(const v1::Job& j) {
 std::string LaunchConfig(const LaunchOptions& o) {
   json config = json::object();
   if (!o.config_file.empty()) {
-    std::ifstream in(o.config_file);
-    std::stringstream text;
-    text << in.rdbuf();
-    config = json::parse(text.str(), nullptr, false, /*ignore_comments=*/true);
-    if (!in || config.is_discarded() || !config.is_object()) {
+    std::string text;
+    bool read = ReadWholeFile(o.config_file, &text);
+    config = json::parse(text, nullptr, false, /*ignore_comments=*/true);
+    if (!read || config.is_discarded() || !config.is_object()) {
       throw Failure{"launch: " + o.config_file + " is not a JSON object"};
     }
   }

@@ -5,22 +5,16 @@
 #include <csignal>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <memory>
 #include <thread>
 
+#include "gradwatch/common/file.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadFile(const std::string& path) { return gradwatch::ReadFileOrThrow(path); }
 
 }  // namespace
 

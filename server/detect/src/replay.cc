@@ -3,10 +3,9 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "csv.h"
+#include "gradwatch/common/file.h"
 #include "format.h"
 #include "gradwatch/detect/incident.h"
 #include "gradwatch/detect/run_detector.h"
@@ -242,15 +241,13 @@ ParseResult ParseCsv(std::string_view text, std::string_view source, CsvFormat f
 }
 
 ParseResult ReadCsvFile(const std::string& path, CsvFormat format) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  std::string text;
+  if (!ReadWholeFile(path, &text)) {
     ParseResult r;
     r.error = Format("%s: cannot open: %s", path.c_str(), std::strerror(errno));
     return r;
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return ParseCsv(text.str(), path, format);
+  return ParseCsv(text, path, format);
 }
 
 std::vector<Event> ReplayOffline(const std::vector<ReplayRecord>& records, const RunInfo& info,

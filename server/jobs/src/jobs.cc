@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "gradwatch/common/file.h"
 #include "gradwatch/jobs/launch_config.h"
 #include "names.h"
 
@@ -29,13 +30,6 @@ struct Jobs::Entry {
 };
 
 namespace {
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The last "gradwatch-train: ..." line of the log (how the trainer says why it stopped),
 // else its last non-empty line; "" for an empty log. Reads at most the last 64 KiB.
@@ -65,19 +59,6 @@ std::string NewToken() {
   return s.str();
 }
 
-void WriteAtomically(const fs::path& path, const std::string& text, fs::perms perms) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error(tmp.string() + ": cannot write");
-  }
-  fs::permissions(tmp, perms);
-  fs::rename(tmp, path);
-}
-
 }  // namespace
 
 Jobs::Jobs(JobsOptions options, Launcher& launcher) : options_(std::move(options)), launcher_(launcher) {
@@ -96,7 +77,8 @@ void Jobs::Load() {
   for (const auto& item : fs::directory_iterator(options_.dir)) {
     fs::path record = item.path() / "job.json";
     if (!fs::exists(record)) continue;  // a launch that failed before its record was written
-    json doc = json::parse(ReadFile(record), nullptr, false);
+    std::string text;
+    json doc = ReadWholeFile(record.string(), &text) ? json::parse(text, nullptr, false) : json();
     auto e = std::make_unique<Entry>();
     if (doc.is_discarded() || !doc.contains("job") ||
         !google::protobuf::util::JsonStringToMessage(doc["job"].dump(), &e->job).ok()) {
@@ -126,7 +108,7 @@ void Jobs::SaveLocked(const Entry& e) const {
               {"stop_requested", e.stop_requested},
               {"kill_at_ms", e.kill_at_ms}};
   // Holds the job's reporter token: owner-only.
-  WriteAtomically(e.dir / "job.json", doc.dump(2) + "\n", fs::perms::owner_read | fs::perms::owner_write);
+  WriteFileAtomically(e.dir / "job.json", doc.dump(2) + "\n", fs::perms::owner_read | fs::perms::owner_write);
 }
 
 std::string Jobs::NewId() {
@@ -155,8 +137,7 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
   std::string config = PrepareLaunchConfig(config_json, id, ctx);  // throws InvalidLaunch
 
   fs::create_directories(e->dir);
-  WriteAtomically(e->dir / "config.json", config, fs::perms::owner_read | fs::perms::owner_write |
-                                                      fs::perms::group_read | fs::perms::others_read);
+  WriteFileAtomically(e->dir / "config.json", config);
   e->job.set_job_id(id);
   e->job.set_run_id(id);
   e->job.set_state(v1::JOB_STATE_QUEUED);
@@ -166,9 +147,7 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
   SaveLocked(*e);
   Entry& entry = *e;
   jobs_[id] = std::move(e);
-  size_t running = 0;
-  for (const auto& [_, j] : jobs_) running += j->job.state() == v1::JOB_STATE_RUNNING;
-  if (running < options_.max_running) StartLocked(entry);
+  StartQueuedLocked();
   return entry.job;
 }
 
@@ -277,7 +256,6 @@ v1::Job Jobs::Stop(const std::string& job_id, int64_t grace_ms) {
 void Jobs::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = options_.now_ms();
-  size_t running = 0;
   for (auto& [_, e] : jobs_) {
     if (e->job.state() != v1::JOB_STATE_RUNNING || !e->process) continue;
     if (auto status = e->process->Poll()) {
@@ -288,8 +266,13 @@ void Jobs::Tick() {
       e->process->Signal(SIGKILL);
       e->killed = true;
     }
-    ++running;
   }
+  StartQueuedLocked();
+}
+
+void Jobs::StartQueuedLocked() {
+  size_t running = 0;
+  for (const auto& [_, e] : jobs_) running += e->job.state() == v1::JOB_STATE_RUNNING;
   // Queued jobs start in the order they came.
   std::vector<Entry*> queued;
   for (auto& [_, e] : jobs_) {

@@ -48,10 +48,7 @@ void CheckRelative(const std::string& field, const std::string& path) {
   }
 }
 
-}  // namespace
-
-std::string RequestedRunId(const std::string& config_json, const std::string& run_id) {
-  json doc = ParseObject(config_json);
+std::string RunIdOf(const json& doc, const std::string& run_id) {
   std::string from_config;
   if (doc.contains("run_id") && doc["run_id"].is_string()) from_config = doc["run_id"].get<std::string>();
   for (const std::string* id : std::initializer_list<const std::string*>{&run_id, &from_config}) {
@@ -65,10 +62,16 @@ std::string RequestedRunId(const std::string& config_json, const std::string& ru
   return run_id.empty() ? from_config : run_id;
 }
 
+}  // namespace
+
+std::string RequestedRunId(const std::string& config_json, const std::string& run_id) {
+  return RunIdOf(ParseObject(config_json), run_id);
+}
+
 std::string PrepareLaunchConfig(const std::string& config_json, const std::string& run_id,
                                 const LaunchContext& context) {
-  std::string id = RequestedRunId(config_json, run_id);
   json doc = ParseObject(config_json);
+  std::string id = RunIdOf(doc, run_id);
   for (const char* field : {"monitor", "no_monitor"}) {
     if (doc.contains(field)) throw InvalidLaunch(field, "a launched job reports to this monitor; leave it out");
   }

@@ -1,8 +1,8 @@
 #include "auth.h"
 
-#include <fstream>
+#include "gradwatch/common/file.h"
+
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <stdexcept>
 
 namespace gradwatch::monitor {
@@ -16,11 +16,7 @@ const char* RoleName(Role role) {
 }
 
 Auth Auth::Load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("tokens file " + path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, false);
+  nlohmann::json doc = nlohmann::json::parse(ReadFileOrThrow(path, "tokens file"), nullptr, false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("tokens") || !doc["tokens"].is_array()) {
     throw std::runtime_error("tokens file " + path + ": expected {\"tokens\": [{\"token\": ..., \"role\": ...}]}");
   }

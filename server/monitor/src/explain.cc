@@ -6,16 +6,13 @@
 #include <map>
 #include <sstream>
 
+#include "gradwatch/common/format.h"
 #include "convert.h"
 
 namespace gradwatch::monitor {
 namespace {
 
-std::string Fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3g", v);
-  return buf;
-}
+std::string Fmt(double v) { return FormatNumber(v, 3); }
 
 // What a person calls each event kind.
 const char* Plain(const std::string& kind) {

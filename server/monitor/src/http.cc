@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "auth.h"
+#include "gradwatch/common/file.h"
 #include "convert.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/store/store.h"
@@ -200,14 +201,12 @@ class ChartJs : public CivetHandler {
  public:
   explicit ChartJs(std::string path) : path_(std::move(path)) {}
   bool handleGet(CivetServer*, mg_connection* conn) override {
-    std::ifstream in(path_);
-    if (!in) {
+    std::string script;
+    if (!ReadWholeFile(path_, &script)) {
       Error(conn, 404, path_ + " not found: install libjs-chart.js (scripts/install-deps) or pass --chartjs");
       return true;
     }
-    std::stringstream s;
-    s << in.rdbuf();
-    Reply(conn, 200, "application/javascript", s.str());
+    Reply(conn, 200, "application/javascript", script);
     return true;
   }
 

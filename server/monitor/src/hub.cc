@@ -5,6 +5,7 @@
 #include <regex>
 #include <sstream>
 
+#include "gradwatch/common/format.h"
 #include "convert.h"
 #include "explain.h"
 #include "gradwatch/detect/run_detector.h"
@@ -62,11 +63,7 @@ v1::MonitorMessage AckMessage(uint64_t through) {
   return m;
 }
 
-std::string Fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4g", v);
-  return buf;
-}
+std::string Fmt(double v) { return FormatNumber(v, 4); }
 
 }  // namespace
 

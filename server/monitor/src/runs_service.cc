@@ -94,6 +94,11 @@ grpc::Status RunsService::Known(const std::string& run_id) const {
   return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run \"" + run_id + "\"; `gradwatch runs` lists them");
 }
 
+grpc::Status RunsService::Admit(const grpc::CallbackServerContext& ctx, Role need, const std::string& run_id) const {
+  grpc::Status denied = auth_.Check(ctx, need);
+  return denied.ok() ? Known(run_id) : denied;
+}
+
 grpc::ServerUnaryReactor* RunsService::ListRuns(grpc::CallbackServerContext* ctx,
                                                 const v1::ListRunsRequest*, v1::ListRunsResponse* resp) {
   if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
@@ -113,9 +118,7 @@ grpc::ServerUnaryReactor* RunsService::GetRun(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* RunsService::ListSteps(grpc::CallbackServerContext* ctx,
                                                  const v1::ListStepsRequest* req,
                                                  v1::ListStepsResponse* resp) {
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
-  grpc::Status known = Known(req->run_id());
-  if (!known.ok()) return Done(ctx, known);
+  if (grpc::Status refused = Admit(*ctx, Role::kViewer, req->run_id()); !refused.ok()) return Done(ctx, refused);
   if (req->limit() > 10'000) {
     return Done(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                   "limit " + std::to_string(req->limit()) + " is over 10000"));
@@ -128,9 +131,7 @@ grpc::ServerUnaryReactor* RunsService::ListSteps(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* RunsService::ListEvals(grpc::CallbackServerContext* ctx,
                                                  const v1::ListEvalsRequest* req,
                                                  v1::ListEvalsResponse* resp) {
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
-  grpc::Status known = Known(req->run_id());
-  if (!known.ok()) return Done(ctx, known);
+  if (grpc::Status refused = Admit(*ctx, Role::kViewer, req->run_id()); !refused.ok()) return Done(ctx, refused);
   for (auto& e : store_.ListEvals(req->run_id())) *resp->add_evals() = std::move(e);
   return Done(ctx, grpc::Status::OK);
 }
@@ -138,9 +139,7 @@ grpc::ServerUnaryReactor* RunsService::ListEvals(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* RunsService::ListEvents(grpc::CallbackServerContext* ctx,
                                                   const v1::ListEventsRequest* req,
                                                   v1::ListEventsResponse* resp) {
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
-  grpc::Status known = Known(req->run_id());
-  if (!known.ok()) return Done(ctx, known);
+  if (grpc::Status refused = Admit(*ctx, Role::kViewer, req->run_id()); !refused.ok()) return Done(ctx, refused);
   for (auto& e : store_.ListEvents(req->run_id())) *resp->add_events() = std::move(e);
   return Done(ctx, grpc::Status::OK);
 }
@@ -148,9 +147,7 @@ grpc::ServerUnaryReactor* RunsService::ListEvents(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* RunsService::ListCommands(grpc::CallbackServerContext* ctx,
                                                     const v1::ListCommandsRequest* req,
                                                     v1::ListCommandsResponse* resp) {
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
-  grpc::Status known = Known(req->run_id());
-  if (!known.ok()) return Done(ctx, known);
+  if (grpc::Status refused = Admit(*ctx, Role::kViewer, req->run_id()); !refused.ok()) return Done(ctx, refused);
   for (auto& c : hub_.ListCommands(req->run_id())) *resp->add_commands() = std::move(c);
   return Done(ctx, grpc::Status::OK);
 }
@@ -189,11 +186,8 @@ grpc::Status CommandError(const Hub& hub, const std::string& run_id, const std::
 grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* ctx,
                                                    const v1::SendCommandRequest* req,
                                                    v1::SendCommandResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) return Done(ctx, denied);
   auto* reactor = ctx->DefaultReactor();
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) {
-    reactor->Finish(denied);
-    return reactor;
-  }
   v1::Command command = req->command();
   if (command.issued_by().empty()) command.set_issued_by("operator");
   if (command.reason().empty()) command.set_reason("sent by an operator");
@@ -206,11 +200,8 @@ grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* RunsService::UndoCommand(grpc::CallbackServerContext* ctx,
                                                    const v1::UndoCommandRequest* req,
                                                    v1::SendCommandResponse* resp) {
+  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) return Done(ctx, denied);
   auto* reactor = ctx->DefaultReactor();
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) {
-    reactor->Finish(denied);
-    return reactor;
-  }
   int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
   std::string error = hub_.Undo(req->run_id(), req->command_id(), timeout, Reply(reactor, resp));
   if (!error.empty()) reactor->Finish(CommandError(hub_, req->run_id(), error));
@@ -219,9 +210,7 @@ grpc::ServerUnaryReactor* RunsService::UndoCommand(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* RunsService::UpdatePolicy(grpc::CallbackServerContext* ctx,
                                                     const v1::UpdatePolicyRequest* req, v1::Run* resp) {
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) return Done(ctx, denied);
-  grpc::Status known = Known(req->run_id());
-  if (!known.ok()) return Done(ctx, known);
+  if (grpc::Status refused = Admit(*ctx, Role::kOperator, req->run_id()); !refused.ok()) return Done(ctx, refused);
   std::string error = hub_.UpdatePolicy(
       req->run_id(), std::map<std::string, double>(req->thresholds().begin(), req->thresholds().end()),
       std::map<std::string, double>(req->policy().begin(), req->policy().end()), resp);
@@ -232,9 +221,7 @@ grpc::ServerUnaryReactor* RunsService::UpdatePolicy(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* RunsService::ExplainRun(grpc::CallbackServerContext* ctx,
                                                   const v1::ExplainRunRequest* req,
                                                   v1::ExplainRunResponse* resp) {
-  if (grpc::Status denied = auth_.Check(*ctx, Role::kViewer); !denied.ok()) return Done(ctx, denied);
-  grpc::Status known = Known(req->run_id());
-  if (!known.ok()) return Done(ctx, known);
+  if (grpc::Status refused = Admit(*ctx, Role::kViewer, req->run_id()); !refused.ok()) return Done(ctx, refused);
   resp->set_text(hub_.Explain(req->run_id()));
   return Done(ctx, grpc::Status::OK);
 }

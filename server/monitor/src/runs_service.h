@@ -41,6 +41,8 @@ class RunsService final : public v1::Runs::CallbackService {
  private:
   // NOT_FOUND naming the run, or OK.
   grpc::Status Known(const std::string& run_id) const;
+  // The caller's role (Auth::Check), then Known(run_id): OK, or the status to end the call with.
+  grpc::Status Admit(const grpc::CallbackServerContext& ctx, Role need, const std::string& run_id) const;
 
   Hub& hub_;
   store::Store& store_;

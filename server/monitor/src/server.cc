@@ -10,13 +10,12 @@
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <stdexcept>
 
 extern char** environ;
 
+#include "gradwatch/common/file.h"
 #include "gradwatch/jobs/jobs.h"
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/store/store.h"
@@ -27,14 +26,11 @@ extern char** environ;
 
 namespace gradwatch::monitor {
 
+
 namespace {
 
-std::string ReadPem(const std::string& path, const std::string& flag) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  if (!in || !(s << in.rdbuf())) throw std::runtime_error(flag + " " + path + ": cannot read");
-  return s.str();
-}
+// "host" of "host:port" (an IPv6 host keeps its brackets).
+std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
 
 }  // namespace
 
@@ -88,7 +84,7 @@ struct Server::Impl {
                                " (address in use or not an address of this host?)");
     }
     // Launched trainers report here: this host, over loopback when listening on all addresses.
-    std::string host = config.listen.substr(0, config.listen.rfind(':'));
+    std::string host = HostOf(config.listen);
     if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
     jobs->SetMonitorAddress(host + ":" + std::to_string(grpc_port));
     ticker = std::thread([this] { TickLoop(); });
@@ -105,9 +101,9 @@ struct Server::Impl {
     }
     grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     options.pem_key_cert_pairs.push_back(
-        {ReadPem(config.tls_key, "--tls-key"), ReadPem(config.tls_cert, "--tls-cert")});
+        {ReadFileOrThrow(config.tls_key, "--tls-key"), ReadFileOrThrow(config.tls_cert, "--tls-cert")});
     if (!config.tls_client_ca.empty()) {
-      options.pem_root_certs = ReadPem(config.tls_client_ca, "--tls-client-ca");
+      options.pem_root_certs = ReadFileOrThrow(config.tls_client_ca, "--tls-client-ca");
       options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
     }
     return grpc::SslServerCredentials(options);
@@ -155,12 +151,8 @@ struct Server::Impl {
 
   void WritePortsFile() {
     if (config.ports_file.empty()) return;
-    std::string tmp = config.ports_file + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << "{\"grpc_port\": " << grpc_port << ", \"metrics_port\": " << MetricsPort() << "}\n";
-    }
-    std::filesystem::rename(tmp, config.ports_file);  // readers never see half a file
+    WriteFileAtomically(config.ports_file, "{\"grpc_port\": " + std::to_string(grpc_port) +
+                                               ", \"metrics_port\": " + std::to_string(MetricsPort()) + "}\n");
   }
 
   int MetricsPort() const { return http ? http->port() : 0; }
@@ -216,7 +208,7 @@ void Server::Shutdown() { impl_->Shutdown(); }
 namespace {
 
 bool Loopback(const std::string& address) {
-  std::string host = address.substr(0, address.rfind(':'));
+  std::string host = HostOf(address);
   return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
 }
 
@@ -256,10 +248,9 @@ int RunServer(const ServerConfig& config) {
     std::cerr << "gradwatchd: " << e.what() << "\n";
     return 1;
   }
-  std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  std::cerr << "gradwatchd: gRPC on " << host << ":" << server->grpc_port();
+  std::cerr << "gradwatchd: gRPC on " << HostOf(config.listen) << ":" << server->grpc_port();
   if (server->metrics_port() != 0) {
-    std::string web = "http://" + config.metrics_listen.substr(0, config.metrics_listen.rfind(':')) + ":" +
+    std::string web = "http://" + HostOf(config.metrics_listen) + ":" +
                       std::to_string(server->metrics_port());
     std::cerr << ", metrics on " << web << "/metrics, live pages on " << web << "/";
   }

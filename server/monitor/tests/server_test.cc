@@ -26,6 +26,11 @@ ServerConfig TestConfig(const std::string& name) {
   return c;
 }
 
+// A plain channel to the monitor's gRPC port.
+std::shared_ptr<grpc::Channel> Connect(const Server& server) {
+  return grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()), grpc::InsecureChannelCredentials());
+}
+
 TEST(Server, binds_free_ports_on_loopback) {
   SystemClock clock;
   Server server(TestConfig("ports"), clock);
@@ -37,8 +42,7 @@ TEST(Server, binds_free_ports_on_loopback) {
 TEST(Server, answers_health_checks_and_unknown_runs_with_not_found) {
   SystemClock clock;
   Server server(TestConfig("health"), clock);
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = Connect(server);
   auto runs = v1::Runs::NewStub(channel);
   grpc::ClientContext ctx;
   v1::GetRunRequest req;
@@ -90,8 +94,7 @@ TEST(Server, names_the_address_it_cannot_bind) {
 TEST(Server, streams_a_runs_steps_and_its_end_to_a_watcher) {
   SystemClock clock;
   Server server(TestConfig("watch"), clock);
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = Connect(server);
   auto telemetry = v1::Telemetry::NewStub(channel);
   grpc::ClientContext tctx;
   auto trainer = telemetry->Stream(&tctx);
@@ -140,8 +143,7 @@ TEST(Server, streams_a_runs_steps_and_its_end_to_a_watcher) {
 TEST(Server, refuses_to_watch_an_unknown_run) {
   SystemClock clock;
   Server server(TestConfig("watch-unknown"), clock);
-  auto runs = v1::Runs::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
-                                                    grpc::InsecureChannelCredentials()));
+  auto runs = v1::Runs::NewStub(Connect(server));
   grpc::ClientContext ctx;
   v1::WatchRunRequest req;
   req.set_run_id("nope");
@@ -156,8 +158,7 @@ TEST(Server, refuses_streams_past_its_limit_and_keeps_the_others) {
   ServerConfig c = TestConfig("limit");
   c.max_streams = 1;
   Server server(c, clock);
-  auto stub = v1::Telemetry::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
-                                                         grpc::InsecureChannelCredentials()));
+  auto stub = v1::Telemetry::NewStub(Connect(server));
   grpc::ClientContext first_ctx, second_ctx;
   auto first = stub->Stream(&first_ctx);
   v1::TrainerMessage hello;
@@ -195,8 +196,7 @@ class JobsServiceTest : public ::testing::Test {
     c.metrics_listen = "";
     c.trainer = "/bin/echo";  // prints its arguments and exits 0: stands in for gradwatch-train
     server_ = std::make_unique<Server>(c, clock_);
-    jobs_ = v1::Jobs::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
-                                                  grpc::InsecureChannelCredentials()));
+    jobs_ = v1::Jobs::NewStub(Connect(*server_));
   }
 
   grpc::Status Launch(const std::string& config, const std::string& run_id, v1::Job* job) {

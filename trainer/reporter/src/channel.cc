@@ -3,18 +3,11 @@
 #include <grpcpp/security/credentials.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
-namespace gradwatch::reporter {
+#include "gradwatch/common/file.h"
 
-std::string ReadPem(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  if (!in || !(s << in.rdbuf())) throw std::runtime_error(what + " " + path + ": cannot read");
-  return s.str();
-}
+namespace gradwatch::reporter {
 
 TlsFiles TlsFromEnv() {
   auto env = [](const char* name) {
@@ -31,10 +24,10 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsFiles& tls
                              "(--tls-cert with --tls-key, or GRADWATCH_TLS_CERT with GRADWATCH_TLS_KEY)");
   }
   grpc::SslCredentialsOptions options;
-  if (!tls.ca.empty()) options.pem_root_certs = ReadPem(tls.ca, "TLS CA");
+  if (!tls.ca.empty()) options.pem_root_certs = ReadFileOrThrow(tls.ca, "TLS CA");
   if (!tls.cert.empty()) {
-    options.pem_cert_chain = ReadPem(tls.cert, "TLS client certificate");
-    options.pem_private_key = ReadPem(tls.key, "TLS client key");
+    options.pem_cert_chain = ReadFileOrThrow(tls.cert, "TLS client certificate");
+    options.pem_private_key = ReadFileOrThrow(tls.key, "TLS client key");
   }
   return grpc::SslCredentials(options);
 }

@@ -3,7 +3,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
+
+#include "gradwatch/common/file.h"
 
 namespace gradwatch::reporter {
 namespace {
@@ -97,14 +98,11 @@ bool Spool::IsSpool(const std::string& path) {
 
 SpoolContents Spool::Read(const std::string& path) {
   SpoolContents out;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  std::string data;
+  if (!ReadWholeFile(path, &data)) {
     out.error = "cannot read the spool " + path + ": " + std::strerror(errno);
     return out;
   }
-  std::stringstream s;
-  s << in.rdbuf();
-  std::string data = s.str();
   if (data.size() < sizeof kMagic || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
     out.error = path + " is not a gradwatch spool (no GWSPOOL1 header)";
     return out;

@@ -57,6 +57,18 @@ v1::RunConfig ToWire(const RunDescription& run) {
   return w;
 }
 
+namespace {
+
+// The segmentation metrics a step or an eval measured; NaN = not measured, left unset.
+template <typename Record, typename Report>
+void SetSegmentation(const Record& in, Report& out) {
+  if (!std::isnan(in.jaccard_soft)) out.set_jaccard_soft(in.jaccard_soft);
+  if (!std::isnan(in.jaccard_hard)) out.set_jaccard_hard(in.jaccard_hard);
+  if (!std::isnan(in.accuracy)) out.set_accuracy(in.accuracy);
+}
+
+}  // namespace
+
 v1::StepReport ToWire(const StepRecord& s) {
   v1::StepReport r;
   r.set_step(s.step);
@@ -65,9 +77,7 @@ v1::StepReport ToWire(const StepRecord& s) {
   r.set_learning_rate(s.learning_rate);
   r.set_grad_norm(s.grad_norm);
   r.mutable_layer_grad_norms()->Add(s.layer_norms.begin(), s.layer_norms.end());
-  if (!std::isnan(s.jaccard_soft)) r.set_jaccard_soft(s.jaccard_soft);
-  if (!std::isnan(s.jaccard_hard)) r.set_jaccard_hard(s.jaccard_hard);
-  if (!std::isnan(s.accuracy)) r.set_accuracy(s.accuracy);
+  SetSegmentation(s, r);
   *r.mutable_clipping() = ToWire(s.clip);
   r.set_step_seconds(s.step_seconds);
   r.set_unix_millis(s.unix_millis);
@@ -81,9 +91,7 @@ v1::EvalReport ToWire(const EvalRecord& e) {
   v1::EvalReport r;
   r.set_step(e.step);
   r.set_loss(e.loss);
-  if (!std::isnan(e.jaccard_soft)) r.set_jaccard_soft(e.jaccard_soft);
-  if (!std::isnan(e.jaccard_hard)) r.set_jaccard_hard(e.jaccard_hard);
-  if (!std::isnan(e.accuracy)) r.set_accuracy(e.accuracy);
+  SetSegmentation(e, r);
   return r;
 }
 

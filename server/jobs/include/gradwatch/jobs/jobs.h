@@ -86,6 +86,7 @@ class Jobs {
  private:
   struct Entry;
   void StartLocked(Entry& e);
+  void StartQueuedLocked();  // oldest first, while fewer than max_running run
   void EndLocked(Entry& e, const ExitStatus& status);
   void SaveLocked(const Entry& e) const;
   void Load();

@@ -25,7 +25,4 @@ TlsFiles TlsFromEnv();
 // that cannot be read, or a certificate given without its key.
 std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsFiles& tls);
 
-// Reads a whole file; throws std::runtime_error "`what` PATH: cannot read".
-std::string ReadPem(const std::string& path, const std::string& what);
-
 }  // namespace gradwatch::reporter
