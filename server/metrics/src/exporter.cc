@@ -91,6 +91,10 @@ struct Exporter::Families {
   Family<Gauge>& store_lag;
   Family<Gauge>& build;
   Histogram* ingest_hist = nullptr;
+  // The message types and rejection reasons the monitor counts, created once: the stream
+  // path increments without building labels or taking the family's lock. Read-only after
+  // the constructor.
+  std::map<std::string, Counter*, std::less<>> received_by_type, rejected_by_reason;
 };
 
 // Every series of one run, so removal is complete and the hot path never looks up labels.
@@ -132,10 +136,14 @@ Exporter::Exporter(ExporterOptions options)
   f_->build.Add({{"version", options_.version}}).Set(1);
   f_->streams.Add({});
   f_->store_lag.Add({});
-  // Every rejection reason the monitor can give starts at 0, so rate() has a series.
+  // Every message type and rejection reason the monitor counts starts at 0, so rate() has
+  // a series.
+  for (const char* type : {"hello", "step", "eval", "command_ack", "duplicate_step"}) {
+    f_->received_by_type[type] = &f_->received.Add({{"type", type}});
+  }
   for (const char* reason : {"step_zero", "layer_count", "second_hello", "bad_hello", "no_hello", "empty_message",
                              "too_many_streams", "unauthorized"}) {
-    f_->rejected.Add({{"reason", reason}});
+    f_->rejected_by_reason[reason] = &f_->rejected.Add({{"reason", reason}});
   }
 }
 
@@ -300,8 +308,15 @@ void Exporter::GateTimeout(const std::string& run_id) {
 
 void Exporter::StreamOpened() { f_->streams.Add({}).Increment(); }
 void Exporter::StreamClosed() { f_->streams.Add({}).Decrement(); }
-void Exporter::MessageReceived(const std::string& type) { f_->received.Add({{"type", type}}).Increment(); }
-void Exporter::MessageRejected(const std::string& reason) { f_->rejected.Add({{"reason", reason}}).Increment(); }
+void Exporter::MessageReceived(const std::string& type) {
+  auto it = f_->received_by_type.find(type);
+  (it != f_->received_by_type.end() ? *it->second : f_->received.Add({{"type", type}})).Increment();
+}
+
+void Exporter::MessageRejected(const std::string& reason) {
+  auto it = f_->rejected_by_reason.find(reason);
+  (it != f_->rejected_by_reason.end() ? *it->second : f_->rejected.Add({{"reason", reason}})).Increment();
+}
 void Exporter::ObserveIngestSeconds(double seconds) { f_->ingest_hist->Observe(seconds); }
 void Exporter::SetStoreLag(double records) { f_->store_lag.Add({}).Set(records); }
 
