@@ -1,6 +1,9 @@
 #include "gradwatch/cli/cli.h"
 
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <iostream>
 #include <cstdlib>
 #include <ctime>
 #include <iomanip>
@@ -10,6 +13,7 @@
 #include <sstream>
 
 #include "client.h"
+#include "gradwatch/common/printable.h"
 #include "jobs.h"
 #include "names.h"
 #include "replay.h"
@@ -167,8 +171,15 @@ void PrintCommands(const v1::ListCommandsResponse& resp, const Globals& g, std::
 
 }  // namespace
 
-int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
+int RunCli(int argc, char** argv, std::ostream& raw_out, std::ostream& raw_err) {
+  // Text from the monitor (run ids, layer names, messages, job logs) reaches a terminal:
+  // control bytes are shown escaped, never interpreted.
+  PrintableStream out(raw_out), err(raw_err);
   Globals g;
+  g.view_out = &raw_out;
+  g.view_out_tty = &raw_out == &std::cout && ::isatty(STDOUT_FILENO);
+  g.view_err = &raw_err;
+  g.view_err_tty = &raw_err == &std::cerr && ::isatty(STDERR_FILENO);
   if (const char* s = std::getenv("GRADWATCH_SERVER")) g.server = s;
   if (const char* t = std::getenv("GRADWATCH_TOKEN")) g.token = t;
 
@@ -337,7 +348,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     } else if (exp->parsed()) {
       ExportSteps(c, run_id, format, out);
     } else if (watch->parsed()) {
-      return Watch(c, run_id, out, err);
+      return Watch(c, g, run_id, err);
     } else if (commands->parsed()) {
       v1::ListCommandsRequest req;
       req.set_run_id(run_id);

@@ -25,6 +25,13 @@ struct Globals {
   reporter::TlsFiles tls;
   bool json_output = false;
   int timeout_ms = 10'000;
+  // Where the live view draws (with its own escape codes; it makes its untrusted text
+  // printable itself) and whether that is a terminal. Everything else goes through
+  // PrintableStream (gradwatch/common/printable.h).
+  std::ostream* view_out = nullptr;
+  bool view_out_tty = false;
+  std::ostream* view_err = nullptr;
+  bool view_err_tty = false;
 };
 
 // A failed call, already explained; becomes exit code 1.

@@ -88,7 +88,7 @@ int FollowJob(Client& c, const Globals& g, const std::string& job_id, std::ostre
     }
     if (job.state() == v1::JOB_STATE_RUNNING && !watched) {
       // Until the trainer says hello the run is unknown (NOT_FOUND): try again shortly.
-      Followed f = FollowRun(c, job.run_id(), err, &err == &std::cerr && ::isatty(STDERR_FILENO));
+      Followed f = FollowRun(c, job.run_id(), *g.view_err, g.view_err_tty);
       if (!f.status.ok() && f.status.error_code() != grpc::StatusCode::NOT_FOUND) {
         throw Failure{"watch: " + c.Explain(f.status)};
       }

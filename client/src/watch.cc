@@ -8,6 +8,7 @@
 #include <sstream>
 #include <vector>
 
+#include "gradwatch/common/printable.h"
 #include "names.h"
 
 namespace gradwatch::cli {
@@ -43,7 +44,8 @@ class WatchView {
   }
 
  private:
-  void Remember(const std::string& line) {
+  void Remember(const std::string& text) {
+    std::string line = Printable(text);  // event messages and layer names come from the run
     recent_.push_back(line);
     if (recent_.size() > 10) recent_.erase(recent_.begin());
     if (!tty_) out_ << line << "\n";
@@ -123,8 +125,8 @@ Followed FollowRun(Client& c, const std::string& run_id, std::ostream& out, bool
   return f;
 }
 
-int Watch(Client& c, const std::string& run_id, std::ostream& out, std::ostream& err) {
-  Followed f = FollowRun(c, run_id, out, &out == &std::cout && ::isatty(STDOUT_FILENO));
+int Watch(Client& c, const Globals& g, const std::string& run_id, std::ostream& err) {
+  Followed f = FollowRun(c, run_id, *g.view_out, g.view_out_tty);
   if (!f.status.ok()) throw Failure{"watch: " + c.Explain(f.status)};
   err << "gradwatch: run " << run_id << " ended: " << v1::StateName(f.state) << "\n";
   return f.state == v1::RUN_STATE_FAILED ? 1 : 0;

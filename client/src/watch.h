@@ -19,6 +19,6 @@ struct Followed {
 Followed FollowRun(Client& c, const std::string& run_id, std::ostream& out, bool tty);
 
 // The `watch` verb: FollowRun on stdout; exit code 1 when the run failed.
-int Watch(Client& c, const std::string& run_id, std::ostream& out, std::ostream& err);
+int Watch(Client& c, const Globals& g, const std::string& run_id, std::ostream& err);
 
 }  // namespace gradwatch::cli

@@ -59,7 +59,10 @@ def main():
             if reply.HasField("ack"):
                 stored = reply.ack.stored_through_step
                 if stored >= 20:
-                    outgoing.put(None)  # half-close: the run is finished
+                    # The run is over: say goodbye, then half-close (without the goodbye
+                    # the monitor takes the close for a broken stream).
+                    outgoing.put(telemetry_pb2.TrainerMessage(goodbye=telemetry_pb2.Goodbye(last_step=20)))
+                    outgoing.put(None)
             assert not reply.HasField("rejection"), reply.rejection.reason
         assert stored == 20, f"monitor acknowledged through step {stored}, expected 20"
 

@@ -44,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   v1::TrainerMessage m;
   if (!m.ParseFromArray(data, static_cast<int>(size))) return 0;
   if (m.has_hello()) {
-    if (world->hub->OnHello(m.hello(), world->sink).empty()) world->run_id = m.hello().run_id();
+    if (world->hub->OnHello(m.hello(), world->sink).ok()) world->run_id = m.hello().run_id();
   } else if (world->run_id.empty()) {
     return 0;  // the stream refuses anything before a hello
   } else if (m.has_step()) {

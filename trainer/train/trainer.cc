@@ -3,14 +3,17 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
+#include <stdexcept>
 
 #include "gradwatch/torch/session.h"
 #include "train/data.h"
@@ -123,13 +126,15 @@ double LrFault(const std::vector<FaultConfig>& faults, int64_t step0) {
   return factor;
 }
 
-// Every step as gradwatch CSV, the format `gradwatch replay` reads.
+// Every step as gradwatch CSV, the format `gradwatch replay` reads. Written as it goes (a
+// killed run keeps the steps it made); a failed write ends the run naming the file, so a
+// trace with steps missing in the middle is never left behind as if it were whole.
 class TraceWriter {
  public:
-  explicit TraceWriter(const std::string& path) {
+  explicit TraceWriter(const std::string& path) : path_(path) {
     if (path.empty()) return;
     out_.open(path);
-    if (!out_) throw std::runtime_error("trace_csv: cannot write " + path);
+    if (!out_) throw std::runtime_error("trace_csv: cannot write " + path + ": " + std::strerror(errno));
     out_ << "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,val_loss,val_jaccard_soft,"
             "val_jaccard_hard,val_accuracy\n";
     out_.precision(9);
@@ -145,9 +150,23 @@ class TraceWriter {
       out_ << ",,,,";
     }
     out_ << "\n";
+    Check();
+  }
+  // Flushes what is buffered; throws when any write failed.
+  void Close() {
+    if (!out_.is_open()) return;
+    out_.close();
+    Check();
   }
 
  private:
+  void Check() {
+    if (!out_) {
+      throw std::runtime_error("trace_csv: cannot write " + path_ + ": " + (errno ? std::strerror(errno) : "write failed"));
+    }
+  }
+
+  std::string path_;
   std::ofstream out_;
 };
 
@@ -253,10 +272,12 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
     trace.Step(step, sampler.epoch(), loss_v, ScheduledLr(config, step0) * LrFault(faults, step0) * gw.lr_scale(),
                gw.last_grad_norm(), m, eval ? &*eval : nullptr);
     if (config.log_every > 0 && step % config.log_every == 0) {
-      std::fprintf(stderr, "step %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s\n",
+      const std::string refused = gw.refused();  // a refused run is unguarded: every line says so
+      std::fprintf(stderr, "step %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s%s\n",
                    static_cast<long long>(step), static_cast<long long>(config.steps), loss_v,
                    m.jaccard_hard, gw.last_grad_norm(), ScheduledLr(config, step0) * gw.lr_scale(),
-                   gw.clipping().kind != torchmon::Clip::Kind::kOff ? "  [clipping]" : "");
+                   gw.clipping().kind != torchmon::Clip::Kind::kOff ? "  [clipping]" : "",
+                   refused.empty() ? "" : ("  [UNGUARDED: monitor refused the run: " + refused + "]").c_str());
     }
   }
   if (config.eval_every == 0 || summary.steps_run % config.eval_every != 0 || summary.stopped_by_command ||
@@ -264,11 +285,13 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
     RecordEval(Evaluate(model, val, summary.steps_run, device), gw, summary);
   }
   gw.Finish();
+  trace.Close();
   summary.final_train_loss = MeanOfLast(summary.loss_curve, 10);
   summary.final_grad_norm = MeanOfLast(norms, 10);
   summary.collapsed = summary.final_train_loss >= 0.99 && summary.val_jaccard_hard <= 0.01;
   summary.updates_skipped = gw.updates_skipped();
   summary.gate_timeouts = gw.gate_timeouts();
+  summary.monitor_refused = gw.refused();
   for (const auto& c : gw.applied_commands()) summary.commands.push_back({c.id, c.action, c.detail, c.step, c.applied});
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return summary;
@@ -294,6 +317,7 @@ std::string SummaryJson(const TrainSummary& s) {
                       {"stopped_by_signal", s.stopped_by_signal},
                       {"updates_skipped", s.updates_skipped},
                       {"gate_timeouts", s.gate_timeouts},
+                      {"monitor_refused", s.monitor_refused},
                       {"seconds", s.seconds},
                       {"commands_applied", commands},
                       {"loss_curve", s.loss_curve}};

@@ -30,6 +30,7 @@ struct TrainSummary {
   int stopped_by_signal = 0;       // the signal (SIGTERM, SIGINT) that ended training early, or 0
   uint64_t updates_skipped = 0;
   uint64_t gate_timeouts = 0;
+  std::string monitor_refused;     // why the monitor refused the run at the end, "" = it was not
   double seconds = 0;
   std::vector<double> loss_curve;  // every step's training loss, in order
   std::vector<CommandSummary> commands;

@@ -1,9 +1,11 @@
 #include "gradwatch/monitor/hub.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 #include "gradwatch/common/format.h"
 #include "convert.h"
@@ -67,22 +69,28 @@ std::string Fmt(double v) { return FormatNumber(v, 4); }
 
 }  // namespace
 
+// A run as the store holds it, with its step count and last step from the steps table
+// (the header may lag behind them after a crash).
+std::unique_ptr<Hub::RunEntry> Hub::Stored(v1::Run run) const {
+  auto entry = std::make_unique<RunEntry>();
+  entry->run = std::move(run);
+  auto [count, last] = store_.StepCount(entry->run.run_id());
+  entry->run.set_steps(count);
+  entry->run.set_last_step(last);
+  entry->max_step_seen = entry->stored_through = last;
+  return entry;
+}
+
 Hub::Hub(HubOptions options, store::Store& store, metrics::Exporter& exporter, const Clock& clock)
     : options_(options), store_(store), exporter_(exporter), clock_(clock) {
-  // Runs from before a restart: known, not live. Their streams resume with a hello.
+  // Runs that were live before a restart: known, disconnected; their streams resume with
+  // a hello. Ended runs stay in the store until someone asks for them.
   for (auto& run : store_.ListRuns()) {
-    auto entry = std::make_unique<RunEntry>();
-    entry->run = run;
-    auto [count, last] = store_.StepCount(run.run_id());
-    entry->run.set_steps(count);
-    entry->run.set_last_step(last);
-    entry->max_step_seen = entry->stored_through = last;
-    if (run.state() == v1::RUN_STATE_RUNNING) {
-      entry->run.set_state(v1::RUN_STATE_DISCONNECTED);
-      entry->disconnected_millis = clock_.NowMillis();
-    }
-    entry->ended_millis = Ended(entry->run.state()) ? clock_.NowMillis() : 0;
-    runs_[run.run_id()] = std::move(entry);
+    if (Ended(run.state())) continue;
+    auto entry = Stored(std::move(run));
+    entry->run.set_state(v1::RUN_STATE_DISCONNECTED);
+    entry->disconnected_millis = clock_.NowMillis();
+    runs_[entry->run.run_id()] = std::move(entry);
   }
 }
 
@@ -91,6 +99,24 @@ Hub::~Hub() = default;
 Hub::RunEntry* Hub::Find(const std::string& run_id) const {
   auto it = runs_.find(run_id);
   return it == runs_.end() ? nullptr : it->second.get();
+}
+
+Hub::RunEntry* Hub::FindOrLoad(const std::string& run_id) {
+  if (RunEntry* run = Find(run_id)) return run;
+  std::optional<v1::Run> stored = store_.GetRun(run_id);
+  if (!stored) return nullptr;
+  auto entry = Stored(std::move(*stored));
+  entry->ended_millis = clock_.NowMillis();  // back in memory for one retention period
+  entry->metrics_removed = true;             // it has no series until a stream resumes it
+  RunEntry* raw = entry.get();
+  runs_[run_id] = std::move(entry);
+  return raw;
+}
+
+size_t Hub::LiveRuns() const {
+  size_t n = 0;
+  for (const auto& [id, run] : runs_) n += Ended(run->run.state()) ? 0 : 1;
+  return n;
 }
 
 Hub::RunEntry& Hub::LoadOrCreate(const v1::Hello& hello) {
@@ -157,43 +183,91 @@ static std::string CheckOverrides(const v1::RunConfig& config) {
   return bad.empty() ? "" : "policy: " + bad;
 }
 
-std::string Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
+namespace {
+
+// "" when `text` fits in `limit` bytes; else the refusal naming the field.
+std::string TooLong(const char* field, const std::string& text, size_t limit) {
+  if (text.size() <= limit) return "";
+  return std::string("hello.") + field + " is " + std::to_string(text.size()) + " bytes, the limit is " +
+         std::to_string(limit);
+}
+
+// The hello's own content: run id, layer names, free text and overrides.
+std::string CheckHello(const v1::Hello& hello, const HubOptions& o) {
   if (!ValidRunId(hello.run_id())) {
     return "hello.run_id \"" + hello.run_id().substr(0, 64) +
            "\" is invalid: use 1-128 characters from A-Z a-z 0-9 . _ -";
   }
-  if (static_cast<size_t>(hello.layer_names_size()) > options_.max_layers) {
-    return "hello.layer_names has " + std::to_string(hello.layer_names_size()) +
-           " names, the limit is " + std::to_string(options_.max_layers);
+  if (static_cast<size_t>(hello.layer_names_size()) > o.max_layers) {
+    return "hello.layer_names has " + std::to_string(hello.layer_names_size()) + " names, the limit is " +
+           std::to_string(o.max_layers);
   }
   for (int i = 0; i < hello.layer_names_size(); ++i) {
-    if (hello.layer_names(i).size() > options_.max_name_length) {
-      return "hello.layer_names[" + std::to_string(i) + "] is " +
-             std::to_string(hello.layer_names(i).size()) + " characters, the limit is " +
-             std::to_string(options_.max_name_length);
-    }
+    std::string bad = TooLong(("layer_names[" + std::to_string(i) + "]").c_str(), hello.layer_names(i),
+                              o.max_name_length);
+    if (!bad.empty()) return bad;
   }
-  std::string bad = CheckOverrides(hello.config());
-  if (!bad.empty()) return "hello.config." + bad;
+  const v1::RunConfig& c = hello.config();
+  for (const auto& [field, text, limit] :
+       {std::tuple{"host", &hello.host(), o.max_text_length}, {"device", &hello.device(), o.max_text_length},
+        {"trainer_version", &hello.trainer_version(), o.max_text_length},
+        {"config.model", &c.model(), o.max_config_text_length},
+        {"config.optimizer", &c.optimizer(), o.max_config_text_length},
+        {"config.loss", &c.loss(), o.max_config_text_length}}) {
+    std::string bad = TooLong(field, *text, limit);
+    if (!bad.empty()) return bad;
+  }
+  if (static_cast<size_t>(c.labels_size()) > o.max_labels) {
+    return "hello.config.labels has " + std::to_string(c.labels_size()) + " entries, the limit is " +
+           std::to_string(o.max_labels);
+  }
+  for (const auto& [k, v] : c.labels()) {
+    std::string bad = TooLong("config.labels key", k, o.max_config_text_length);
+    if (bad.empty()) bad = TooLong(("config.labels[" + k + "]").c_str(), v, o.max_config_text_length);
+    if (!bad.empty()) return bad;
+  }
+  std::string bad = CheckOverrides(c);
+  return bad.empty() ? "" : "hello.config." + bad;
+}
 
-  std::lock_guard<std::mutex> lock(mu_);
-  RunEntry* existing = Find(hello.run_id());
-  if (!existing && runs_.size() >= options_.max_runs) {
-    return "the monitor holds " + std::to_string(runs_.size()) + " runs, its limit";
+}  // namespace
+
+// Whether `hello` may take over `run`, which already exists. See Hello.trainer_instance.
+Status Hub::CheckTakeover(const RunEntry& run, const v1::Hello& hello) const {
+  const std::string& id = hello.run_id();
+  if (run.run.layer_names_size() > 0 && run.run.layer_names_size() != hello.layer_names_size()) {
+    return Status::Invalid("run " + id + " was started with " + std::to_string(run.run.layer_names_size()) +
+                           " layers, this hello declares " + std::to_string(hello.layer_names_size()));
   }
-  if (existing && existing->run.layer_names_size() > 0 &&
-      existing->run.layer_names_size() != hello.layer_names_size()) {
-    return "run " + hello.run_id() + " was started with " +
-           std::to_string(existing->run.layer_names_size()) + " layers, this hello declares " +
-           std::to_string(hello.layer_names_size());
+  const uint64_t last = run.max_step_seen;
+  if (last == 0) return {};  // nothing reported yet: anyone may (re)start it
+  if (hello.trainer_instance() != 0 && hello.trainer_instance() == run.run.trainer_instance()) return {};
+  if (hello.resume_after_step() == last) return {};  // an explicit resume
+  return Status::Precondition(
+      "run " + id + " already holds steps up to " + std::to_string(last) + " (" + StateName(run.run.state()) +
+      ") from another trainer; use a new run id, or resume it with resume_after_step " + std::to_string(last) +
+      (hello.resume_after_step() != 0 ? " (this hello says " + std::to_string(hello.resume_after_step()) + ")" : ""));
+}
+
+Status Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
+  if (std::string bad = CheckHello(hello, options_); !bad.empty()) return Status::Invalid(bad);
+  std::lock_guard<std::mutex> lock(mu_);
+  RunEntry* existing = FindOrLoad(hello.run_id());
+  if (existing) {
+    if (Status refused = CheckTakeover(*existing, hello); !refused.ok()) return refused;
+  }
+  if ((!existing || Ended(existing->run.state())) && LiveRuns() >= options_.max_runs) {
+    return Status::Exhausted("the monitor guards " + std::to_string(LiveRuns()) +
+                             " live runs, its limit (gradwatchd --max-runs); ended runs do not count");
   }
   RunEntry& run = LoadOrCreate(hello);
   run.sink = std::move(sink);
+  run.run.set_trainer_instance(hello.trainer_instance());
   SetState(run, v1::RUN_STATE_RUNNING);
   exporter_.SetMode(run.run.run_id(), ModeName(run.run.mode()));
   Persist(run);
   run.sink->Send(AckMessage(run.stored_through));
-  return "";
+  return {};
 }
 
 void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink) {
@@ -201,9 +275,10 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   RunEntry* run = Find(run_id);
   if (!run) return;
   int layers = run->run.layer_names_size();
-  if (step.step() == 0) {
-    exporter_.MessageRejected("step_zero");
-    sink.Send(Rejection(0, "step report has step 0; steps start at 1"));
+  if (step.step() == 0 || step.step() > kMaxStep) {
+    exporter_.MessageRejected("step_range");
+    sink.Send(Rejection(step.step(), "step report has step " + std::to_string(step.step()) +
+                                         "; steps run from 1 to " + std::to_string(kMaxStep)));
     return;
   }
   if (step.layer_grad_norms_size() != 0 && step.layer_grad_norms_size() != layers) {
@@ -305,6 +380,15 @@ void Hub::OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSi
   std::lock_guard<std::mutex> lock(mu_);
   RunEntry* run = Find(run_id);
   if (!run) return;
+  // An eval is acknowledged like its step: one past the steps seen would claim steps stored
+  // that never came.
+  if (eval.step() > run->max_step_seen) {
+    exporter_.MessageRejected("eval_ahead");
+    sink.Send(Rejection(eval.step(), "eval report for step " + std::to_string(eval.step()) +
+                                         " comes before that step's report (last step " +
+                                         std::to_string(run->max_step_seen) + ")"));
+    return;
+  }
   detect::EvalSample sample = ToSample(eval);
   exporter_.ObserveEval(run_id, {sample.loss, sample.jaccard_soft, sample.jaccard_hard, sample.accuracy});
   store_.PutEval(run_id, eval);
@@ -378,8 +462,13 @@ void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool
   RunEntry* run = Find(run_id);
   if (!run || run->sink.get() != sink) return;  // a newer stream took over
   run->sink.reset();
+  // A run that never reported a step has nothing to resume: it ends now rather than
+  // holding a live slot until the stall timeout. A hello may start it again.
+  const bool empty = run->max_step_seen == 0;
   if (run->run.state() == v1::RUN_STATE_RUNNING) {
-    SetState(*run, clean ? v1::RUN_STATE_FINISHED : v1::RUN_STATE_DISCONNECTED);
+    SetState(*run, clean ? v1::RUN_STATE_FINISHED
+                   : empty ? v1::RUN_STATE_FAILED
+                           : v1::RUN_STATE_DISCONNECTED);
   }
   if (!clean) run->disconnected_millis = clock_.NowMillis();
   for (auto& [id, p] : run->pending) {
@@ -426,17 +515,24 @@ void Hub::Publish(RunEntry& run, const v1::RunUpdate& update) {
 }
 
 std::vector<v1::Run> Hub::ListRuns() const {
+  // Ended runs from the store (read outside the lock), live ones from memory.
+  std::vector<v1::Run> stored = store_.ListRuns();
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::Run> out;
+  for (auto& run : stored) {
+    if (!Find(run.run_id())) out.push_back(std::move(run));
+  }
   for (const auto& [id, run] : runs_) out.push_back(run->run);
+  std::sort(out.begin(), out.end(), [](const v1::Run& a, const v1::Run& b) { return a.run_id() < b.run_id(); });
   return out;
 }
 
 std::optional<v1::Run> Hub::GetRun(const std::string& run_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  RunEntry* run = Find(run_id);
-  if (!run) return std::nullopt;
-  return run->run;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (RunEntry* run = Find(run_id)) return run->run;
+  }
+  return store_.GetRun(run_id);  // an ended run, out of memory
 }
 
 std::string Hub::SendCommand(const std::string& run_id, v1::Command command, int64_t timeout_ms,
@@ -539,7 +635,7 @@ std::vector<v1::CommandRecord> Hub::ListCommands(const std::string& run_id) cons
 bool Hub::RecordAlert(const std::string& run_id, const std::string& alertname, const std::string& severity,
                       const std::string& status, const std::string& summary) {
   std::lock_guard<std::mutex> lock(mu_);
-  RunEntry* run = Find(run_id);
+  RunEntry* run = FindOrLoad(run_id);
   if (!run) return false;
   v1::Event e;
   e.set_run_id(run_id);
@@ -558,7 +654,7 @@ bool Hub::RecordAlert(const std::string& run_id, const std::string& alertname, c
 
 bool Hub::Watch(const std::string& run_id, Watcher* watcher) {
   std::lock_guard<std::mutex> lock(mu_);
-  RunEntry* run = Find(run_id);
+  RunEntry* run = FindOrLoad(run_id);
   if (!run) return false;
   v1::RunUpdate snapshot;
   *snapshot.mutable_run() = run->run;
@@ -580,7 +676,9 @@ void Hub::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = clock_.NowMillis();
   exporter_.SetStoreLag(static_cast<double>(store_.Lag()));
-  for (auto& [id, run] : runs_) {
+  for (auto entry = runs_.begin(); entry != runs_.end();) {
+    const std::string& id = entry->first;
+    RunEntry* run = entry->second.get();
     for (auto it = run->pending.begin(); it != run->pending.end();) {
       if (it->second.deadline_millis <= now) {
         if (it->second.done) it->second.done(it->second.record, false);
@@ -600,6 +698,10 @@ void Hub::Tick() {
       run->metrics_removed = true;
     }
     if (run->dirty) Persist(*run);
+    // An ended run leaves memory with its series; the store keeps it for every read.
+    const bool evict = Ended(run->run.state()) && run->metrics_removed && !run->sink && run->watchers.empty() &&
+                       run->pending.empty() && now - run->ended_millis >= options_.retention_ms;
+    entry = evict ? runs_.erase(entry) : std::next(entry);
   }
 }
 

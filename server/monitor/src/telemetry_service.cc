@@ -13,7 +13,18 @@ namespace {
 
 using Reactor = grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>;
 
-constexpr size_t kMaxOutbox = 4096;  // past this, a slow reader loses acks (they are cumulative)
+constexpr size_t kMaxOutbox = 4096;
+
+grpc::StatusCode GrpcCode(Status::Code code) {
+  switch (code) {
+    case Status::Code::kOk: return grpc::StatusCode::OK;
+    case Status::Code::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
+    case Status::Code::kNotFound: return grpc::StatusCode::NOT_FOUND;
+    case Status::Code::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
+    case Status::Code::kResourceExhausted: return grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  return grpc::StatusCode::UNKNOWN;
+}  // past this, a slow reader loses acks (they are cumulative)
 
 // The stream's write side, shared with the hub. Outlives the reactor: once the
 // reactor is done, Send drops messages.
@@ -122,7 +133,9 @@ class IngestStream final : public Reactor {
 
   void OnDone() override {
     HappensAfter(this);
-    if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), !cancelled_);
+    // Finished only when the trainer said so: a half-close without a goodbye, or a
+    // message gRPC could not parse (which also ends the reads), leaves it disconnected.
+    if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), goodbye_ && !cancelled_);
     outbox_->Detach();
     exporter_.StreamClosed();
     --streams_;
@@ -154,6 +167,11 @@ class IngestStream final : public Reactor {
         exporter_.MessageReceived("command_ack");
         hub_.OnCommandAck(run_id_, in_.command_ack());
         return true;
+      case v1::TrainerMessage::kGoodbye:
+        if (!RequireHello("goodbye")) return false;
+        exporter_.MessageReceived("goodbye");
+        goodbye_ = true;
+        return true;
       default:
         exporter_.MessageRejected("empty_message");
         v1::MonitorMessage m;
@@ -175,10 +193,15 @@ class IngestStream final : public Reactor {
       outbox_->Finish(denied);
       return false;
     }
-    std::string error = hub_.OnHello(in_.hello(), outbox_);
-    if (!error.empty()) {
-      exporter_.MessageRejected("bad_hello");
-      return Fail(error);
+    Status refused = hub_.OnHello(in_.hello(), outbox_);
+    if (!refused.ok()) {
+      exporter_.MessageRejected(refused.code() == Status::Code::kInvalidArgument  ? "bad_hello"
+                                : refused.code() == Status::Code::kResourceExhausted ? "too_many_runs"
+                                                                                     : "run_taken");
+      std::fprintf(stderr, "gradwatchd: refused a hello for run %s: %s\n", in_.hello().run_id().substr(0, 128).c_str(),
+                   refused.message().c_str());
+      outbox_->Finish(grpc::Status(GrpcCode(refused.code()), refused.message()));
+      return false;
     }
     run_id_ = in_.hello().run_id();
     return true;
@@ -203,6 +226,7 @@ class IngestStream final : public Reactor {
   std::shared_ptr<Outbox> outbox_;
   v1::TrainerMessage in_;
   std::string run_id_;
+  bool goodbye_ = false;  // reactions on one stream are serialised
   std::atomic<bool> cancelled_{false};
 };
 

@@ -48,10 +48,7 @@ class HubTest : public ::testing::Test {
     };
     store_.reset();
     store_ = std::make_unique<store::Store>(so);
-    HubOptions ho;
-    ho.stall_timeout_ms = 5'000;
-    ho.retention_ms = 60'000;
-    hub_ = std::make_unique<Hub>(ho, *store_, exporter_, clock_);
+    hub_ = std::make_unique<Hub>(options_, *store_, exporter_, clock_);
   }
   void TearDown() override {
     store_->Flush();
@@ -65,6 +62,7 @@ class HubTest : public ::testing::Test {
     h.add_layer_names("head.weight");
     h.set_mode(mode);
     h.mutable_config()->set_loss_upper_bound(1.0);
+    h.set_trainer_instance(42);  // one trainer process, unless a test says otherwise
     return h;
   }
   v1::StepReport Step(uint64_t step, double norm, double loss = 0.5) {
@@ -84,6 +82,12 @@ class HubTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
+  HubOptions options_ = [] {
+    HubOptions o;
+    o.stall_timeout_ms = 5'000;
+    o.retention_ms = 60'000;
+    return o;
+  }();
   FakeClock clock_;
   metrics::Exporter exporter_;
   std::unique_ptr<store::Store> store_;
@@ -92,14 +96,14 @@ class HubTest : public ::testing::Test {
 
 TEST_F(HubTest, refuses_a_hello_with_an_invalid_run_id_and_says_why) {
   auto sink = std::make_shared<FakeSink>();
-  std::string error = hub_->OnHello(Hello("has space"), sink);
+  std::string error = hub_->OnHello(Hello("has space"), sink).message();
   EXPECT_NE(error.find("run_id"), std::string::npos) << error;
   EXPECT_TRUE(hub_->ListRuns().empty());
 }
 
 TEST_F(HubTest, rejects_a_step_with_the_wrong_layer_count_in_band) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   v1::StepReport bad = Step(1, 0.2);
   bad.add_layer_grad_norms(1.f);
   hub_->OnStep("r", bad, *sink);
@@ -111,7 +115,7 @@ TEST_F(HubTest, rejects_a_step_with_the_wrong_layer_count_in_band) {
 
 TEST_F(HubTest, acknowledges_stored_steps_cumulatively) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 40, *sink);
   store_->Flush();
   auto acks = sink->Where([](auto& m) { return m.has_ack(); });
@@ -121,7 +125,7 @@ TEST_F(HubTest, acknowledges_stored_steps_cumulatively) {
 
 TEST_F(HubTest, ignores_resent_steps) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 10, *sink);
   Healthy("r", 5, 12, *sink);
   store_->Flush();
@@ -131,7 +135,7 @@ TEST_F(HubTest, ignores_resent_steps) {
 
 TEST_F(HubTest, switches_on_clipping_after_a_critical_gradient_spike_in_guard_mode) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 60, *sink);
   hub_->OnStep("r", Step(61, 226.0), *sink);
   auto commands = sink->Where([](auto& m) { return m.has_command(); });
@@ -151,7 +155,7 @@ TEST_F(HubTest, switches_on_clipping_after_a_critical_gradient_spike_in_guard_mo
 
 TEST_F(HubTest, sends_no_command_in_observe_mode) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r", v1::MODE_OBSERVE), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r", v1::MODE_OBSERVE), sink).ok());
   Healthy("r", 1, 60, *sink);
   hub_->OnStep("r", Step(61, 226.0), *sink);
   EXPECT_TRUE(sink->Where([](auto& m) { return m.has_command(); }).empty());
@@ -161,7 +165,7 @@ TEST_F(HubTest, sends_no_command_in_observe_mode) {
 
 TEST_F(HubTest, answers_a_gated_step_with_a_verdict) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r", v1::MODE_GATED), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r", v1::MODE_GATED), sink).ok());
   Healthy("r", 1, 60, *sink);
   v1::StepReport spike = Step(61, std::nan(""));
   spike.set_awaiting_verdict(true);
@@ -174,7 +178,7 @@ TEST_F(HubTest, answers_a_gated_step_with_a_verdict) {
 
 TEST_F(HubTest, completes_an_operator_command_on_ack_and_times_out_without_one) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 3, *sink);
   v1::Command lr;
   lr.set_scale_learning_rate(0.5);
@@ -197,7 +201,7 @@ TEST_F(HubTest, completes_an_operator_command_on_ack_and_times_out_without_one) 
 
 TEST_F(HubTest, refuses_a_bad_operator_command) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   v1::Command lr;
   lr.set_scale_learning_rate(-2);
   EXPECT_NE(hub_->SendCommand("r", lr, 1000, nullptr).find("scale_learning_rate"), std::string::npos);
@@ -206,8 +210,9 @@ TEST_F(HubTest, refuses_a_bad_operator_command) {
 
 TEST_F(HubTest, marks_a_run_failed_after_the_stall_timeout_and_finished_on_clean_close) {
   auto a = std::make_shared<FakeSink>(), b = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("broken"), a), "");
-  ASSERT_EQ(hub_->OnHello(Hello("clean"), b), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("broken"), a).ok());
+  ASSERT_TRUE(hub_->OnHello(Hello("clean"), b).ok());
+  Healthy("broken", 1, 1, *a);
   hub_->OnStreamClosed("broken", a.get(), /*clean=*/false);
   hub_->OnStreamClosed("clean", b.get(), /*clean=*/true);
   EXPECT_EQ(hub_->GetRun("broken")->state(), v1::RUN_STATE_DISCONNECTED);
@@ -222,7 +227,7 @@ TEST_F(HubTest, marks_a_run_failed_after_the_stall_timeout_and_finished_on_clean
 
 TEST_F(HubTest, keeps_runs_and_steps_across_a_restart_and_resumes_the_stream) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 30, *sink);
   store_->Flush();
   Open();  // a new hub and store on the same file
@@ -231,7 +236,7 @@ TEST_F(HubTest, keeps_runs_and_steps_across_a_restart_and_resumes_the_stream) {
   EXPECT_EQ(run->state(), v1::RUN_STATE_DISCONNECTED);
   EXPECT_EQ(run->last_step(), 30u);
   auto again = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), again), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), again).ok());
   auto acks = again->Where([](auto& m) { return m.has_ack(); });
   ASSERT_FALSE(acks.empty());
   EXPECT_EQ(acks.front().ack().stored_through_step(), 30u);
@@ -242,7 +247,7 @@ TEST_F(HubTest, keeps_runs_and_steps_across_a_restart_and_resumes_the_stream) {
 
 TEST_F(HubTest, removes_metric_series_after_retention) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 3, *sink);
   hub_->OnStreamClosed("r", sink.get(), true);
   auto has_series = [&] {
@@ -261,7 +266,7 @@ TEST_F(HubTest, removes_metric_series_after_retention) {
 
 TEST_F(HubTest, undoes_a_clipping_command_by_restoring_the_clipping_before_it) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 3, *sink);
   v1::Command clip;
   clip.mutable_set_clipping()->set_kind(v1::Clipping::KIND_NORM);
@@ -282,7 +287,7 @@ TEST_F(HubTest, undoes_a_clipping_command_by_restoring_the_clipping_before_it) {
 
 TEST_F(HubTest, undoes_a_learning_rate_scale_with_its_inverse_and_refuses_to_undo_a_rollback) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   Healthy("r", 1, 3, *sink);
   v1::Command lr, rollback;
   lr.set_scale_learning_rate(0.25);
@@ -300,7 +305,7 @@ TEST_F(HubTest, undoes_a_learning_rate_scale_with_its_inverse_and_refuses_to_und
 
 TEST_F(HubTest, lists_commands_with_the_run_before_and_after_them) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r"), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   for (uint64_t i = 1; i <= 20; ++i) hub_->OnStep("r", Step(i, 0.2, 0.8), *sink);
   v1::Command lr;
   lr.set_scale_learning_rate(0.5);
@@ -324,7 +329,7 @@ TEST_F(HubTest, lists_commands_with_the_run_before_and_after_them) {
 
 TEST_F(HubTest, updates_a_live_runs_thresholds_and_refuses_unknown_ones) {
   auto sink = std::make_shared<FakeSink>();
-  ASSERT_EQ(hub_->OnHello(Hello("r", v1::MODE_OBSERVE), sink), "");
+  ASSERT_TRUE(hub_->OnHello(Hello("r", v1::MODE_OBSERVE), sink).ok());
   Healthy("r", 1, 60, *sink);
   v1::Run updated;
   EXPECT_EQ(hub_->UpdatePolicy("r", {{"spike_max_ratio", 2.0}}, {{"lr_scale", 0.25}}, &updated), "");
@@ -343,7 +348,132 @@ TEST_F(HubTest, refuses_a_hello_with_bad_policy_overrides) {
   auto sink = std::make_shared<FakeSink>();
   v1::Hello h = Hello("r");
   (*h.mutable_config()->mutable_policy())["max_recoveries"] = -1;
-  EXPECT_NE(hub_->OnHello(h, sink).find("hello.config.policy: max_recoveries"), std::string::npos);
+  EXPECT_NE(hub_->OnHello(h, sink).message().find("hello.config.policy: max_recoveries"), std::string::npos);
+}
+
+// A run with steps is one trainer's: another process with the same run id is refused
+// instead of having its steps taken as resends.
+TEST_F(HubTest, refuses_a_second_trainer_on_a_run_that_holds_steps_and_says_how_to_resume) {
+  auto first = std::make_shared<FakeSink>(), second = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), first).ok());
+  Healthy("r", 1, 10, *first);
+  hub_->OnStreamClosed("r", first.get(), /*clean=*/true);
+  v1::Hello other = Hello("r");
+  other.set_trainer_instance(7);
+  Status refused = hub_->OnHello(other, second);
+  EXPECT_EQ(refused.code(), Status::Code::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("already holds steps up to 10"), std::string::npos) << refused.message();
+  EXPECT_NE(refused.message().find("resume_after_step 10"), std::string::npos) << refused.message();
+  other.set_resume_after_step(10);  // an explicit resume is taken
+  EXPECT_TRUE(hub_->OnHello(other, second).ok());
+  EXPECT_EQ(hub_->GetRun("r")->state(), v1::RUN_STATE_RUNNING);
+}
+
+TEST_F(HubTest, takes_back_the_same_trainer_after_its_run_ended) {
+  auto sink = std::make_shared<FakeSink>(), again = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  Healthy("r", 1, 10, *sink);
+  hub_->OnStreamClosed("r", sink.get(), /*clean=*/false);
+  clock_.Advance(5'000);
+  hub_->Tick();
+  ASSERT_EQ(hub_->GetRun("r")->state(), v1::RUN_STATE_FAILED);
+  EXPECT_TRUE(hub_->OnHello(Hello("r"), again).ok());  // e.g. its spool replayed
+}
+
+TEST_F(HubTest, counts_only_live_runs_against_the_run_limit) {
+  options_.max_runs = 2;
+  Open();
+  std::vector<std::shared_ptr<FakeSink>> sinks;
+  for (const char* id : {"a", "b", "c", "d"}) {
+    sinks.push_back(std::make_shared<FakeSink>());
+    ASSERT_TRUE(hub_->OnHello(Hello(id), sinks.back()).ok()) << id;
+    Healthy(id, 1, 2, *sinks.back());
+    hub_->OnStreamClosed(id, sinks.back().get(), /*clean=*/true);
+  }
+  auto e = std::make_shared<FakeSink>(), f = std::make_shared<FakeSink>(), g = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("e"), e).ok());
+  ASSERT_TRUE(hub_->OnHello(Hello("f"), f).ok());
+  Status full = hub_->OnHello(Hello("g"), g);
+  EXPECT_EQ(full.code(), Status::Code::kResourceExhausted);
+  EXPECT_NE(full.message().find("2 live runs"), std::string::npos) << full.message();
+  hub_->OnStreamClosed("e", e.get(), true);
+  store_->Flush();
+  Open();  // after a restart the ended runs still do not count; f is live (disconnected)
+  EXPECT_TRUE(hub_->OnHello(Hello("g"), g).ok());
+  EXPECT_EQ(hub_->ListRuns().size(), 7u);
+}
+
+TEST_F(HubTest, ended_runs_leave_memory_after_retention_and_stay_readable) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  Healthy("r", 1, 5, *sink);
+  hub_->OnStreamClosed("r", sink.get(), /*clean=*/true);
+  clock_.Advance(60'000);
+  hub_->Tick();  // series removed
+  hub_->Tick();  // and out of memory
+  store_->Flush();
+  auto run = hub_->GetRun("r");
+  ASSERT_TRUE(run.has_value());
+  EXPECT_EQ(run->state(), v1::RUN_STATE_FINISHED);
+  EXPECT_EQ(run->steps(), 5u);
+  ASSERT_EQ(hub_->ListRuns().size(), 1u);
+  auto again = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), again).ok());
+  Healthy("r", 6, 8, *again);
+  store_->Flush();
+  EXPECT_EQ(store_->StepCount("r"), (std::pair<uint64_t, uint64_t>{8, 8}));
+}
+
+TEST_F(HubTest, a_run_without_steps_ends_when_its_stream_breaks) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  hub_->OnStreamClosed("r", sink.get(), /*clean=*/false);
+  EXPECT_EQ(hub_->GetRun("r")->state(), v1::RUN_STATE_FAILED);
+}
+
+TEST_F(HubTest, rejects_steps_past_int64_in_band_and_keeps_taking_later_steps) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  hub_->OnStep("r", Step(UINT64_MAX, 0.2), *sink);
+  hub_->OnStep("r", Step(kMaxStep + 1, 0.2), *sink);
+  Healthy("r", 1, 3, *sink);
+  store_->Flush();
+  auto rejections = sink->Where([](auto& m) { return m.has_rejection(); });
+  ASSERT_EQ(rejections.size(), 2u);
+  EXPECT_NE(rejections[0].rejection().reason().find("steps run from 1 to 9223372036854775807"), std::string::npos);
+  EXPECT_EQ(store_->StepCount("r"), (std::pair<uint64_t, uint64_t>{3, 3}));
+  EXPECT_EQ(sink->Where([](auto& m) { return m.has_ack(); }).back().ack().stored_through_step(), 3u);
+}
+
+TEST_F(HubTest, rejects_an_eval_ahead_of_the_steps_and_never_acks_it) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  v1::EvalReport eval;
+  eval.set_step(1'000'000);
+  eval.set_loss(0.3);
+  hub_->OnEval("r", eval, *sink);
+  store_->Flush();
+  EXPECT_TRUE(store_->ListEvals("r").empty());
+  for (const auto& m : sink->Where([](auto& m) { return m.has_ack(); })) {
+    EXPECT_EQ(m.ack().stored_through_step(), 0u);
+  }
+  auto rejections = sink->Where([](auto& m) { return m.has_rejection(); });
+  ASSERT_EQ(rejections.size(), 1u);
+  EXPECT_NE(rejections[0].rejection().reason().find("before that step's report"), std::string::npos);
+}
+
+TEST_F(HubTest, refuses_a_hello_with_oversized_text_naming_the_field) {
+  auto sink = std::make_shared<FakeSink>();
+  v1::Hello h = Hello("r");
+  h.set_host(std::string(4 << 20, 'h'));
+  Status refused = hub_->OnHello(h, sink);
+  EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(refused.message().find("hello.host is 4194304 bytes, the limit is 256"), std::string::npos)
+      << refused.message();
+  h = Hello("r");
+  (*h.mutable_config()->mutable_labels())["k"] = std::string(2000, 'v');
+  EXPECT_NE(hub_->OnHello(h, sink).message().find("hello.config.labels[k]"), std::string::npos);
+  EXPECT_TRUE(hub_->ListRuns().empty());
 }
 
 }  // namespace

@@ -128,6 +128,9 @@ TEST(Server, streams_a_runs_steps_and_its_end_to_a_watcher) {
   }
   EXPECT_EQ(seen, (std::vector<uint64_t>{1, 2, 3}));
 
+  v1::TrainerMessage bye;
+  bye.mutable_goodbye()->set_last_step(3);
+  ASSERT_TRUE(trainer->Write(bye));
   trainer->WritesDone();
   while (trainer->Read(&reply)) {
   }
@@ -181,6 +184,57 @@ TEST(Server, refuses_streams_past_its_limit_and_keeps_the_others) {
   }
   EXPECT_TRUE(first->Finish().ok());
   EXPECT_FALSE(server.hub().GetRun("second").has_value());
+}
+
+// gRPC binds with SO_REUSEPORT by default on Linux: two monitors on one port would split
+// the trainers between them.
+TEST(Server, refuses_a_port_another_monitor_holds) {
+  SystemClock clock;
+  Server first(TestConfig("first"), clock);
+  ServerConfig c = TestConfig("second");
+  c.listen = "127.0.0.1:" + std::to_string(first.grpc_port());
+  c.metrics_listen = "";
+  try {
+    Server second(c, clock);
+    FAIL() << "a second monitor started on " << c.listen;
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("address in use"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Server, leaves_a_run_disconnected_when_its_stream_ends_without_a_goodbye) {
+  SystemClock clock;
+  Server server(TestConfig("nogoodbye"), clock);
+  auto stub = v1::Telemetry::NewStub(Connect(server));
+  grpc::ClientContext ctx;
+  auto stream = stub->Stream(&ctx);
+  v1::TrainerMessage m;
+  m.mutable_hello()->set_run_id("r");
+  ASSERT_TRUE(stream->Write(m));
+  m.mutable_step()->set_step(1);
+  ASSERT_TRUE(stream->Write(m));
+  stream->WritesDone();
+  v1::MonitorMessage reply;
+  while (stream->Read(&reply)) {
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(server.hub().GetRun("r")->state(), v1::RUN_STATE_DISCONNECTED);
+}
+
+TEST(ListenAddress, takes_loopback_hosts_and_names_what_is_wrong_with_the_rest) {
+  EXPECT_TRUE(CheckListenAddress("127.0.0.1:0").loopback);
+  EXPECT_TRUE(CheckListenAddress("127.8.9.10:7070").loopback);
+  EXPECT_TRUE(CheckListenAddress("[::1]:0").loopback);
+  EXPECT_TRUE(CheckListenAddress("localhost:9464").loopback);
+  ListenCheck any = CheckListenAddress("0.0.0.0:0");
+  EXPECT_TRUE(any.error.empty()) << any.error;
+  EXPECT_FALSE(any.loopback);
+  EXPECT_FALSE(CheckListenAddress("10.1.2.3:80").loopback);
+  for (const char* bad : {"127.0.0.1:0,0.0.0.0:0", "foo", "127.0.0.1", "127.0.0.1:99999", ":80", "127.0.0.1:0s"}) {
+    EXPECT_NE(CheckListenAddress(bad).error.find("is not one HOST:PORT address"), std::string::npos) << bad;
+    EXPECT_FALSE(CheckListenAddress(bad).loopback) << bad;
+  }
+  EXPECT_NE(CheckListenAddress("no-such-host.invalid:80").error.find("cannot resolve"), std::string::npos);
 }
 
 }  // namespace

@@ -25,12 +25,22 @@ uint64_t StepOf(const v1::TrainerMessage& m) {
   return m.has_step() ? m.step().step() : m.eval().step();
 }
 
+// A non-zero random id for Hello.trainer_instance.
+uint64_t RandomInstance() {
+  std::random_device rd;
+  uint64_t v = 0;
+  while (v == 0) v = (uint64_t{rd()} << 32) | rd();
+  return v;
+}
+
 }  // namespace
 
 class Stream;
 
 struct Reporter::Impl {
   Impl(ReporterOptions o, v1::Hello h) : options(std::move(o)), hello(std::move(h)) {
+    // Names this process to the monitor (and in the spool, so a replay is recognised).
+    if (hello.trainer_instance() == 0) hello.set_trainer_instance(RandomInstance());
     grpc::ChannelArguments args;
     // Find a half-open connection within 20 s (ping every 8 s, give up 8 s later), even idle.
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 8'000);
@@ -199,6 +209,8 @@ void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
         spool_resend = spool ? spool->Pending() : std::vector<v1::TrainerMessage>{};
         stats.connected = true;
         ++stats.connects;
+        if (!stats.refused.empty()) Warn("the monitor accepted run " + hello.run_id() + ": guarded again");
+        stats.refused.clear();
         if (warned) Warn("connected to the monitor at " + options.address + ", resending " +
                          std::to_string(buffer.size()) + " buffered reports");
         warned = false;
@@ -231,13 +243,19 @@ void Reporter::Impl::OnStreamDone(const grpc::Status& status) {
   stream_done = true;
   stats.connected = false;
   if (!status.ok()) stats.last_error = status.error_message();
-  bool refused = status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
-                 status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
-                 status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+  // A hello refused for good (bad input, credentials, a run id another trainer holds),
+  // or for now (the monitor's limit on live runs: retried with backoff).
+  const grpc::StatusCode code = status.error_code();
+  bool final_refusal = code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::UNAUTHENTICATED ||
+                       code == grpc::StatusCode::PERMISSION_DENIED || code == grpc::StatusCode::FAILED_PRECONDITION;
+  bool refused = final_refusal || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
   if (refused && !stream_accepted) {
-    give_up = true;
-    Warn("the monitor refused this run: " + status.error_message() +
-         "; training continues without monitoring");
+    give_up = final_refusal;
+    if (stats.refused != status.error_message()) {
+      Warn("the monitor refused run " + hello.run_id() + ": " + status.error_message() +
+           (final_refusal ? "; TRAINING CONTINUES UNGUARDED" : "; TRAINING CONTINUES UNGUARDED until it accepts (retrying)"));
+    }
+    stats.refused = status.error_message();
   } else if (!closing && !status.ok() && !warned) {
     warned = true;
     Warn("monitor at " + options.address + " unreachable (" + status.error_message() +
@@ -304,7 +322,12 @@ void Reporter::Impl::SendLoop() {
     }
     if (stream_accepted) {
       Feed(lock);
-      if (closing && Delivered() && acks.empty()) stream->HalfClose();
+      if (closing && Delivered() && acks.empty()) {
+        v1::TrainerMessage bye;  // the run is over, not broken (ignored once half-closed)
+        bye.mutable_goodbye()->set_last_step(stats.last_reported_step);
+        stream->Write(bye);
+        stream->HalfClose();
+      }
     }
     // Reports are picked up on this tick rather than by waking the thread per report:
     // a wake-up per step costs the training thread a context switch.
@@ -350,6 +373,7 @@ void Reporter::Report(const v1::StepReport& step) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Impl& s = *impl_;
   ++s.stats.reported;
+  s.stats.last_reported_step = std::max(s.stats.last_reported_step, step.step());
   v1::TrainerMessage m;
   *m.mutable_step() = step;
   s.Enqueue(std::move(m));

@@ -56,7 +56,7 @@ void MonitorLink::Close(std::chrono::milliseconds deadline) { reporter_->Close(d
 
 LinkStats MonitorLink::stats() const {
   auto s = reporter_->stats();
-  return {s.acked_through, s.dropped, s.gate_timeouts, s.connected};
+  return {s.acked_through, s.dropped, s.gate_timeouts, s.connected, s.refused};
 }
 
 }  // namespace gradwatch::torchmon

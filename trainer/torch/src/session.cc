@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 
+#include "gradwatch/common/file.h"
 #include "gradwatch/torch/grad_stats.h"
 #include "gradwatch/torch/link.h"
 
@@ -69,6 +71,7 @@ Session::Session(torch::nn::Module& model, torch::optim::Optimizer& optimizer, S
 Session::~Session() = default;
 
 uint64_t Session::gate_timeouts() const { return link_ ? link_->stats().gate_timeouts : 0; }
+std::string Session::refused() const { return link_ ? link_->stats().refused : std::string(); }
 
 bool Session::BeginStep(uint64_t step) {
   step_ = step;
@@ -156,9 +159,15 @@ void Session::SaveCheckpoint(uint64_t step) {
   c.model = Serialize([&](auto& a) { model_.save(a); });
   c.optimizer = Serialize([&](auto& a) { optimizer_.save(a); });
   if (!options_.checkpoint_dir.empty()) {
+    // Each file is replaced atomically and fsynced (common/file.h): a failed write ends the
+    // run with the path and the reason rather than leaving a truncated checkpoint to load.
     auto base = std::filesystem::path(options_.checkpoint_dir) / ("step-" + std::to_string(step));
-    std::ofstream(base.string() + ".model.pt", std::ios::binary) << c.model;
-    std::ofstream(base.string() + ".optim.pt", std::ios::binary) << c.optimizer;
+    try {
+      WriteFileAtomically(base.string() + ".model.pt", c.model);
+      WriteFileAtomically(base.string() + ".optim.pt", c.optimizer);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("checkpoint: ") + e.what());
+    }
   }
   checkpoints_.push_back(std::move(c));
   while (checkpoints_.size() > std::max<size_t>(options_.checkpoints_kept, 1)) checkpoints_.pop_front();

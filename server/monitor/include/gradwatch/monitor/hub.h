@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "gradwatch/common/status.h"
 #include "gradwatch/monitor/clock.h"
 #include "gradwatch/v1/runs.pb.h"
 #include "gradwatch/v1/telemetry.pb.h"
@@ -50,12 +51,21 @@ class Watcher {
 };
 
 struct HubOptions {
-  size_t max_runs = 1024;           // live runs at most; a new run past it is refused
+  // Live runs (running or disconnected) at most; a hello past it is refused with
+  // RESOURCE_EXHAUSTED. Ended runs do not count: they leave memory after retention_ms
+  // and stay in the store, where every read still finds them.
+  size_t max_runs = 1024;
   size_t max_layers = 4096;         // layer names per run
   size_t max_name_length = 256;     // per layer name
+  size_t max_text_length = 256;     // hello.host, device, trainer_version
+  size_t max_config_text_length = 1024;  // the config's strings, label keys and values
+  size_t max_labels = 64;
   int64_t stall_timeout_ms = 60'000;   // a disconnected run with no stream this long is failed
-  int64_t retention_ms = 15 * 60'000;  // ended runs' metric series are kept this long
+  int64_t retention_ms = 15 * 60'000;  // ended runs' metric series and memory are kept this long
 };
+
+// The highest step a report may carry: steps are stored as SQLite's signed 64-bit integers.
+inline constexpr uint64_t kMaxStep = 9'223'372'036'854'775'807ull;
 
 // What the caller of SendCommand gets once the trainer acknowledged or time ran out.
 using CommandDone = std::function<void(const v1::CommandRecord& record, bool acknowledged)>;
@@ -65,16 +75,19 @@ class Hub {
   Hub(HubOptions options, store::Store& store, metrics::Exporter& exporter, const Clock& clock);
   ~Hub();
 
-  // A stream's first message. On success binds `sink` as the run's stream, answers with
-  // an Ack of what is stored, and returns an empty string; otherwise returns why the
-  // hello was refused (the caller ends the stream with INVALID_ARGUMENT).
-  std::string OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink);
+  // A stream's first message. On success binds `sink` as the run's stream and answers with
+  // an Ack of what is stored; otherwise says why the hello was refused (the caller ends
+  // the stream with the status of the code): kInvalidArgument for a malformed hello,
+  // kFailedPrecondition for a run whose steps came from another trainer (see
+  // Hello.trainer_instance), kResourceExhausted past max_runs live runs.
+  Status OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink);
   // Reports on a stream whose hello was accepted. A bad report is refused in-band with a
   // Rejection naming what was wrong, and the stream stays open.
   void OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink);
   void OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink);
   void OnCommandAck(const std::string& run_id, const v1::CommandAck& ack);
-  // The stream ended: `clean` when the trainer half-closed (finished), false when it broke.
+  // The stream ended: `clean` when the trainer said goodbye (finished), false when it
+  // broke. A run that never reported a step ends at once either way (nothing to resume).
   void OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean);
 
   // Called by the store after a commit: acknowledges stored steps to their streams.
@@ -115,6 +128,10 @@ class Hub {
  private:
   struct RunEntry;
   RunEntry* Find(const std::string& run_id) const;  // requires mu_
+  RunEntry* FindOrLoad(const std::string& run_id);  // an ended run back from the store; requires mu_
+  size_t LiveRuns() const;                          // requires mu_
+  std::unique_ptr<RunEntry> Stored(v1::Run run) const;
+  Status CheckTakeover(const RunEntry& run, const v1::Hello& hello) const;
   RunEntry& LoadOrCreate(const v1::Hello& hello);    // requires mu_
   void Rebuild(RunEntry& run);                        // requires mu_
   void MakePolicy(RunEntry& run);                     // requires mu_

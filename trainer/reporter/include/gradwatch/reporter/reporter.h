@@ -53,8 +53,14 @@ struct ReporterStats {
   uint64_t connects = 0;       // streams opened and accepted
   uint64_t rejections = 0;     // reports the monitor refused in-band
   uint64_t gate_timeouts = 0;  // verdicts that did not come in time
+  uint64_t last_reported_step = 0;  // highest step passed to Report()
   bool connected = false;
   std::string last_error;      // why the last stream ended, "" if none
+  // Why the monitor refused this run ("" while it is guarded or still connecting). Set
+  // when a hello is refused; a refusal that may pass (the monitor's run limit) is retried
+  // with backoff and cleared once a hello is accepted. Training continues unguarded
+  // meanwhile: callers should say so on every line they print.
+  std::string refused;
 };
 
 class Reporter {

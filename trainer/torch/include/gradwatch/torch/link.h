@@ -31,6 +31,7 @@ struct LinkOptions {
 struct LinkStats {
   uint64_t acked_through = 0, dropped = 0, gate_timeouts = 0;
   bool connected = false;  // a stream is up and the monitor accepted the run
+  std::string refused;     // why the monitor refused the run ("" = not refused)
 };
 
 class MonitorLink {

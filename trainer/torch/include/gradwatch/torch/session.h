@@ -54,7 +54,10 @@ struct SessionOptions {
   std::chrono::milliseconds gate_timeout{200};
   uint32_t checkpoint_every = 50;      // 0 = no checkpoints (rollback is then rejected)
   size_t checkpoints_kept = 4;         // in memory, newest last
-  std::string checkpoint_dir;          // "" = memory only; else also written there
+  std::string checkpoint_dir;          // "" = memory only; else also written there, each file
+                                       // replaced atomically; a failed write throws
+                                       // std::runtime_error "checkpoint: cannot write PATH: ..."
+                                       // from the constructor, BeginStep (a stop) or AfterUpdate
   std::string spool;                   // "" = none; else the reporter's spool file (reporter/spool.h)
   Clip clipping;                       // in force from the start
   bool log = true;                     // one stderr line per applied command
@@ -101,6 +104,9 @@ class Session {
   double last_grad_norm() const { return last_norm_; }
   uint64_t updates_skipped() const { return skipped_; }
   uint64_t gate_timeouts() const;
+  // Why the monitor refused this run, "" when it guards it (or there is no monitor).
+  // While it is set the loop is unguarded: say so on every line printed.
+  std::string refused() const;
   bool monitored() const { return link_ != nullptr; }
   bool stopped() const { return stopped_; }
 
