@@ -2,7 +2,9 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -82,3 +84,16 @@ def report_faults(scenario, sent, db, run_id):
     rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT step) FROM steps WHERE run_id=?", (run_id,)).fetchone()
     print("FAULTS " + json.dumps({"scenario": scenario, "sent": sent, "stored": distinct,
                                   "duplicated": rows - distinct, "lost": sent - distinct}))
+
+
+def generate_stubs(out_dir):
+    """Python stubs of proto/ (Debian's protoc and grpc_python_plugin) importable from out_dir."""
+    proto_root = os.environ.get("GRADWATCH_PROTO", str(pathlib.Path(__file__).parents[2] / "proto"))
+    plugin = shutil.which("grpc_python_plugin")
+    assert plugin, "grpc_python_plugin not found (package protobuf-compiler-grpc)"
+    files = [f"gradwatch/v1/{n}.proto" for n in ("telemetry", "runs", "jobs")]
+    subprocess.run(["protoc", f"--proto_path={proto_root}", f"--python_out={out_dir}",
+                    f"--grpc_out={out_dir}", f"--plugin=protoc-gen-grpc={plugin}", *files], check=True)
+    for d in ("gradwatch", "gradwatch/v1"):
+        pathlib.Path(out_dir, d, "__init__.py").touch()
+    sys.path.insert(0, out_dir)

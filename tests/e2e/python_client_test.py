@@ -2,11 +2,7 @@
 python3-grpcio and grpc_python_plugin streams 20 steps to gradwatchd and reads them back
 through the Runs service.
 """
-import os
-import pathlib
 import queue
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -14,21 +10,9 @@ import time
 import gwtest
 
 
-def generate_stubs(out_dir):
-    proto_root = os.environ.get("GRADWATCH_PROTO", str(pathlib.Path(__file__).parents[2] / "proto"))
-    plugin = shutil.which("grpc_python_plugin")
-    assert plugin, "grpc_python_plugin not found (package protobuf-compiler-grpc)"
-    files = [f"gradwatch/v1/{n}.proto" for n in ("telemetry", "runs", "jobs")]
-    subprocess.run(["protoc", f"--proto_path={proto_root}", f"--python_out={out_dir}",
-                    f"--grpc_out={out_dir}", f"--plugin=protoc-gen-grpc={plugin}", *files], check=True)
-    for d in ("gradwatch", "gradwatch/v1"):
-        pathlib.Path(out_dir, d, "__init__.py").touch()
-    sys.path.insert(0, out_dir)
-
-
 def main():
     tmp = tempfile.mkdtemp(prefix="gradwatch-py-")
-    generate_stubs(tmp)
+    gwtest.generate_stubs(tmp)
     import grpc
     from gradwatch.v1 import runs_pb2, runs_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 

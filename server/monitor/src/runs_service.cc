@@ -148,8 +148,12 @@ grpc::ServerUnaryReactor* RunsService::ListCommands(grpc::CallbackServerContext*
                                                     const v1::ListCommandsRequest* req,
                                                     v1::ListCommandsResponse* resp) {
   if (grpc::Status refused = Admit(*ctx, Role::kViewer, req->run_id()); !refused.ok()) return Done(ctx, refused);
-  for (auto& c : hub_.ListCommands(req->run_id())) *resp->add_commands() = std::move(c);
-  return Done(ctx, grpc::Status::OK);
+  auto* reactor = ctx->DefaultReactor();
+  reads_.Post([this, reactor, run_id = req->run_id(), resp] {
+    for (auto& c : hub_.ListCommands(run_id)) *resp->add_commands() = std::move(c);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 grpc::ServerWriteReactor<v1::RunUpdate>* RunsService::WatchRun(grpc::CallbackServerContext* ctx,
@@ -174,13 +178,6 @@ CommandDone Reply(grpc::ServerUnaryReactor* reactor, v1::SendCommandResponse* re
   };
 }
 
-grpc::Status CommandError(const Hub& hub, const std::string& run_id, const std::string& error) {
-  if (!hub.GetRun(run_id)) return grpc::Status(grpc::StatusCode::NOT_FOUND, error);
-  bool bad_input = error.find("must be") != std::string::npos || error.find("no action") != std::string::npos;
-  return grpc::Status(bad_input ? grpc::StatusCode::INVALID_ARGUMENT : grpc::StatusCode::FAILED_PRECONDITION,
-                      error);
-}
-
 }  // namespace
 
 grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* ctx,
@@ -192,8 +189,8 @@ grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* 
   if (command.issued_by().empty()) command.set_issued_by("operator");
   if (command.reason().empty()) command.set_reason("sent by an operator");
   int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
-  std::string error = hub_.SendCommand(req->run_id(), std::move(command), timeout, Reply(reactor, resp));
-  if (!error.empty()) reactor->Finish(CommandError(hub_, req->run_id(), error));
+  Status refused = hub_.SendCommand(req->run_id(), std::move(command), timeout, Reply(reactor, resp));
+  if (!refused.ok()) reactor->Finish(GrpcStatus(refused));
   return reactor;
 }
 
@@ -203,27 +200,37 @@ grpc::ServerUnaryReactor* RunsService::UndoCommand(grpc::CallbackServerContext* 
   if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) return Done(ctx, denied);
   auto* reactor = ctx->DefaultReactor();
   int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
-  std::string error = hub_.Undo(req->run_id(), req->command_id(), timeout, Reply(reactor, resp));
-  if (!error.empty()) reactor->Finish(CommandError(hub_, req->run_id(), error));
+  Status refused = hub_.Undo(req->run_id(), req->command_id(), timeout, Reply(reactor, resp));
+  if (!refused.ok()) reactor->Finish(GrpcStatus(refused));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* RunsService::UpdatePolicy(grpc::CallbackServerContext* ctx,
                                                     const v1::UpdatePolicyRequest* req, v1::Run* resp) {
   if (grpc::Status refused = Admit(*ctx, Role::kOperator, req->run_id()); !refused.ok()) return Done(ctx, refused);
-  std::string error = hub_.UpdatePolicy(
+  auto* reactor = ctx->DefaultReactor();
+  // Answered once the detectors are rebuilt with the new config (the hub's rebuild thread).
+  Status refused = hub_.UpdatePolicy(
       req->run_id(), std::map<std::string, double>(req->thresholds().begin(), req->thresholds().end()),
-      std::map<std::string, double>(req->policy().begin(), req->policy().end()), resp);
-  if (!error.empty()) return Done(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
-  return Done(ctx, grpc::Status::OK);
+      std::map<std::string, double>(req->policy().begin(), req->policy().end()),
+      [reactor, resp](const Status& status, const v1::Run& run) {
+        if (status.ok()) *resp = run;
+        reactor->Finish(GrpcStatus(status));
+      });
+  if (!refused.ok()) reactor->Finish(GrpcStatus(refused));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RunsService::ExplainRun(grpc::CallbackServerContext* ctx,
                                                   const v1::ExplainRunRequest* req,
                                                   v1::ExplainRunResponse* resp) {
   if (grpc::Status refused = Admit(*ctx, Role::kViewer, req->run_id()); !refused.ok()) return Done(ctx, refused);
-  resp->set_text(hub_.Explain(req->run_id()));
-  return Done(ctx, grpc::Status::OK);
+  auto* reactor = ctx->DefaultReactor();
+  reads_.Post([this, reactor, run_id = req->run_id(), resp] {
+    resp->set_text(hub_.Explain(run_id));
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 }  // namespace gradwatch::monitor

@@ -1,8 +1,10 @@
 // The Runs service on the callback API, backed by the hub (live state) and the store
-// (the record).
+// (the record). Calls that read a run's whole record (ExplainRun, ListCommands with each
+// command's effect) run on the service's own read threads, never on gRPC's reactions.
 #pragma once
 
 #include "auth.h"
+#include "gradwatch/common/work_queue.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/store/store.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
@@ -47,6 +49,7 @@ class RunsService final : public v1::Runs::CallbackService {
   Hub& hub_;
   store::Store& store_;
   const Auth& auth_;
+  WorkQueue reads_{2};  // last: its tasks use the members above
 };
 
 }  // namespace gradwatch::monitor

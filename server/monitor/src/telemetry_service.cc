@@ -6,6 +6,7 @@
 #include <deque>
 #include <mutex>
 
+#include "call.h"
 #include "gradwatch/common/happens_before.h"
 
 namespace gradwatch::monitor {
@@ -13,18 +14,7 @@ namespace {
 
 using Reactor = grpc::ServerBidiReactor<v1::TrainerMessage, v1::MonitorMessage>;
 
-constexpr size_t kMaxOutbox = 4096;
-
-grpc::StatusCode GrpcCode(Status::Code code) {
-  switch (code) {
-    case Status::Code::kOk: return grpc::StatusCode::OK;
-    case Status::Code::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
-    case Status::Code::kNotFound: return grpc::StatusCode::NOT_FOUND;
-    case Status::Code::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
-    case Status::Code::kResourceExhausted: return grpc::StatusCode::RESOURCE_EXHAUSTED;
-  }
-  return grpc::StatusCode::UNKNOWN;
-}  // past this, a slow reader loses acks (they are cumulative)
+constexpr size_t kMaxOutbox = 4096;  // past this, a slow reader loses acks (they are cumulative)
 
 // The stream's write side, shared with the hub. Outlives the reactor: once the
 // reactor is done, Send drops messages.
@@ -200,7 +190,7 @@ class IngestStream final : public Reactor {
                                                                                      : "run_taken");
       std::fprintf(stderr, "gradwatchd: refused a hello for run %s: %s\n", in_.hello().run_id().substr(0, 128).c_str(),
                    refused.message().c_str());
-      outbox_->Finish(grpc::Status(GrpcCode(refused.code()), refused.message()));
+      outbox_->Finish(GrpcStatus(refused));
       return false;
     }
     run_id_ = in_.hello().run_id();

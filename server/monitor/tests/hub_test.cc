@@ -183,8 +183,8 @@ TEST_F(HubTest, completes_an_operator_command_on_ack_and_times_out_without_one) 
   v1::Command lr;
   lr.set_scale_learning_rate(0.5);
   std::optional<bool> first, second;
-  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, [&](auto&, bool acked) { first = acked; }), "");
-  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, [&](auto&, bool acked) { second = acked; }), "");
+  ASSERT_TRUE(hub_->SendCommand("r", lr, 1000, [&](auto&, bool acked) { first = acked; }).ok());
+  ASSERT_TRUE(hub_->SendCommand("r", lr, 1000, [&](auto&, bool acked) { second = acked; }).ok());
   auto sent = sink->Where([](auto& m) { return m.has_command(); });
   ASSERT_EQ(sent.size(), 2u);
   v1::CommandAck ack;
@@ -204,8 +204,11 @@ TEST_F(HubTest, refuses_a_bad_operator_command) {
   ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
   v1::Command lr;
   lr.set_scale_learning_rate(-2);
-  EXPECT_NE(hub_->SendCommand("r", lr, 1000, nullptr).find("scale_learning_rate"), std::string::npos);
-  EXPECT_NE(hub_->SendCommand("missing", lr, 1000, nullptr), "");
+  Status bad = hub_->SendCommand("r", lr, 1000, nullptr);
+  EXPECT_EQ(bad.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(bad.message().find("scale_learning_rate"), std::string::npos);
+  lr.set_scale_learning_rate(0.5);
+  EXPECT_EQ(hub_->SendCommand("missing", lr, 1000, nullptr).code(), Status::Code::kNotFound);
 }
 
 TEST_F(HubTest, marks_a_run_failed_after_the_stall_timeout_and_finished_on_clean_close) {
@@ -271,7 +274,7 @@ TEST_F(HubTest, undoes_a_clipping_command_by_restoring_the_clipping_before_it) {
   v1::Command clip;
   clip.mutable_set_clipping()->set_kind(v1::Clipping::KIND_NORM);
   clip.mutable_set_clipping()->set_threshold(0.5);
-  ASSERT_EQ(hub_->SendCommand("r", clip, 1000, nullptr), "");
+  ASSERT_TRUE(hub_->SendCommand("r", clip, 1000, nullptr).ok());
   auto first = sink->Where([](auto& m) { return m.has_command(); }).back().command();
   v1::CommandAck ack;
   ack.set_command_id(first.id());
@@ -279,7 +282,7 @@ TEST_F(HubTest, undoes_a_clipping_command_by_restoring_the_clipping_before_it) {
   ack.set_result(v1::CommandAck::RESULT_APPLIED);
   hub_->OnCommandAck("r", ack);
   store_->Flush();
-  ASSERT_EQ(hub_->Undo("r", first.id(), 1000, nullptr), "");
+  ASSERT_TRUE(hub_->Undo("r", first.id(), 1000, nullptr).ok());
   auto undo = sink->Where([](auto& m) { return m.has_command(); }).back().command();
   EXPECT_EQ(undo.set_clipping().kind(), v1::Clipping::KIND_OFF);  // what was in force before
   EXPECT_EQ(undo.reason(), "undo of " + first.id() + " (set_clipping)");
@@ -292,15 +295,18 @@ TEST_F(HubTest, undoes_a_learning_rate_scale_with_its_inverse_and_refuses_to_und
   v1::Command lr, rollback;
   lr.set_scale_learning_rate(0.25);
   rollback.mutable_rollback();
-  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, nullptr), "");
-  ASSERT_EQ(hub_->SendCommand("r", rollback, 1000, nullptr), "");
+  ASSERT_TRUE(hub_->SendCommand("r", lr, 1000, nullptr).ok());
+  ASSERT_TRUE(hub_->SendCommand("r", rollback, 1000, nullptr).ok());
   auto sent = sink->Where([](auto& m) { return m.has_command(); });
   store_->Flush();
-  ASSERT_EQ(hub_->Undo("r", sent[0].command().id(), 1000, nullptr), "");
+  ASSERT_TRUE(hub_->Undo("r", sent[0].command().id(), 1000, nullptr).ok());
   EXPECT_DOUBLE_EQ(sink->Where([](auto& m) { return m.has_command(); }).back().command().scale_learning_rate(), 4.0);
-  EXPECT_EQ(hub_->Undo("r", sent[1].command().id(), 1000, nullptr),
-            "a rollback cannot be undone (only clipping, learning-rate and mode commands)");
-  EXPECT_EQ(hub_->Undo("r", "c-999999", 1000, nullptr), "run r has no command c-999999");
+  Status rollback_undo = hub_->Undo("r", sent[1].command().id(), 1000, nullptr);
+  EXPECT_EQ(rollback_undo.code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(rollback_undo.message(), "a rollback cannot be undone (only clipping, learning-rate and mode commands)");
+  Status unknown = hub_->Undo("r", "c-999999", 1000, nullptr);
+  EXPECT_EQ(unknown.code(), Status::Code::kNotFound);
+  EXPECT_EQ(unknown.message(), "run r has no command c-999999");
 }
 
 TEST_F(HubTest, lists_commands_with_the_run_before_and_after_them) {
@@ -309,7 +315,7 @@ TEST_F(HubTest, lists_commands_with_the_run_before_and_after_them) {
   for (uint64_t i = 1; i <= 20; ++i) hub_->OnStep("r", Step(i, 0.2, 0.8), *sink);
   v1::Command lr;
   lr.set_scale_learning_rate(0.5);
-  ASSERT_EQ(hub_->SendCommand("r", lr, 1000, nullptr), "");
+  ASSERT_TRUE(hub_->SendCommand("r", lr, 1000, nullptr).ok());
   v1::CommandAck ack;
   ack.set_command_id(sink->Where([](auto& m) { return m.has_command(); }).back().command().id());
   ack.set_applied_at_step(21);
@@ -332,16 +338,22 @@ TEST_F(HubTest, updates_a_live_runs_thresholds_and_refuses_unknown_ones) {
   ASSERT_TRUE(hub_->OnHello(Hello("r", v1::MODE_OBSERVE), sink).ok());
   Healthy("r", 1, 60, *sink);
   v1::Run updated;
-  EXPECT_EQ(hub_->UpdatePolicy("r", {{"spike_max_ratio", 2.0}}, {{"lr_scale", 0.25}}, &updated), "");
+  auto keep = [&](const Status& s, const v1::Run& r) {
+    EXPECT_TRUE(s.ok()) << s.message();
+    updated = r;
+  };
+  EXPECT_TRUE(hub_->UpdatePolicy("r", {{"spike_max_ratio", 2.0}}, {{"lr_scale", 0.25}}, keep).ok());
+  hub_->AwaitRebuilds();
   EXPECT_DOUBLE_EQ(updated.config().thresholds().at("spike_max_ratio"), 2.0);
   EXPECT_DOUBLE_EQ(updated.config().policy().at("lr_scale"), 0.25);
   // A 2.5x jump was no event under the default 10x ratio; it is one now.
   hub_->OnStep("r", Step(61, 0.2 * 2.5 * 1.05), *sink);
   store_->Flush();
   EXPECT_FALSE(store_->ListEvents("r").empty());
-  EXPECT_NE(hub_->UpdatePolicy("r", {{"no_such_threshold", 1.0}}, {}, &updated).find("no_such_threshold"),
-            std::string::npos);
-  EXPECT_NE(hub_->UpdatePolicy("r", {}, {{"lr_scale", 3.0}}, &updated).find("lr_scale"), std::string::npos);
+  Status unknown = hub_->UpdatePolicy("r", {{"no_such_threshold", 1.0}}, {}, keep);
+  EXPECT_EQ(unknown.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(unknown.message().find("no_such_threshold"), std::string::npos);
+  EXPECT_NE(hub_->UpdatePolicy("r", {}, {{"lr_scale", 3.0}}, keep).message().find("lr_scale"), std::string::npos);
 }
 
 TEST_F(HubTest, refuses_a_hello_with_bad_policy_overrides) {

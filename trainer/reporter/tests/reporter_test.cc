@@ -110,10 +110,10 @@ TEST(Reporter, delivers_an_operator_command_and_its_acknowledgement) {
   v1::Command clip;
   clip.mutable_set_clipping()->set_kind(v1::Clipping::KIND_NORM);
   clip.mutable_set_clipping()->set_threshold(1.0);
-  std::string error = m.server->hub().SendCommand(
+  Status sent = m.server->hub().SendCommand(
       "command", clip, 10'000,
       [&](const v1::CommandRecord& rec, bool acked) { result.set_value({rec, acked}); });
-  ASSERT_EQ(error, "");
+  ASSERT_TRUE(sent.ok()) << sent.message();
   std::vector<v1::Command> got = r.AwaitCommands(10s);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_DOUBLE_EQ(got[0].set_clipping().threshold(), 1.0);

@@ -45,12 +45,12 @@ std::future<CommandResult> TestMonitor::Send(const std::string& run_id, const Co
                                              int timeout_ms) {
   auto promise = std::make_shared<std::promise<CommandResult>>();
   auto future = promise->get_future();
-  std::string error = impl_->server->hub().SendCommand(
+  Status sent = impl_->server->hub().SendCommand(
       run_id, ToWire(command), timeout_ms, [promise](const v1::CommandRecord& r, bool acked) {
         promise->set_value({acked, r.ack().applied_at_step(),
                             r.ack().result() == v1::CommandAck::RESULT_APPLIED, r.ack().detail()});
       });
-  if (!error.empty()) promise->set_value({false, 0, false, error});
+  if (!sent.ok()) promise->set_value({false, 0, false, sent.message()});
   return future;
 }
 

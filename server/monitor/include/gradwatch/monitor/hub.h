@@ -4,18 +4,28 @@
 // verdicts go back through the run's StreamSink. It knows nothing of gRPC's server
 // machinery: streams and watchers are interfaces, time is a Clock.
 //
-// Thread-safety: every public method may be called from any thread. Sinks and watchers
-// are called with the hub's lock held and must not call back into the hub.
+// Locking: the hub's own lock guards only its map of runs and is held for lookups; each
+// run has a lock of its own (RunState, run_state.h), so one run's reports never wait for
+// another's. Slow work holds neither: rebuilding a run's detectors from its stored
+// history (after a restart, or a policy change) runs on the hub's rebuild thread and the
+// new detectors are swapped in; Explain and ListCommands are reads of the store.
+//
+// Thread-safety: every public method may be called from any thread. Sinks, watchers and
+// CommandDone callbacks are called with the run's lock held and must not call back into
+// the hub.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gradwatch/common/status.h"
@@ -62,6 +72,7 @@ struct HubOptions {
   size_t max_labels = 64;
   int64_t stall_timeout_ms = 60'000;   // a disconnected run with no stream this long is failed
   int64_t retention_ms = 15 * 60'000;  // ended runs' metric series and memory are kept this long
+  int64_t command_timeout_ms = 30'000; // a command with no timeout of its own waits this long
 };
 
 // The highest step a report may carry: steps are stored as SQLite's signed 64-bit integers.
@@ -69,11 +80,18 @@ inline constexpr uint64_t kMaxStep = 9'223'372'036'854'775'807ull;
 
 // What the caller of SendCommand gets once the trainer acknowledged or time ran out.
 using CommandDone = std::function<void(const v1::CommandRecord& record, bool acknowledged)>;
+// What the caller of UpdatePolicy gets once the detectors were rebuilt: the run with its
+// new config, or why the rebuild did not happen (the monitor is stopping).
+using PolicyDone = std::function<void(const Status& status, const v1::Run& run)>;
+
+struct RunState;
 
 class Hub {
  public:
   Hub(HubOptions options, store::Store& store, metrics::Exporter& exporter, const Clock& clock);
-  ~Hub();
+  ~Hub();  // stops the rebuild thread; pending PolicyDone callbacks get an error
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
 
   // A stream's first message. On success binds `sink` as the run's stream and answers with
   // an Ack of what is stored; otherwise says why the hello was refused (the caller ends
@@ -93,27 +111,31 @@ class Hub {
   // Called by the store after a commit: acknowledges stored steps to their streams.
   void OnStored(const std::map<std::string, uint64_t>& stored_through);
 
-  // Runs service.
+  // Runs service. Ended runs out of memory are read from the store.
   std::vector<v1::Run> ListRuns() const;
   std::optional<v1::Run> GetRun(const std::string& run_id) const;
   // Sends an operator (or other) command to a live run. `done` is called exactly once:
   // on the trainer's ack, on timeout (from Tick), or at once if the run has no stream.
-  // Returns an error message when the command is malformed or the run unknown.
-  std::string SendCommand(const std::string& run_id, v1::Command command,
-                          int64_t timeout_ms, CommandDone done);
+  // kInvalidArgument for a malformed command, kNotFound for an unknown run,
+  // kFailedPrecondition for a run without a live stream.
+  Status SendCommand(const std::string& run_id, v1::Command command, int64_t timeout_ms, CommandDone done);
   // Reverts an earlier clipping, learning-rate or mode command by sending its inverse
-  // (an audited command of its own). Returns an error message when it cannot be undone.
-  std::string Undo(const std::string& run_id, const std::string& command_id, int64_t timeout_ms,
-                   CommandDone done);
-  // Merges detector threshold and guard policy overrides into a live run's config,
-  // rebuilding its detectors from the stored steps. Returns an error naming the bad key.
-  std::string UpdatePolicy(const std::string& run_id, const std::map<std::string, double>& thresholds,
-                           const std::map<std::string, double>& policy, v1::Run* updated);
+  // (an audited command of its own). kNotFound for an unknown command,
+  // kFailedPrecondition for one that cannot be undone.
+  Status Undo(const std::string& run_id, const std::string& command_id, int64_t timeout_ms, CommandDone done);
+  // Merges detector threshold and guard policy overrides into a live run's config. Bad
+  // keys or values are refused at once (kInvalidArgument naming the key); otherwise the
+  // run's detectors are rebuilt from its stored steps on the rebuild thread and `done`
+  // gets the updated run.
+  Status UpdatePolicy(const std::string& run_id, const std::map<std::string, double>& thresholds,
+                      const std::map<std::string, double>& policy, PolicyDone done);
   // The run's commands from the store, each with its effect (the run before and after).
+  // Reads the store only.
   std::vector<v1::CommandRecord> ListCommands(const std::string& run_id) const;
   // Subscribes a watcher; it gets a Run snapshot first. False if the run is unknown.
   bool Watch(const std::string& run_id, Watcher* watcher);
   void Unwatch(const std::string& run_id, Watcher* watcher);
+  // A plain-text diagnosis of the run. Reads the store only.
   std::string Explain(const std::string& run_id) const;
 
   // An alert from Alertmanager about a run becomes one of its events (kind "alert").
@@ -124,31 +146,55 @@ class Hub {
   // Housekeeping driven by the caller's timer: stalls, command timeouts, retention,
   // run headers to the store.
   void Tick();
+  // Blocks until the rebuilds queued before the call are done (for tests and shutdown).
+  void AwaitRebuilds();
 
  private:
-  struct RunEntry;
-  RunEntry* Find(const std::string& run_id) const;  // requires mu_
-  RunEntry* FindOrLoad(const std::string& run_id);  // an ended run back from the store; requires mu_
-  size_t LiveRuns() const;                          // requires mu_
-  std::unique_ptr<RunEntry> Stored(v1::Run run) const;
-  Status CheckTakeover(const RunEntry& run, const v1::Hello& hello) const;
-  RunEntry& LoadOrCreate(const v1::Hello& hello);    // requires mu_
-  void Rebuild(RunEntry& run);                        // requires mu_
-  void MakePolicy(RunEntry& run);                     // requires mu_
-  void Issue(RunEntry& run, v1::Command command, CommandDone done, int64_t timeout_ms);
-  void Publish(RunEntry& run, const v1::RunUpdate& update);
-  void SetState(RunEntry& run, v1::RunState state);
-  void Persist(RunEntry& run);
-  void HandleEvents(RunEntry& run, const v1::StepReport& step,
-                    std::vector<detect::Event> found, StreamSink& sink);
+  struct Rebuild {
+    std::shared_ptr<RunState> run;
+    PolicyDone done;  // may be empty
+  };
+
+  std::shared_ptr<RunState> Find(const std::string& run_id) const;  // short lock on mu_
+  std::shared_ptr<RunState> FindOrLoad(const std::string& run_id);  // an ended run from the store
+  std::vector<std::shared_ptr<RunState>> Snapshot() const;
+  std::unique_ptr<RunState> Stored(v1::Run run) const;
+  Status CheckTakeover(const RunState& run, const v1::Hello& hello) const;
+  void Bind(RunState& run, const v1::Hello& hello);  // requires run.mu
+  void StartDetectors(RunState& run);                  // fresh detectors and policy; requires run.mu
+  void MakePolicy(RunState& run);                      // requires run.mu
+  void Issue(RunState& run, v1::Command command, CommandDone done, int64_t timeout_ms);  // requires run.mu
+  void Publish(RunState& run, const v1::RunUpdate& update);                              // requires run.mu
+  void SetState(RunState& run, v1::RunState state);                                      // requires run.mu
+  void Persist(RunState& run);                                                           // requires run.mu
+  void HandleEvents(RunState& run, const v1::StepReport& step, std::vector<detect::Event> found,
+                    StreamSink& sink);                                                   // requires run.mu
+  void Housekeep(RunState& run, int64_t now);                                            // requires run.mu
+  bool Evictable(const RunState& run, int64_t now) const;                                // requires run.mu
+
+  // The rebuild thread (hub_rebuild.cc).
+  void QueueRebuild(std::shared_ptr<RunState> run, PolicyDone done);
+  void RebuildLoop();
+  void RebuildDetectors(const Rebuild& job);
 
   HubOptions options_;
   store::Store& store_;
   metrics::Exporter& exporter_;
   const Clock& clock_;
+
+  // runs_ only. It may be held while a run's lock is taken (eviction), never the reverse.
   mutable std::mutex mu_;
-  std::map<std::string, std::unique_ptr<RunEntry>> runs_;
-  uint64_t next_command_ = 1;
+  std::map<std::string, std::shared_ptr<RunState>> runs_;
+  std::mutex hello_mu_;             // serialises hellos: the live-run limit is checked and taken in one step
+  std::atomic<size_t> live_{0};     // runs running or disconnected
+  std::atomic<uint64_t> next_command_{1};
+
+  std::mutex rebuild_mu_;
+  std::condition_variable rebuild_cv_;
+  std::deque<Rebuild> rebuilds_;
+  size_t rebuilds_started_ = 0, rebuilds_done_ = 0;
+  bool stopping_ = false;
+  std::thread rebuilder_;
 };
 
 }  // namespace gradwatch::monitor

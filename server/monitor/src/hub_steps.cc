@@ -1,0 +1,180 @@
+// The hub's report path: steps and evals through the run's detectors, events into
+// incidents, the policy's commands and gated verdicts, and alerts from Alertmanager.
+#include <cmath>
+
+#include "convert.h"
+#include "gradwatch/metrics/exporter.h"
+#include "gradwatch/monitor/hub.h"
+#include "gradwatch/store/store.h"
+#include "hub_internal.h"
+#include "run_state.h"
+
+namespace gradwatch::monitor {
+namespace {
+
+metrics::StepValues ValuesOf(const v1::StepReport& step, const detect::StepSample& sample, double zscore) {
+  metrics::StepValues v;
+  v.step = step.step();
+  v.unix_seconds = step.unix_millis() / 1000.0;
+  v.loss = step.loss();
+  v.grad_norm = step.grad_norm();
+  v.grad_norm_zscore = zscore;
+  v.learning_rate = step.learning_rate();
+  v.jaccard_soft = sample.jaccard_soft;  // NaN when not reported: the gauge keeps its value
+  v.jaccard_hard = sample.jaccard_hard;
+  v.accuracy = sample.accuracy;
+  v.clipping_enabled = step.clipping().kind() != v1::Clipping::KIND_OFF;
+  v.clipping_threshold = step.clipping().threshold();
+  v.step_seconds = step.step_seconds();
+  v.layer_norms = step.layer_grad_norms().data();
+  v.layer_count = static_cast<size_t>(step.layer_grad_norms_size());
+  return v;
+}
+
+// Why `step` cannot be taken, "" when it can.
+std::string Refusal(const v1::StepReport& step, int layers, const char** reason) {
+  if (step.step() == 0 || step.step() > kMaxStep) {
+    *reason = "step_range";
+    return "step report has step " + std::to_string(step.step()) + "; steps run from 1 to " +
+           std::to_string(kMaxStep);
+  }
+  if (step.layer_grad_norms_size() != 0 && step.layer_grad_norms_size() != layers) {
+    *reason = "layer_count";
+    return "step " + std::to_string(step.step()) + " has " + std::to_string(step.layer_grad_norms_size()) +
+           " layer norms, hello declared " + std::to_string(layers) + " layers";
+  }
+  return "";
+}
+
+}  // namespace
+
+void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink) {
+  std::shared_ptr<RunState> state = Find(run_id);
+  if (!state) return;
+  RunState& run = *state;
+  std::lock_guard<std::mutex> lock(run.mu);
+  const char* reason = "";
+  if (std::string why = Refusal(step, run.run.layer_names_size(), &reason); !why.empty()) {
+    exporter_.MessageRejected(reason);
+    sink.Send(Rejection(step.step(), why));
+    return;
+  }
+  if (step.step() <= run.max_step_seen) {
+    // A resend after reconnect: already processed. Stored steps are acked on commit; a
+    // step at or below what is stored gets its ack now.
+    exporter_.MessageReceived("duplicate_step");
+    if (step.step() <= run.stored_through) sink.Send(AckMessage(run.stored_through));
+    return;
+  }
+  run.max_step_seen = step.step();
+  const detect::StepSample sample = ToSample(step);
+  if (run.rebuilding) run.rebuild_tail.push_back(step);
+  std::vector<detect::Event> found = run.detector->OnStep(sample);
+  exporter_.ObserveStep(run_id, ValuesOf(step, sample, run.detector->grad_norm_z()));
+
+  run.clipping = step.clipping();
+  run.run.set_steps(run.run.steps() + 1);
+  run.run.set_last_step(step.step());
+  run.run.set_last_unix_millis(step.unix_millis());
+  run.run.set_last_loss(step.loss());
+  run.run.set_last_grad_norm(step.grad_norm());
+  run.dirty = true;
+  store_.PutStep(run_id, step);
+
+  v1::RunUpdate update;
+  *update.mutable_step() = step;
+  Publish(run, update);
+  HandleEvents(run, step, std::move(found), sink);
+}
+
+void Hub::HandleEvents(RunState& run, const v1::StepReport& step, std::vector<detect::Event> found,
+                       StreamSink& sink) {
+  const std::string& run_id = run.run.run_id();
+  for (auto& raw : found) {
+    raw.incident_id = run.incidents.Assign(raw);
+    v1::Event e = ToProto(raw, run_id, clock_.NowMillis());
+    exporter_.CountAnomaly(run_id, e.kind(), e.severity() == v1::SEVERITY_CRITICAL ? "critical" : "warning");
+    store_.PutEvent(e);
+    run.run.set_events(run.run.events() + 1);
+    run.run.set_incidents(static_cast<uint32_t>(raw.incident_id));
+    v1::RunUpdate update;
+    *update.mutable_event() = e;
+    Publish(run, update);
+  }
+  const detect::HealthyStats stats = run.detector->stats();
+  if (step.awaiting_verdict()) {
+    v1::MonitorMessage m;
+    v1::Verdict* verdict = m.mutable_verdict();
+    verdict->set_step(step.step());
+    if (run.run.mode() == v1::MODE_GATED) {
+      auto d = run.policy->OnGatedStep(ToSample(step), found, stats);
+      verdict->set_decision(d.d == policy::GuardPolicy::Verdict::kSkip   ? v1::Verdict::DECISION_SKIP
+                            : d.d == policy::GuardPolicy::Verdict::kClip ? v1::Verdict::DECISION_CLIP
+                                                                         : v1::Verdict::DECISION_PROCEED);
+      verdict->set_clip_norm(d.clip);
+      verdict->set_reason(d.reason);
+    }
+    sink.Send(m);
+  }
+  if (run.run.mode() == v1::MODE_OBSERVE) return;
+  for (const auto& e : found) {
+    for (const auto& action : run.policy->OnEvent(e, stats)) {
+      v1::Command command = ToCommand(action);
+      // Roll back to before the incident began: its first step's update may be the bad one.
+      const detect::Incident* incident = run.incidents.current();
+      if (command.has_rollback() && command.rollback().to_step() == 0 && incident) {
+        command.mutable_rollback()->set_to_step(incident->first_step > 1 ? incident->first_step - 1 : 0);
+      }
+      Issue(run, std::move(command), nullptr, 0);
+    }
+  }
+}
+
+void Hub::OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink) {
+  std::shared_ptr<RunState> state = Find(run_id);
+  if (!state) return;
+  RunState& run = *state;
+  std::lock_guard<std::mutex> lock(run.mu);
+  // An eval is acknowledged like its step: one past the steps seen would claim steps stored
+  // that never came.
+  if (eval.step() > run.max_step_seen) {
+    exporter_.MessageRejected("eval_ahead");
+    sink.Send(Rejection(eval.step(), "eval report for step " + std::to_string(eval.step()) +
+                                         " comes before that step's report (last step " +
+                                         std::to_string(run.max_step_seen) + ")"));
+    return;
+  }
+  detect::EvalSample sample = ToSample(eval);
+  exporter_.ObserveEval(run_id, {sample.loss, sample.jaccard_soft, sample.jaccard_hard, sample.accuracy});
+  store_.PutEval(run_id, eval);
+  std::vector<detect::Event> found = run.detector->OnEval(sample);
+  v1::RunUpdate update;
+  *update.mutable_eval() = eval;
+  Publish(run, update);
+  v1::StepReport at;
+  at.set_step(eval.step());
+  HandleEvents(run, at, std::move(found), sink);
+}
+
+bool Hub::RecordAlert(const std::string& run_id, const std::string& alertname, const std::string& severity,
+                      const std::string& status, const std::string& summary) {
+  std::shared_ptr<RunState> run = FindOrLoad(run_id);
+  if (!run) return false;
+  std::lock_guard<std::mutex> lock(run->mu);
+  v1::Event e;
+  e.set_run_id(run_id);
+  e.set_step(run->max_step_seen);
+  e.set_kind("alert");
+  e.set_severity(severity == "critical" ? v1::SEVERITY_CRITICAL : v1::SEVERITY_WARNING);
+  e.set_message("Alertmanager: " + alertname + " " + status + (summary.empty() ? "" : ": " + summary));
+  e.set_unix_millis(clock_.NowMillis());
+  store_.PutEvent(e);
+  run->run.set_events(run->run.events() + 1);
+  run->dirty = true;
+  v1::RunUpdate update;
+  *update.mutable_event() = e;
+  Publish(*run, update);
+  return true;
+}
+
+}  // namespace gradwatch::monitor

@@ -1,0 +1,44 @@
+// One run's live state in the hub, with the lock that guards it (see hub.h for the lock
+// order). Private to the monitor.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "command_ledger.h"
+#include "gradwatch/detect/detectors.h"
+#include "gradwatch/detect/incident.h"
+#include "gradwatch/detect/policy.h"
+#include "gradwatch/detect/run_detector.h"
+#include "gradwatch/monitor/hub.h"
+
+namespace gradwatch::monitor {
+
+struct RunState {
+  mutable std::mutex mu;  // guards everything below
+  v1::Run run;
+  std::unique_ptr<detect::RunDetector> detector;
+  detect::IncidentTracker incidents;
+  std::unique_ptr<policy::GuardPolicy> policy;
+  std::shared_ptr<StreamSink> sink;  // the live stream, or null
+  v1::Clipping clipping;             // in force on the last reported step
+  uint64_t max_step_seen = 0;
+  uint64_t stored_through = 0;
+  std::set<Watcher*> watchers;
+  CommandLedger ledger;
+  int64_t ended_millis = 0;          // when it left running, for retention
+  int64_t disconnected_millis = 0;
+  bool metrics_removed = false;
+  bool dirty = false;                // header changed since last persisted
+  // A rebuild of the detectors in progress (hub_rebuild.cc): the samples processed since
+  // it began, replayed into the new detectors when they are swapped in.
+  uint64_t rebuild_generation = 0;
+  bool rebuilding = false;
+  std::vector<v1::StepReport> rebuild_tail;  // StepSample points into its report
+};
+
+}  // namespace gradwatch::monitor
