@@ -54,6 +54,8 @@ EXPORTED_METRICS = {
     "gradwatch_messages_rejected_total",
     "gradwatch_ingest_latency_seconds",
     "gradwatch_store_lag_records",
+    "gradwatch_store_errors_total",
+    "gradwatch_store_healthy",
     "gradwatch_build_info",
 }
 HISTOGRAMS = {"gradwatch_ingest_latency_seconds"}

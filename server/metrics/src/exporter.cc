@@ -63,6 +63,10 @@ struct Exporter::Families {
                    .Help("Time from a step report's arrival to its detectors, policy and metrics done.")
                    .Register(r)),
         store_lag(G(r, "gradwatch_store_lag_records", "Records queued for the store and not yet committed.")),
+        store_errors(C(r, "gradwatch_store_errors_total",
+                       "Failed store write attempts (database locked, disk full, ...); each is retried.")),
+        store_healthy(G(r, "gradwatch_store_healthy",
+                        "1 while the store commits; 0 from a failed write until the next commit.")),
         build(G(r, "gradwatch_build_info", "Always 1; the monitor's version as a label.")) {}
 
   Family<Counter>& steps;
@@ -89,8 +93,12 @@ struct Exporter::Families {
   Family<Counter>& rejected;
   Family<Histogram>& ingest;
   Family<Gauge>& store_lag;
+  Family<Counter>& store_errors;
+  Family<Gauge>& store_healthy;
   Family<Gauge>& build;
   Histogram* ingest_hist = nullptr;
+  Counter* store_errors_c = nullptr;
+  Gauge* store_healthy_g = nullptr;
   // The message types and rejection reasons the monitor counts, created once: the stream
   // path increments without building labels or taking the family's lock. Read-only after
   // the constructor.
@@ -136,6 +144,9 @@ Exporter::Exporter(ExporterOptions options)
   f_->build.Add({{"version", options_.version}}).Set(1);
   f_->streams.Add({});
   f_->store_lag.Add({});
+  f_->store_errors_c = &f_->store_errors.Add({});
+  f_->store_healthy_g = &f_->store_healthy.Add({});
+  f_->store_healthy_g->Set(1);
   // Every message type and rejection reason the monitor counts starts at 0, so rate() has
   // a series.
   for (const char* type : {"hello", "step", "eval", "command_ack", "duplicate_step"}) {
@@ -319,5 +330,10 @@ void Exporter::MessageRejected(const std::string& reason) {
 }
 void Exporter::ObserveIngestSeconds(double seconds) { f_->ingest_hist->Observe(seconds); }
 void Exporter::SetStoreLag(double records) { f_->store_lag.Add({}).Set(records); }
+void Exporter::StoreWriteFailed() {
+  f_->store_errors_c->Increment();
+  f_->store_healthy_g->Set(0);
+}
+void Exporter::SetStoreHealthy(bool healthy) { f_->store_healthy_g->Set(healthy ? 1 : 0); }
 
 }  // namespace gradwatch::metrics

@@ -45,6 +45,10 @@ struct Server::Impl {
     sopts.on_committed = [this](const std::map<std::string, uint64_t>& stored) {
       if (Hub* h = hub_ptr.load()) h->OnStored(stored);
     };
+    // The store logs its first failure and its recovery itself (not every retry); these
+    // feed gradwatch_store_errors_total and gradwatch_store_healthy (alert GradwatchStoreFailing).
+    sopts.on_error = [this](const std::string&) { exporter->StoreWriteFailed(); };
+    sopts.on_recovered = [this] { exporter->SetStoreHealthy(true); };
     store = std::make_unique<store::Store>(sopts);
     hub = std::make_unique<Hub>(config.hub, *store, *exporter, clock);
     hub_ptr = hub.get();

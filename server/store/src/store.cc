@@ -1,71 +1,17 @@
+// The store's writer: a queue drained by one thread in batched transactions that are
+// retried, never dropped, while SQLite fails.
 #include "gradwatch/store/store.h"
 
 #include <sqlite3.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <stdexcept>
 
-#include <cstring>
+#include "stmt.h"
 
 namespace gradwatch::store {
-
-// A prepared statement that finalizes itself.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
-      throw std::runtime_error(std::string("store: cannot prepare statement: ") + sqlite3_errmsg(db));
-    }
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& Bind(int i, double v) { sqlite3_bind_double(stmt_, i, v); return *this; }
-  Stmt& Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); return *this; }
-  Stmt& Bind(int i, uint64_t v) { return Bind(i, static_cast<int64_t>(v)); }
-  Stmt& BindBlob(int i, const void* data, size_t n) {
-    sqlite3_bind_blob(stmt_, i, data, static_cast<int>(n), SQLITE_TRANSIENT);
-    return *this;
-  }
-  // Steps once; true while rows remain.
-  bool Step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc != SQLITE_DONE) {
-      throw std::runtime_error(std::string("store: ") + sqlite3_errmsg(db_));
-    }
-    return false;
-  }
-  // Steps once and resets, also when the step fails: a cached statement stays usable.
-  void Run() {
-    struct Reset {
-      sqlite3_stmt* s;
-      ~Reset() { sqlite3_reset(s); sqlite3_clear_bindings(s); }
-    } reset{stmt_};
-    Step();
-  }
-
-  // SQLite stores a bound NaN as NULL; NULL reads back as NaN (no column here is NULL otherwise).
-  double Double(int col) const {
-    if (sqlite3_column_type(stmt_, col) == SQLITE_NULL) return std::nan("");
-    return sqlite3_column_double(stmt_, col);
-  }
-  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  std::string Blob(int col) const {
-    auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
-    return p ? std::string(p, sqlite3_column_bytes(stmt_, col)) : std::string();
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-};
 
 namespace {
 
@@ -105,42 +51,53 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE INDEX IF NOT EXISTS commands_by_run ON commands (run_id, issued_unix_millis);
 )sql";
 
-sqlite3* Open(const std::string& path, int flags) {
+void ThrowIf(const std::string& error, const std::string& path) {
+  if (!error.empty()) throw std::runtime_error("store: " + path + ": " + error);
+}
+
+sqlite3* Open(const std::string& path, int flags, int busy_timeout_ms) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     throw std::runtime_error("store: cannot open " + path + ": " + msg);
   }
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3_busy_timeout(db, busy_timeout_ms);
   return db;
 }
 
 // Optional metrics: absent is stored as NULL (read back as NaN, then left unset).
 double Opt(bool has, double v) { return has ? v : std::nan(""); }
-template <typename Fn>
-void SetIf(double v, Fn set) {
-  if (!std::isnan(v)) set(v);
+
+void Raise(std::map<std::string, uint64_t>& stored, const std::string& run_id, uint64_t step) {
+  uint64_t& high = stored[run_id];
+  high = std::max(high, step);
 }
 
-template <typename Msg>
-Msg Parse(const std::string& bytes) {
-  Msg m;
-  m.ParseFromString(bytes);
-  return m;
+int64_t UnixMillisNow() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
 
+void Store::CloseDb::operator()(sqlite3* db) const { sqlite3_close(db); }
+
 Store::Store(StoreOptions options) : options_(std::move(options)) {
-  auto parent = std::filesystem::path(options_.path).parent_path();
+  const std::string& path = options_.path;
+  auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  write_db_ = Open(options_.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
-  Exec(kSchema);
+  write_db_.reset(Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                       options_.busy_timeout_ms));
+  ThrowIf(Exec(write_db_.get(), kSchema, "cannot create the schema"), path);
   // Every step and eval goes through these: prepared once, reset after each row.
-  insert_step_ = std::make_unique<Stmt>(write_db_, "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-  insert_eval_ = std::make_unique<Stmt>(write_db_, "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)");
-  read_db_ = Open(options_.path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+  insert_step_ = std::make_unique<Stmt>(write_db_.get(),
+                                        "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  insert_eval_ = std::make_unique<Stmt>(write_db_.get(), "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)");
+  for (const Stmt* s : {insert_step_.get(), insert_eval_.get()}) {
+    if (!s->prepared()) ThrowIf("cannot prepare an insert: " + s->error(), path);
+  }
+  read_db_.reset(Open(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, options_.busy_timeout_ms));
   writer_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -148,63 +105,31 @@ Store::~Store() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
+    stop_deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.shutdown_timeout_ms);
   }
   cv_.notify_all();
   writer_.join();
-  insert_step_.reset();
-  insert_eval_.reset();
-  sqlite3_close(read_db_);
-  sqlite3_close(write_db_);
 }
 
-void Store::Exec(const char* sql) const {
-  char* err = nullptr;
-  if (sqlite3_exec(write_db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    throw std::runtime_error("store: " + options_.path + ": " + msg);
-  }
-}
-
-void Store::PutRun(const v1::Run& run) {
+template <typename R>
+void Store::Enqueue(R&& record) {
   std::lock_guard<std::mutex> lock(mu_);
-  queue_.emplace_back(run);
+  queue_.emplace_back(std::forward<R>(record));
   ++enqueued_;
   cv_.notify_one();
 }
 
-void Store::PutStep(const std::string& run_id, const v1::StepReport& step) {
-  std::lock_guard<std::mutex> lock(mu_);
-  queue_.emplace_back(StepRow{run_id, step});
-  ++enqueued_;
-  cv_.notify_one();
-}
+void Store::PutRun(const v1::Run& run) { Enqueue(run); }
+void Store::PutStep(const std::string& run_id, const v1::StepReport& step) { Enqueue(StepRow{run_id, step}); }
+void Store::PutEval(const std::string& run_id, const v1::EvalReport& eval) { Enqueue(EvalRow{run_id, eval}); }
+void Store::PutEvent(const v1::Event& event) { Enqueue(event); }
+void Store::PutCommand(const v1::CommandRecord& record) { Enqueue(record); }
 
-void Store::PutEval(const std::string& run_id, const v1::EvalReport& eval) {
-  std::lock_guard<std::mutex> lock(mu_);
-  queue_.emplace_back(EvalRow{run_id, eval});
-  ++enqueued_;
-  cv_.notify_one();
-}
-
-void Store::PutEvent(const v1::Event& event) {
-  std::lock_guard<std::mutex> lock(mu_);
-  queue_.emplace_back(event);
-  ++enqueued_;
-  cv_.notify_one();
-}
-
-void Store::PutCommand(const v1::CommandRecord& record) {
-  std::lock_guard<std::mutex> lock(mu_);
-  queue_.emplace_back(record);
-  ++enqueued_;
-  cv_.notify_one();
-}
-
-void Store::Flush() {
+bool Store::Flush() {
   std::unique_lock<std::mutex> lock(mu_);
   uint64_t target = enqueued_;
-  flushed_cv_.wait(lock, [&] { return committed_ >= target; });
+  flushed_cv_.wait(lock, [&] { return committed_ >= target || !health_.ok; });
+  return committed_ >= target;
 }
 
 size_t Store::Lag() const {
@@ -212,41 +137,74 @@ size_t Store::Lag() const {
   return static_cast<size_t>(enqueued_ - committed_);
 }
 
+StoreHealth Store::Health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  StoreHealth h = health_;
+  h.read_errors = read_errors_;
+  return h;
+}
+
+// Never throws: a failed batch is kept and retried in order until it commits, or until
+// the destructor's deadline passes while it still fails.
 void Store::WriterLoop() {
+  using std::chrono::milliseconds;
+  const milliseconds first_backoff(std::max(options_.retry_initial_ms, 1)), max_backoff(options_.retry_max_ms);
   std::vector<Record> batch;
+  milliseconds backoff(0);
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
-      size_t n = std::min(queue_.size(), options_.max_batch);
-      batch.assign(std::make_move_iterator(queue_.begin()),
-                   std::make_move_iterator(queue_.begin() + n));
-      queue_.erase(queue_.begin(), queue_.begin() + n);
-    }
+    if (batch.empty() && !TakeBatch(batch)) return;  // stopping and drained
     std::map<std::string, uint64_t> stored;
-    Exec("BEGIN");
-    for (const auto& record : batch) Apply(record, stored);
-    Exec("COMMIT");
-    // Callback first, so that Flush() returning means the acks went out too.
-    if (options_.on_committed && !stored.empty()) options_.on_committed(stored);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      committed_ += batch.size();
+    std::string error = WriteBatch(batch, stored);
+    if (error.empty()) {
+      Committed(batch.size(), stored);
+      batch.clear();
+      backoff = milliseconds(0);
+      continue;
     }
-    flushed_cv_.notify_all();
-    batch.clear();
+    Failed(error, batch.size());
+    backoff = std::min(std::max(backoff * 2, first_backoff), max_backoff);
+    if (!WaitToRetry(backoff)) return GiveUp(batch.size());
   }
 }
 
-void Store::Apply(const Record& record, std::map<std::string, uint64_t>& stored) {
+// Moves up to max_batch records from the queue into `batch`; false when stopping and drained.
+bool Store::TakeBatch(std::vector<Record>& batch) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+  if (queue_.empty()) return false;
+  size_t n = std::min(queue_.size(), options_.max_batch);
+  batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
+  queue_.erase(queue_.begin(), queue_.begin() + n);
+  return true;
+}
+
+// One transaction. Returns "" once committed; else rolls back and returns the error.
+std::string Store::WriteBatch(const std::vector<Record>& batch, std::map<std::string, uint64_t>& stored) {
+  sqlite3* db = write_db_.get();
+  // IMMEDIATE takes the write lock up front: another writer shows as "database is locked"
+  // here, after the busy timeout, rather than halfway through the batch.
+  std::string error = Exec(db, "BEGIN IMMEDIATE", "BEGIN");
+  for (size_t i = 0; error.empty() && i < batch.size(); ++i) error = Apply(batch[i], stored);
+  if (error.empty()) error = Exec(db, "COMMIT", "COMMIT");
+  if (error.empty()) return "";
+  stored.clear();
+  // SQLite may have rolled back already (it does on some SQLITE_FULL/IOERR cases). A
+  // ROLLBACK that fails leaves the transaction open; the next BEGIN fails and lands here.
+  if (!sqlite3_get_autocommit(db)) Exec(db, "ROLLBACK", "ROLLBACK");
+  return error;
+}
+
+std::string Store::Apply(const Record& record, std::map<std::string, uint64_t>& stored) {
+  sqlite3* db = write_db_.get();
   if (auto* run = std::get_if<v1::Run>(&record)) {
-    Stmt(write_db_, "INSERT OR REPLACE INTO runs (run_id, run) VALUES (?, ?)")
-        .Bind(1, run->run_id()).Bind(2, run->SerializeAsString()).Run();
-  } else if (auto* row = std::get_if<StepRow>(&record)) {
+    return Stmt(db, "INSERT OR REPLACE INTO runs (run_id, run) VALUES (?, ?)")
+        .Bind(1, run->run_id()).Bind(2, run->SerializeAsString()).Run("insert run " + run->run_id());
+  }
+  if (auto* row = std::get_if<StepRow>(&record)) {
     static_assert(sizeof(float) == 4);
     const auto& s = row->step;
-    insert_step_->Bind(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
+    Raise(stored, row->run_id, s.step());
+    return insert_step_->Bind(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
         .Bind(5, s.learning_rate()).Bind(6, s.grad_norm())
         .BindBlob(7, s.layer_grad_norms().data(), s.layer_grad_norms_size() * sizeof(float))
         .Bind(8, Opt(s.has_jaccard_soft(), s.jaccard_soft()))
@@ -254,125 +212,101 @@ void Store::Apply(const Record& record, std::map<std::string, uint64_t>& stored)
         .Bind(10, Opt(s.has_accuracy(), s.accuracy()))
         .Bind(11, int64_t{s.clipping().kind()}).Bind(12, s.clipping().threshold())
         .Bind(13, s.step_seconds()).Bind(14, s.unix_millis())
-        .Bind(15, int64_t{s.update_skipped()}).Bind(16, s.rolled_back_to()).Run();
-    uint64_t& high = stored[row->run_id];
-    high = std::max(high, s.step());
-  } else if (auto* row = std::get_if<EvalRow>(&record)) {
+        .Bind(15, int64_t{s.update_skipped()}).Bind(16, s.rolled_back_to()).Run("insert step");
+  }
+  if (auto* row = std::get_if<EvalRow>(&record)) {
     const auto& e = row->eval;
-    insert_eval_->Bind(1, row->run_id).Bind(2, e.step()).Bind(3, e.loss())
+    Raise(stored, row->run_id, e.step());  // an eval is acknowledged like its step
+    return insert_eval_->Bind(1, row->run_id).Bind(2, e.step()).Bind(3, e.loss())
         .Bind(4, Opt(e.has_jaccard_soft(), e.jaccard_soft()))
         .Bind(5, Opt(e.has_jaccard_hard(), e.jaccard_hard()))
-        .Bind(6, Opt(e.has_accuracy(), e.accuracy())).Run();
-    uint64_t& high = stored[row->run_id];  // an eval is acknowledged like its step
-    high = std::max(high, e.step());
-  } else if (auto* ev = std::get_if<v1::Event>(&record)) {
-    Stmt(write_db_,
-         "INSERT INTO events (run_id, step, kind, severity, message, event) VALUES (?,?,?,?,?,?)")
+        .Bind(6, Opt(e.has_accuracy(), e.accuracy())).Run("insert eval");
+  }
+  if (auto* ev = std::get_if<v1::Event>(&record)) {
+    return Stmt(db, "INSERT INTO events (run_id, step, kind, severity, message, event) VALUES (?,?,?,?,?,?)")
         .Bind(1, ev->run_id()).Bind(2, ev->step()).Bind(3, ev->kind())
         .Bind(4, int64_t{ev->severity()}).Bind(5, ev->message())
-        .Bind(6, ev->SerializeAsString()).Run();
-  } else if (auto* cmd = std::get_if<v1::CommandRecord>(&record)) {
-    Stmt(write_db_, "INSERT OR REPLACE INTO commands VALUES (?,?,?,?,?,?,?)")
-        .Bind(1, cmd->command().id()).Bind(2, cmd->run_id()).Bind(3, cmd->issued_unix_millis())
-        .Bind(4, cmd->command().issued_by()).Bind(5, cmd->command().reason())
-        .Bind(6, cmd->ack().applied_at_step()).Bind(7, cmd->SerializeAsString()).Run();
+        .Bind(6, ev->SerializeAsString()).Run("insert event");
   }
+  const auto& cmd = std::get<v1::CommandRecord>(record);
+  return Stmt(db, "INSERT OR REPLACE INTO commands VALUES (?,?,?,?,?,?,?)")
+      .Bind(1, cmd.command().id()).Bind(2, cmd.run_id()).Bind(3, cmd.issued_unix_millis())
+      .Bind(4, cmd.command().issued_by()).Bind(5, cmd.command().reason())
+      .Bind(6, cmd.ack().applied_at_step()).Bind(7, cmd.SerializeAsString()).Run("insert command");
 }
 
-std::vector<v1::Run> Store::ListRuns() const {
-  std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt q(read_db_, "SELECT run FROM runs ORDER BY run_id");
-  std::vector<v1::Run> out;
-  while (q.Step()) out.push_back(Parse<v1::Run>(q.Blob(0)));
-  return out;
-}
-
-std::optional<v1::Run> Store::GetRun(const std::string& run_id) const {
-  std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt q(read_db_, "SELECT run FROM runs WHERE run_id = ?");
-  q.Bind(1, run_id);
-  if (!q.Step()) return std::nullopt;
-  return Parse<v1::Run>(q.Blob(0));
-}
-
-std::vector<v1::StepReport> Store::ListSteps(const std::string& run_id, uint64_t after_step,
-                                             uint32_t limit) const {
-  std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt q(read_db_,
-         "SELECT step, epoch, loss, learning_rate, grad_norm, layer_grad_norms, jaccard_soft,"
-         " jaccard_hard, accuracy, clip_kind, clip_threshold, step_seconds, unix_millis,"
-         " update_skipped, rolled_back_to FROM steps WHERE run_id = ? AND step > ?"
-         " ORDER BY step LIMIT ?");
-  q.Bind(1, run_id).Bind(2, after_step).Bind(3, int64_t{limit});
-  std::vector<v1::StepReport> out;
-  while (q.Step()) {
-    v1::StepReport s;
-    s.set_step(q.Int(0));
-    s.set_epoch(static_cast<uint32_t>(q.Int(1)));
-    s.set_loss(q.Double(2));
-    s.set_learning_rate(q.Double(3));
-    s.set_grad_norm(q.Double(4));
-    std::string blob = q.Blob(5);
-    s.mutable_layer_grad_norms()->Resize(static_cast<int>(blob.size() / sizeof(float)), 0.f);
-    std::memcpy(s.mutable_layer_grad_norms()->mutable_data(), blob.data(), blob.size());
-    SetIf(q.Double(6), [&](double v) { s.set_jaccard_soft(v); });
-    SetIf(q.Double(7), [&](double v) { s.set_jaccard_hard(v); });
-    SetIf(q.Double(8), [&](double v) { s.set_accuracy(v); });
-    s.mutable_clipping()->set_kind(static_cast<v1::Clipping::Kind>(q.Int(9)));
-    s.mutable_clipping()->set_threshold(q.Double(10));
-    s.set_step_seconds(q.Double(11));
-    s.set_unix_millis(q.Int(12));
-    s.set_update_skipped(q.Int(13) != 0);
-    s.set_rolled_back_to(q.Int(14));
-    out.push_back(std::move(s));
+void Store::Committed(size_t records, const std::map<std::string, uint64_t>& stored) {
+  uint64_t failures = 0;
+  double seconds = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!health_.ok) {
+      failures = health_.consecutive_failures;
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - failing_since_).count();
+      health_.ok = true;
+      health_.consecutive_failures = 0;
+      health_.failing_since_unix_ms = 0;
+    }
   }
-  return out;
-}
-
-std::vector<v1::EvalReport> Store::ListEvals(const std::string& run_id) const {
-  std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt q(read_db_,
-         "SELECT step, loss, jaccard_soft, jaccard_hard, accuracy FROM evals WHERE run_id = ?"
-         " ORDER BY step");
-  q.Bind(1, run_id);
-  std::vector<v1::EvalReport> out;
-  while (q.Step()) {
-    v1::EvalReport e;
-    e.set_step(q.Int(0));
-    e.set_loss(q.Double(1));
-    SetIf(q.Double(2), [&](double v) { e.set_jaccard_soft(v); });
-    SetIf(q.Double(3), [&](double v) { e.set_jaccard_hard(v); });
-    SetIf(q.Double(4), [&](double v) { e.set_accuracy(v); });
-    out.push_back(e);
+  if (failures > 0) {
+    std::fprintf(stderr, "store: %s: writing again after %llu failed attempts over %.1f s\n",
+                 options_.path.c_str(), static_cast<unsigned long long>(failures), seconds);
+    if (options_.on_recovered) options_.on_recovered();
   }
-  return out;
+  // Callback first, so that Flush() returning means the acks went out too.
+  if (options_.on_committed && !stored.empty()) options_.on_committed(stored);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    committed_ += records;
+  }
+  flushed_cv_.notify_all();
 }
 
-std::vector<v1::Event> Store::ListEvents(const std::string& run_id) const {
-  std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt q(read_db_, "SELECT event FROM events WHERE run_id = ? ORDER BY step, id");
-  q.Bind(1, run_id);
-  std::vector<v1::Event> out;
-  while (q.Step()) out.push_back(Parse<v1::Event>(q.Blob(0)));
-  return out;
+void Store::Failed(const std::string& error, size_t batch) {
+  bool first = false;
+  size_t queued = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    first = health_.ok;
+    if (first) {
+      failing_since_ = std::chrono::steady_clock::now();
+      health_.failing_since_unix_ms = UnixMillisNow();
+    }
+    health_.ok = false;
+    ++health_.consecutive_failures;
+    ++health_.total_errors;
+    health_.last_error = error;
+    queued = queue_.size();
+  }
+  flushed_cv_.notify_all();  // Flush() stops waiting
+  if (first) {
+    std::fprintf(stderr,
+                 "store: %s: cannot write (%s); keeping %zu record(s) and retrying, acknowledgements wait\n",
+                 options_.path.c_str(), error.c_str(), batch + queued);
+  }
+  if (options_.on_error) options_.on_error(error);
 }
 
-std::vector<v1::CommandRecord> Store::ListCommands(const std::string& run_id) const {
-  std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt q(read_db_,
-         "SELECT record FROM commands WHERE run_id = ? ORDER BY issued_unix_millis, command_id");
-  q.Bind(1, run_id);
-  std::vector<v1::CommandRecord> out;
-  while (q.Step()) out.push_back(Parse<v1::CommandRecord>(q.Blob(0)));
-  return out;
+// Waits out the back-off (the destructor cuts it short). False once the store is stopping
+// and its deadline has passed.
+bool Store::WaitToRetry(std::chrono::milliseconds backoff) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (stopping_ && now >= stop_deadline_) return false;
+  auto until = now + backoff;
+  if (stopping_) until = std::min(until, stop_deadline_);
+  bool was_stopping = stopping_;
+  cv_.wait_until(lock, until, [&] { return stopping_ != was_stopping; });
+  return true;
 }
 
-std::pair<uint64_t, uint64_t> Store::StepCount(const std::string& run_id) const {
-  std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt q(read_db_, "SELECT COUNT(*), COALESCE(MAX(step), 0) FROM steps WHERE run_id = ?");
-  q.Bind(1, run_id);
-  q.Step();
-  return {static_cast<uint64_t>(q.Int(0)), static_cast<uint64_t>(q.Int(1))};
+void Store::GiveUp(size_t batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::fprintf(stderr,
+               "store: %s: GIVING UP at shutdown after %llu failed attempts: %zu record(s) NOT STORED "
+               "(last error: %s)\n",
+               options_.path.c_str(), static_cast<unsigned long long>(health_.consecutive_failures),
+               batch + queue_.size(), health_.last_error.c_str());
 }
 
 }  // namespace gradwatch::store

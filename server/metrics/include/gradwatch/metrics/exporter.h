@@ -71,6 +71,10 @@ class Exporter {
   void MessageRejected(const std::string& reason);
   void ObserveIngestSeconds(double seconds);
   void SetStoreLag(double records);
+  // The store's writes: each failed attempt counts and marks it unhealthy; a commit after
+  // failures marks it healthy again.
+  void StoreWriteFailed();
+  void SetStoreHealthy(bool healthy);
   void GateTimeout(const std::string& run_id);
 
  private:

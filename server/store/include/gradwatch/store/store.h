@@ -6,12 +6,21 @@
 // (run_id, step): a resent step is ignored. After each commit the writer calls the
 // `on_committed` callback with the highest step stored per run it touched.
 //
+// Errors. Only the constructor throws (configuration time). After that the store survives
+// SQLite's errors: a batch that cannot be written ("database is locked" by another
+// process past the busy timeout, "database or disk is full") is rolled back, kept, and
+// retried in order with a back-off until it commits; nothing is reported committed that
+// is not, so the acknowledgements built on `on_committed` stop while the store fails and
+// resume when it recovers. Records are still accepted meanwhile (Lag() shows the backlog)
+// and Health() tells what is wrong. A read that fails logs and returns an empty result.
+//
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -28,24 +37,48 @@ struct sqlite3;
 
 namespace gradwatch::store {
 
-class Stmt;  // a prepared SQLite statement (store.cc)
+class Stmt;  // a prepared SQLite statement (src/stmt.h)
 
 // Called on the writer thread after a batch commits: run_id -> highest step stored
 // (a step, or an eval taken at that step).
 using CommittedFn = std::function<void(const std::map<std::string, uint64_t>&)>;
+// Called on the writer thread after each failed write attempt, with the message
+// ("<operation>: <SQLite's message>", e.g. "COMMIT: database or disk is full").
+using ErrorFn = std::function<void(const std::string& message)>;
 
 struct StoreOptions {
   std::string path;                 // the SQLite file; created with its folder
   size_t max_batch = 512;           // records per transaction at most
   CommittedFn on_committed;         // may be empty
+  ErrorFn on_error;                 // may be empty
+  std::function<void()> on_recovered;  // the first commit after failures; writer thread; may be empty
+  int busy_timeout_ms = 5000;       // how long a statement waits for another connection's lock
+  int retry_initial_ms = 50;        // back-off after a failed write attempt, doubling each time...
+  int retry_max_ms = 5000;          // ...up to this
+  // The destructor drains the queue; while writes keep failing it gives up after this
+  // long (plus at most one attempt, up to busy_timeout_ms) and logs what was not stored.
+  int shutdown_timeout_ms = 10000;
+};
+
+// The store's health, as of the last write attempt.
+struct StoreHealth {
+  bool ok = true;                       // false from a failed write attempt until the next commit
+  uint64_t consecutive_failures = 0;    // failed attempts since the last commit
+  uint64_t total_errors = 0;            // failed write attempts since the store was opened
+  uint64_t read_errors = 0;             // reads that failed and returned an empty result
+  std::string last_error;               // the last failure's message (kept after recovery); "" if none
+  int64_t failing_since_unix_ms = 0;    // the first failure of the current streak; 0 while ok
 };
 
 class Store {
  public:
-  // Opens (creating if needed) the database. Throws std::runtime_error naming the
-  // path and SQLite's message when it cannot be opened or migrated.
+  // Opens (creating if needed) the database. Throws std::runtime_error (or
+  // std::filesystem::filesystem_error for its folder) naming the path and SQLite's message
+  // when it cannot be opened or migrated, e.g. on a full disk. Nothing else throws.
   explicit Store(StoreOptions options);
-  ~Store();  // drains the queue, then closes
+  // Drains the queue, then closes. While writes fail it gives up after
+  // shutdown_timeout_ms and logs how many records were not stored.
+  ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
@@ -56,12 +89,16 @@ class Store {
   void PutEvent(const v1::Event& event);
   void PutCommand(const v1::CommandRecord& record);  // insert or replace by command id
 
-  // Blocks until everything enqueued before the call is committed.
-  void Flush();
+  // Blocks until everything enqueued before the call is committed and returns true.
+  // Returns false, without waiting further, once a write attempt fails (or at once while
+  // the store is failing): see Health().
+  bool Flush();
   // Records enqueued and not yet committed.
   size_t Lag() const;
+  StoreHealth Health() const;
 
-  // Reads (they see committed data only).
+  // Reads (they see committed data only). On an error they log, count a read error and
+  // return an empty result (for GetRun: nullopt; for StepCount: {0, 0}).
   std::vector<v1::Run> ListRuns() const;
   std::optional<v1::Run> GetRun(const std::string& run_id) const;
   std::vector<v1::StepReport> ListSteps(const std::string& run_id, uint64_t after_step,
@@ -76,15 +113,27 @@ class Store {
   struct StepRow { std::string run_id; v1::StepReport step; };
   struct EvalRow { std::string run_id; v1::EvalReport eval; };
   using Record = std::variant<v1::Run, StepRow, EvalRow, v1::Event, v1::CommandRecord>;
+  using SteadyTime = std::chrono::steady_clock::time_point;
+  struct CloseDb { void operator()(sqlite3* db) const; };
+  using Db = std::unique_ptr<sqlite3, CloseDb>;
 
+  template <typename R> void Enqueue(R&& record);
+  // Writer thread.
   void WriterLoop();
-  void Apply(const Record& record, std::map<std::string, uint64_t>& stored);
-  void Exec(const char* sql) const;
+  bool TakeBatch(std::vector<Record>& batch);
+  std::string WriteBatch(const std::vector<Record>& batch, std::map<std::string, uint64_t>& stored);
+  std::string Apply(const Record& record, std::map<std::string, uint64_t>& stored);
+  void Committed(size_t records, const std::map<std::string, uint64_t>& stored);
+  void Failed(const std::string& error, size_t batch);
+  bool WaitToRetry(std::chrono::milliseconds backoff);
+  void GiveUp(size_t batch);
+  // Readers: logs and counts a failed read; returns `empty`.
+  template <typename T> T ReadFailed(const char* what, const Stmt& q, T empty) const;
 
   StoreOptions options_;
-  sqlite3* write_db_ = nullptr;
+  Db write_db_;                                       // before its statements: closed after them
   std::unique_ptr<Stmt> insert_step_, insert_eval_;  // writer thread only
-  sqlite3* read_db_ = nullptr;
+  Db read_db_;
   mutable std::mutex read_mu_;  // one reader connection, serialised
 
   mutable std::mutex mu_;
@@ -94,6 +143,10 @@ class Store {
   uint64_t enqueued_ = 0;
   uint64_t committed_ = 0;
   bool stopping_ = false;
+  SteadyTime stop_deadline_;  // set with stopping_
+  StoreHealth health_;                  // its read_errors: see read_errors_
+  mutable uint64_t read_errors_ = 0;    // counted by the (const) reads
+  SteadyTime failing_since_;  // steady twin of health_.failing_since_unix_ms
   std::thread writer_;
 };
 
