@@ -86,17 +86,58 @@ Event CollapseDetector::Collapse(const StepSample& s, bool pinned) const {
 VanishingDetector::VanishingDetector(const Thresholds& t) : t_(t) {}
 
 std::optional<Event> VanishingDetector::OnNorm(uint64_t step, double norm, double healthy_grad) {
-  bool below = healthy_grad > 0 && norm < t_.vanish_ratio * healthy_grad;
+  bool below = healthy_grad > 0 ? norm < t_.vanish_ratio * healthy_grad
+                                : seen_positive_ && norm <= t_.collapse_grad_eps;
+  seen_positive_ = seen_positive_ || norm > t_.collapse_grad_eps;
   below_ = below ? below_ + 1 : 0;
   if (!latch_.Update(below_ >= t_.vanish_window)) return std::nullopt;
   Event e;
   e.step = step;
   e.kind = EventKind::kVanishing;
   e.severity = Severity::kCritical;
-  e.value = norm / healthy_grad;
+  e.value = healthy_grad > 0 ? norm / healthy_grad : 0;
   e.message =
-      Format("grad norm %.3g has been below %g%% of its healthy level %.3g for %llu steps", norm,
-             100 * t_.vanish_ratio, healthy_grad, static_cast<unsigned long long>(below_));
+      healthy_grad > 0
+          ? Format("grad norm %.3g has been below %g%% of its healthy level %.3g for %llu steps",
+                   norm, 100 * t_.vanish_ratio, healthy_grad,
+                   static_cast<unsigned long long>(below_))
+          : Format("grad norm %.3g has been zero for %llu steps since it was last positive", norm,
+                   static_cast<unsigned long long>(below_));
+  return e;
+}
+
+DeadNetworkDetector::DeadNetworkDetector(const Thresholds& t) : t_(t) {}
+
+void DeadNetworkDetector::NoteViolent(uint64_t step, const char* what, double level) {
+  if (!(level > 0) || cause_ != 0) return;  // the first violent event of an episode is the cause
+  cause_ = step;
+  what_ = what;
+  level_ = level;
+  since_ = below_ = 0;
+}
+
+std::optional<Event> DeadNetworkDetector::OnNorm(uint64_t step, double norm) {
+  if (cause_ == 0 || step == cause_) return std::nullopt;
+  if (++since_ > t_.dead_horizon) {
+    cause_ = 0;
+    below_ = 0;
+    return std::nullopt;
+  }
+  below_ = norm < t_.dead_ratio * level_ ? below_ + 1 : 0;
+  if (below_ < t_.dead_window) return std::nullopt;
+  Event e;
+  e.step = step;
+  e.kind = EventKind::kVanishing;
+  e.severity = Severity::kCritical;
+  e.value = norm / level_;
+  e.cause_step = cause_;
+  e.message = Format(
+      "grad norm %.3g has stayed below %g%% of its level %.3g for %llu steps since the %s at step "
+      "%llu: the network went dead after it",
+      norm, 100 * t_.dead_ratio, level_, static_cast<unsigned long long>(below_), what_.c_str(),
+      static_cast<unsigned long long>(cause_));
+  cause_ = 0;  // once per violent event
+  below_ = 0;
   return e;
 }
 

@@ -16,6 +16,10 @@ const char* ToString(EventKind kind) {
     case EventKind::kCollapse: return "collapse";
     case EventKind::kVanishing: return "vanishing";
     case EventKind::kValCollapse: return "val_collapse";
+    case EventKind::kLrJump: return "lr_jump";
+    case EventKind::kUpdateSize: return "update_size";
+    case EventKind::kNoProgress: return "no_progress";
+    case EventKind::kDataSuspect: return "data_suspect";
   }
   return "unknown";
 }

@@ -63,15 +63,18 @@ std::string GuardConfig::Apply(const std::map<std::string, double>& overrides) {
       next.max_recoveries = static_cast<int>(value);
     } else if (key == "lr_scale" && value > 0 && value <= 1) {
       next.lr_scale = value;
+    } else if (key == "release_after" && value >= 0 && value == std::floor(value) && value <= 1e9) {
+      next.release_after = static_cast<int>(value);
     } else if ((key == "clip_std" || key == "clip_cap" || key == "clip_default") && value > 0) {
       (key == "clip_std" ? next.clip_std : key == "clip_cap" ? next.clip_cap : next.clip_default) = value;
     } else if (key == "max_recoveries" || key == "lr_scale" || key == "clip_std" || key == "clip_cap" ||
-               key == "clip_default") {
+               key == "clip_default" || key == "release_after") {
       return key + ": " + std::to_string(value) +
-             " is out of range (max_recoveries: a whole number >= 0; lr_scale: (0, 1]; clip_*: > 0)";
+             " is out of range (max_recoveries, release_after: a whole number >= 0; lr_scale: (0, 1]; "
+             "clip_*: > 0)";
     } else {
       return "unknown policy key \"" + key +
-             "\", expected max_recoveries, lr_scale, clip_std, clip_cap or clip_default";
+             "\", expected max_recoveries, lr_scale, clip_std, clip_cap, clip_default or release_after";
     }
   }
   *this = next;
@@ -87,6 +90,7 @@ std::vector<Action> GuardPolicy::OnEvent(const Event& e, const HealthyStats& h) 
     case EventKind::kNonFinite: return OnNonFinite(e);
     case EventKind::kCollapse:
     case EventKind::kValCollapse: return OnCollapse(e, h);
+    case EventKind::kVanishing: return e.cause_step != 0 ? OnCollapse(e, h) : std::vector<Action>{};
     default: return {};
   }
 }
@@ -115,7 +119,14 @@ std::vector<Action> GuardPolicy::OnCollapse(const Event& e, const HealthyStats& 
   last_collapse_incident_ = e.incident_id;
   if (!Recover(e, &out)) return out;
   std::string why = Format("%s at step %llu", detect::ToString(e.kind), Ull(e.step));
-  out.push_back({Kind::kRollback, 0, why + ": roll back to the last healthy checkpoint"});
+  if (e.cause_step != 0) {
+    why = Format("dead network at step %llu after the violent event at step %llu", Ull(e.step),
+                 Ull(e.cause_step));
+    out.push_back({Kind::kRollback, static_cast<double>(e.cause_step - 1),
+                   why + ": roll back to before that event"});
+  } else {
+    out.push_back({Kind::kRollback, 0, why + ": roll back to the last healthy checkpoint"});
+  }
   Clip(h, why + ": clip the gradient norm", &out);
   out.push_back({Kind::kScaleLr, config_.lr_scale, why + ": lower the learning rate"});
   return out;
@@ -133,8 +144,22 @@ bool GuardPolicy::Recover(const Event& e, std::vector<Action>* out) {
 
 void GuardPolicy::Clip(const HealthyStats& h, const std::string& why, std::vector<Action>* out) {
   if (clipping_) return;
-  clipping_ = true;
+  clipping_ = policy_clip_ = true;
+  clip_cause_ = why;
+  quiet_steps_ = 0;
   out->push_back({Kind::kClipNorm, ClipThreshold(h), why});
+}
+
+std::vector<Action> GuardPolicy::OnStep(uint64_t step, bool quiet) {
+  quiet_steps_ = quiet ? quiet_steps_ + 1 : 0;
+  if (mode_ == Mode::kObserve || stopped_ || !policy_clip_ || config_.release_after <= 0 ||
+      quiet_steps_ < static_cast<uint64_t>(config_.release_after)) {
+    return {};
+  }
+  clipping_ = policy_clip_ = false;
+  return {{Kind::kClipOff, 0,
+           Format("no event for %llu steps up to step %llu: clipping released (it went on for: %s)",
+                  Ull(quiet_steps_), Ull(step), clip_cause_.c_str())}};
 }
 
 double GuardPolicy::ClipThreshold(const HealthyStats& h) const {
@@ -149,14 +174,35 @@ GuardPolicy::Verdict GuardPolicy::OnGatedStep(const detect::StepSample& s,
   if (mode_ != Mode::kGated || stopped_) return {};
   bool finite = std::isfinite(s.loss) && (!s.has_grad_norm || std::isfinite(s.grad_norm));
   if (!finite)
-    return {Verdict::kSkip, 0,
-            Format("non-finite values at step %llu: update skipped", Ull(s.step))};
-  for (const Event& e : events_of_this_step) {
-    if (e.kind == EventKind::kGradSpike && e.severity == Severity::kCritical)
-      return {Verdict::kClip, ClipThreshold(h),
-              Format("critical grad spike at step %llu: update clipped", Ull(s.step))};
+    return {Verdict::kSkip, 0, 1, Format("non-finite values at step %llu: update skipped", Ull(s.step))};
+  return Veto(s, events_of_this_step, h);
+}
+
+// The first critical event that calls for a veto decides, in this order of preference: the
+// learning rate (the update at the rate's level is still useful), the update's size, the
+// gradient (clipped).
+GuardPolicy::Verdict GuardPolicy::Veto(const detect::StepSample& s, const std::vector<Event>& events,
+                                       const HealthyStats& h) const {
+  Verdict clip;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const Event& e = events[i];
+    if (e.severity != Severity::kCritical) continue;
+    int index = static_cast<int>(i);
+    if (e.kind == EventKind::kLrJump && e.value > 1) {
+      return {Verdict::kScaleLr, 0, 1 / e.value,
+              Format("learning rate %.3g jumped %.3gx at step %llu: update applied at %.3g instead "
+                     "(gated veto)",
+                     s.learning_rate, e.value, Ull(s.step), s.learning_rate / e.value),
+              index};
+    }
+    if (e.kind == EventKind::kUpdateSize)
+      return {Verdict::kSkip, 0, 1,
+              Format("oversized update at step %llu: update skipped (gated veto)", Ull(s.step)), index};
+    if (e.kind == EventKind::kGradSpike && clip.d == Verdict::kProceed)
+      clip = {Verdict::kClip, ClipThreshold(h), 1,
+              Format("critical grad spike at step %llu: update clipped", Ull(s.step)), index};
   }
-  return {};
+  return clip;
 }
 
 }  // namespace gradwatch::policy

@@ -27,75 +27,132 @@ void Push(std::optional<Event> e, std::vector<Event>* out) {
   if (e) out->push_back(std::move(*e));
 }
 
+// What a violent event is called in the dead-network message; nullptr if e is not one.
+const char* Violent(const Event& e) {
+  if (e.severity != Severity::kCritical) return nullptr;
+  switch (e.kind) {
+    case EventKind::kNonFinite: return "non-finite values";
+    case EventKind::kGradSpike: return "gradient explosion";
+    case EventKind::kLossSpike: return "loss explosion";
+    case EventKind::kLrJump: return "learning-rate jump";
+    case EventKind::kUpdateSize: return "oversized update";
+    default: return nullptr;
+  }
+}
+
 }  // namespace
 
+RunDetector::State::State(const RunInfo& info, const Thresholds& t)
+    : grad(t),
+      loss(t),
+      divergence(t),
+      collapse(info.loss_upper_bound, t),
+      vanishing(t),
+      dead(t),
+      val(t),
+      update(t),
+      progress(t),
+      data(t),
+      layers(info.layer_names, t),
+      healthy_grad(t.spike_alpha, t.spike_var_alpha, t.spike_warmup),
+      healthy_max(t.spike_max_decay),
+      healthy_loss(t.spike_alpha, t.spike_var_alpha, t.spike_warmup) {}
+
 RunDetector::RunDetector(RunInfo info, Thresholds t)
-    : t_(t),
-      grad_(t),
-      loss_(t),
-      divergence_(t),
-      collapse_(info.loss_upper_bound, t),
-      vanishing_(t),
-      val_(t),
-      layers_(std::move(info.layer_names), t),
-      healthy_grad_(t.spike_alpha, t.spike_var_alpha, t.spike_warmup),
-      healthy_max_(t.spike_max_decay),
-      healthy_loss_(t.spike_alpha, t.spike_var_alpha, t.spike_warmup) {}
+    : info_(std::move(info)), t_(t), s_(info_, t_) {}
 
 std::vector<Event> RunDetector::OnStep(const StepSample& s) {
+  if (s.rolled_back) RestoreTo(s.rolled_back_to);
   std::vector<Event> out;
-  layers_.Score(s.step, s.layer_norms, s.n_layers);
+  s_.layers.Score(s.step, s.layer_norms, s.n_layers);
   bool finite = Finite(s);
-  if (non_finite_.Update(!finite)) out.push_back(NonFinite(s));
+  if (s_.non_finite.Update(!finite)) out.push_back(NonFinite(s));
   if (finite) Detect(s, &out);
-  for (Event& e : out) layers_.Attribute(&e);
-  if (finite && out.empty() && Quiet()) Learn(s);
+  for (Event& e : out) s_.layers.Attribute(&e);
+  NoteViolent(s, out);
+  if (!finite || !out.empty() || !Quiet()) return out;
+  Learn(s);
+  if (t_.snapshot_every > 0 && s.step % t_.snapshot_every == 0) {
+    snapshots_.emplace_back(s.step, s_);
+    while (snapshots_.size() > t_.snapshots_kept) snapshots_.pop_front();
+  }
   return out;
 }
 
 // Detectors run in EventKind order, so events come out in that order.
 void RunDetector::Detect(const StepSample& s, std::vector<Event>* out) {
   double healthy = HealthyGrad();
-  if (s.has_grad_norm) Push(grad_.OnNorm(s.step, s.grad_norm), out);
-  Push(loss_.OnLoss(s.step, s.loss), out);
-  Push(divergence_.OnLoss(s.step, s.loss), out);
-  Push(collapse_.OnStep(s, healthy), out);
-  if (s.has_grad_norm) Push(vanishing_.OnNorm(s.step, s.grad_norm, healthy), out);
+  bool was_quiet = s_.grad.quiet();
+  std::optional<Event> spike;
+  if (s.has_grad_norm) spike = s_.grad.OnNorm(s.step, s.grad_norm);
+  bool spike_started = spike && was_quiet;
+  Push(std::move(spike), out);
+  Push(s_.loss.OnLoss(s.step, s.loss), out);
+  Push(s_.divergence.OnLoss(s.step, s.loss), out);
+  Push(s_.collapse.OnStep(s, healthy), out);
+  if (s.has_grad_norm) {
+    Push(s_.dead.OnNorm(s.step, s.grad_norm), out);
+    Push(s_.vanishing.OnNorm(s.step, s.grad_norm, healthy), out);
+  }
+  Push(s_.update.OnStep(s), out);
+  Push(s_.progress.OnLoss(s.step, s.loss), out);
+  Push(s_.data.OnStep(s.step, spike_started), out);
+}
+
+// A critical explosion, oversized update or non-finite step may leave a dead network behind.
+void RunDetector::NoteViolent(const StepSample& s, const std::vector<Event>& events) {
+  for (const Event& e : events) {
+    if (const char* what = Violent(e)) {
+      double level = HealthyGrad() > 0 ? HealthyGrad() : s_.grad.level();
+      s_.dead.NoteViolent(s.step, what, level);
+      return;
+    }
+  }
 }
 
 bool RunDetector::Quiet() const {
-  return grad_.quiet() && loss_.quiet() && divergence_.quiet() && collapse_.quiet() &&
-         vanishing_.quiet();
+  return s_.grad.quiet() && s_.loss.quiet() && s_.divergence.quiet() && s_.collapse.quiet() &&
+         s_.vanishing.quiet() && s_.dead.quiet() && s_.update.quiet();
 }
 
 void RunDetector::Learn(const StepSample& s) {
-  ++healthy_steps_;
-  healthy_loss_.Add(s.loss);
+  ++s_.healthy_steps;
+  s_.healthy_loss.Add(s.loss);
   if (s.has_grad_norm) {
-    healthy_grad_.Add(s.grad_norm);
-    healthy_max_.Add(s.grad_norm);
+    s_.healthy_grad.Add(s.grad_norm);
+    s_.healthy_max.Add(s.grad_norm);
   }
-  layers_.Learn(s.layer_norms, s.n_layers);
+  s_.layers.Learn(s.layer_norms, s.n_layers);
 }
 
 double RunDetector::HealthyGrad() const {
-  return healthy_grad_.ready() ? healthy_grad_.mean() : 0;
+  return s_.healthy_grad.ready() ? s_.healthy_grad.mean() : 0;
+}
+
+uint64_t RunDetector::RestoreTo(uint64_t step) {
+  while (!snapshots_.empty() && snapshots_.back().first > step) snapshots_.pop_back();
+  if (snapshots_.empty()) {
+    s_ = State(info_, t_);
+    return 0;
+  }
+  s_ = snapshots_.back().second;
+  return snapshots_.back().first;
 }
 
 std::vector<Event> RunDetector::OnEval(const EvalSample& e) {
   std::vector<Event> out;
-  Push(val_.OnEval(e), &out);
+  Push(s_.val.OnEval(e), &out);
   return out;
 }
 
 HealthyStats RunDetector::stats() const {
   HealthyStats h;
-  h.warmed_up = healthy_grad_.ready();
-  h.grad_norm_mean = healthy_grad_.mean();
-  h.grad_norm_std = healthy_grad_.std();
-  h.grad_norm_max = healthy_max_.value();
-  h.loss_mean = healthy_loss_.mean();
-  h.healthy_steps = healthy_steps_;
+  h.warmed_up = s_.healthy_grad.ready();
+  h.grad_norm_mean = s_.healthy_grad.mean();
+  h.grad_norm_std = s_.healthy_grad.std();
+  h.grad_norm_max = s_.healthy_max.value();
+  h.loss_mean = s_.healthy_loss.mean();
+  h.healthy_steps = s_.healthy_steps;
   return h;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace gradwatch::detect {
 
@@ -39,6 +40,25 @@ double Ewma::Z(double x, double std_floor) const {
 
 double Ewma::At(double z, double std_floor) const {
   return mean_ + z * std::max(std(), std_floor);
+}
+
+void Window::Push(double x) {
+  if (values_.size() < capacity_) {
+    values_.push_back(x);
+    return;
+  }
+  values_[next_] = x;
+  next_ = (next_ + 1) % capacity_;
+}
+
+double Window::operator[](size_t i) const {
+  return full() ? values_[(next_ + i) % capacity_] : values_[i];
+}
+
+double Window::Min() const {
+  double m = std::numeric_limits<double>::infinity();
+  for (double v : values_) m = std::min(m, v);
+  return m;
 }
 
 bool Latch::Update(bool on, Severity severity) {

@@ -4,8 +4,11 @@
 // Events come back without attribution or incident id; RunDetector adds those. Not thread-safe.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "gradwatch/detect/event.h"
 #include "gradwatch/detect/stats.h"
@@ -13,11 +16,14 @@
 
 namespace gradwatch::detect {
 
-// Gradient spike: z of log(grad norm) against an EWMA (critical ≥ spike_z_critical, warning ≥
-// spike_z_warning), or the norm ≥ spike_max_ratio x the recent maximum (critical), after
-// spike_warmup norms. A spike is clipped to the warning level before it is learned (as ZClip
-// does), so statistics adapt to a lasting shift but are not dragged by one outlier. An episode
-// lasts until z < spike_z_warning / 2 and the ratio < sqrt(spike_max_ratio) (hysteresis).
+// Gradient spike: z of log(grad norm) against an EWMA (critical ≥ spike_z_critical with the norm
+// ≥ spike_crit_min_ratio x the recent max, warning ≥ spike_z_warning), or the norm ≥
+// spike_max_ratio x the recent maximum (critical). From the second norm on: before the warm-up
+// the ratio limit starts at spike_young_ratio and falls to spike_max_ratio, and z uses σ pooled
+// with a prior (spike_prior_std), so a young run's noise stays below critical and a x1000 jump
+// does not. A spike is clipped to the warning level before it is learned (as ZClip does), so
+// statistics adapt to a lasting shift but are not dragged by one outlier. An episode lasts until
+// z < spike_z_warning / 2 and the ratio < sqrt(spike_max_ratio) (hysteresis).
 // Event value: the z-score, or the ratio when only the ratio test fired.
 class GradSpikeDetector {
  public:
@@ -26,9 +32,13 @@ class GradSpikeDetector {
   std::optional<Event> OnNorm(uint64_t step, double norm);
   bool quiet() const { return !latch_.on(); }
   bool warmed_up() const { return log_.ready(); }
-  double z() const { return z_; }  // z of the latest norm; 0 during the warm-up
+  double z() const { return z_; }  // z of the latest norm; 0 for the first
+  // The running level of the grad norm (geometric mean of the learned norms); 0 before any.
+  double level() const { return log_.count() ? std::exp(log_.mean()) : 0; }
 
  private:
+  double Z(double log_norm) const;
+  double CriticalRatio() const;
   Event Spike(uint64_t step, double norm, double ratio, Severity severity) const;
   void Learn(double log_norm, double norm, bool spike);
 
@@ -39,9 +49,37 @@ class GradSpikeDetector {
   double z_ = 0;
 };
 
+// Learning-rate jumps and update size, from the first step. The learning rate against its level
+// (the last accepted rate: a rate within lr_jump_warning x of it, or one that lasted
+// lr_accept_after reports): warning at lr_jump_warning x, critical at lr_jump_critical x, event
+// kLrJump with value = rate / level. The update ratio ||dw||/||w|| (when reported): critical at
+// update_abs_critical from the first step, or after the warm-up at update_jump x its running
+// level (EWMA of its log), event kUpdateSize with value = the ratio. One event per step: an LR
+// jump names the update size in its message. Each fires once per episode.
+class UpdateDetector {
+ public:
+  explicit UpdateDetector(const Thresholds& t);
+  std::optional<Event> OnStep(const StepSample& s);
+  bool quiet() const { return !lr_latch_.on() && !size_latch_.on(); }
+  double lr_level() const { return lr_level_; }  // 0 before the first rate
+
+ private:
+  double LrJump(double lr);
+  bool SizeJump(double ratio, double* level) const;
+  void LearnSize(double ratio, bool jumped);
+
+  Thresholds t_;
+  double lr_level_ = 0;
+  uint64_t lr_high_ = 0;  // consecutive reports above the level
+  Ewma size_;
+  Latch lr_latch_, size_latch_;
+};
+
 // Loss spike: loss ≥ loss_spike_ratio x its running mean (critical at loss_spike_critical_ratio),
 // or z of log loss ≥ loss_z; either only with z ≥ loss_z_min, so a noisy loss's ordinary swings
-// do not count. After spike_warmup losses. Needs a positive loss; others are ignored.
+// do not count; or, whatever z, ≥ loss_spike_critical_ratio x the mean and loss_abs_jump x the
+// initial level (mean of the first 10 losses) above it. After spike_warmup losses. Needs a
+// positive loss; others are ignored.
 // An episode lasts until the ratio < sqrt(loss_spike_ratio) and z < loss_z / 2 (hysteresis).
 // Event value: loss / running mean.
 class LossSpikeDetector {
@@ -51,29 +89,50 @@ class LossSpikeDetector {
   bool quiet() const { return !latch_.on(); }
 
  private:
-  bool Spiking(double ratio, double z) const;
+  bool Spiking(double loss, double ratio, double z) const;
   void Learn(double loss, double log_loss, bool spike);
 
   Thresholds t_;
+  double initial_ = 0;
+  uint64_t seen_ = 0;
   Ewma linear_;
   Ewma log_;
   Latch latch_;
 };
 
-// Divergence: the smoothed loss (EWMA, div_alpha) stays more than div_margin above its running
-// minimum for div_window consecutive reports. The minimum is tracked after spike_warmup reports.
-// Event value: smoothed loss / minimum. Critical.
+// Divergence, three rules, each ignoring changes smaller than div_floor x the run's initial loss
+// level (so a converged loss near 0 never "diverges" on noise):
+//   trend (warning): the least-squares slope of log loss over div_trend_window reports is
+//     ≥ div_trend_t standard errors and ≥ div_trend_min_rate per report;
+//   doubling (warning): the median of the last 5 losses ≥ div_double x the lowest smoothed loss
+//     of the last div_window reports;
+//   persistence (critical): the smoothed loss (EWMA, div_alpha) stays more than div_margin above
+//     its running minimum for div_window consecutive reports.
+// Rules start after spike_warmup reports (early losses fall fast). Event value: the fitted rate
+// per report (trend), or the loss / its level. An episode lasts while any rule holds.
 class DivergenceDetector {
  public:
   explicit DivergenceDetector(const Thresholds& t);
   std::optional<Event> OnLoss(uint64_t step, double loss);  // loss: finite
-  bool quiet() const { return above_ == 0; }
+  bool quiet() const { return !latch_.on(); }
 
  private:
+  struct Trend {
+    double rate = 0, t = 0, rise = 0;  // per-report slope of log loss, its t, the fitted rise
+  };
+  Trend Fit() const;
+  double Median5() const;
+  Event Make(uint64_t step, Severity severity, double value, std::string message) const;
+
   Thresholds t_;
   Ewma smooth_;
+  double initial_ = 0;  // mean of the first 10 losses
+  uint64_t seen_ = 0;
   double min_;
   uint64_t above_ = 0;
+  Window logs_;    // the last div_trend_window log losses
+  Window recent_;  // the last div_window smoothed losses
+  Window last5_;   // the last 5 losses
   Latch latch_;
 };
 
@@ -109,8 +168,9 @@ class CollapseDetector {
 };
 
 // Vanishing gradients: grad norm below vanish_ratio x the healthy mean for vanish_window
-// consecutive reports. Silent until the healthy level is known. Event value: norm / healthy mean.
-// Critical.
+// consecutive reports; before the healthy level is known, a grad norm of exactly ~0
+// (≤ collapse_grad_eps) after a positive one, for as long. Event value: norm / healthy mean (0
+// when it is not known yet). Critical.
 class VanishingDetector {
  public:
   explicit VanishingDetector(const Thresholds& t);
@@ -120,8 +180,64 @@ class VanishingDetector {
 
  private:
   Thresholds t_;
+  bool seen_positive_ = false;
   uint64_t below_ = 0;
   Latch latch_;
+};
+
+// A dead network: after a violent event (NoteViolent), the grad norm falls below dead_ratio x its
+// level before the event for dead_window consecutive reports, within dead_horizon reports. This
+// is how an explosion that did not show as a collapse (a network stuck at "everything is
+// foreground", loss 0.7) is caught within a few steps. Event kVanishing, critical, cause_step =
+// the violent event's step. Once per violent event.
+class DeadNetworkDetector {
+ public:
+  explicit DeadNetworkDetector(const Thresholds& t);
+  // A violent event at `step`; level: the grad norm's level before it (0 = unknown: ignored).
+  void NoteViolent(uint64_t step, const char* what, double level);
+  std::optional<Event> OnNorm(uint64_t step, double norm);
+  bool quiet() const { return below_ == 0; }
+
+ private:
+  Thresholds t_;
+  uint64_t cause_ = 0;  // the violent event's step; 0 = none pending
+  std::string what_;
+  double level_ = 0;
+  uint64_t since_ = 0;  // reports since the event
+  uint64_t below_ = 0;
+};
+
+// A run that never learns: after progress_window reports, the smoothed loss (div_alpha) has never
+// been progress_min_drop below its initial level (the mean of the first 10 losses). Warning, once
+// per run. Event value: the lowest smoothed loss / the initial level.
+class NoProgressDetector {
+ public:
+  explicit NoProgressDetector(const Thresholds& t);
+  std::optional<Event> OnLoss(uint64_t step, double loss);  // loss: finite
+
+ private:
+  Thresholds t_;
+  Ewma smooth_;
+  double initial_ = 0;
+  double lowest_;
+  uint64_t seen_ = 0;
+  bool done_ = false;
+};
+
+// Data suspects: data_spikes separate grad-spike episodes within data_window reports, each over
+// within a few steps (the norm went back to its level: the batch, not a lasting change). Warning,
+// with the steps; fires again only after data_window quiet reports. Event value: the number of
+// episodes. Feed every report's step and whether a grad-spike episode started on it.
+class DataSuspectDetector {
+ public:
+  explicit DataSuspectDetector(const Thresholds& t);
+  std::optional<Event> OnStep(uint64_t step, bool spike_started);
+
+ private:
+  Thresholds t_;
+  std::vector<uint64_t> starts_;  // episode starts within the window, oldest first
+  uint64_t last_fired_ = 0;
+  bool fired_ = false;
 };
 
 // Validation collapse: validation Jaccard (soft, else hard) at or below val_collapse_fraction of

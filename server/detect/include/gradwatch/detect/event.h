@@ -23,10 +23,15 @@ enum class EventKind {
   kCollapse,     // loss pinned at its bound or flat, with Jaccard ~0 and/or grad norm ~0
   kVanishing,    // grad norm orders of magnitude below its healthy level
   kValCollapse,  // validation Jaccard fell to ~0 from its best
+  kLrJump,       // the learning rate jumped far above its level from one step to the next
+  kUpdateSize,   // the update would move the weights far more than usual (||dw|| / ||w||)
+  kNoProgress,   // the loss has not fallen since the start of the run
+  kDataSuspect,  // many separate gradient spikes: suspect the batches, not the optimizer
 };
 
 // Stable lower_snake names, fit for metric label values and logs:
-// "non_finite", "grad_spike", "loss_spike", "divergence", "collapse", "vanishing", "val_collapse".
+// "non_finite", "grad_spike", "loss_spike", "divergence", "collapse", "vanishing", "val_collapse",
+// "lr_jump", "update_size", "no_progress", "data_suspect".
 const char* ToString(EventKind kind);
 // "warning", "critical".
 const char* ToString(Severity severity);
@@ -45,6 +50,13 @@ struct StepSample {
   double jaccard_hard = kNaN;
   double accuracy = kNaN;
   double learning_rate = kNaN;  // NaN = not reported
+  // ||dw|| / ||w|| of this step's update as the optimizer proposes it (before clipping and any
+  // verdict), global; NaN = not reported.
+  double update_ratio = kNaN;
+  // The first step after a rollback: the trainer restored its checkpoint of step
+  // rolled_back_to (0 = the initial state). The detectors restore their statistics of that step.
+  bool rolled_back = false;
+  uint64_t rolled_back_to = 0;
 };
 
 // One evaluation (validation) report; NaN = not reported.
@@ -65,6 +77,9 @@ struct Event {
   std::vector<std::string> top_layers;  // up to 3 departed layers, largest per-layer z first
   std::string first_layer;   // the layer that departed first in the preceding steps; "" if unknown
   uint64_t incident_id = 0;  // set by IncidentTracker::Assign; 0 = not assigned
+  // A consequence of an earlier violent event (a dead network after an explosion): that event's
+  // step, which a rollback must go back before. 0 = none.
+  uint64_t cause_step = 0;
 };
 
 // What policy needs to derive thresholds: statistics over healthy steps only (steps with no

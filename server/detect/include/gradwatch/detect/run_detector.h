@@ -1,8 +1,12 @@
 // All detectors of one run behind one call per report. Feed steps (and evaluations) in step
-// order; each call is O(1), plus O(layers) for attribution. Not thread-safe: one per run, called
-// from one thread at a time. No clock: windows count reports, attribution looks back in steps.
+// order; each call is O(1), plus O(layers) for attribution and O(window) for the divergence fit.
+// Not thread-safe: one per run, called from one thread at a time. No clock: windows count
+// reports, attribution looks back in steps.
 #pragma once
 
+#include <cstdint>
+#include <deque>
+#include <utility>
 #include <vector>
 
 #include "gradwatch/detect/attribution.h"
@@ -20,36 +24,57 @@ class RunDetector {
   // Runs every step detector on s. Events come in EventKind order, each with top_layers and
   // first_layer filled when s carries per-layer norms; incident_id is left 0. A step with a
   // non-finite loss or grad norm yields only the non-finite event (once per episode) and is not
-  // learned from.
+  // learned from. A step with s.rolled_back first restores the statistics of s.rolled_back_to
+  // (RestoreTo).
   std::vector<Event> OnStep(const StepSample& s);
   // Runs the validation detectors on e.
   std::vector<Event> OnEval(const EvalSample& e);
 
+  // Continues from the statistics as they were after step `step`: the newest snapshot at or
+  // before it (taken every Thresholds::snapshot_every healthy steps), or the initial state. Later
+  // snapshots are dropped: they belong to the abandoned trajectory. Returns the snapshot's step.
+  uint64_t RestoreTo(uint64_t step);
+
   // Statistics over healthy steps: steps with no event and no detector's condition building.
   HealthyStats stats() const;
   const Thresholds& thresholds() const { return t_; }
-  // z of the latest grad norm against its running statistics (0 during the warm-up), for metrics.
-  double grad_norm_z() const { return grad_.z(); }
+  // z of the latest grad norm against its running statistics (0 for the first), for metrics.
+  double grad_norm_z() const { return s_.grad.z(); }
+  // The learning rate's level (the last accepted rate), 0 before any: gated mode clamps to it.
+  double lr_level() const { return s_.update.lr_level(); }
 
  private:
+  // Everything a report changes: copied whole for a snapshot.
+  struct State {
+    State(const RunInfo& info, const Thresholds& t);
+    Latch non_finite;
+    GradSpikeDetector grad;
+    LossSpikeDetector loss;
+    DivergenceDetector divergence;
+    CollapseDetector collapse;
+    VanishingDetector vanishing;
+    DeadNetworkDetector dead;
+    ValCollapseDetector val;
+    UpdateDetector update;
+    NoProgressDetector progress;
+    DataSuspectDetector data;
+    LayerAttribution layers;
+    Ewma healthy_grad;
+    DecayingMax healthy_max;
+    Ewma healthy_loss;
+    uint64_t healthy_steps = 0;
+  };
+
   void Detect(const StepSample& s, std::vector<Event>* out);
+  void NoteViolent(const StepSample& s, const std::vector<Event>& events);
   bool Quiet() const;
   void Learn(const StepSample& s);
   double HealthyGrad() const;
 
+  RunInfo info_;
   Thresholds t_;
-  Latch non_finite_;
-  GradSpikeDetector grad_;
-  LossSpikeDetector loss_;
-  DivergenceDetector divergence_;
-  CollapseDetector collapse_;
-  VanishingDetector vanishing_;
-  ValCollapseDetector val_;
-  LayerAttribution layers_;
-  Ewma healthy_grad_;
-  DecayingMax healthy_max_;
-  Ewma healthy_loss_;
-  uint64_t healthy_steps_ = 0;
+  State s_;
+  std::deque<std::pair<uint64_t, State>> snapshots_;  // (step, state), oldest first
 };
 
 }  // namespace gradwatch::detect

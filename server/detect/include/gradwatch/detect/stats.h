@@ -3,7 +3,9 @@
 // O(1) per sample, no allocation, no clock: everything counts samples.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "gradwatch/detect/event.h"
 
@@ -45,6 +47,23 @@ class DecayingMax {
  private:
   double decay_;
   double value_ = 0;
+};
+
+// The last `capacity` samples, oldest first: a fixed window for the detectors that fit or rank.
+// Push is O(1) and allocates only until the window is full.
+class Window {
+ public:
+  explicit Window(size_t capacity) : capacity_(capacity > 0 ? capacity : 1) {}
+  void Push(double x);
+  size_t size() const { return values_.size(); }
+  bool full() const { return values_.size() == capacity_; }
+  double operator[](size_t i) const;  // i = 0 is the oldest
+  double Min() const;                 // +inf when empty
+
+ private:
+  size_t capacity_;
+  size_t next_ = 0;  // where the next sample goes once full
+  std::vector<double> values_;
 };
 
 // Turns a per-step condition into events: fires when the condition starts, and again only if it

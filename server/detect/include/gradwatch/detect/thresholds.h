@@ -30,6 +30,20 @@ struct Thresholds {
   double spike_max_decay = 0.99;
   // Floor on σ of log grad norm: a very steady run needs a 1.8x jump to reach 6σ (gradwatch).
   double spike_std_floor = 0.1;
+  // Critical by z also needs the norm at 3x the recent max: a smooth rise (0.05 -> 0.33 over 25
+  // steps scored z 6.1 at 1.37x the max) or a noisy start's benign batches (z 8.3 at 2.6x) are
+  // not explosions; every injected explosion in bench/detection is >= 30x (gradwatch).
+  double spike_crit_min_ratio = 3.0;
+  // From the second report on, before the warm-up ends: critical at this multiple of the max so
+  // far, falling linearly to spike_max_ratio at the end of the warm-up. The evidence needed
+  // scales with the history: with one norm seen a 20x jump pages, a young run's 2-3x noise
+  // does not (gradwatch; an injected x1000 at step 21 is ~1000x).
+  double spike_young_ratio = 20.0;
+  // Until spike_warmup norms are seen, z uses σ pooled with this prior σ of log grad norm...
+  // (a noisy start: benign batches at 2.5x are log 0.9, 1.8 prior σ)
+  double spike_prior_std = 0.5;
+  // ...counted as this many norms.
+  double spike_prior_weight = 5;
 
   // --- Loss spike: the loss against its running mean (after the warm-up), or z on log loss.
   // Warning at 2x the running mean (llm-foundry KillLossSpike: outlier_multiplier 2; Lightning
@@ -44,6 +58,10 @@ struct Thresholds {
   double loss_z_min = 5.5;
   // Floor on σ of log loss (gradwatch).
   double loss_std_floor = 0.05;
+  // Critical whatever the noise when the loss is loss_spike_critical_ratio x its running mean and
+  // at least this fraction of the run's initial loss level above it: a loss near 0 whose log is
+  // very noisy (σ ~1 at 1e-3) jumping back to 0.63 is an explosion (gradwatch).
+  double loss_abs_jump = 0.5;
 
   // --- Divergence: the smoothed loss persistently above its running minimum.
   // EWMA weight of the smoothed loss (~10 steps).
@@ -52,6 +70,20 @@ struct Thresholds {
   double div_margin = 0.5;
   // For this many consecutive reports (gradwatch; llm-foundry's window is 100).
   uint64_t div_window = 50;
+  // Absolute floor for every divergence rule, as a fraction of the run's initial loss level
+  // (the mean of its first 10 losses): a rise smaller than this is noise however large it is
+  // relative to a loss near 0 (a converged run at 2e-4 doubles on noise). Jaccard loss: 0.016.
+  double div_floor = 0.02;
+  // Trend test: least-squares slope of log loss over this many reports...
+  uint64_t div_trend_window = 40;
+  // ...warning when it is this many standard errors above 0...
+  double div_trend_t = 6.0;
+  // ...and at least 0.5% per report (a 1%-per-step rise is 49% over the window).
+  double div_trend_min_rate = 0.005;
+  // A loss that doubles from its recent level: warning at once. "The loss" is the median of the
+  // last 5 reports (one noisy batch is not the loss), "its recent level" the lowest smoothed
+  // loss (div_alpha) of the last div_window reports.
+  double div_double = 2.0;
 
   // --- Collapse: a loss pinned at its bound or flat, with Jaccard ~0 and/or grad norm ~0.
   // Pinned = within 1% of RunInfo::loss_upper_bound (a Jaccard loss ≥ 0.99).
@@ -76,6 +108,36 @@ struct Thresholds {
   double vanish_ratio = 1e-3;
   // ...for this many consecutive reports.
   uint64_t vanish_window = 10;
+  // A dead network: within dead_horizon reports after a violent event (a critical grad spike or
+  // update size, non-finite values), the grad norm below dead_ratio x its level before the
+  // event for dead_window consecutive reports. Critical, one incident with its cause.
+  double dead_ratio = 0.1;
+  uint64_t dead_window = 3;
+  uint64_t dead_horizon = 50;
+
+  // --- Update size and learning-rate jumps (need StepSample::update_ratio / learning_rate).
+  // An update that would move the weights by 10% of their norm is critical from the first step
+  // (healthy: ~1e-3 with SGD, ~1e-2 early with Adam; gradwatch).
+  double update_abs_critical = 0.1;
+  // After the warm-up: critical at 10x the running level of ||dw||/||w|| (EWMA of its log).
+  double update_jump = 10.0;
+  // Learning rate at this multiple of its level (the last accepted rate): warning...
+  double lr_jump_warning = 3.0;
+  // ...critical (a one-step x10 or x100 learning rate). Gated mode clamps such a step's rate.
+  // Cyclic schedules that restart high (SGDR) should raise this.
+  double lr_jump_critical = 10.0;
+  // A jumped rate that lasts this many reports becomes the new level (an intended change).
+  uint64_t lr_accept_after = 5;
+
+  // --- A run that never learns: after progress_window reports the smoothed loss never fell
+  // below (1 - progress_min_drop) x its initial level. Warning, once.
+  uint64_t progress_window = 300;
+  double progress_min_drop = 0.05;
+
+  // --- Data suspects: data_spikes separate grad-spike episodes (each back at the level within
+  // a few steps) within data_window reports: the batches are the suspect. Warning.
+  uint64_t data_spikes = 3;
+  uint64_t data_window = 200;
 
   // --- Validation collapse: validation Jaccard fell to ~0 from its best (nnU-Net: val Dice 0).
   // At or below 5% of the best value seen...
@@ -91,6 +153,12 @@ struct Thresholds {
 
   // --- Incidents: an event within this many steps of the open incident's last event joins it.
   uint64_t incident_gap = 100;
+
+  // --- Rollback: the detectors keep a copy of their statistics every snapshot_every healthy
+  // reports (the trainer's default checkpoint_every), the last snapshots_kept of them, and
+  // restore the newest at or before the step a trainer rolled back to. 0 = never.
+  uint64_t snapshot_every = 50;
+  uint64_t snapshots_kept = 8;
 
   // Sets fields by name (the names above). Applies all or none. Returns "" on success, else an
   // error naming the key: "unknown threshold 'spike_z'" or "threshold 'spike_alpha' = 1.5 is
