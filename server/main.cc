@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_option("--max-jobs", config.max_jobs, "launched jobs running at once; more wait, queued")
       ->capture_default_str();
+  app.add_option("--max-queued-jobs", config.max_queued_jobs,
+                 "launched jobs waiting at once; past it a launch is refused (RESOURCE_EXHAUSTED)")
+      ->capture_default_str();
   app.add_option("--stop-grace-ms", config.stop_grace_ms,
                  "a stopped job gets SIGTERM, then SIGKILL after this long")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

@@ -98,6 +98,30 @@ struct TrainConfig {
                                        // at the end, go to this file (`gradwatch replay` sends it)
 };
 
+// Upper bounds Validate enforces, each far above what one host can usefully run, low enough
+// that a typo (three extra zeros) or a hostile launch request is refused before it spawns
+// hundreds of threads or allocates the machine's memory. Messages: "steps: must be <= 1000000000,
+// got 5000000000".
+struct Limits {
+  static constexpr int kThreads = 256;                  // torch threads: 2x the cores of a large
+                                                        // host; more only adds contention
+  static constexpr int64_t kSteps = 1'000'000'000;      // ~30 years at one step per second; also
+                                                        // bounds every "every N steps" field, so
+                                                        // they fit the Session's 32-bit counters
+  static constexpr int64_t kBatch = 65'536;             // items per step
+  static constexpr int64_t kImages = 1'000'000;         // synthetic items
+  static constexpr int64_t kImageSide = 8192;           // data.size, pixels
+  static constexpr int64_t kChannels = 1024;            // data.channels (hyperspectral is ~200)
+  static constexpr int64_t kSyntheticBytes = int64_t{32} << 30;  // the synthetic set as float32,
+                                                        // training split x6 when augmented
+  static constexpr int64_t kActivationBytes = int64_t{64} << 30;  // batch x model.base x size^2
+                                                        // float32: the U-Net's first level alone
+  static constexpr size_t kFaults = 1000;               // injected faults
+  static constexpr int64_t kCheckpointFiles = 100'000;  // checkpoint pairs written to checkpoint_dir
+                                                        // (steps / checkpoint_every): a disk's worth
+  static constexpr size_t kPath = 4095;                 // characters in a path field (PATH_MAX - 1)
+};
+
 // Parses `json_text`, an object whose fields are all optional. Throws std::runtime_error, prefixed
 // with `source_name`, on invalid JSON, a wrong type ('config.json: lr: expected a number, got
 // string') or an unknown field ('config.json: unknown field "lerning_rate"'). Does not call Validate.

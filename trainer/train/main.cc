@@ -117,9 +117,8 @@ int main(int argc, char** argv) {
   try {
     auto summary = gradwatch::train::Train(config, interrupt.get());
     std::string json = gradwatch::train::SummaryJson(summary);
-    if (!config.summary_json.empty()) {
-      std::ofstream(config.summary_json) << json << "\n";
-    }
+    // Replaced atomically and fsynced: the monitor reads a summary as proof of success.
+    if (!config.summary_json.empty()) gradwatch::WriteFileAtomically(config.summary_json, json + "\n");
     std::cerr << "gradwatch-train: done: " << summary.steps_run << " steps in " << summary.seconds
               << " s, final train loss " << summary.final_train_loss << ", val Jaccard (hard) "
               << summary.val_jaccard_hard << (summary.collapsed ? " — COLLAPSED" : "") << "\n";

@@ -1,22 +1,26 @@
 #include "gradwatch/jobs/jobs.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <iostream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "gradwatch/common/file.h"
 #include "gradwatch/jobs/launch_config.h"
+#include "job_record.h"
 #include "names.h"
+#include "train/config.h"
 
 namespace gradwatch::jobs {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 
 struct Jobs::Entry {
   v1::Job job;
@@ -48,7 +52,12 @@ std::string LastWords(const fs::path& log) {
     last = line;
     if (line.rfind("gradwatch-train: ", 0) == 0) said = line;
   }
-  return said.empty() ? last : said;
+  return Clean(said.empty() ? last : said);
+}
+
+int DefaultMaxThreads() {
+  unsigned cpus = std::thread::hardware_concurrency();
+  return cpus == 0 ? train::Limits::kThreads : std::min<int>(train::Limits::kThreads, static_cast<int>(cpus) * 2);
 }
 
 std::string NewToken() {
@@ -67,6 +76,8 @@ Jobs::Jobs(JobsOptions options, Launcher& launcher) : options_(std::move(options
   if (ec) throw std::runtime_error("jobs folder " + options_.dir + ": " + ec.message());
   options_.dir = fs::absolute(options_.dir).string();
   if (!options_.datasets_dir.empty()) options_.datasets_dir = fs::absolute(options_.datasets_dir).string();
+  if (options_.max_threads <= 0) options_.max_threads = DefaultMaxThreads();
+  if (!options_.log) options_.log = [](const std::string& line) { std::cerr << "gradwatchd: " << line << std::endl; };
   Load();
 }
 
@@ -74,41 +85,80 @@ Jobs::~Jobs() = default;
 
 void Jobs::Load() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& item : fs::directory_iterator(options_.dir)) {
-    fs::path record = item.path() / "job.json";
-    if (!fs::exists(record)) continue;  // a launch that failed before its record was written
-    std::string text;
-    json doc = ReadWholeFile(record.string(), &text) ? json::parse(text, nullptr, false) : json();
-    auto e = std::make_unique<Entry>();
-    if (doc.is_discarded() || !doc.contains("job") ||
-        !google::protobuf::util::JsonStringToMessage(doc["job"].dump(), &e->job).ok()) {
-      throw std::runtime_error(record.string() + ": not a job record; move it away to start");
+  std::error_code ec;
+  for (fs::directory_iterator it(options_.dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code kind;
+    if (!it->is_directory(kind)) continue;
+    const fs::path record = it->path() / "job.json";
+    if (!fs::exists(record, kind) && !kind) continue;  // a launch that failed before its record was written
+    std::string text, error;
+    std::optional<JobRecord> r;
+    if (!ReadWholeFile(record.string(), &text)) {
+      error = std::string("cannot read: ") + std::strerror(errno);
+    } else if ((r = ParseRecord(text, &error)) && r->job.job_id() != it->path().filename().string()) {
+      error = "its job_id \"" + r->job.job_id() + "\" is not its folder's name";
+      r.reset();
     }
-    e->dir = item.path();
-    e->token = doc.value("token", "");
-    e->identity = doc.value("process", "");
-    e->stop_requested = doc.value("stop_requested", false);
-    e->kill_at_ms = doc.value("kill_at_ms", int64_t{0});
+    if (!r) {
+      Quarantine(it->path().string(), Clean(error));
+      continue;
+    }
+    auto e = std::make_unique<Entry>();
+    e->dir = it->path();
+    e->job = std::move(r->job);
+    e->token = r->token;
+    e->identity = r->process;
+    e->stop_requested = r->stop_requested;
+    e->kill_at_ms = r->kill_at_ms;
     if (e->job.state() == v1::JOB_STATE_RUNNING) {
       e->process = launcher_.Adopt(e->identity);
       if (!e->process) EndLocked(*e, ExitStatus{false, -1, 0});  // ended while we were down
     }
     jobs_[e->job.job_id()] = std::move(e);
   }
+  if (ec) throw std::runtime_error("jobs folder " + options_.dir + ": cannot list: " + ec.message());
+}
+
+// One bad record costs its own job only: moved aside, said loudly, listed as lost.
+void Jobs::Quarantine(const std::string& folder, const std::string& reason) {
+  const fs::path record = fs::path(folder) / "job.json";
+  const fs::path kept = fs::path(folder) / "job.json.corrupt";
+  std::error_code ec;
+  fs::rename(record, kept, ec);
+  const std::string id = fs::path(folder).filename().string();
+  const bool listed = train::ValidRunId(id);
+  options_.log("JOB RECORD UNUSABLE: " + record.string() + ": " + reason + "; " +
+               (ec ? "could not move it aside (" + ec.message() + ")" : "moved to " + kept.string()) +
+               (listed ? "; job " + id + " is listed as lost" : "; not a job id, left out"));
+  if (!listed) return;
+  auto e = std::make_unique<Entry>();
+  e->dir = folder;
+  e->job.set_job_id(id);
+  e->job.set_run_id(id);
+  e->job.set_state(v1::JOB_STATE_LOST);
+  e->job.set_exit_code(-1);
+  e->job.set_error("its record job.json is unusable (" + reason + ")" + (ec ? "" : ", kept as job.json.corrupt") +
+                   "; a process it may have run is not followed");
+  e->job.set_created_unix_millis(options_.now_ms());
+  e->job.set_ended_unix_millis(options_.now_ms());
+  std::string config;
+  if (ReadWholeFile((e->dir / "config.json").string(), &config)) e->job.set_config_json(Clean(config));
+  if (!ec) SaveOrLogLocked(*e);  // else the unusable record stays where it is, untouched
+  jobs_[id] = std::move(e);
 }
 
 void Jobs::SaveLocked(const Entry& e) const {
-  std::string job_json;
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.always_print_primitive_fields = true;
-  (void)google::protobuf::util::MessageToJsonString(e.job, &job_json, opts);
-  json doc = {{"job", json::parse(job_json)},
-              {"token", e.token},
-              {"process", e.identity},
-              {"stop_requested", e.stop_requested},
-              {"kill_at_ms", e.kill_at_ms}};
+  JobRecord r{e.job, e.token, e.identity, e.stop_requested, e.kill_at_ms};
   // Holds the job's reporter token: owner-only.
-  WriteFileAtomically(e.dir / "job.json", doc.dump(2) + "\n", fs::perms::owner_read | fs::perms::owner_write);
+  WriteFileAtomically(e.dir / "job.json", RecordToJson(r), fs::perms::owner_read | fs::perms::owner_write);
+}
+
+void Jobs::SaveOrLogLocked(const Entry& e) const {
+  try {
+    SaveLocked(e);
+  } catch (const std::exception& ex) {
+    options_.log("job " + e.job.job_id() + ": its record is not saved: " + ex.what());
+  }
 }
 
 std::string Jobs::NewId() {
@@ -131,20 +181,39 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
   if (jobs_.count(id) || fs::exists(fs::path(options_.dir) / id) || (run_exists && run_exists(id))) {
     throw JobError(JobError::Code::kAlreadyExists, "run " + id + " exists already; pick another run_id");
   }
+  size_t running = 0, queued = 0;
+  for (const auto& [_, e] : jobs_) {
+    running += e->job.state() == v1::JOB_STATE_RUNNING;
+    queued += e->job.state() == v1::JOB_STATE_QUEUED;
+  }
+  if (running >= options_.max_running && queued >= options_.max_queued) {
+    throw JobError(JobError::Code::kResourceExhausted,
+                   std::to_string(queued) + " jobs wait already, the most this monitor queues (--max-queued-jobs " +
+                       std::to_string(options_.max_queued) + "); launch again once one started, or stop one");
+  }
+  return LaunchLocked(id, config_json);
+}
+
+v1::Job Jobs::LaunchLocked(const std::string& id, const std::string& config_json) {
   auto e = std::make_unique<Entry>();
   e->dir = fs::path(options_.dir) / id;
-  LaunchContext ctx{e->dir.string(), options_.monitor_address, options_.datasets_dir};
+  LaunchContext ctx{e->dir.string(), options_.monitor_address, options_.datasets_dir, options_.max_threads};
   std::string config = PrepareLaunchConfig(config_json, id, ctx);  // throws InvalidLaunch
-
-  fs::create_directories(e->dir);
-  WriteFileAtomically(e->dir / "config.json", config);
   e->job.set_job_id(id);
   e->job.set_run_id(id);
   e->job.set_state(v1::JOB_STATE_QUEUED);
   e->job.set_created_unix_millis(options_.now_ms());
   e->job.set_config_json(config);
   if (options_.reporter_tokens) e->token = NewToken();
-  SaveLocked(*e);
+  try {
+    fs::create_directories(OutputDir(e->dir.string()));
+    WriteFileAtomically(e->dir / "config.json", config);
+    SaveLocked(*e);
+  } catch (const std::exception& ex) {
+    std::error_code ignored;
+    fs::remove_all(e->dir, ignored);  // new a moment ago: nothing of the job is left behind
+    throw std::runtime_error("job " + id + ": cannot write its folder: " + ex.what());
+  }
   Entry& entry = *e;
   jobs_[id] = std::move(e);
   StartQueuedLocked();
@@ -157,7 +226,9 @@ void Jobs::StartLocked(Entry& e) {
   spec.args = {"--config", (e.dir / "config.json").string()};
   spec.env = options_.env;
   if (!e.token.empty()) spec.env.push_back("GRADWATCH_TOKEN=" + e.token);
-  spec.workdir = e.dir.string();
+  spec.workdir = OutputDir(e.dir.string());
+  std::error_code ec;
+  fs::create_directories(spec.workdir, ec);  // a job queued by an older monitor has none yet
   spec.log_path = (e.dir / "train.log").string();
   e.job.set_started_unix_millis(options_.now_ms());
   try {
@@ -165,15 +236,15 @@ void Jobs::StartLocked(Entry& e) {
   } catch (const std::exception& ex) {
     e.job.set_state(v1::JOB_STATE_FAILED);
     e.job.set_exit_code(-1);
-    e.job.set_error(ex.what());
+    e.job.set_error(Clean(ex.what()));
     e.job.set_ended_unix_millis(options_.now_ms());
-    SaveLocked(e);
+    SaveOrLogLocked(e);
     return;
   }
   e.identity = e.process->identity();
   e.job.set_pid(e.process->pid());
   e.job.set_state(v1::JOB_STATE_RUNNING);
-  SaveLocked(e);
+  SaveOrLogLocked(e);
 }
 
 void Jobs::EndLocked(Entry& e, const ExitStatus& status) {
@@ -200,7 +271,8 @@ void Jobs::EndLocked(Entry& e, const ExitStatus& status) {
     e.job.set_exit_code(-1);
     std::string words = LastWords(log);
     const std::string note = " (ended while the monitor was down; exit code unknown)";
-    if (fs::exists(e.dir / "summary.json")) {
+    std::error_code ec;
+    if (fs::exists(e.dir / "summary.json", ec)) {
       e.job.set_state(e.stop_requested ? v1::JOB_STATE_STOPPED : v1::JOB_STATE_SUCCEEDED);
       e.job.set_exit_code(0);
     } else if (e.stop_requested) {
@@ -214,7 +286,7 @@ void Jobs::EndLocked(Entry& e, const ExitStatus& status) {
                       (words.empty() ? std::string() : "; its log ends: " + words));
     }
   }
-  SaveLocked(e);
+  SaveOrLogLocked(e);
 }
 
 std::vector<v1::Job> Jobs::List() const {
@@ -249,7 +321,7 @@ v1::Job Jobs::Stop(const std::string& job_id, int64_t grace_ms) {
     e.kill_at_ms = options_.now_ms() + (grace_ms > 0 ? grace_ms : options_.default_grace_ms);
     if (e.process) e.process->Signal(SIGTERM);
   }
-  SaveLocked(e);
+  SaveOrLogLocked(e);
   return e.job;
 }
 

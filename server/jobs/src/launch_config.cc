@@ -1,7 +1,10 @@
 #include "gradwatch/jobs/launch_config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
 
 #include "train/config.h"
 
@@ -19,21 +22,61 @@ namespace fs = std::filesystem;
   const std::string unknown = "unknown field \"";
   if (rest.rfind(unknown, 0) == 0) {
     std::string field = rest.substr(unknown.size(), rest.find('"', unknown.size()) - unknown.size());
-    throw InvalidLaunch(field, "unknown field; a launch config holds only the trainer's settings");
+    const std::string reason = "unknown field; a launch config holds only the trainer's settings";
+    if (field.empty()) throw InvalidLaunch("config_json", "\"\": " + reason);  // every refusal names a field
+    throw InvalidLaunch(field, reason);
   }
   auto colon = rest.find(": ");
-  if (colon == std::string::npos || rest.find(' ') < colon) throw InvalidLaunch("config_json", rest);
+  if (colon == 0 || colon == std::string::npos || rest.find(' ') < colon) throw InvalidLaunch("config_json", rest);
   throw InvalidLaunch(rest.substr(0, colon), rest.substr(colon + 2));
 }
 
+// How deeply arrays and objects nest in `text` (outside strings); a config needs 3, and
+// printing a deep document recurses once per level.
+int NestingDepth(const std::string& text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char ch : text) {
+    if (escaped) {
+      escaped = false;
+    } else if (in_string) {
+      escaped = ch == '\\';
+      in_string = ch != '"';
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (ch == ']' || ch == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+constexpr int kMaxNesting = 16;
+
 json ParseObject(const std::string& config_json) {
+  if (config_json.size() > kMaxLaunchConfigBytes) {
+    throw InvalidLaunch("config_json", std::to_string(config_json.size()) + " bytes; must be <= " +
+                                           std::to_string(kMaxLaunchConfigBytes));
+  }
+  if (int depth = NestingDepth(config_json); depth > kMaxNesting) {
+    throw InvalidLaunch("config_json", "nested " + std::to_string(depth) + " levels deep; must be <= " +
+                                           std::to_string(kMaxNesting));
+  }
   json doc = json::parse(config_json.empty() ? "{}" : config_json, nullptr, false);
   if (doc.is_discarded() || !doc.is_object()) throw InvalidLaunch("config_json", "not a JSON object");
   return doc;
 }
 
+constexpr size_t kMaxRelativePath = 255;
+
 // A relative path of safe characters that stays below its base.
 void CheckRelative(const std::string& field, const std::string& path) {
+  if (path.size() > kMaxRelativePath) {
+    throw InvalidLaunch(field, std::to_string(path.size()) + " characters; must be <= " +
+                                   std::to_string(kMaxRelativePath));
+  }
   for (char ch : path) {
     bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
               ch == '_' || ch == '-' || ch == '/';
@@ -46,6 +89,50 @@ void CheckRelative(const std::string& field, const std::string& path) {
   for (const auto& part : fs::path(path)) {
     if (part == "..") throw InvalidLaunch(field, "\"" + path + "\" leaves the job's folder (\"..\")");
   }
+}
+
+// The parts of a relative path, without "." and empty ones ("a//./b/" is a, b).
+std::vector<std::string> PartsOf(const std::string& path) {
+  std::vector<std::string> parts;
+  for (const auto& part : fs::path(path)) {
+    if (!part.empty() && part != ".") parts.push_back(part.string());
+  }
+  return parts;
+}
+
+bool Reserved(const std::string& name) {
+  return name == "job.json" || name == "config.json" || name == "train.log" || name == "summary.json" ||
+         name.rfind("job.json.", 0) == 0;
+}
+
+// `inner` is `outer` or lies inside it.
+bool Within(const std::vector<std::string>& inner, const std::vector<std::string>& outer) {
+  return inner.size() >= outer.size() && std::equal(outer.begin(), outer.end(), inner.begin());
+}
+
+// Resolves the job-written paths inside <job_dir>/out, refusing the folder itself, the
+// monitor's own file names and outputs that collide.
+void ResolveOutputs(train::TrainConfig& config, const fs::path& out) {
+  std::vector<std::pair<const char*, std::vector<std::string>>> seen;
+  for (auto [field, value] : {std::pair<const char*, std::string*>{"checkpoint_dir", &config.checkpoint_dir},
+                              {"trace_csv", &config.trace_csv},
+                              {"spool", &config.spool}}) {
+    if (value->empty()) continue;
+    CheckRelative(field, *value);
+    auto parts = PartsOf(*value);
+    if (parts.empty()) throw InvalidLaunch(field, "\"" + *value + "\" names the job's output folder itself");
+    for (const auto& part : parts) {
+      if (Reserved(part)) throw InvalidLaunch(field, "\"" + *value + "\" uses \"" + part + "\", a name the monitor keeps");
+    }
+    for (const auto& [other, other_parts] : seen) {
+      if (Within(parts, other_parts) || Within(other_parts, parts)) {
+        throw InvalidLaunch(field, "\"" + *value + "\" collides with " + other);
+      }
+    }
+    seen.emplace_back(field, parts);
+    *value = (out / *value).lexically_normal().string();
+  }
+  if (config.spool.empty()) config.spool = (out / "spool.gwspool").string();
 }
 
 std::string RunIdOf(const json& doc, const std::string& run_id) {
@@ -63,6 +150,8 @@ std::string RunIdOf(const json& doc, const std::string& run_id) {
 }
 
 }  // namespace
+
+std::string OutputDir(const std::string& job_dir) { return (fs::path(job_dir) / "out").string(); }
 
 std::string RequestedRunId(const std::string& config_json, const std::string& run_id) {
   return RunIdOf(ParseObject(config_json), run_id);
@@ -84,6 +173,10 @@ std::string PrepareLaunchConfig(const std::string& config_json, const std::strin
     Rethrow(e.what());
   }
   config.run_id = id;
+  if (context.max_threads > 0 && config.threads > context.max_threads) {
+    throw InvalidLaunch("threads", "must be <= " + std::to_string(context.max_threads) +
+                                       " (this monitor's limit for one job), got " + std::to_string(config.threads));
+  }
   auto problems = train::Validate(config);
   if (!problems.empty()) {
     std::string joined;
@@ -92,14 +185,7 @@ std::string PrepareLaunchConfig(const std::string& config_json, const std::strin
   }
 
   const fs::path dir(context.job_dir);
-  for (auto [field, value] : {std::pair<const char*, std::string*>{"checkpoint_dir", &config.checkpoint_dir},
-                              {"trace_csv", &config.trace_csv},
-                              {"spool", &config.spool}}) {
-    if (value->empty()) continue;
-    CheckRelative(field, *value);
-    *value = (dir / *value).lexically_normal().string();
-  }
-  if (config.spool.empty()) config.spool = (dir / "spool.gwspool").string();
+  ResolveOutputs(config, OutputDir(context.job_dir));
   if (!config.data.dir.empty()) {
     if (context.datasets_dir.empty()) {
       throw InvalidLaunch("data.dir", "this monitor has no datasets folder (gradwatchd --datasets-dir); "

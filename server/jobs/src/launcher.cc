@@ -29,7 +29,7 @@ uint64_t StartTicks(int64_t pid, bool* zombie = nullptr) {
   rest >> state;  // field 3
   if (zombie) *zombie = state == "Z" || state == "X";
   for (int i = 4; i <= 22 && rest >> field; ++i) {
-    if (i == 22) return std::stoull(field);
+    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
   }
   return 0;
 }
@@ -84,12 +84,16 @@ std::unique_ptr<Process> LocalLauncher::Start(const LaunchSpec& spec) {
   if (::access(spec.program.c_str(), X_OK) != 0) {
     throw std::runtime_error(Errno("cannot run " + spec.program, errno));
   }
+  // The log is opened here, not in the child, so a log that cannot be opened is an error
+  // with its path; never through a link planted in its place.
+  int log = ::open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (log < 0) throw std::runtime_error(Errno("cannot open the log " + spec.log_path, errno));
   posix_spawn_file_actions_t files;
   posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&files, 1, spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&files, 1, 2);
-  posix_spawn_file_actions_addchdir_np(&files, spec.workdir.c_str());
+  int err = posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);
+  if (!err) err = posix_spawn_file_actions_adddup2(&files, log, 1);
+  if (!err) err = posix_spawn_file_actions_adddup2(&files, log, 2);
+  if (!err) err = posix_spawn_file_actions_addchdir_np(&files, spec.workdir.c_str());
 
   // A session of its own (signals reach the whole job, a terminal's ^C does not), the
   // default signal mask and dispositions: the monitor blocks SIGINT and SIGTERM for sigwait.
@@ -111,10 +115,11 @@ std::unique_ptr<Process> LocalLauncher::Start(const LaunchSpec& spec) {
   envp.push_back(nullptr);
 
   pid_t pid = 0;
-  int err = ::posix_spawn(&pid, spec.program.c_str(), &files, &attr, argv.data(), envp.data());
+  if (!err) err = ::posix_spawn(&pid, spec.program.c_str(), &files, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&files);
   posix_spawnattr_destroy(&attr);
-  if (err != 0) throw std::runtime_error(Errno("cannot start " + spec.program, err));
+  ::close(log);
+  if (err != 0) throw std::runtime_error(Errno("cannot start " + spec.program + " in " + spec.workdir, err));
   return std::make_unique<LocalProcess>(pid, StartTicks(pid), /*child=*/true);
 }
 

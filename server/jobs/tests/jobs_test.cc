@@ -9,81 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include "gradwatch/jobs/launch_config.h"
+#include "jobs_fixture.h"
 
 namespace gradwatch::jobs {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Processes the test ends by hand; they remember the signals they got.
-struct FakeState {
-  std::optional<ExitStatus> exit;
-  std::vector<int> signals;
-  LaunchSpec spec;
-};
-
-class FakeProcess final : public Process {
- public:
-  FakeProcess(int64_t pid, std::shared_ptr<FakeState> state) : pid_(pid), state_(std::move(state)) {}
-  int64_t pid() const override { return pid_; }
-  std::string identity() const override { return "fake:" + std::to_string(pid_); }
-  std::optional<ExitStatus> Poll() override { return state_->exit; }
-  void Signal(int signal) override { state_->signals.push_back(signal); }
-
- private:
-  int64_t pid_;
-  std::shared_ptr<FakeState> state_;
-};
-
-class FakeLauncher final : public Launcher {
- public:
-  std::unique_ptr<Process> Start(const LaunchSpec& spec) override {
-    if (fail) throw std::runtime_error("cannot start " + spec.program + ": No such file or directory");
-    auto state = std::make_shared<FakeState>();
-    state->spec = spec;
-    int64_t pid = 1000 + static_cast<int64_t>(started.size());
-    started.push_back(state);
-    by_identity["fake:" + std::to_string(pid)] = {pid, state};
-    return std::make_unique<FakeProcess>(pid, state);
-  }
-  std::unique_ptr<Process> Adopt(const std::string& identity) override {
-    auto it = by_identity.find(identity);
-    if (it == by_identity.end() || it->second.second->exit) return nullptr;
-    return std::make_unique<FakeProcess>(it->second.first, it->second.second);
-  }
-
-  bool fail = false;
-  std::vector<std::shared_ptr<FakeState>> started;
-  std::map<std::string, std::pair<int64_t, std::shared_ptr<FakeState>>> by_identity;
-};
-
-class JobsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("gw-jobs-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  JobsOptions Options(size_t max_running = 2) {
-    JobsOptions o;
-    o.dir = dir_.string();
-    o.trainer = "/opt/gradwatch/bin/gradwatch-train";
-    o.monitor_address = "127.0.0.1:7070";
-    o.max_running = max_running;
-    o.default_grace_ms = 5000;
-    o.env = {"PATH=/usr/bin"};
-    o.now_ms = [this] { return now_; };
-    return o;
-  }
-
-  void Log(const std::string& job, const std::string& text) { std::ofstream(dir_ / job / "train.log") << text; }
-
-  fs::path dir_;
-  int64_t now_ = 1'700'000'000'000;
-  FakeLauncher launcher_;
-};
+using fakes::JobsTest;
 
 TEST_F(JobsTest, RunsTheTrainerWithTheValidatedConfigAndRecordsSuccess) {
   Jobs jobs(Options(), launcher_);
@@ -94,7 +26,8 @@ TEST_F(JobsTest, RunsTheTrainerWithTheValidatedConfigAndRecordsSuccess) {
   const LaunchSpec& spec = launcher_.started[0]->spec;
   EXPECT_EQ(spec.program, "/opt/gradwatch/bin/gradwatch-train");
   EXPECT_EQ(spec.args, (std::vector<std::string>{"--config", (dir_ / "r1" / "config.json").string()}));
-  EXPECT_EQ(spec.workdir, (dir_ / "r1").string());
+  EXPECT_EQ(spec.workdir, (dir_ / "r1" / "out").string());
+  EXPECT_EQ(spec.log_path, (dir_ / "r1" / "train.log").string());
   auto written = nlohmann::json::parse(std::ifstream(dir_ / "r1" / "config.json"));
   EXPECT_EQ(written["steps"], 40);
   EXPECT_EQ(written["monitor"], "127.0.0.1:7070");
@@ -259,17 +192,6 @@ TEST_F(JobsTest, AJobThatEndedWhileTheMonitorWasDownIsJudgedByWhatItLeft) {
   EXPECT_EQ(again.Get("failed")->state(), v1::JOB_STATE_FAILED);
   EXPECT_NE(again.Get("failed")->error().find("no CUDA"), std::string::npos);
   EXPECT_EQ(again.Get("vanished")->state(), v1::JOB_STATE_LOST);
-}
-
-TEST_F(JobsTest, AnUnreadableRecordStopsTheMonitorWithItsPath) {
-  fs::create_directories(dir_ / "broken");
-  std::ofstream(dir_ / "broken" / "job.json") << "{";
-  try {
-    Jobs jobs(Options(), launcher_);
-    FAIL();
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("broken/job.json"), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace

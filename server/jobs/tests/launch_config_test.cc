@@ -23,6 +23,7 @@ std::string RefusedField(const std::string& config, const std::string& run_id = 
 TEST(LaunchConfig, RefusesAFieldThatNamesAnotherProgram) {
   EXPECT_EQ(RefusedField(R"({"program": "/bin/sh", "steps": 10})"), "program");
   EXPECT_EQ(RefusedField(R"({"args": ["-c", "id"]})"), "args");
+  EXPECT_EQ(RefusedField(R"({"steps": 40, "": "x"})"), "config_json");  // found by launch_config_fuzz
 }
 
 TEST(LaunchConfig, RefusesShellSyntaxInTheRunId) {
@@ -73,9 +74,64 @@ TEST(LaunchConfig, WritesAConfigThatReportsHereAndKeepsFilesInTheJobFolder) {
   EXPECT_EQ(out["scenario"], "seed");
   EXPECT_EQ(out["monitor"], "127.0.0.1:7070");
   EXPECT_EQ(out["no_monitor"], false);
-  EXPECT_EQ(out["trace_csv"], "/var/gw/jobs/r1/out/trace.csv");
+  EXPECT_EQ(out["trace_csv"], "/var/gw/jobs/r1/out/out/trace.csv");
   EXPECT_EQ(out["summary_json"], "/var/gw/jobs/r1/summary.json");
-  EXPECT_EQ(out["spool"], "/var/gw/jobs/r1/spool.gwspool");
+  EXPECT_EQ(out["spool"], "/var/gw/jobs/r1/out/spool.gwspool");
+}
+
+TEST(LaunchConfig, ResolvesEveryJobWrittenPathInsideTheOutputFolder) {
+  auto out = nlohmann::json::parse(PrepareLaunchConfig(
+      R"({"trace_csv": "./trace.csv", "spool": "s/r.gwspool", "checkpoint_dir": "ck//"})", "r1", kContext));
+  EXPECT_EQ(out["trace_csv"], "/var/gw/jobs/r1/out/trace.csv");
+  EXPECT_EQ(out["spool"], "/var/gw/jobs/r1/out/s/r.gwspool");
+  EXPECT_EQ(out["checkpoint_dir"], "/var/gw/jobs/r1/out/ck/");
+  EXPECT_EQ(OutputDir("/var/gw/jobs/r1"), "/var/gw/jobs/r1/out");
+}
+
+TEST(LaunchConfig, RefusesTheMonitorsOwnFileNamesEvenInsideTheOutputFolder) {
+  for (const char* name : {"job.json", "config.json", "train.log", "summary.json", "job.json.tmp.x1", "a/job.json",
+                           "job.json/x"}) {
+    EXPECT_EQ(RefusedField(std::string(R"({"trace_csv": ")") + name + "\"}"), "trace_csv") << name;
+  }
+  EXPECT_EQ(RefusedField(R"({"spool": "config.json"})"), "spool");
+  EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "train.log"})"), "checkpoint_dir");
+}
+
+TEST(LaunchConfig, RefusesTheOutputFolderItselfAndOutputsThatCollide) {
+  EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "."})"), "checkpoint_dir");
+  EXPECT_EQ(RefusedField(R"({"trace_csv": "./"})"), "trace_csv");
+  EXPECT_EQ(RefusedField(R"({"trace_csv": "a.csv", "spool": "./a.csv"})"), "spool");
+  EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "ck", "trace_csv": "ck/step-0.model.pt"})"), "trace_csv");
+  EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "t/ck", "trace_csv": "t"})"), "trace_csv");
+  EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "ck", "trace_csv": "ck.csv", "spool": "ck2"})"), "(accepted)");
+}
+
+TEST(LaunchConfig, RefusesAnOversizedDocumentAndOverlongPaths) {
+  std::string big = R"({"scenario": "")" + std::string(kMaxLaunchConfigBytes, ' ') + "}";
+  EXPECT_EQ(RefusedField(big), "config_json");
+  EXPECT_THROW(RequestedRunId(big, ""), InvalidLaunch);
+  EXPECT_EQ(RefusedField(R"({"faults": )" + std::string(20, '[') + std::string(20, ']') + "}"), "config_json");
+  EXPECT_EQ(RefusedField(R"({"trace_csv": ")" + std::string(256, 'a') + "\"}"), "trace_csv");
+  EXPECT_EQ(RefusedField(R"({"trace_csv": ")" + std::string(255, 'a') + "\"}"), "(accepted)");
+}
+
+// The trainer's own bounds (train::Limits) apply to a launch, and threads also the host's.
+TEST(LaunchConfig, RefusesValuesPastTheBoundsNamingFieldValueAndBound) {
+  LaunchContext host = kContext;
+  host.max_threads = 16;
+  try {
+    PrepareLaunchConfig(R"({"threads": 296})", "r1", host);
+    FAIL() << "296 threads accepted";
+  } catch (const InvalidLaunch& e) {
+    EXPECT_EQ(e.field(), "threads");
+    EXPECT_EQ(std::string(e.what()), "threads: must be <= 16 (this monitor's limit for one job), got 296");
+  }
+  EXPECT_EQ(RefusedField(R"({"threads": 16})", "r1", host), "(accepted)");
+  EXPECT_EQ(RefusedField(R"({"threads": 257})"), "threads");
+  EXPECT_EQ(RefusedField(R"({"steps": 2000000000})"), "steps");
+  EXPECT_EQ(RefusedField(R"({"data": {"size": 16384}})"), "data.size");
+  EXPECT_EQ(RefusedField(R"({"data": {"images": 2000000}})"), "data.images");
+  EXPECT_EQ(RefusedField(R"({"eval_every": 5000000000})"), "eval_every");
 }
 
 }  // namespace

@@ -15,30 +15,69 @@ const char* RoleName(Role role) {
   }
 }
 
-Auth Auth::Load(const std::string& path) {
-  nlohmann::json doc = nlohmann::json::parse(ReadFileOrThrow(path, "tokens file"), nullptr, false);
+namespace {
+
+constexpr size_t kMinToken = 16, kMaxToken = 1024;
+
+// What is wrong with one entry of "tokens", "" when nothing; fills `token` and `grant`.
+std::string CheckEntry(const nlohmann::json& t, std::string* token, Grant* grant) {
+  if (!t.is_object()) return ": expected an object {\"token\": ..., \"role\": ...}";
+  auto value = t.find("token");
+  if (value == t.end() || !value->is_string() || value->get_ref<const std::string&>().size() < kMinToken ||
+      value->get_ref<const std::string&>().size() > kMaxToken) {
+    return ".token: a string of 16 to 1024 characters is required";
+  }
+  *token = value->get<std::string>();
+  for (char ch : *token) {
+    if (ch < 0x21 || ch > 0x7e) return ".token: only printable ASCII without spaces (it travels in a header)";
+  }
+  auto role = t.find("role");
+  std::string name = role != t.end() && role->is_string() ? role->get<std::string>() : "";
+  if (name == "operator") grant->role = Role::kOperator;
+  else if (name == "viewer") grant->role = Role::kViewer;
+  else if (name == "reporter") grant->role = Role::kReporter;
+  else return ".role: \"" + name + "\" is not operator, viewer or reporter";
+  if (grant->role == Role::kReporter) {
+    auto run = t.find("run_id");
+    if (run == t.end() || !run->is_string() || run->get_ref<const std::string&>().empty()) {
+      return ".run_id: a reporter token is scoped to one run";
+    }
+    grant->run_id = run->get<std::string>();
+  }
+  return "";
+}
+
+}  // namespace
+
+ParsedTokens ParseTokens(const std::string& text) {
+  ParsedTokens out;
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("tokens") || !doc["tokens"].is_array()) {
-    throw std::runtime_error("tokens file " + path + ": expected {\"tokens\": [{\"token\": ..., \"role\": ...}]}");
+    out.error = "expected {\"tokens\": [{\"token\": ..., \"role\": ...}]}";
+    return out;
   }
+  const auto& list = doc["tokens"];
+  if (list.empty()) out.error = "tokens: the list is empty; it would turn authentication off";
+  for (size_t i = 0; i < list.size() && out.error.empty(); ++i) {
+    std::string token;
+    Grant grant;
+    std::string problem = CheckEntry(list[i], &token, &grant);
+    if (problem.empty() && out.grants.count(token)) problem = ".token: listed twice";
+    if (!problem.empty()) {
+      out.error = "tokens[" + std::to_string(i) + "]" + problem;
+    } else {
+      out.grants[token] = grant;
+    }
+  }
+  if (!out.error.empty()) out.grants.clear();
+  return out;
+}
+
+Auth Auth::Load(const std::string& path) {
+  ParsedTokens parsed = ParseTokens(ReadFileOrThrow(path, "tokens file"));
+  if (!parsed.error.empty()) throw std::runtime_error("tokens file " + path + ": " + parsed.error);
   Auth auth;
-  for (size_t i = 0; i < doc["tokens"].size(); ++i) {
-    const auto& t = doc["tokens"][i];
-    std::string where = "tokens file " + path + ": tokens[" + std::to_string(i) + "]";
-    if (!t.is_object() || !t.contains("token") || !t["token"].is_string() || t["token"].get<std::string>().size() < 16) {
-      throw std::runtime_error(where + ".token: a string of at least 16 characters is required");
-    }
-    std::string role = t.value("role", "");
-    Grant g;
-    if (role == "operator") g.role = Role::kOperator;
-    else if (role == "viewer") g.role = Role::kViewer;
-    else if (role == "reporter") g.role = Role::kReporter;
-    else throw std::runtime_error(where + ".role: \"" + role + "\" is not operator, viewer or reporter");
-    if (g.role == Role::kReporter) {
-      g.run_id = t.value("run_id", "");
-      if (g.run_id.empty()) throw std::runtime_error(where + ".run_id: a reporter token is scoped to one run");
-    }
-    auth.tokens_[t["token"].get<std::string>()] = g;
-  }
+  auth.tokens_ = std::move(parsed.grants);
   return auth;
 }
 

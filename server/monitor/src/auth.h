@@ -21,10 +21,27 @@ namespace gradwatch::monitor {
 
 enum class Role { kViewer, kReporter, kOperator };
 
+struct Grant {
+  Role role = Role::kViewer;
+  std::string run_id;  // reporter tokens only
+};
+
+// A tokens file's text, checked: every token by its value, or the first problem ("" when
+// none), naming the entry: 'tokens[2].role: "admin" is not operator, viewer or reporter'.
+// Tokens are 16..1024 printable ASCII characters without spaces, each listed once; a
+// reporter's run_id is required; the list may not be empty (an empty one would turn
+// authentication off). Pure: no I/O, never throws (but std::bad_alloc), whatever `text` is.
+struct ParsedTokens {
+  std::map<std::string, Grant> grants;
+  std::string error;
+};
+ParsedTokens ParseTokens(const std::string& text);
+
 class Auth {
  public:
   Auth() = default;  // disabled: every call allowed
-  // Throws std::runtime_error naming the file and the entry that is wrong.
+  // Reads and parses the tokens file (ParseTokens), at start-up. Throws std::runtime_error
+  // "tokens file PATH: ..." naming the entry that is wrong or why the file cannot be read.
   static Auth Load(const std::string& path);
 
   bool enabled() const { return !tokens_.empty(); }
@@ -39,10 +56,6 @@ class Auth {
   grpc::Status CheckToken(const std::string& token, Role need, const std::string& run_id = "") const;
 
  private:
-  struct Grant {
-    Role role = Role::kViewer;
-    std::string run_id;  // reporter tokens only
-  };
   std::map<std::string, Grant> tokens_;
   JobTokens job_tokens_;
 };

@@ -17,6 +17,7 @@ grpc::Status StatusOf(const std::exception& e) {
       case jobs::JobError::Code::kAlreadyExists: return {grpc::StatusCode::ALREADY_EXISTS, e.what()};
       case jobs::JobError::Code::kNotFound: return {grpc::StatusCode::NOT_FOUND, e.what()};
       case jobs::JobError::Code::kUnavailable: return {grpc::StatusCode::FAILED_PRECONDITION, e.what()};
+      case jobs::JobError::Code::kResourceExhausted: return {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()};
     }
   }
   return {grpc::StatusCode::INTERNAL, e.what()};

@@ -119,6 +119,7 @@ struct Server::Impl {
     o.trainer = config.trainer;
     o.datasets_dir = config.datasets_dir;
     o.max_running = config.max_jobs;
+    o.max_queued = config.max_queued_jobs;
     o.default_grace_ms = config.stop_grace_ms;
     o.reporter_tokens = tokens;
     o.now_ms = [&clock] { return clock.NowMillis(); };

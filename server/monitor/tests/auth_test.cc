@@ -231,5 +231,60 @@ TEST(AuthFile, names_the_entry_that_is_wrong) {
   EXPECT_THROW(Auth::Load(path.string()), std::runtime_error);  // a reporter needs its run_id
 }
 
+TEST(AuthFile, parses_each_role_and_a_reporters_run) {
+  ParsedTokens parsed = ParseTokens(R"({"tokens": [
+      {"token": "operator-token-0123456789", "role": "operator"},
+      {"token": "viewer-token-0123456789", "role": "viewer", "run_id": "ignored"},
+      {"token": "reporter-token-0123456789", "role": "reporter", "run_id": "mine"}]})");
+  ASSERT_EQ(parsed.error, "");
+  ASSERT_EQ(parsed.grants.size(), 3u);
+  EXPECT_EQ(parsed.grants["operator-token-0123456789"].role, Role::kOperator);
+  EXPECT_EQ(parsed.grants["viewer-token-0123456789"].role, Role::kViewer);
+  EXPECT_EQ(parsed.grants["reporter-token-0123456789"].run_id, "mine");
+}
+
+TEST(AuthFile, names_what_is_wrong_instead_of_throwing) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"", "expected {\"tokens\": [{\"token\": ..., \"role\": ...}]}"},
+      {R"({"tokens": []})", "tokens: the list is empty; it would turn authentication off"},
+      {R"({"tokens": [7]})", "tokens[0]: expected an object {\"token\": ..., \"role\": ...}"},
+      {R"({"tokens": [{"token": 12345678901234567890, "role": "viewer"}]})",
+       "tokens[0].token: a string of 16 to 1024 characters is required"},
+      {R"({"tokens": [{"token": "viewer token 0123456789", "role": "viewer"}]})",
+       "tokens[0].token: only printable ASCII without spaces (it travels in a header)"},
+      {R"({"tokens": [{"token": "viewer-token-0123456789", "role": 5}]})",
+       "tokens[0].role: \"\" is not operator, viewer or reporter"},
+      {R"({"tokens": [{"token": "reporter-token-0123456789", "role": "reporter", "run_id": 7}]})",
+       "tokens[0].run_id: a reporter token is scoped to one run"},
+      {R"({"tokens": [{"token": "viewer-token-0123456789", "role": "viewer"},
+                      {"token": "viewer-token-0123456789", "role": "operator"}]})",
+       "tokens[1].token: listed twice"},
+  };
+  for (const auto& [text, error] : cases) {
+    ParsedTokens parsed = ParseTokens(text);
+    EXPECT_EQ(parsed.error, error) << text;
+    EXPECT_TRUE(parsed.grants.empty()) << text;
+  }
+}
+
+TEST(AuthFile, load_names_the_file_and_the_reason) {
+  auto path = std::filesystem::temp_directory_path() / ("gradwatch-tokens-load-" + std::to_string(::getpid()));
+  std::filesystem::remove(path);
+  try {
+    Auth::Load(path.string());
+    FAIL() << "loaded a missing file";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()), "tokens file " + path.string() + ": cannot read: No such file or directory");
+  }
+  std::ofstream(path) << R"({"tokens": []})";
+  try {
+    Auth::Load(path.string());
+    FAIL() << "an empty list turned authentication off";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()), "tokens file " + path.string() + ": tokens: the list is empty; it would turn authentication off");
+  }
+  std::filesystem::remove(path);
+}
+
 }  // namespace
 }  // namespace gradwatch::monitor

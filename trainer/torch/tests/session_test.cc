@@ -3,9 +3,13 @@
 #include "gradwatch/torch/session.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <future>
 
 #include "gradwatch/torch/grad_stats.h"
@@ -53,6 +57,60 @@ TEST(GradStats, propagates_a_nan_gradient) {
   fc->forward(torch::ones({1, 2})).sum().backward();
   fc->weight.grad()[0][0] = std::nan("");
   EXPECT_TRUE(std::isnan(ComputeGradStats(fc->parameters()).global_norm));
+}
+
+// Checkpoint files (checkpoint_dir) are replaced atomically: whole, or not there at all.
+class CheckpointFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("gw-ckpt-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    options_.checkpoint_every = 1;
+    options_.checkpoint_dir = dir_.string();
+    options_.log = false;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::filesystem::path dir_;
+  SessionOptions options_;
+  torch::nn::Linear model_{4, 2};
+  torch::optim::SGD optimizer_{model_->parameters(), torch::optim::SGDOptions(0.1)};
+};
+
+TEST_F(CheckpointFiles, are_written_whole_and_load_back) {
+  Session session(*model_, optimizer_, options_);
+  std::vector<std::string> names;
+  for (const auto& f : std::filesystem::directory_iterator(dir_)) names.push_back(f.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-0.model.pt", "step-0.optim.pt"}));  // no temporaries
+  torch::nn::Linear loaded(4, 2);
+  torch::serialize::InputArchive in;
+  in.load_from((dir_ / "step-0.model.pt").string());
+  loaded->load(in);
+  EXPECT_TRUE(torch::equal(loaded->weight, model_->weight));
+}
+
+TEST_F(CheckpointFiles, a_failed_write_names_the_file_and_leaves_no_partial_one) {
+  // Files this process writes fail past 64 bytes (EFBIG), as on a full disk.
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{}, small{};
+  ::getrlimit(RLIMIT_FSIZE, &old);
+  small = old;
+  small.rlim_cur = 64;
+  ::setrlimit(RLIMIT_FSIZE, &small);
+  std::string error;
+  try {
+    Session session(*model_, optimizer_, options_);
+  } catch (const std::runtime_error& e) {
+    error = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ::signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(error.rfind("checkpoint: cannot write " + (dir_ / "step-0.model.pt").string(), 0), 0u) << error;
+  EXPECT_NE(error.find("File too large"), std::string::npos) << error;
+  EXPECT_TRUE(std::filesystem::is_empty(dir_)) << "a partial checkpoint was left behind";
 }
 
 // A monitor in-process and a tiny model stepping under a Session.

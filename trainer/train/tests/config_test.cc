@@ -166,6 +166,47 @@ TEST(TrainConfig, validate_names_each_problem) {
   }
 }
 
+TEST(TrainConfig, validate_refuses_values_past_the_documented_bounds) {
+  const auto real_data = [](TrainConfig& c) { c.data.dir = "/data/case"; };
+  const std::vector<Case> cases = {
+      {[](TrainConfig& c) { c.threads = 296; }, "threads: must be <= 256, got 296"},
+      {[](TrainConfig& c) { c.steps = 5'000'000'000; }, "steps: must be <= 1000000000, got 5000000000"},
+      {[&](TrainConfig& c) { real_data(c); c.batch = 65'537; }, "batch: must be <= 65536, got 65537"},
+      {[](TrainConfig& c) { c.eval_every = 4'294'967'296; }, "eval_every: must be <= 1000000000, got 4294967296"},
+      {[](TrainConfig& c) { c.checkpoint_every = 4'294'967'296; },
+       "checkpoint_every: must be <= 1000000000, got 4294967296"},
+      {[](TrainConfig& c) { c.lr_step_every = 2'000'000'000; }, "lr_step_every: must be <= 1000000000, got 2000000000"},
+      {[](TrainConfig& c) { c.data.synthetic.size = 16'384; }, "data.size: must be <= 8192, got 16384"},
+      {[](TrainConfig& c) { c.data.synthetic.images = 2'000'000; }, "data.images: must be <= 1000000, got 2000000"},
+      {[](TrainConfig& c) { c.data.synthetic.channels = 4096; }, "data.channels: must be <= 1024, got 4096"},
+      {[](TrainConfig& c) { c.data.synthetic.images = 100'000; c.data.synthetic.size = 256; },
+       "data.images: 100000 images of 6+1 channels at 256x256 need 1025.39 GiB (x6 augmented); must be <= 32 GiB"},
+      {[](TrainConfig& c) { c.batch = 200; c.model.base = 256; c.data.synthetic.size = 1024; },
+       "batch: 200 items x model.base 256 channels at 1024x1024 need 200 GiB for the first level; must be <= 64 GiB"},
+      {[](TrainConfig& c) { c.steps = 1'000'000; c.checkpoint_every = 1; c.checkpoint_dir = "ck"; },
+       "checkpoint_every: 1 writes 1000000 checkpoints of 1000000 steps into checkpoint_dir; must be <= 100000"},
+      {[](TrainConfig& c) { c.faults.assign(1001, FaultConfig{"nan", 1, 1}); },
+       "faults: must hold <= 1000 faults, got 1001"},
+      {[](TrainConfig& c) { c.trace_csv.assign(5000, 'a'); }, "trace_csv: must be <= 4095 characters, got 5000"},
+  };
+  for (const Case& test : cases) {
+    TrainConfig c;
+    test.mutate(c);
+    EXPECT_EQ(Validate(c), std::vector<std::string>{test.message});
+  }
+}
+
+TEST(TrainConfig, validate_accepts_every_bound_itself) {
+  TrainConfig c;
+  c.data.dir = "/data/case";
+  c.threads = Limits::kThreads;
+  c.steps = Limits::kSteps;
+  c.batch = Limits::kBatch;
+  c.eval_every = c.log_every = c.checkpoint_every = c.lr_step_every = Limits::kSteps;
+  c.faults.assign(Limits::kFaults, FaultConfig{"nan", 1, 1});
+  EXPECT_EQ(Validate(c), std::vector<std::string>{});
+}
+
 TEST(TrainConfig, validate_reports_every_problem_at_once) {
   TrainConfig c;
   c.lr = -1;

@@ -1,16 +1,20 @@
-// The jobs a monitor launched: a queue with a limit on how many run at once, each job
-// in its own folder <dir>/<run_id>/ holding
+// The jobs a monitor launched: a queue (at most max_queued waiting) with a limit on how
+// many run at once, each job in its own folder <dir>/<run_id>/ holding
 //   config.json   the validated trainer config (launch_config.h)
 //   train.log     the trainer's stdout and stderr
-//   job.json      the job's record, replaced atomically on every change
+//   job.json      the job's record, replaced atomically and durably on every change
 //   summary.json  written by the trainer when it finishes
+//   out/          everything else the job writes (trace, spool, checkpoints); its working
+//                 folder. The monitor writes nothing there and the config names nothing else.
 // A job's id is its run id. States: queued -> running -> succeeded | failed | stopped, or
 // lost when it ended while no monitor watched and left no sign of how.
 //
 // A restarted monitor reads every job.json back. Jobs keep running while the monitor is
 // down (they lead their own sessions); a job still running is adopted and followed to its
 // end; one that ended meanwhile is judged by what it left: summary.json means it
-// succeeded, a "gradwatch-train: ..." error as the log's last line that it failed.
+// succeeded, a "gradwatch-train: ..." error as the log's last line that it failed. A
+// record that cannot be read or parsed costs that job only: it is moved aside to
+// job.json.corrupt, logged with its path, and the job is listed as lost with the reason.
 //
 // Time is injected (`now_ms`); Tick() does all the polling, so tests drive it by hand.
 // Thread-safe.
@@ -37,16 +41,21 @@ struct JobsOptions {
   std::string monitor_address;   // host:port launched trainers report to; may be set later
   std::string datasets_dir;      // data.dir resolves below this; "" = synthetic data only
   size_t max_running = 2;        // jobs running at once; the rest wait, queued
+  size_t max_queued = 64;        // jobs waiting at once; past it Launch is refused (kResourceExhausted)
+  int max_threads = 0;           // a job's `threads` at most; 0 = 2 x this host's CPUs, <= 256
   int64_t default_grace_ms = 10'000;  // stop: SIGTERM, then SIGKILL after this long
   bool reporter_tokens = false;  // give each job its own reporter token (GRADWATCH_TOKEN)
   std::vector<std::string> env;  // the jobs' environment, KEY=VALUE (GRADWATCH_TOKEN is set per job)
   std::function<int64_t()> now_ms;  // Unix milliseconds
+  // Where problems the caller cannot be told of go (a record moved aside, a record that
+  // could not be saved during Tick); one line each, no newline. Default: stderr.
+  std::function<void(const std::string&)> log;
 };
 
 // A launch refused for a reason other than a bad config (see InvalidLaunch).
 class JobError : public std::runtime_error {
  public:
-  enum class Code { kAlreadyExists, kNotFound, kUnavailable };
+  enum class Code { kAlreadyExists, kNotFound, kUnavailable, kResourceExhausted };
   JobError(Code code, const std::string& message) : std::runtime_error(message), code_(code) {}
   Code code() const { return code_; }
 
@@ -56,15 +65,17 @@ class JobError : public std::runtime_error {
 
 class Jobs {
  public:
-  // Reads back every job under options.dir. Throws std::runtime_error naming a file that
-  // cannot be read or a folder that cannot be created.
+  // Reads back every job under options.dir (a bad record is quarantined, see above). Throws
+  // std::runtime_error naming a folder that cannot be created or listed.
   Jobs(JobsOptions options, Launcher& launcher);
   ~Jobs();
   Jobs(const Jobs&) = delete;
   Jobs& operator=(const Jobs&) = delete;
 
   // Validates the config, writes the job's folder and queues it (starting it at once when
-  // a slot is free). Throws InvalidLaunch or JobError (kAlreadyExists, kUnavailable).
+  // a slot is free). Throws InvalidLaunch, JobError (kAlreadyExists, kUnavailable,
+  // kResourceExhausted when max_queued jobs wait already) or std::runtime_error when the
+  // job's folder cannot be written (then nothing of it is left).
   // `run_exists` says whether a run of that id is already known elsewhere (the hub).
   v1::Job Launch(const std::string& config_json, const std::string& run_id,
                  const std::function<bool(const std::string&)>& run_exists = nullptr);
@@ -88,8 +99,11 @@ class Jobs {
   void StartLocked(Entry& e);
   void StartQueuedLocked();  // oldest first, while fewer than max_running run
   void EndLocked(Entry& e, const ExitStatus& status);
-  void SaveLocked(const Entry& e) const;
+  void SaveLocked(const Entry& e) const;       // throws std::runtime_error
+  void SaveOrLogLocked(const Entry& e) const;  // where no caller can be told
+  v1::Job LaunchLocked(const std::string& id, const std::string& config_json);
   void Load();
+  void Quarantine(const std::string& folder, const std::string& reason);
   std::string NewId();
 
   JobsOptions options_;

@@ -5,14 +5,23 @@
 //   - unknown fields (a "program", "command" or "args") are refused by the trainer's schema;
 //   - run_id matches [A-Za-z0-9._-]{1,64};
 //   - monitor / no_monitor are the monitor's to set: a launched job reports here;
-//   - checkpoint_dir, trace_csv and spool are relative paths of [A-Za-z0-9._/-] with no ".."
-//     and are resolved inside the job's folder; summary_json is the launcher's own;
+//   - checkpoint_dir, trace_csv and spool are relative paths of [A-Za-z0-9._/-] with no "..",
+//     at most 255 characters, resolved inside the job's output folder <job_dir>/out/ (also
+//     the trainer's working folder), which the monitor itself never writes: a job cannot
+//     name or reach job.json, config.json, train.log or summary.json. Still refused: a path
+//     that names the output folder itself, holds a reserved name (those four, job.json.*),
+//     or collides with another output (the same path, or one inside the other);
+//     summary_json is the launcher's own (<job_dir>/summary.json);
 //   - data.dir is such a relative path under the monitor's datasets folder, and only when
-//     the monitor has one.
+//     the monitor has one;
+//   - the document is at most kMaxLaunchConfigBytes; every number is bounded by the trainer's
+//     own Validate (train::Limits in trainer/train/config.h), and threads also by the host
+//     (LaunchContext::max_threads).
 // No string is ever handed to a shell; these rules keep a config from naming anything
 // outside what the operator of the monitor chose.
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -30,17 +39,25 @@ class InvalidLaunch : public std::invalid_argument {
   std::string field_;
 };
 
+// A launch config larger than this is refused whole (a real one is under 2 KiB).
+constexpr size_t kMaxLaunchConfigBytes = 64 * 1024;
+
 struct LaunchContext {
-  std::string job_dir;          // absolute; the job's folder, where its files go
+  std::string job_dir;          // absolute; the job's folder (the monitor's files)
   std::string monitor_address;  // host:port the trainer reports to
   std::string datasets_dir;     // absolute, or "" = synthetic data only
+  int max_threads = 0;          // threads above this are refused; 0 = the trainer's own bound
 };
+
+// <job_dir>/out: where every path a launch config may set is resolved, and where the job runs.
+std::string OutputDir(const std::string& job_dir);
 
 // Checks `config_json` (and `run_id`, the request's, which wins when both are given and
 // must then agree) and returns the complete config to write into the job's folder, with
-// run_id, monitor, summary_json, spool (default <job_dir>/spool.gwspool) and every path
+// run_id, monitor, summary_json, spool (default <job_dir>/out/spool.gwspool) and every path
 // made absolute. Throws InvalidLaunch on the first problem, or with every problem the
-// trainer's Validate found, joined by "; ".
+// trainer's Validate found, joined by "; "; nothing else (but std::bad_alloc), whatever
+// the bytes of `config_json` and `run_id`.
 std::string PrepareLaunchConfig(const std::string& config_json, const std::string& run_id,
                                 const LaunchContext& context);
 

@@ -41,6 +41,7 @@ struct ServerConfig {
   std::string trainer;                   // the program jobs run; "" = launching is refused
   std::string datasets_dir;              // a launch's data.dir resolves below this; "" = synthetic only
   size_t max_jobs = 2;                   // jobs running at once
+  size_t max_queued_jobs = 64;           // jobs waiting at once; past it Launch is RESOURCE_EXHAUSTED
   int64_t stop_grace_ms = 10'000;        // a stopped job is killed after this long
 };
 
