@@ -1,6 +1,7 @@
 // gradwatchd: the gradwatch monitor. Parses flags and runs the server.
 #include <CLI/CLI.hpp>
 
+#include "gradwatch/common/version.h"
 #include "gradwatch/monitor/server.h"
 
 int main(int argc, char** argv) {
@@ -10,6 +11,7 @@ int main(int argc, char** argv) {
       "Receives training telemetry over gRPC, detects gradient explosions, non-finite values,\n"
       "divergence and collapse, acts on the run (clipping, learning rate, skip, rollback, stop),\n"
       "keeps a durable record and exports Prometheus metrics."};
+  app.set_version_flag("--version", std::string("gradwatchd ") + gradwatch::Version());
   app.add_option("--listen", config.listen, "gRPC address (host:port; port 0 picks a free one)")
       ->capture_default_str();
   app.add_option("--metrics-listen", config.metrics_listen, "HTTP address for /metrics, the Alertmanager webhook and the live pages; \"\" for none")

@@ -39,8 +39,7 @@ struct Failure {
   std::string message;
 };
 
-
-
+// Numbers in text output: 4 significant digits.
 inline std::string Num(double v) { return FormatNumber(v, 4); }
 
 class Client {
@@ -101,8 +100,5 @@ class Client {
   std::unique_ptr<v1::Runs::Stub> stub_;
   std::unique_ptr<v1::Jobs::Stub> jobs_;
 };
-
-// A run's events: a table, or one JSON object per line with --json.
-void PrintEvents(const v1::ListEventsResponse& resp, const Globals& g, std::ostream& out);
 
 }  // namespace gradwatch::cli

@@ -1,26 +1,22 @@
-// `gradwatch replay`: a recorded trace (gradwatch CSV or Keras CSVLogger) through the
-// detectors here or as a new run in the monitor, or a trainer's spool delivered.
+// `gradwatch replay`: a recorded trace (gradwatch CSV or Keras CSVLogger) or a trainer's
+// spool, through the detectors here (--offline) or delivered to the monitor as a run.
 #pragma once
 
 #include <map>
-#include <ostream>
 #include <string>
 #include <vector>
 
-#include "client.h"
+#include "gradwatch/detect/replay.h"
+#include "gradwatch/v1/telemetry.pb.h"
+#include "verbs.h"
 
 namespace gradwatch::cli {
-
-struct ReplayOptions {
-  std::string file, format = "auto", run_id;
-  bool offline = false;
-  double loss_bound = 0;
-  std::vector<std::string> thresholds;  // key=value
-};
 
 // NAME=NUMBER overrides (detector thresholds, policy); throws Failure naming the bad one.
 std::map<std::string, double> ParseThresholds(const std::vector<std::string>& items);
 
-int Replay(const ReplayOptions& o, const Globals& g, std::ostream& out, std::ostream& err);
+// A spool's steps as detector records, each with the evaluation reported after it (an
+// evaluation before the first step is dropped).
+std::vector<detect::ReplayRecord> SpoolRecords(const std::vector<v1::TrainerMessage>& messages);
 
 }  // namespace gradwatch::cli

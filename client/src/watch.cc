@@ -1,10 +1,8 @@
+// The watch verb: FollowRun and its view.
 #include "watch.h"
-
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <iostream>
 #include <sstream>
 #include <vector>
 
@@ -21,7 +19,8 @@ class WatchView {
  public:
   WatchView(std::ostream& out, bool tty) : out_(out), tty_(tty) {}
 
-  void Update(const v1::RunUpdate& u) {
+  // Takes in an update; on a terminal, redraws unless `redraw` is false (Close draws).
+  void Update(const v1::RunUpdate& u, bool redraw = true) {
     if (u.has_run()) {
       run_ = u.run();
       if (!tty_) out_ << "run " << run_.run_id() << " " << v1::StateName(run_.state()) << "\n";
@@ -29,7 +28,7 @@ class WatchView {
       last_ = u.step();
       norms_.push_back(last_.grad_norm());
       if (norms_.size() > 40) norms_.erase(norms_.begin());
-      if (!tty_ && last_.step() % 25 == 0) out_ << StepLine() << "\n";
+      if (!tty_ && last_.step() % 25 == 0) PrintStepLine();
     } else if (u.has_event()) {
       Remember("step " + std::to_string(u.event().step()) + "  " +
                (u.event().severity() == v1::SEVERITY_CRITICAL ? "critical " : "warning ") + u.event().kind() +
@@ -39,11 +38,27 @@ class WatchView {
       Remember(c.command().id() + "  " + v1::ActionName(c.command()) + " by " + c.command().issued_by() +
                (c.has_ack() ? ", applied at step " + std::to_string(c.ack().applied_at_step()) : ", sent"));
     }
-    if (tty_) Draw();
+    if (tty_ && redraw) Draw();
+    out_.flush();
+  }
+
+  // The stream ended: the view as it ended; plain lines end with the last step, whatever
+  // its number.
+  void Close() {
+    if (tty_) {
+      if (!run_.run_id().empty()) Draw();  // else nothing arrived (no such run yet)
+    } else if (last_.step() != 0 && printed_step_ != last_.step()) {
+      PrintStepLine();
+    }
     out_.flush();
   }
 
  private:
+  void PrintStepLine() {
+    out_ << StepLine() << "\n";
+    printed_step_ = last_.step();
+  }
+
   void Remember(const std::string& text) {
     std::string line = Printable(text);  // event messages and layer names come from the run
     recent_.push_back(line);
@@ -103,7 +118,42 @@ class WatchView {
   v1::StepReport last_;
   std::vector<double> norms_;
   std::vector<std::string> recent_;
+  uint64_t printed_step_ = 0;
 };
+
+// A run that ended before the watch began: its events and its last step, as updates
+// (FollowRun's Close shows them).
+void ShowEnded(Client& c, const v1::Run& run, WatchView& view) {
+  v1::RunUpdate update;
+  v1::ListEventsRequest events;
+  events.set_run_id(run.run_id());
+  auto listed = c.Call<v1::ListEventsRequest, v1::ListEventsResponse>(&v1::Runs::Stub::ListEvents, events, "watch");
+  for (const auto& e : listed.events()) {
+    *update.mutable_event() = e;
+    view.Update(update, /*redraw=*/false);
+  }
+  if (run.last_step() == 0) return;
+  v1::ListStepsRequest steps;
+  steps.set_run_id(run.run_id());
+  steps.set_after_step(run.last_step() - 1);
+  steps.set_limit(1);
+  auto last = c.Call<v1::ListStepsRequest, v1::ListStepsResponse>(&v1::Runs::Stub::ListSteps, steps, "watch");
+  for (const auto& s : last.steps()) {
+    *update.mutable_step() = s;
+    view.Update(update, /*redraw=*/false);
+  }
+}
+
+bool Ended(v1::RunState state) {
+  return state == v1::RUN_STATE_FINISHED || state == v1::RUN_STATE_STOPPED || state == v1::RUN_STATE_FAILED;
+}
+
+int Watch(Context& ctx, const std::string& run_id) {
+  Followed f = FollowRun(ctx.client(), run_id, *ctx.g.view_out, ctx.g.view_out_tty);
+  if (!f.status.ok()) throw Failure{"watch: " + ctx.client().Explain(f.status)};
+  ctx.err << "gradwatch: run " << run_id << " ended: " << v1::StateName(f.state) << "\n";
+  return f.state == v1::RUN_STATE_FAILED ? 1 : 0;
+}
 
 }  // namespace
 
@@ -115,21 +165,30 @@ Followed FollowRun(Client& c, const std::string& run_id, std::ostream& out, bool
   auto reader = c.stub().WatchRun(&ctx, req);
   WatchView view(out, tty);
   Followed f;
+  v1::Run snapshot;
+  bool live = false;  // anything but state snapshots arrived
   v1::RunUpdate update;
   while (reader->Read(&update)) {
     f.updates = true;
-    if (update.has_run()) f.state = update.run().state();
+    if (update.has_run()) {
+      f.state = update.run().state();
+      snapshot = update.run();
+    } else {
+      live = true;
+    }
     view.Update(update);
   }
   f.status = reader->Finish();
+  if (f.status.ok() && !live && Ended(f.state)) ShowEnded(c, snapshot, view);
+  view.Close();
   return f;
 }
 
-int Watch(Client& c, const Globals& g, const std::string& run_id, std::ostream& err) {
-  Followed f = FollowRun(c, run_id, *g.view_out, g.view_out_tty);
-  if (!f.status.ok()) throw Failure{"watch: " + c.Explain(f.status)};
-  err << "gradwatch: run " << run_id << " ended: " << v1::StateName(f.state) << "\n";
-  return f.state == v1::RUN_STATE_FAILED ? 1 : 0;
+void AddWatchVerb(Verbs& verbs) {
+  auto run_id = std::make_shared<std::string>();
+  verbs.Add("watch", "follow a run live until it ends (a view on a terminal, lines otherwise)",
+            [run_id](Context& c) { return Watch(c, *run_id); })
+      ->add_option("RUN", *run_id, "run id")->required();
 }
 
 }  // namespace gradwatch::cli

@@ -5,7 +5,7 @@
 #include <ostream>
 #include <string>
 
-#include "client.h"
+#include "verbs.h"
 
 namespace gradwatch::cli {
 
@@ -15,10 +15,9 @@ struct Followed {
   bool updates = false;       // whether any update arrived
 };
 
-// Shows `run_id`'s updates on `out` until the run ends or the stream fails.
+// Shows `run_id`'s updates on `out` until the run ends or the stream fails. A run that had
+// already ended (the stream holds only its state) is shown as it ended: its last step and
+// its events, read from the store.
 Followed FollowRun(Client& c, const std::string& run_id, std::ostream& out, bool tty);
-
-// The `watch` verb: FollowRun on stdout; exit code 1 when the run failed.
-int Watch(Client& c, const Globals& g, const std::string& run_id, std::ostream& err);
 
 }  // namespace gradwatch::cli

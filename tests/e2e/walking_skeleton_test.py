@@ -1,9 +1,11 @@
 """Trainer -> monitor -> /metrics -> CLI, end to end, with real processes on loopback.
 
 gradwatch-train runs 50 steps against gradwatchd on 127.0.0.1:0; the scrape counts 50
-steps for the run and passes `promtool check metrics`; `gradwatch runs` lists the run.
+steps for the run and passes `promtool check metrics`; `gradwatch runs` lists the run and
+`gradwatch watch` shows where the finished run ended. Every binary answers --version.
 """
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +49,25 @@ def main():
         assert runs["skeleton"]["state"] == "finished", runs["skeleton"]
         table = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "runs"]).stdout
         assert "skeleton" in table and "finished" in table, table
+        # Watching the finished run shows where it ended, not step 0.
+        watched = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "watch", "skeleton"], timeout=30)
+        assert watched.stdout.startswith("run skeleton finished\n"), watched.stdout
+        assert re.search(r"\nstep 50  loss [0-9.e-]+  jaccard [0-9]", watched.stdout), watched.stdout
+        print("watch of the finished run: " + watched.stdout.splitlines()[-1])
     print("walking skeleton: 50 steps counted, promtool clean, run listed")
+    versions()
+
+
+def versions():
+    """Every binary says the project's one version; a usage error exits 2 with its name."""
+    said = {name: gwtest.run([gwtest.BIN / name, "--version"], timeout=30).stdout.strip()
+            for name in ("gradwatch", "gradwatchd", "gradwatch-train")}
+    version = said["gradwatch"].split()[-1]
+    assert said == {name: f"{name} {version}" for name in said}, said
+    typo = gwtest.run([gwtest.BIN / "gradwatch", "wacth", "r"], check=False, timeout=30)
+    assert typo.returncode == 2 and typo.stderr.startswith('gradwatch: unknown verb "wacth"; did you mean "watch"?'), \
+        typo
+    print(f"--version: {said}; a mistyped verb exits 2 with a suggestion")
 
 
 if __name__ == "__main__":

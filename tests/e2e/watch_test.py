@@ -1,5 +1,6 @@
 """`gradwatch watch` in a real terminal (tmux): during a live run the screen shows the step
-advancing and, once the scenario's explosion hits, the event; piped, it prints lines.
+advancing and, once the scenario's explosion hits, the event; piped, it prints lines, and a
+run that has already ended shows its events and last step.
 """
 import shutil
 import subprocess
@@ -60,8 +61,10 @@ def main():
         piped = gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "watch", "watched"], timeout=60,
                            check=False)
         assert "\033[" not in piped.stdout and piped.stdout.startswith("run watched "), piped.stdout[:2000]
+        # The run had ended before this watch: its events and last step come from the store.
+        assert "critical" in piped.stdout and "\nstep " in piped.stdout, piped.stdout[:2000]
         assert piped.returncode == 1 and "ended: failed" in piped.stderr, (piped.returncode, piped.stderr)
-    print("piped: plain lines; a failed run exits 1")
+    print("piped: plain lines, the ended run's events and last step; a failed run exits 1")
 
 
 if __name__ == "__main__":

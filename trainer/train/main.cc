@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "gradwatch/common/file.h"
+#include "gradwatch/common/version.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
       "gradwatch-train — U-Net segmentation on 6-channel images with the Jaccard loss, streaming\n"
       "every step to gradwatchd. `--scenario seed` reproduces the run that exploded and collapsed.\n"
       "Flags override --config; see `--print-config` for every field and its default."};
+  app.set_version_flag("--version", std::string("gradwatch-train ") + gradwatch::Version());
   std::string config_path;
   app.add_option("--config", config_path, "JSON config file")->check(CLI::ExistingFile);
   bool print_config = false;

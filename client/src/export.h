@@ -1,0 +1,32 @@
+// `gradwatch export`: every stored step of a run (and, in JSON Lines, its evaluations),
+// written by a StepWriter: CSV (a header row, then one row per step) or JSON Lines.
+#pragma once
+
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "client.h"
+
+namespace gradwatch::cli {
+
+// Numbers as written: the shortest text that reads back to the same double ("0.1",
+// "2.0000000000000001e-21"), "nan", "inf", "-inf".
+std::string RoundTrip(double v);
+
+class StepWriter {
+ public:
+  virtual ~StepWriter() = default;
+  virtual void Begin() = 0;  // once, before the first step
+  virtual void Step(const v1::StepReport& step) = 0;
+  virtual void Eval(const v1::EvalReport& eval) = 0;  // after every step
+};
+
+// "csv" or "jsonl" (the flag's check allows no other).
+std::unique_ptr<StepWriter> MakeStepWriter(const std::string& format, std::ostream& out);
+
+// Pages through the run's steps and writes them, then its evaluations. The first page is
+// fetched before anything is written, so an unknown run fails with no output.
+void Export(Client& c, const std::string& run_id, StepWriter& writer);
+
+}  // namespace gradwatch::cli
