@@ -18,6 +18,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--chartjs", config.chartjs,
                  "Chart.js file for the live pages (default: Debian's /usr/share/javascript/chart.js/chart.min.js)");
+  app.add_option("--metrics-tls-cert", config.metrics_tls_cert,
+                 "PEM certificate chain for TLS (https) on the --metrics-listen port (with --metrics-tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--metrics-tls-key", config.metrics_tls_key, "PEM private key of --metrics-tls-cert")
+      ->check(CLI::ExistingFile);
+  app.add_option("--http-threads", config.http_threads,
+                 "HTTP requests served at once on the --metrics-listen port; more wait in a queue")
+      ->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--data-dir", config.data_dir, "folder for the store (gradwatch.db)")->capture_default_str();
   app.add_option("--ports-file", config.ports_file,
                  "write the bound ports here as JSON {\"grpc_port\":N,\"metrics_port\":M}");

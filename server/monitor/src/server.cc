@@ -62,6 +62,10 @@ struct Server::Impl {
       ho.listen = config.metrics_listen;
       ho.auth = &auth;
       if (!config.chartjs.empty()) ho.chartjs = config.chartjs;
+      ho.threads = config.http_threads;
+      ho.tls_cert = config.metrics_tls_cert;
+      ho.tls_key = config.metrics_tls_key;
+      ho.scratch_dir = config.data_dir;  // holds the key file civetweb reads (mode 0600)
       http = std::make_unique<HttpServer>(ho, exporter->registry(), *hub, *store);
     }
     telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams, auth);

@@ -18,6 +18,9 @@ struct ServerConfig {
   // free one; "" = no HTTP server.
   std::string metrics_listen = "127.0.0.1:9464";
   std::string chartjs;  // Chart.js file for the live pages; "" = Debian's libjs-chart.js
+  // TLS (https) on the HTTP port: PEM certificate chain and key, both or neither ("" = plain).
+  std::string metrics_tls_cert, metrics_tls_key;
+  int http_threads = 64;  // HTTP requests served at once; more wait in civetweb's queue
   std::string data_dir = "gradwatch-data";        // holds gradwatch.db
   std::string ports_file;                         // when set, the bound ports are written here as JSON
   HubOptions hub;
