@@ -103,6 +103,13 @@ torchmon::EvalRecord Evaluate(UNet& model, const Dataset& val, int64_t step, tor
 
 void InjectFaults(const std::vector<FaultConfig>& faults, int64_t step0, UNet& model) {
   for (const auto& f : faults) {
+    if (f.kind == "grad_ascent" && step0 >= f.step) {
+      for (auto& p : model->parameters()) {
+        if (p.grad().defined()) p.grad().mul_(-f.factor);
+      }
+      if (step0 == f.step) std::cerr << "gradwatch-train: step " << step0 + 1 << ": gradient ascent x" << f.factor << " from here on\n";
+      continue;
+    }
     if (f.step != step0) continue;
     if (f.kind == "grad_spike") {
       for (auto& p : model->parameters()) {
@@ -135,15 +142,17 @@ class TraceWriter {
     if (path.empty()) return;
     out_.open(path);
     if (!out_) throw std::runtime_error("trace_csv: cannot write " + path + ": " + std::strerror(errno));
-    out_ << "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,val_loss,val_jaccard_soft,"
-            "val_jaccard_hard,val_accuracy\n";
+    out_ << "step,epoch,loss,lr,grad_norm,update_ratio,jaccard_soft,jaccard_hard,accuracy,val_loss,"
+            "val_jaccard_soft,val_jaccard_hard,val_accuracy\n";
     out_.precision(9);
   }
-  void Step(int64_t step, int epoch, double loss, double lr, double norm, const SegMetrics& m,
-            const torchmon::EvalRecord* eval) {
+  // update_ratio: NaN (a skipped update) is written as an empty cell, "not reported".
+  void Step(int64_t step, int epoch, double loss, double lr, double norm, double update_ratio,
+            const SegMetrics& m, const torchmon::EvalRecord* eval) {
     if (!out_.is_open()) return;
-    out_ << step << "," << epoch << "," << loss << "," << lr << "," << norm << "," << m.jaccard_soft << ","
-         << m.jaccard_hard << "," << m.accuracy;
+    out_ << step << "," << epoch << "," << loss << "," << lr << "," << norm << ",";
+    if (!std::isnan(update_ratio)) out_ << update_ratio;
+    out_ << "," << m.jaccard_soft << "," << m.jaccard_hard << "," << m.accuracy;
     if (eval) {
       out_ << "," << eval->loss << "," << eval->jaccard_soft << "," << eval->jaccard_hard << "," << eval->accuracy;
     } else {
@@ -270,7 +279,7 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
       RecordEval(*eval, gw, summary);
     }
     trace.Step(step, sampler.epoch(), loss_v, ScheduledLr(config, step0) * LrFault(faults, step0) * gw.lr_scale(),
-               gw.last_grad_norm(), m, eval ? &*eval : nullptr);
+               gw.last_grad_norm(), gw.last_update_ratio(), m, eval ? &*eval : nullptr);
     if (config.log_every > 0 && step % config.log_every == 0) {
       const std::string refused = gw.refused();  // a refused run is unguarded: every line says so
       std::fprintf(stderr, "step %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s%s\n",
@@ -290,6 +299,7 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
   summary.final_grad_norm = MeanOfLast(norms, 10);
   summary.collapsed = summary.final_train_loss >= 0.99 && summary.val_jaccard_hard <= 0.01;
   summary.updates_skipped = gw.updates_skipped();
+  summary.updates_vetoed = gw.updates_vetoed();
   summary.gate_timeouts = gw.gate_timeouts();
   summary.monitor_refused = gw.refused();
   for (const auto& c : gw.applied_commands()) summary.commands.push_back({c.id, c.action, c.detail, c.step, c.applied});
@@ -316,6 +326,7 @@ std::string SummaryJson(const TrainSummary& s) {
                       {"stopped_by_command", s.stopped_by_command},
                       {"stopped_by_signal", s.stopped_by_signal},
                       {"updates_skipped", s.updates_skipped},
+                      {"updates_vetoed", s.updates_vetoed},
                       {"gate_timeouts", s.gate_timeouts},
                       {"monitor_refused", s.monitor_refused},
                       {"seconds", s.seconds},

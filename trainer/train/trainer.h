@@ -29,6 +29,7 @@ struct TrainSummary {
   bool stopped_by_command = false;
   int stopped_by_signal = 0;       // the signal (SIGTERM, SIGINT) that ended training early, or 0
   uint64_t updates_skipped = 0;
+  uint64_t updates_vetoed = 0;     // gated verdicts that changed an update (skip, clip, lower LR)
   uint64_t gate_timeouts = 0;
   std::string monitor_refused;     // why the monitor refused the run at the end, "" = it was not
   double seconds = 0;

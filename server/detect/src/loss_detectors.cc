@@ -89,11 +89,15 @@ std::optional<Event> DivergenceDetector::OnLoss(uint64_t step, double loss) {
   double floor = t_.div_floor * std::fabs(initial_);
   min_ = std::fmin(min_, s);
   above_ = s > min_ + std::fmax(t_.div_margin * std::fabs(min_), floor) ? above_ + 1 : 0;
-  Trend trend = Fit();
+  // The full window, and its second half with a stricter threshold: a steep rise is seen sooner.
+  Trend trend = Fit(logs_.size());
+  Trend recent = Fit(logs_.size() / 2);
+  if (recent.t >= t_.div_trend_short_t && trend.t < t_.div_trend_t) trend = recent;
   double m5 = Median5();
   bool persistent = above_ >= t_.div_window;
   bool doubled = level > 0 && m5 >= t_.div_double * level && m5 - level >= floor;
-  bool rising = trend.t >= t_.div_trend_t && trend.rate >= t_.div_trend_min_rate && trend.rise >= floor;
+  bool rising = (trend.t >= t_.div_trend_t || recent.t >= t_.div_trend_short_t) &&
+                trend.rate >= t_.div_trend_min_rate && trend.rise >= floor;
   // Hysteresis: an episode holds while the trend stays at half its significance, the loss above
   // its minimum, or the recent loss above the square root of the doubling.
   bool held = latch_.on() && (trend.t >= t_.div_trend_t / 2 || above_ > 0 ||
@@ -114,28 +118,29 @@ std::optional<Event> DivergenceDetector::OnLoss(uint64_t step, double loss) {
   return Make(step, severity, trend.rate,
               Format("loss is rising %.2f%% per step over the last %zu steps (%.1f standard errors; "
                      "smoothed loss %.3g, its minimum %.3g)",
-                     100 * trend.rate, logs_.size(), trend.t, s, min_));
+                     100 * trend.rate, trend.n, trend.t, s, min_));
 }
 
-// Least-squares line through the window's log losses against their index. Needs a full window.
-DivergenceDetector::Trend DivergenceDetector::Fit() const {
+// Least-squares line through the last n log losses against their index. Needs a full window.
+DivergenceDetector::Trend DivergenceDetector::Fit(size_t n) const {
   Trend out;
-  size_t n = logs_.size();
   if (!logs_.full() || n < 3) return out;
+  const size_t first = logs_.size() - n;
   double mx = (static_cast<double>(n) - 1) / 2, my = 0;
-  for (size_t i = 0; i < n; ++i) my += logs_[i];
+  for (size_t i = 0; i < n; ++i) my += logs_[first + i];
   my /= static_cast<double>(n);
   double sxx = 0, sxy = 0;
   for (size_t i = 0; i < n; ++i) {
     double dx = static_cast<double>(i) - mx;
     sxx += dx * dx;
-    sxy += dx * (logs_[i] - my);
+    sxy += dx * (logs_[first + i] - my);
   }
   double b = sxy / sxx, ssr = 0;
   for (size_t i = 0; i < n; ++i) {
-    double r = logs_[i] - my - b * (static_cast<double>(i) - mx);
+    double r = logs_[first + i] - my - b * (static_cast<double>(i) - mx);
     ssr += r * r;
   }
+  out.n = n;
   double se = std::sqrt(ssr / static_cast<double>(n - 2) / sxx);
   out.rate = std::expm1(b);
   out.t = se > 0 ? b / se : (b > 0 ? std::numeric_limits<double>::infinity() : 0);

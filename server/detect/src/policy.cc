@@ -65,16 +65,18 @@ std::string GuardConfig::Apply(const std::map<std::string, double>& overrides) {
       next.lr_scale = value;
     } else if (key == "release_after" && value >= 0 && value == std::floor(value) && value <= 1e9) {
       next.release_after = static_cast<int>(value);
+    } else if (key == "release_lr" && (value == 0 || value == 1)) {
+      next.release_lr = value == 1;
     } else if ((key == "clip_std" || key == "clip_cap" || key == "clip_default") && value > 0) {
       (key == "clip_std" ? next.clip_std : key == "clip_cap" ? next.clip_cap : next.clip_default) = value;
     } else if (key == "max_recoveries" || key == "lr_scale" || key == "clip_std" || key == "clip_cap" ||
-               key == "clip_default" || key == "release_after") {
+               key == "clip_default" || key == "release_after" || key == "release_lr") {
       return key + ": " + std::to_string(value) +
              " is out of range (max_recoveries, release_after: a whole number >= 0; lr_scale: (0, 1]; "
-             "clip_*: > 0)";
+             "clip_*: > 0; release_lr: 0 or 1)";
     } else {
       return "unknown policy key \"" + key +
-             "\", expected max_recoveries, lr_scale, clip_std, clip_cap, clip_default or release_after";
+             "\", expected max_recoveries, lr_scale, clip_std, clip_cap, clip_default, release_after or release_lr";
     }
   }
   *this = next;
@@ -108,7 +110,7 @@ std::vector<Action> GuardPolicy::OnNonFinite(const Event& e) {
   if (!Recover(e, &out) || mode_ == Mode::kGated) return out;
   std::string why = Format("non-finite values at step %llu", Ull(e.step));
   out.push_back({Kind::kRollback, 0, why + ": roll back to the last healthy checkpoint"});
-  out.push_back({Kind::kScaleLr, config_.lr_scale, why + ": lower the learning rate"});
+  LowerLr(why, &out);
   return out;
 }
 
@@ -128,7 +130,7 @@ std::vector<Action> GuardPolicy::OnCollapse(const Event& e, const HealthyStats& 
     out.push_back({Kind::kRollback, 0, why + ": roll back to the last healthy checkpoint"});
   }
   Clip(h, why + ": clip the gradient norm", &out);
-  out.push_back({Kind::kScaleLr, config_.lr_scale, why + ": lower the learning rate"});
+  LowerLr(why, &out);
   return out;
 }
 
@@ -150,16 +152,32 @@ void GuardPolicy::Clip(const HealthyStats& h, const std::string& why, std::vecto
   out->push_back({Kind::kClipNorm, ClipThreshold(h), why});
 }
 
+void GuardPolicy::LowerLr(const std::string& why, std::vector<Action>* out) {
+  lr_factor_ *= config_.lr_scale;
+  out->push_back({Kind::kScaleLr, config_.lr_scale, why + ": lower the learning rate"});
+}
+
+// After release_after quiet steps: the policy's clipping goes off, and its learning-rate cut is
+// undone if it was the run's only recovery (after a second one the lower rate is evidently needed).
 std::vector<Action> GuardPolicy::OnStep(uint64_t step, bool quiet) {
   quiet_steps_ = quiet ? quiet_steps_ + 1 : 0;
-  if (mode_ == Mode::kObserve || stopped_ || !policy_clip_ || config_.release_after <= 0 ||
-      quiet_steps_ < static_cast<uint64_t>(config_.release_after)) {
-    return {};
+  std::vector<Action> out;
+  if (mode_ == Mode::kObserve || stopped_ || config_.release_after <= 0 ||
+      quiet_steps_ != static_cast<uint64_t>(config_.release_after)) {
+    return out;
   }
-  clipping_ = policy_clip_ = false;
-  return {{Kind::kClipOff, 0,
-           Format("no event for %llu steps up to step %llu: clipping released (it went on for: %s)",
-                  Ull(quiet_steps_), Ull(step), clip_cause_.c_str())}};
+  std::string quiet_for = Format("no event for %llu steps up to step %llu", Ull(quiet_steps_), Ull(step));
+  if (policy_clip_) {
+    clipping_ = policy_clip_ = false;
+    out.push_back({Kind::kClipOff, 0,
+                   quiet_for + ": clipping released (it went on for: " + clip_cause_ + ")"});
+  }
+  if (lr_factor_ < 1 && config_.release_lr && recoveries_ <= 1) {
+    out.push_back({Kind::kScaleLr, 1 / lr_factor_,
+                   quiet_for + Format(": learning rate restored (x%.3g) after one recovery", 1 / lr_factor_)});
+    lr_factor_ = 1;
+  }
+  return out;
 }
 
 double GuardPolicy::ClipThreshold(const HealthyStats& h) const {

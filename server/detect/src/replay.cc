@@ -19,6 +19,7 @@ enum Slot {
   kLoss,
   kLr,
   kGradNorm,
+  kUpdateRatio,
   kJacSoft,
   kJacHard,
   kAcc,
@@ -40,6 +41,7 @@ constexpr ColumnName kGradwatchColumns[] = {
     {"loss", kLoss},
     {"lr", kLr},
     {"grad_norm", kGradNorm},
+    {"update_ratio", kUpdateRatio},
     {"jaccard_soft", kJacSoft},
     {"jaccard_hard", kJacHard},
     {"accuracy", kAcc},
@@ -206,6 +208,7 @@ ReplayRecord Parser::Build(const StepSample& head, const Values& values) const {
   r.step.grad_norm = v[kGradNorm];
   r.step.has_grad_norm = values.reported[kGradNorm];
   r.step.learning_rate = v[kLr];
+  r.step.update_ratio = v[kUpdateRatio];
   r.step.jaccard_soft = v[kJacSoft];
   r.step.jaccard_hard = v[kJacHard];
   r.step.accuracy = v[kAcc];

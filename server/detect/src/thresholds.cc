@@ -52,6 +52,7 @@ std::vector<Field> Fields() {
       Real("div_floor", &T::div_floor, 0, kInf),
       Count("div_trend_window", &T::div_trend_window, 1),
       Real("div_trend_t", &T::div_trend_t, 0, kInf),
+      Real("div_trend_short_t", &T::div_trend_short_t, 0, kInf),
       Real("div_trend_min_rate", &T::div_trend_min_rate, 0, kInf),
       Real("div_double", &T::div_double, 1, kInf),
       Real("collapse_eps", &T::collapse_eps, 0, 1),

@@ -17,6 +17,9 @@ detect::StepSample ToSample(const v1::StepReport& step) {
   s.jaccard_hard = step.has_jaccard_hard() ? step.jaccard_hard() : detect::kNaN;
   s.accuracy = step.has_accuracy() ? step.accuracy() : detect::kNaN;
   s.learning_rate = step.learning_rate();
+  s.update_ratio = step.has_update_ratio() ? step.update_ratio() : detect::kNaN;
+  s.rolled_back = step.rolled_back() || step.rolled_back_to() != 0;
+  s.rolled_back_to = step.rolled_back_to();
   return s;
 }
 
@@ -66,6 +69,21 @@ v1::Command ToCommand(const policy::Action& action) {
     case K::kStop: c.mutable_stop(); break;
   }
   return c;
+}
+
+v1::MonitorMessage ToVerdict(uint64_t step, const policy::GuardPolicy::Verdict& d) {
+  using V = policy::GuardPolicy::Verdict;
+  v1::MonitorMessage m;
+  v1::Verdict* verdict = m.mutable_verdict();
+  verdict->set_step(step);
+  verdict->set_decision(d.d == V::kSkip      ? v1::Verdict::DECISION_SKIP
+                        : d.d == V::kClip    ? v1::Verdict::DECISION_CLIP
+                        : d.d == V::kScaleLr ? v1::Verdict::DECISION_SCALE_LR
+                                             : v1::Verdict::DECISION_PROCEED);
+  verdict->set_clip_norm(d.clip);
+  if (d.d == V::kScaleLr) verdict->set_lr_scale(d.lr_scale);
+  verdict->set_reason(d.reason);
+  return m;
 }
 
 policy::Mode ToPolicyMode(v1::Mode mode) {

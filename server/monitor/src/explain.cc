@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <sstream>
 
@@ -14,6 +15,9 @@ namespace {
 
 std::string Fmt(double v) { return FormatNumber(v, 3); }
 
+// What the hub appends to the message of an event whose step gated mode vetoed.
+constexpr const char* kGatedMark = "; gated mode: ";
+
 // What a person calls each event kind.
 const char* Plain(const std::string& kind) {
   if (kind == "grad_spike") return "gradient explosion";
@@ -23,6 +27,10 @@ const char* Plain(const std::string& kind) {
   if (kind == "collapse") return "collapse";
   if (kind == "vanishing") return "vanishing gradients";
   if (kind == "val_collapse") return "validation collapse";
+  if (kind == "lr_jump") return "learning-rate jump";
+  if (kind == "update_size") return "oversized update";
+  if (kind == "no_progress") return "no progress";
+  if (kind == "data_suspect") return "suspect data";
   return "alert";
 }
 
@@ -97,6 +105,10 @@ void Incident(std::ostringstream& out, uint64_t id, const std::vector<const v1::
     out << "\n";
   }
   std::vector<std::string> done;
+  for (const auto* e : events) {  // gated vetoes: the hub appends the verdict to its event
+    size_t at = e->message().find(kGatedMark);
+    if (at != std::string::npos) done.push_back(e->message().substr(at + std::strlen(kGatedMark)));
+  }
   uint64_t until = last + 100;
   for (const auto& c : commands) {
     if (c.issued_at_step() + 1 >= first && c.issued_at_step() <= until) done.push_back(Action(c));
@@ -108,15 +120,26 @@ void Incident(std::ostringstream& out, uint64_t id, const std::vector<const v1::
   Window before = Stats(steps, first > 50 ? first - 50 : 1, first - 1);
   Window end = Stats(steps, last_step > 20 ? last_step - 19 : 1, last_step);
   if (before.n && end.n) {
-    bool recovered = end.loss <= before.loss * 1.5 + 0.02;
+    // A dead network's loss can sit near where it started: its gradient tells.
+    bool dead = before.norm_median > 0 && end.norm_median < 0.01 * before.norm_median;
+    bool recovered = end.loss <= before.loss * 1.5 + 0.02 && !dead;
     out << "  Effect: loss " << Fmt(before.loss) << " before step " << first << ", " << Fmt(end.loss)
-        << " over the last " << end.n << " steps: " << (recovered ? "recovered" : "not recovered") << ".\n";
+        << " over the last " << end.n << " steps: "
+        << (recovered ? "recovered" : dead ? "not recovered (the gradient is gone)" : "not recovered") << ".\n";
   }
   bool exploded = std::find(kinds.begin(), kinds.end(), "gradient explosion") != kinds.end();
   bool collapsed = std::find(kinds.begin(), kinds.end(), "collapse") != kinds.end() ||
                    std::find(kinds.begin(), kinds.end(), "validation collapse") != kinds.end();
+  auto has = [&](const char* kind) { return std::find(kinds.begin(), kinds.end(), kind) != kinds.end(); };
   out << "  Suggested fix: ";
-  if (exploded && before.norm_max > 0) {
+  if (has("learning-rate jump") || has("oversized update")) {
+    out << "find what raised the learning rate (schedule, warm restart, a scaled LR) or made the update "
+           "this large; gated mode vetoes such steps before they land";
+  } else if (has("suspect data")) {
+    out << "inspect the batches of the steps named (corrupt or extreme samples); clipping only hides them";
+  } else if (has("no progress")) {
+    out << "raise the learning rate, or check that the model can fit the data (labels, inputs, loss)";
+  } else if (exploded && before.norm_max > 0) {
     double clip = std::max(before.norm_max, 2 * before.norm_median);
     out << "clip the global gradient norm at ~" << Fmt(clip) << " (healthy norms: median "
         << Fmt(before.norm_median) << ", max " << Fmt(before.norm_max) << " before step " << first

@@ -78,7 +78,10 @@ void Hub::Issue(RunState& run, v1::Command command, CommandDone done, int64_t ti
   p.deadline_millis = clock_.NowMillis() + (timeout_ms > 0 ? timeout_ms : options_.command_timeout_ms);
   store_.PutCommand(p.record);
   exporter_.CountCommand(run.run.run_id(), ActionName(command), "sent");
-  if (command.has_set_clipping()) run.policy->NoteClipping(command.set_clipping().kind() != v1::Clipping::KIND_OFF);
+  if (command.has_set_clipping()) {
+    run.policy->NoteClipping(command.set_clipping().kind() != v1::Clipping::KIND_OFF,
+                             command.issued_by() == "policy:guard");  // only its own is released
+  }
   if (command.has_set_mode()) {
     run.run.set_mode(command.set_mode());
     MakePolicy(run);

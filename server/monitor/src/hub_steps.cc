@@ -84,12 +84,23 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   v1::RunUpdate update;
   *update.mutable_step() = step;
   Publish(run, update);
+  const bool quiet = found.empty();
   HandleEvents(run, step, std::move(found), sink);
+  // Guard actions that a quiet run has earned back (clipping released).
+  for (const auto& action : run.policy->OnStep(step.step(), quiet)) Issue(run, ToCommand(action), nullptr, 0);
 }
 
 void Hub::HandleEvents(RunState& run, const v1::StepReport& step, std::vector<detect::Event> found,
                        StreamSink& sink) {
   const std::string& run_id = run.run.run_id();
+  const detect::HealthyStats stats = run.detector->stats();
+  policy::GuardPolicy::Verdict verdict;
+  if (step.awaiting_verdict() && run.run.mode() == v1::MODE_GATED) {
+    verdict = run.policy->OnGatedStep(ToSample(step), found, stats);
+    // The event that decided a veto says so: the explain of the run shows why the update was
+    // not applied as proposed.
+    if (verdict.event >= 0) found[verdict.event].message += "; gated mode: " + verdict.reason;
+  }
   for (auto& raw : found) {
     raw.incident_id = run.incidents.Assign(raw);
     v1::Event e = ToProto(raw, run_id, clock_.NowMillis());
@@ -101,21 +112,7 @@ void Hub::HandleEvents(RunState& run, const v1::StepReport& step, std::vector<de
     *update.mutable_event() = e;
     Publish(run, update);
   }
-  const detect::HealthyStats stats = run.detector->stats();
-  if (step.awaiting_verdict()) {
-    v1::MonitorMessage m;
-    v1::Verdict* verdict = m.mutable_verdict();
-    verdict->set_step(step.step());
-    if (run.run.mode() == v1::MODE_GATED) {
-      auto d = run.policy->OnGatedStep(ToSample(step), found, stats);
-      verdict->set_decision(d.d == policy::GuardPolicy::Verdict::kSkip   ? v1::Verdict::DECISION_SKIP
-                            : d.d == policy::GuardPolicy::Verdict::kClip ? v1::Verdict::DECISION_CLIP
-                                                                         : v1::Verdict::DECISION_PROCEED);
-      verdict->set_clip_norm(d.clip);
-      verdict->set_reason(d.reason);
-    }
-    sink.Send(m);
-  }
+  if (step.awaiting_verdict()) sink.Send(ToVerdict(step.step(), verdict));
   if (run.run.mode() == v1::MODE_OBSERVE) return;
   for (const auto& e : found) {
     for (const auto& action : run.policy->OnEvent(e, stats)) {

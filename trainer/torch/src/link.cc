@@ -45,10 +45,18 @@ std::optional<Verdict> MonitorLink::AwaitVerdict(uint64_t step, std::chrono::mil
   auto v = reporter_->AwaitVerdict(step, deadline);
   if (!v) return std::nullopt;
   Verdict out;
-  out.decision = v->decision() == v1::Verdict::DECISION_SKIP   ? Verdict::Decision::kSkip
-                 : v->decision() == v1::Verdict::DECISION_CLIP ? Verdict::Decision::kClip
-                                                              : Verdict::Decision::kProceed;
+  switch (v->decision()) {
+    case v1::Verdict::DECISION_SKIP: out.decision = Verdict::Decision::kSkip; break;
+    case v1::Verdict::DECISION_CLIP: out.decision = Verdict::Decision::kClip; break;
+    case v1::Verdict::DECISION_SCALE_LR:
+      // A scale outside (0, 1] would not be a veto: proceed as proposed.
+      if (v->lr_scale() > 0 && v->lr_scale() <= 1) out.decision = Verdict::Decision::kScaleLr;
+      break;
+    default: break;
+  }
   out.clip_norm = v->clip_norm();
+  out.lr_scale = v->lr_scale();
+  out.reason = v->reason();
   return out;
 }
 

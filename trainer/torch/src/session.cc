@@ -14,6 +14,7 @@
 #include "gradwatch/common/file.h"
 #include "gradwatch/torch/grad_stats.h"
 #include "gradwatch/torch/link.h"
+#include "gradwatch/torch/update_size.h"
 
 namespace gradwatch::torchmon {
 namespace {
@@ -144,6 +145,7 @@ std::string Session::Rollback(uint64_t to_step, bool* ok) {
     optimizer_.state().clear();
     optimizer_.load(opt_in);
     rolled_back_to_ = it->step;
+    rolled_back_ = true;
     // Later checkpoints belong to the abandoned trajectory.
     checkpoints_.erase(it.base(), checkpoints_.end());
     *ok = true;
@@ -217,6 +219,8 @@ bool Session::BeforeUpdate(const StepInputs& in) {
     --skip_pending_;
     update = false;
   }
+  // Before clipping and before any verdict: the update as the optimizer proposes it.
+  last_update_ratio_ = update ? PredictUpdate(optimizer_).ratio : NAN;
   if (link_) {
     StepRecord r;
     r.step = in.step;
@@ -234,16 +238,14 @@ bool Session::BeforeUpdate(const StepInputs& in) {
                         std::chrono::system_clock::now().time_since_epoch()).count();
     r.update_skipped = !update;
     r.rolled_back_to = rolled_back_to_;
+    r.rolled_back = rolled_back_;
     rolled_back_to_ = 0;
+    rolled_back_ = false;
+    r.update_ratio = last_update_ratio_;
     r.awaiting_verdict = options_.mode == Mode::kGated && update;
     link_->Report(r);
     if (r.awaiting_verdict) {
-      auto verdict = link_->AwaitVerdict(in.step, options_.gate_timeout);
-      if (verdict && verdict->decision == Verdict::Decision::kSkip) update = false;
-      if (verdict && verdict->decision == Verdict::Decision::kClip) {
-        applied.kind = Clip::Kind::kNorm;
-        applied.threshold = verdict->clip_norm;
-      }
+      if (auto verdict = link_->AwaitVerdict(in.step, options_.gate_timeout)) ApplyVerdict(*verdict, &update, &applied);
     }
   }
   if (update && applied.kind != Clip::Kind::kOff && applied.threshold > 0) {
@@ -256,7 +258,33 @@ bool Session::BeforeUpdate(const StepInputs& in) {
   return update;
 }
 
+// A verdict other than proceed is a veto of the update as proposed.
+void Session::ApplyVerdict(const Verdict& verdict, bool* update, Clip* applied) {
+  switch (verdict.decision) {
+    case Verdict::Decision::kProceed: return;
+    case Verdict::Decision::kSkip: *update = false; break;
+    case Verdict::Decision::kClip:
+      applied->kind = Clip::Kind::kNorm;
+      applied->threshold = verdict.clip_norm;
+      break;
+    case Verdict::Decision::kScaleLr:
+      // This step only: AfterUpdate puts the rate back.
+      for (auto& group : optimizer_.param_groups()) {
+        saved_lrs_.push_back(group.options().get_lr());
+        group.options().set_lr(group.options().get_lr() * verdict.lr_scale);
+      }
+      break;
+  }
+  ++vetoes_;
+  if (options_.log) std::cerr << "gradwatch: step " << step_ << ": veto: " << verdict.reason << std::endl;
+}
+
 void Session::AfterUpdate() {
+  if (!saved_lrs_.empty()) {
+    auto& groups = optimizer_.param_groups();
+    for (size_t i = 0; i < groups.size() && i < saved_lrs_.size(); ++i) groups[i].options().set_lr(saved_lrs_[i]);
+    saved_lrs_.clear();
+  }
   if (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0 && step_healthy_) {
     SaveCheckpoint(step_);
   }

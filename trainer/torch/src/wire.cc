@@ -83,7 +83,9 @@ v1::StepReport ToWire(const StepRecord& s) {
   r.set_unix_millis(s.unix_millis);
   r.set_update_skipped(s.update_skipped);
   r.set_rolled_back_to(s.rolled_back_to);
+  r.set_rolled_back(s.rolled_back);
   r.set_awaiting_verdict(s.awaiting_verdict);
+  if (!std::isnan(s.update_ratio)) r.set_update_ratio(s.update_ratio);
   return r;
 }
 

@@ -103,7 +103,8 @@ class LossSpikeDetector {
 // Divergence, three rules, each ignoring changes smaller than div_floor x the run's initial loss
 // level (so a converged loss near 0 never "diverges" on noise):
 //   trend (warning): the least-squares slope of log loss over div_trend_window reports is
-//     ≥ div_trend_t standard errors and ≥ div_trend_min_rate per report;
+//     ≥ div_trend_t standard errors (or over the last half of them ≥ div_trend_short_t) and
+//     ≥ div_trend_min_rate per report;
 //   doubling (warning): the median of the last 5 losses ≥ div_double x the lowest smoothed loss
 //     of the last div_window reports;
 //   persistence (critical): the smoothed loss (EWMA, div_alpha) stays more than div_margin above
@@ -119,8 +120,9 @@ class DivergenceDetector {
  private:
   struct Trend {
     double rate = 0, t = 0, rise = 0;  // per-report slope of log loss, its t, the fitted rise
+    size_t n = 0;                      // reports fitted
   };
-  Trend Fit() const;
+  Trend Fit(size_t n) const;
   double Median5() const;
   Event Make(uint64_t step, Severity severity, double value, std::string message) const;
 

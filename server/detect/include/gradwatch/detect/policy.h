@@ -3,7 +3,8 @@
 // each update before it lands). The default guard policy follows DESIGN.md:
 //   critical grad spike -> switch on global-norm clipping at a threshold from the healthy
 //                          statistics (once; not re-issued while on), released (switched off)
-//                          after release_after quiet steps (OnStep);
+//                          after release_after quiet steps (OnStep), with the learning rate
+//                          after a single recovery (release_lr);
 //   non-finite          -> gated: skip the update (OnGatedStep); guard: roll back and halve the LR;
 //   collapse, val collapse, a dead network after a violent event (vanishing with cause_step)
 //                       -> roll back (to before the cause, if named), clip, halve the LR (once
@@ -58,6 +59,9 @@ struct GuardConfig {
   // an event: a false alarm must not cost the rest of the run (a run clipped at 0.09 for 500
   // steps trained 7.6x slower). 0 = keep it on. gradwatch.
   int release_after = 200;
+  // At that point a learning-rate cut of the policy's is undone too, if it was the run's only
+  // recovery (1), or never (0).
+  bool release_lr = true;
 
   // Applies overrides by name (the fields above); all or nothing. Returns an error naming the
   // unknown key or bad value, empty on success.
@@ -111,6 +115,7 @@ class GuardPolicy {
                const detect::HealthyStats& h) const;
   bool Recover(const detect::Event& e, std::vector<Action>* out);
   void Clip(const detect::HealthyStats& h, const std::string& why, std::vector<Action>* out);
+  void LowerLr(const std::string& why, std::vector<Action>* out);
 
   Mode mode_;
   GuardConfig config_;
@@ -118,6 +123,7 @@ class GuardPolicy {
   bool policy_clip_ = false;  // the clipping in force is the policy's own
   uint64_t quiet_steps_ = 0;  // consecutive steps without an event
   std::string clip_cause_;    // why the policy's clipping went on
+  double lr_factor_ = 1;      // the product of the policy's learning-rate scalings not undone
   bool stopped_ = false;
   int recoveries_ = 0;
   uint64_t last_collapse_incident_ = 0;

@@ -1,8 +1,8 @@
 // Offline replay: parse a recorded run from CSV and feed it through the detectors.
 //
 // gradwatch CSV: a header row naming the columns, `step` and `loss` required; optional `epoch`,
-// `lr`, `grad_norm`, `jaccard_soft`, `jaccard_hard`, `accuracy`, `val_loss`, `val_jaccard_soft`,
-// `val_jaccard_hard`, `val_accuracy`. One row per step, steps increasing.
+// `lr`, `grad_norm`, `update_ratio`, `jaccard_soft`, `jaccard_hard`, `accuracy`, `val_loss`,
+// `val_jaccard_soft`, `val_jaccard_hard`, `val_accuracy`. One row per step, steps increasing.
 // Keras CSVLogger: `epoch` plus metric columns (`loss`, `acc`/`accuracy`, `jaccard_coef` -> soft
 // Jaccard, `jaccard_coef_int` -> hard Jaccard, `lr`, and their `val_` forms). One row per epoch;
 // Keras epochs are 0-based, so step = epoch = Keras epoch + 1.

@@ -78,6 +78,9 @@ struct Thresholds {
   uint64_t div_trend_window = 40;
   // ...warning when it is this many standard errors above 0...
   double div_trend_t = 6.0;
+  // ...or over its last half this many (a steep rise is seen sooner; on Gaussian noise a t of 8
+  // with 18 degrees of freedom is as rare as 6 with 38)...
+  double div_trend_short_t = 8.0;
   // ...and at least 0.5% per report (a 1%-per-step rise is 49% over the window).
   double div_trend_min_rate = 0.005;
   // A loss that doubles from its recent level: warning at once. "The loss" is the median of the

@@ -13,9 +13,12 @@
 //
 // BeginStep applies every command received since the last step (clipping, learning-rate
 // scale, skip, rollback, stop, mode) and acknowledges it with this step. BeforeUpdate
-// measures the gradients (one fused norm, one copy), reports the step, in gated mode
-// waits for the verdict (fail-open on timeout), and clips; it returns whether to apply
-// the update. AfterUpdate keeps a checkpoint every K healthy steps for rollback.
+// measures the gradients (one fused norm, one copy) and the size of the
+// update the optimizer proposes (||dw||/||w||, update_size.h: one more fused norm), reports
+// the step, in gated mode waits for the verdict (fail-open on timeout) and applies it (skip,
+// clip, or this step's learning rate scaled down), and clips; it returns whether to apply
+// the update. AfterUpdate restores a learning rate a verdict scaled and keeps a checkpoint
+// every K healthy steps for rollback (and one of the initial state, step 0, from the start).
 //
 // Not thread-safe: call from the training thread. Without a monitor (empty address)
 // everything but the reporting still works: clipping from the options, checkpoints.
@@ -102,7 +105,11 @@ class Session {
   const std::vector<AppliedCommand>& applied_commands() const { return applied_; }
   const Clip& clipping() const { return clipping_; }
   double last_grad_norm() const { return last_norm_; }
+  // ||dw||/||w|| of the last proposed update (update_size.h); NaN when skipped or not measured.
+  double last_update_ratio() const { return last_update_ratio_; }
   uint64_t updates_skipped() const { return skipped_; }
+  // Gated verdicts that changed an update (skipped, clipped or ran it at a lower rate).
+  uint64_t updates_vetoed() const { return vetoes_; }
   uint64_t gate_timeouts() const;
   // Why the monitor refused this run, "" when it guards it (or there is no monitor).
   // While it is set the loop is unguarded: say so on every line printed.
@@ -119,6 +126,7 @@ class Session {
   std::string Rollback(uint64_t to_step, bool* ok);
   void SaveCheckpoint(uint64_t step);
   void ClipGradients(double total_norm);
+  void ApplyVerdict(const Verdict& verdict, bool* update, Clip* applied);
   double AdaptiveThreshold() const;
 
   torch::nn::Module& model_;
@@ -133,10 +141,14 @@ class Session {
   uint32_t skip_pending_ = 0;
   uint64_t step_ = 0;
   uint64_t rolled_back_to_ = 0;
+  bool rolled_back_ = false;
+  std::vector<double> saved_lrs_;  // per parameter group, while a verdict scaled them
+  uint64_t vetoes_ = 0;
   bool stop_requested_ = false;
   bool stopped_ = false;
   bool step_healthy_ = true;
   double last_norm_ = 0;
+  double last_update_ratio_ = NAN;
   uint64_t skipped_ = 0;
   // Healthy grad-norm statistics for adaptive clipping (EWMA of log norm).
   double log_mean_ = 0, log_var_ = 0;

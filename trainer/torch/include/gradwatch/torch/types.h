@@ -41,7 +41,9 @@ struct StepRecord {
   int64_t unix_millis = 0;
   bool update_skipped = false;
   uint64_t rolled_back_to = 0;
+  bool rolled_back = false;  // the first step after a rollback (rolled_back_to may be 0)
   bool awaiting_verdict = false;
+  double update_ratio = NAN;  // ||dw|| / ||w|| of the proposed update; NaN = not measured
 };
 
 struct EvalRecord {
@@ -68,9 +70,11 @@ struct CommandAck {
 };
 
 struct Verdict {
-  enum class Decision { kProceed, kSkip, kClip };
+  enum class Decision { kProceed, kSkip, kClip, kScaleLr };
   Decision decision = Decision::kProceed;
-  double clip_norm = 0;
+  double clip_norm = 0;  // kClip
+  double lr_scale = 1;   // kScaleLr: this step's learning rate x lr_scale, in (0, 1]
+  std::string reason;
 };
 
 const char* ActionName(Command::Action action);  // "set_clipping", "scale_learning_rate", ...
