@@ -59,7 +59,11 @@ struct FaultConfig {
   std::string kind = "grad_spike";  // "grad_spike": gradients x factor before the update;
                                     // "lr_spike": learning rate x factor for one step;
                                     // "lr_ramp": from `step` on, learning rate x
-                                    //   factor^((s - step) / 100): a slow divergence;
+                                    //   factor^((s - step) / 100) (the loss falls, then
+                                    //   the run dies at a high rate);
+                                    // "grad_ascent": from `step` on, gradients x -factor:
+                                    //   the loss creeps up, a slow divergence (factor 0.1:
+                                    //   ~1-2.5% a step, after ~20 steps of momentum);
                                     // "nan": a NaN in the gradients (factor unused)
   int64_t step = 0;                 // 0-based optimizer step it hits, 0..steps-1
   double factor = 1000.0;           // > 0 for the spikes

@@ -213,7 +213,7 @@ void validate_faults(const TrainConfig& c, std::vector<std::string>& out) {
   for (size_t i = 0; i < c.faults.size() && i < Limits::kFaults; ++i) {
     const FaultConfig& f = c.faults[i];
     const std::string name = "faults[" + std::to_string(i) + "]";
-    check_one_of(name + ".kind", f.kind, {"grad_spike", "lr_spike", "lr_ramp", "nan"}, out);
+    check_one_of(name + ".kind", f.kind, {"grad_spike", "lr_spike", "lr_ramp", "grad_ascent", "nan"}, out);
     if (f.step < 0 || f.step >= c.steps) {
       out.push_back(name + ".step: must be in 0.." + std::to_string(c.steps - 1) + ", got " +
                     std::to_string(f.step));

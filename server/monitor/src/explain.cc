@@ -84,6 +84,38 @@ std::string Action(const v1::CommandRecord& c) {
   return s.str();
 }
 
+// The fix that fits an incident of these kinds (plain names), from the healthy steps before it.
+void Suggest(std::ostringstream& out, const std::vector<std::string>& kinds, const Window& before, uint64_t first,
+             const std::string& leader) {
+  auto has = [&](const char* kind) { return std::find(kinds.begin(), kinds.end(), kind) != kinds.end(); };
+  const bool exploded = has("gradient explosion");
+  const bool collapsed = has("collapse") || has("validation collapse");
+  out << "  Suggested fix: ";
+  if (has("learning-rate jump") || (has("oversized update") && !exploded)) {
+    out << "find what raised the learning rate (schedule, warm restart, a scaled LR) or made the update "
+           "this large; gated mode vetoes such steps before they land";
+  } else if (has("suspect data")) {
+    out << "inspect the batches of the steps named (corrupt or extreme samples); clipping only hides them";
+  } else if (has("no progress")) {
+    out << "raise the learning rate, or check that the model can fit the data (labels, inputs, loss)";
+  } else if (exploded && before.norm_max > 0) {
+    double clip = std::max(before.norm_max, 2 * before.norm_median);
+    out << "clip the global gradient norm at ~" << Fmt(clip) << " (healthy norms: median "
+        << Fmt(before.norm_median) << ", max " << Fmt(before.norm_max) << " before step " << first
+        << "), or lower the learning rate";
+    if (!leader.empty()) out << "; look at what feeds " << leader;
+  } else if (has("non-finite values")) {
+    out << "find the source of the NaN/Inf (data, a division, an overflow in mixed precision); skip such "
+           "updates (gated mode) and lower the learning rate";
+  } else if (collapsed) {
+    out << "roll back to a checkpoint before step " << first << " and lower the learning rate; clip the "
+           "gradient norm so one bad step cannot saturate the output";
+  } else {
+    out << "lower the learning rate, or clip the gradient norm";
+  }
+  out << ".\n";
+}
+
 void Incident(std::ostringstream& out, uint64_t id, const std::vector<const v1::Event*>& events,
               const std::vector<v1::CommandRecord>& commands, const std::vector<v1::StepReport>& steps,
               uint64_t last_step) {
@@ -127,34 +159,7 @@ void Incident(std::ostringstream& out, uint64_t id, const std::vector<const v1::
         << " over the last " << end.n << " steps: "
         << (recovered ? "recovered" : dead ? "not recovered (the gradient is gone)" : "not recovered") << ".\n";
   }
-  bool exploded = std::find(kinds.begin(), kinds.end(), "gradient explosion") != kinds.end();
-  bool collapsed = std::find(kinds.begin(), kinds.end(), "collapse") != kinds.end() ||
-                   std::find(kinds.begin(), kinds.end(), "validation collapse") != kinds.end();
-  auto has = [&](const char* kind) { return std::find(kinds.begin(), kinds.end(), kind) != kinds.end(); };
-  out << "  Suggested fix: ";
-  if (has("learning-rate jump") || has("oversized update")) {
-    out << "find what raised the learning rate (schedule, warm restart, a scaled LR) or made the update "
-           "this large; gated mode vetoes such steps before they land";
-  } else if (has("suspect data")) {
-    out << "inspect the batches of the steps named (corrupt or extreme samples); clipping only hides them";
-  } else if (has("no progress")) {
-    out << "raise the learning rate, or check that the model can fit the data (labels, inputs, loss)";
-  } else if (exploded && before.norm_max > 0) {
-    double clip = std::max(before.norm_max, 2 * before.norm_median);
-    out << "clip the global gradient norm at ~" << Fmt(clip) << " (healthy norms: median "
-        << Fmt(before.norm_median) << ", max " << Fmt(before.norm_max) << " before step " << first
-        << "), or lower the learning rate";
-    if (!leader.empty()) out << "; look at what feeds " << leader;
-  } else if (std::find(kinds.begin(), kinds.end(), "non-finite values") != kinds.end()) {
-    out << "find the source of the NaN/Inf (data, a division, an overflow in mixed precision); skip such "
-           "updates (gated mode) and lower the learning rate";
-  } else if (collapsed) {
-    out << "roll back to a checkpoint before step " << first << " and lower the learning rate; clip the "
-           "gradient norm so one bad step cannot saturate the output";
-  } else {
-    out << "lower the learning rate, or clip the gradient norm";
-  }
-  out << ".\n";
+  Suggest(out, kinds, before, first, leader);
 }
 
 }  // namespace

@@ -139,7 +139,7 @@ TEST(TrainConfig, validate_names_each_problem) {
       {[](TrainConfig& c) { c.run_id = "my run"; },
        R"(run_id: must match [A-Za-z0-9._-]{1,64} or be empty, got "my run")"},
       {[](TrainConfig& c) { c.faults = {{"boom", 3, 10}}; },
-       R"(faults[0].kind: unknown "boom", expected grad_spike|lr_spike|lr_ramp|nan)"},
+       R"(faults[0].kind: unknown "boom", expected grad_spike|lr_spike|lr_ramp|grad_ascent|nan)"},
       {[](TrainConfig& c) { c.faults = {{"grad_spike", 600, 1000}}; },
        "faults[0].step: must be in 0..599, got 600"},
       {[](TrainConfig& c) { c.faults = {{"lr_spike", 3, -2}}; }, "faults[0].factor: must be > 0, got -2"},
