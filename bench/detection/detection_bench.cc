@@ -14,13 +14,17 @@
 //              makes gradients vanish on their own, so these are the collapses (and settled
 //              runs) whose gradients went to ~0: vanishing is derived, not injected.
 // A truth event is found when the detector flags within [step, step + tolerance]:
-//   explosion 1, nan 1, collapse 5, vanishing 10, divergence 300 steps. Divergence's step is
-//   the start of the LR ramp (10x per 100 steps): the loss only turns up tens to hundreds of
-//   steps later, so its window is wide and its delay counts from the ramp's start; any flag
-//   in the window counts, so the baselines' noise flags can "find" a divergence too.
+//   explosion 1, nan 1, lr_spike 0 (gated mode must see it before the update), collapse 5,
+//   vanishing 10, slow_divergence 60, divergence 300 steps. Divergence's step is the start of
+//   the LR ramp (10x per 100 steps): the loss only turns up tens to hundreds of steps later, so
+//   its window is wide and its delay counts from the ramp's start; any flag in the window
+//   counts, so the baselines' noise flags can "find" a divergence too. Slow divergence's step
+//   is where the loss turns up after a gradient ascent starts (the lowest smoothed loss within
+//   100 steps of the fault: momentum carries the descent on for ~10-25 steps).
 // Which flags count: gradwatch only with events of the kind's family (explosion: grad_spike,
-// loss_spike, non_finite; nan: non_finite; collapse: collapse, vanishing, val_collapse;
-// vanishing: vanishing, collapse; divergence: divergence, loss_spike). A baseline flag has no
+// loss_spike, non_finite; nan: non_finite; lr_spike: lr_jump, update_size; collapse: collapse,
+// vanishing, val_collapse; vanishing: vanishing, collapse; divergence and slow_divergence:
+// divergence, loss_spike). A baseline flag has no
 // kind, so any flag counts, and every baseline is scored on every kind, including those its
 // rule cannot see (Keras TerminateOnNaN sees only a non-finite loss: recall 0 elsewhere).
 // False events: flags on healthy steps, i.e. every step of a healthy trace and the steps
@@ -35,6 +39,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -54,14 +59,17 @@ using nlohmann::json;
 
 // ----- Ground truth -----------------------------------------------------------------------
 
-enum class Kind { kExplosion, kNan, kDivergence, kCollapse, kVanishing };
-constexpr Kind kKinds[] = {Kind::kExplosion, Kind::kNan, Kind::kDivergence, Kind::kCollapse,
+enum class Kind { kExplosion, kNan, kLrSpike, kSlowDivergence, kDivergence, kCollapse, kVanishing };
+constexpr Kind kKinds[] = {Kind::kExplosion,      Kind::kNan,        Kind::kLrSpike,
+                           Kind::kSlowDivergence, Kind::kDivergence, Kind::kCollapse,
                            Kind::kVanishing};
 
 const char* Name(Kind k) {
   switch (k) {
     case Kind::kExplosion: return "explosion";
     case Kind::kNan: return "nan";
+    case Kind::kLrSpike: return "lr_spike";
+    case Kind::kSlowDivergence: return "slow_divergence";
     case Kind::kDivergence: return "divergence";
     case Kind::kCollapse: return "collapse";
     case Kind::kVanishing: return "vanishing";
@@ -80,6 +88,8 @@ uint64_t Tolerance(Kind k) {
   switch (k) {
     case Kind::kExplosion: return 1;
     case Kind::kNan: return 1;
+    case Kind::kLrSpike: return 0;
+    case Kind::kSlowDivergence: return 60;
     case Kind::kDivergence: return 300;
     case Kind::kCollapse: return 5;
     case Kind::kVanishing: return 10;
@@ -94,6 +104,8 @@ bool InFamily(Kind k, EventKind e) {
       return e == EventKind::kGradSpike || e == EventKind::kLossSpike ||
              e == EventKind::kNonFinite;
     case Kind::kNan: return e == EventKind::kNonFinite;
+    case Kind::kLrSpike: return e == EventKind::kLrJump || e == EventKind::kUpdateSize;
+    case Kind::kSlowDivergence:
     case Kind::kDivergence: return e == EventKind::kDivergence || e == EventKind::kLossSpike;
     case Kind::kCollapse:
       return e == EventKind::kCollapse || e == EventKind::kVanishing ||
@@ -182,8 +194,22 @@ bool HasKind(const Trace& t, Kind k) {
                      [k](const TruthEvent& e) { return e.kind == k; });
 }
 
+// A slow divergence starts where the loss turns up: the lowest smoothed loss (EWMA 0.9) within
+// 100 steps of the fault (the optimizer's momentum carries the descent on for a while).
+void MoveToTurn(const std::vector<ReplayRecord>& records, TruthEvent* e) {
+  double smooth = kNaN, lowest = std::numeric_limits<double>::infinity();
+  for (const ReplayRecord& r : records) {
+    smooth = std::isnan(smooth) ? r.step.loss : 0.9 * smooth + 0.1 * r.step.loss;
+    if (r.step.step < e->step || r.step.step > e->step + 100 || smooth >= lowest) continue;
+    lowest = smooth;
+    e->step = r.step.step;
+  }
+}
+
 // Adds the collapse and vanishing events found in the trace and sets the healthy horizon.
 void DeriveTruth(Trace* t, std::optional<uint64_t> fault) {
+  for (TruthEvent& e : t->events)
+    if (e.kind == Kind::kSlowDivergence) MoveToTurn(t->records, &e);
   uint64_t last = t->records.empty() ? 0 : t->records.back().step.step;
   t->healthy_until = fault ? *fault - 1 : last;
   if (!HasKind(*t, Kind::kCollapse))
@@ -365,6 +391,12 @@ json ScoreJson(const Score& s, uint64_t healthy_steps) {
   return j;
 }
 
+const KindScore& Of(const Score& s, Kind k) {
+  static const KindScore kNone;
+  auto it = s.kinds.find(k);
+  return it == s.kinds.end() ? kNone : it->second;
+}
+
 bool AllFound(const Score& s, Kind k) {
   auto it = s.kinds.find(k);
   return it == s.kinds.end() || it->second.found == it->second.events;
@@ -376,6 +408,9 @@ json Targets(const Score& gw, const std::map<std::string, Score>& baselines) {
                            [f1](const auto& b) { return f1 > Overall(b.second).f1; });
   return {{"explosion_within_1_step", AllFound(gw, Kind::kExplosion)},
           {"nan_within_1_step", AllFound(gw, Kind::kNan)},
+          {"lr_spike_at_its_step", AllFound(gw, Kind::kLrSpike)},
+          {"slow_divergence_within_40_steps",
+           AllFound(gw, Kind::kSlowDivergence) && MaxDelay(Of(gw, Kind::kSlowDivergence)).value_or(0) < 40},
           {"collapse_within_5_steps", AllFound(gw, Kind::kCollapse)},
           {"no_critical_events_on_healthy_traces", gw.healthy_trace_critical_events == 0},
           {"no_events_on_healthy_traces", gw.healthy_trace_events == 0},
@@ -446,7 +481,7 @@ int Run(const std::filesystem::path& dir, bool verbose) {
     for (const TruthEvent& e : t.events) ++events[Name(e.kind)];
     std::vector<Flag> flags = RunGradwatch(t);
     ScoreTrace(t, flags, &gw);
-    if (verbose) PrintTrace(t, flags);
+    if (verbose || (t.healthy && !flags.empty())) PrintTrace(t, flags);  // always: healthy ones
     for (const std::string& name : order) ScoreTrace(t, RunBaseline(name, t), &baselines[name]);
   }
   PrintTable(gw, baselines, order, healthy_steps);

@@ -3,7 +3,7 @@
 #
 # Runs gradwatch-train (CPU, one thread, no monitor, 600 steps) once per trace and writes
 #   OUT_DIR/NAME.csv          every step as gradwatch CSV (--trace-csv)
-#   OUT_DIR/NAME.truth.json   {"kind": explosion|nan|divergence|collapse|healthy,
+#   OUT_DIR/NAME.truth.json   {"kind": explosion|nan|divergence|slow_divergence|lr_spike|collapse|healthy,
 #                              "step": first 1-based step of the event, or null,
 #                              "loss_upper_bound": 1, "fault": {...} or null, "config": {...}}
 # "step" is the injected fault's 1-based step (the config's 0-based fault step + 1). Collapse
@@ -33,9 +33,9 @@ if [[ ! -x $train ]]; then
 fi
 mkdir -p "$out"
 
-# trace NAME KIND SEED LR FAULT_KIND FAULT_STEP FACTOR [EXTRA_JSON]
-#   KIND: the ground truth (explosion|nan|divergence|collapse|healthy)
-#   FAULT_KIND: grad_spike|lr_spike|lr_ramp|nan, or - for none
+# [STEPS=N] trace NAME KIND SEED LR FAULT_KIND FAULT_STEP FACTOR [EXTRA_JSON]
+#   KIND: the ground truth (explosion|nan|divergence|slow_divergence|lr_spike|collapse|healthy)
+#   FAULT_KIND: grad_spike|lr_spike|lr_ramp|grad_ascent|nan, or - for none
 #   FAULT_STEP: 1-based step at which the fault shows in the trace
 #   EXTRA_JSON: more config fields, e.g. '"batch": 2, "lr_schedule": "cosine"'
 trace() {
@@ -47,7 +47,7 @@ trace() {
     fault="{\"kind\": \"$fkind\", \"step\": $fstep, \"factor\": $factor}"
     [[ $kind != collapse ]] && step=$fstep
   fi
-  local config="{\"seed\": $seed, \"lr\": $lr, \"steps\": 600, \"threads\": 1, \"device\": \"cpu\","
+  local config="{\"seed\": $seed, \"lr\": $lr, \"steps\": ${STEPS:-600}, \"threads\": 1, \"device\": \"cpu\","
   config+=" \"log_every\": 0, \"eval_every\": 50, \"no_monitor\": true${extra:+, $extra},"
   config+=" \"faults\": $faults}"
   echo "$config" > "$out/$name.config.json"
@@ -118,6 +118,46 @@ spawn collapse_s4_lr0.02_lrx300_at200 collapse 4 0.02 lr_spike 200 300
 spawn collapse_s3_lr0.01_lrx30_at300  collapse 3 0.01 lr_spike 300 30
 spawn collapse_s2_lr0.01_lrx1000_at350 collapse 2 0.01 lr_spike 350 1000
 spawn collapse_s5_lr0.01_lrx300_at200 collapse 5 0.01 lr_spike 200 300
+
+# --- Added for issue 17: the start of a run, the learning rate, slow divergence, noisy starts.
+
+# Explosions inside the first 30 steps, where the statistical warm-up (25 steps) has not ended;
+# early_s7_..._at21 is the issue's run (0-based fault step 20). Adam normalises the spike away.
+spawn early_s1_lr0.01_x1000_at5     explosion 1 0.01 grad_spike 5 1000
+spawn early_s2_lr0.01_x1000_at12    explosion 2 0.01 grad_spike 12 1000
+spawn early_s7_lr0.01_x1000_at21    explosion 7 0.01 grad_spike 21 1000
+spawn early_s3_lr0.02_x100_at28     explosion 3 0.02 grad_spike 28 100
+spawn early_s4_adam_lr0.001_x1000_at15 explosion 4 0.001 grad_spike 15 1000 '"optimizer": "adam"'
+
+# One-step learning-rate spikes x10 and x100: truth = the spiked step, which gated mode must see
+# before its update (tolerance 0). Some collapse afterwards; the bench finds those collapses.
+spawn lrspike_s1_lr0.01_x10_at300   lr_spike 1 0.01  lr_spike 300 10
+spawn lrspike_s2_lr0.01_x10_at200   lr_spike 2 0.01  lr_spike 200 10
+spawn lrspike_s3_lr0.02_x10_at400   lr_spike 3 0.02  lr_spike 400 10
+spawn lrspike_s4_lr0.01_x100_at250  lr_spike 4 0.01  lr_spike 250 100
+spawn lrspike_s5_lr0.005_x100_at350 lr_spike 5 0.005 lr_spike 350 100
+spawn lrspike_s7_lr0.01_x100_at352  lr_spike 7 0.01  lr_spike 352 100
+
+# Slow divergence at three rates: from the fault on the gradient is reversed and scaled (gradient
+# ascent), so after ~20 steps of momentum the loss creeps up; x0.05 ~0.5-1%, x0.1 ~1-2.5%,
+# x0.2 a few % a step. Truth = the fault's step.
+spawn slowdiv_s7_lr0.01_x0.05_at301 slow_divergence 7 0.01 grad_ascent 301 0.05
+spawn slowdiv_s1_lr0.005_x0.05_at401 slow_divergence 1 0.005 grad_ascent 401 0.05
+spawn slowdiv_s7_lr0.01_x0.1_at301  slow_divergence 7 0.01 grad_ascent 301 0.1
+spawn slowdiv_s1_lr0.005_x0.1_at401 slow_divergence 1 0.005 grad_ascent 401 0.1
+spawn slowdiv_s4_lr0.01_x0.2_at301  slow_divergence 4 0.01 grad_ascent 301 0.2
+spawn slowdiv_s5_lr0.02_x0.2_at251  slow_divergence 5 0.02 grad_ascent 251 0.2
+
+# Noisy-start healthy runs: high early norms at LR 0.03 (seeds 42 and 3, the issue's false
+# criticals), Adam, warm-up schedules; and one long run that converges near 0 (5,000 steps).
+spawn healthy_s42_lr0.03            healthy 42 0.03  - 0 0
+spawn healthy_s3_lr0.03             healthy 3 0.03   - 0 0
+spawn healthy_s1_adam_lr0.001       healthy 1 0.001  - 0 0 '"optimizer": "adam"'
+spawn healthy_s2_adam_lr0.003       healthy 2 0.003  - 0 0 '"optimizer": "adam"'
+spawn healthy_s5_lr0.02_warmup50    healthy 5 0.02   - 0 0 '"lr_warmup_steps": 50'
+spawn healthy_s2_lr0.03_warmup100_cosine healthy 2 0.03 - 0 0 '"lr_warmup_steps": 100, "lr_schedule": "cosine"'
+spawn healthy_s4_lr0.02_batch2_warmup30 healthy 4 0.02 - 0 0 '"lr_warmup_steps": 30, "batch": 2'
+STEPS=5000 spawn healthy_s7_lr0.01_long5000 healthy 7 0.01 - 0 0
 
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done

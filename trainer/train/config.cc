@@ -172,6 +172,7 @@ void parse_top(const json& j, const std::string& source, TrainConfig& c) {
   r.read("lr_schedule", c.lr_schedule);
   r.read("lr_step_every", c.lr_step_every);
   r.read("lr_step_gamma", c.lr_step_gamma);
+  r.read("lr_warmup_steps", c.lr_warmup_steps);
   r.read_object("clip", [&](const json& v, const std::string& p) { parse_clip(v, p, source, c.clip); });
   r.read("checkpoint_every", c.checkpoint_every);
   r.read("checkpoint_dir", c.checkpoint_dir);
@@ -219,6 +220,7 @@ std::string ToJson(const TrainConfig& c) {
       {"optimizer", c.optimizer}, {"lr", c.lr}, {"momentum", c.momentum},
       {"nesterov", c.nesterov}, {"lr_schedule", c.lr_schedule},
       {"lr_step_every", c.lr_step_every}, {"lr_step_gamma", c.lr_step_gamma},
+      {"lr_warmup_steps", c.lr_warmup_steps},
       {"clip", {{"kind", c.clip.kind}, {"threshold", c.clip.threshold}}},
       {"checkpoint_every", c.checkpoint_every}, {"checkpoint_dir", c.checkpoint_dir},
       {"monitor", c.monitor}, {"no_monitor", c.no_monitor}, {"mode", c.mode},
@@ -234,6 +236,11 @@ std::vector<FaultConfig> EffectiveFaults(const TrainConfig& config) {
 }
 
 double ScheduledLr(const TrainConfig& config, int64_t step) {
+  if (config.lr_warmup_steps > 0 && step < config.lr_warmup_steps) {
+    TrainConfig rest = config;
+    rest.lr_warmup_steps = 0;
+    return ScheduledLr(rest, step) * static_cast<double>(step + 1) / static_cast<double>(config.lr_warmup_steps);
+  }
   if (config.lr_schedule == "cosine") {
     const double t = static_cast<double>(std::clamp<int64_t>(step, 0, config.steps)) /
                      static_cast<double>(std::max<int64_t>(config.steps, 1));

@@ -11,7 +11,7 @@
 //     "data": {"dir": "", "augment": true, "val_fraction": 0.25, "seed": 7, "images": 48,
 //              "size": 32, "channels": 6, "foreground_fraction": 0.25, "noise": 0.1},
 //     "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": true,
-//     "lr_schedule": "constant", "lr_step_every": 200, "lr_step_gamma": 0.1,
+//     "lr_schedule": "constant", "lr_step_every": 200, "lr_step_gamma": 0.1, "lr_warmup_steps": 0,
 //     "clip": {"kind": "off", "threshold": 1.0},
 //     "checkpoint_every": 50, "checkpoint_dir": "",
 //     "monitor": "127.0.0.1:7070", "no_monitor": false, "mode": "guard", "gate_timeout_ms": 200,
@@ -87,6 +87,8 @@ struct TrainConfig {
   std::string lr_schedule = "constant";// "constant" | "cosine" (to 0 at `steps`) | "step"
   int64_t lr_step_every = 200;         // "step" schedule: multiply by lr_step_gamma every N steps
   double lr_step_gamma = 0.1;          // in (0, 1]
+  int64_t lr_warmup_steps = 0;         // linear warm-up over the first N steps (step s at
+                                       // (s + 1) / N of the schedule's rate); 0 = none
   ClipConfig clip;                     // clipping from the start (the monitor may change it live)
   int64_t checkpoint_every = 50;       // keep a rollback checkpoint every N steps; 0 = never
   std::string checkpoint_dir;          // "" = keep checkpoints in memory only
@@ -142,7 +144,8 @@ std::string ToJson(const TrainConfig& config);
 // once the model is healthy: with the default seed the run then collapses for good.
 std::vector<FaultConfig> EffectiveFaults(const TrainConfig& config);
 
-// The scheduled learning rate at 0-based `step` (before any monitor action or fault).
+// The scheduled learning rate at 0-based `step` (before any monitor action or fault), with the
+// linear warm-up of lr_warmup_steps on top of the schedule.
 double ScheduledLr(const TrainConfig& config, int64_t step);
 
 // How many of `items` go to validation: round(items * val_fraction). make_synthetic and

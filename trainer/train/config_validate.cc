@@ -175,6 +175,8 @@ void validate_optimizer(const TrainConfig& c, std::vector<std::string>& out) {
   check_one_of("lr_schedule", c.lr_schedule, {"constant", "cosine", "step"}, out);
   check_at_least("lr_step_every", c.lr_step_every, 1, out);
   check_at_most("lr_step_every", c.lr_step_every, Limits::kSteps, out);
+  check_at_least("lr_warmup_steps", c.lr_warmup_steps, 0, out);
+  check_at_most("lr_warmup_steps", c.lr_warmup_steps, Limits::kSteps, out);
   if (!(c.lr_step_gamma > 0.0 && c.lr_step_gamma <= 1.0)) {
     out.push_back("lr_step_gamma: must be in (0, 1], got " + num(c.lr_step_gamma));
   }

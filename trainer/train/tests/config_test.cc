@@ -58,6 +58,7 @@ TEST(TrainConfig, json_round_trip_keeps_every_field) {
   c.lr_schedule = "step";
   c.lr_step_every = 100;
   c.lr_step_gamma = 0.5;
+  c.lr_warmup_steps = 30;
   c.clip = {"norm", 1.0};
   c.checkpoint_every = 25;
   c.checkpoint_dir = "/tmp/ckpt";
@@ -248,6 +249,11 @@ TEST(TrainConfig, schedules_give_the_documented_learning_rates) {
   EXPECT_DOUBLE_EQ(ScheduledLr(c, 199), 0.01);
   EXPECT_DOUBLE_EQ(ScheduledLr(c, 200), 0.001);
   EXPECT_DOUBLE_EQ(ScheduledLr(c, 450), 0.0001);
+  c.lr_schedule = "constant";
+  c.lr_warmup_steps = 100;  // linear from 1/100 of the rate, then the schedule's
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 0), 0.0001);
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 49), 0.005);
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 100), 0.01);
 }
 
 TEST(TrainConfig, monitor_is_off_when_empty_or_disabled) {

@@ -81,8 +81,9 @@ struct Thresholds {
   // ...or over its last half this many (a steep rise is seen sooner; on Gaussian noise a t of 8
   // with 18 degrees of freedom is as rare as 6 with 38)...
   double div_trend_short_t = 8.0;
-  // ...and at least 0.5% per report (a 1%-per-step rise is 49% over the window).
-  double div_trend_min_rate = 0.005;
+  // ...and at least 0.2% per report (a 1%-per-step rise is 49% over the window; bench/detection's
+  // slowest creep, 0.3% a step, is caught 22 steps after the loss turns up).
+  double div_trend_min_rate = 0.002;
   // A loss that doubles from its recent level: warning at once. "The loss" is the median of the
   // last 5 reports (one noisy batch is not the loss), "its recent level" the lowest smoothed
   // loss (div_alpha) of the last div_window reports.
