@@ -235,12 +235,10 @@ std::vector<FaultConfig> EffectiveFaults(const TrainConfig& config) {
   return {FaultConfig{"grad_spike", config.steps * 7 / 12, 1000.0}};
 }
 
-double ScheduledLr(const TrainConfig& config, int64_t step) {
-  if (config.lr_warmup_steps > 0 && step < config.lr_warmup_steps) {
-    TrainConfig rest = config;
-    rest.lr_warmup_steps = 0;
-    return ScheduledLr(rest, step) * static_cast<double>(step + 1) / static_cast<double>(config.lr_warmup_steps);
-  }
+namespace {
+
+// The schedule's rate, without the warm-up.
+double ScheduleOnly(const TrainConfig& config, int64_t step) {
   if (config.lr_schedule == "cosine") {
     const double t = static_cast<double>(std::clamp<int64_t>(step, 0, config.steps)) /
                      static_cast<double>(std::max<int64_t>(config.steps, 1));
@@ -250,6 +248,15 @@ double ScheduledLr(const TrainConfig& config, int64_t step) {
     return config.lr * std::pow(config.lr_step_gamma, static_cast<double>(step / config.lr_step_every));
   }
   return config.lr;
+}
+
+}  // namespace
+
+double ScheduledLr(const TrainConfig& config, int64_t step) {
+  const double warmup = config.lr_warmup_steps > 0 && step < config.lr_warmup_steps
+                            ? static_cast<double>(step + 1) / static_cast<double>(config.lr_warmup_steps)
+                            : 1.0;
+  return warmup * ScheduleOnly(config, step);
 }
 
 int64_t ValidationCount(int64_t items, double val_fraction) {
