@@ -156,7 +156,8 @@ void AddCommandVerbs(Verbs& verbs) {
   CLI::App* policy = AddVerb(verbs, o, "policy", "change a live run's detector thresholds and guard policy", UpdatePolicy);
   policy->add_option("--threshold", o->thresholds, "detector override NAME=VALUE, repeatable");
   policy->add_option("--policy", o->policy,
-                     "guard policy override NAME=VALUE (max_recoveries, lr_scale, clip_std, clip_cap, clip_default)");
+                     "guard policy override NAME=VALUE (max_recoveries, lr_scale, clip_std, clip_cap, clip_default, "
+                     "release_after, release_lr)");
   AddVerb(verbs, o, "commands", "the audit log: every command sent to a run, with its effect", ListCommands);
 }
 

@@ -137,6 +137,10 @@ scrape_configs:
                     spike_at = time.monotonic()
                     break
             assert spike_at, "the trainer never injected its spike"
+            # Guard releases its clipping after 200 quiet steps; keep it on so that the clipping
+            # panel still has data when the dashboards are queried after the run.
+            gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "policy", "alerted",
+                        "--policy", "release_after=0"])
             threading.Thread(target=trainer.stderr.read, daemon=True).start()
 
             def explosion():
