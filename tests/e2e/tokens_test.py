@@ -40,6 +40,8 @@ def main():
 def http(mon, path, token=None, data=None):
     """(status, body) of an HTTP request to the monitor, the token in the Authorization header."""
     req = urllib.request.Request(f"http://127.0.0.1:{mon.metrics_port}{path}", data=data)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")  # what Alertmanager sends; others get 415
     if token:
         req.add_header("Authorization", "Bearer " + token)
     try:

@@ -149,11 +149,11 @@ Exporter::Exporter(ExporterOptions options)
   f_->store_healthy_g->Set(1);
   // Every message type and rejection reason the monitor counts starts at 0, so rate() has
   // a series.
-  for (const char* type : {"hello", "step", "eval", "command_ack", "duplicate_step"}) {
+  for (const char* type : {"hello", "step", "eval", "command_ack", "goodbye", "duplicate_step"}) {
     f_->received_by_type[type] = &f_->received.Add({{"type", type}});
   }
-  for (const char* reason : {"step_zero", "layer_count", "second_hello", "bad_hello", "no_hello", "empty_message",
-                             "too_many_streams", "unauthorized"}) {
+  for (const char* reason : {"step_range", "eval_ahead", "layer_count", "second_hello", "bad_hello", "run_taken",
+                             "too_many_runs", "no_hello", "empty_message", "too_many_streams", "unauthorized"}) {
     f_->rejected_by_reason[reason] = &f_->rejected.Add({{"reason", reason}});
   }
 }

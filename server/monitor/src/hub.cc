@@ -159,24 +159,25 @@ Status Hub::CheckTakeover(const RunState& run, const v1::Hello& hello) const {
 
 Status Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
   if (Status bad = CheckHello(hello, options_); !bad.ok()) return bad;
-  std::lock_guard<std::mutex> hellos(hello_mu_);
+  auto full = [&] {
+    return Status::Exhausted("the monitor guards " + std::to_string(live_.load()) +
+                             " live runs, its limit (gradwatchd --max-runs); ended runs do not count");
+  };
+  std::lock_guard<std::mutex> hellos(hello_mu_);  // only hellos make runs live: the check holds
   std::shared_ptr<RunState> run = FindOrLoad(hello.run_id());
   const bool created = !run;
-  if (created) run = std::make_shared<RunState>();
+  if (created) {
+    if (live_.load() >= options_.max_runs) return full();
+    run = std::make_shared<RunState>();
+    run->run.set_run_id(hello.run_id());
+    run->run.set_started_unix_millis(clock_.NowMillis());
+    std::lock_guard<std::mutex> map(mu_);  // in the map before its lock is taken: see mu_
+    runs_[hello.run_id()] = run;
+  }
   std::lock_guard<std::mutex> lock(run->mu);
   if (!created) {
     if (Status refused = CheckTakeover(*run, hello); !refused.ok()) return refused;
-  }
-  const bool live = !created && !Ended(run->run.state());
-  if (!live && live_.load() >= options_.max_runs) {
-    return Status::Exhausted("the monitor guards " + std::to_string(live_.load()) +
-                             " live runs, its limit (gradwatchd --max-runs); ended runs do not count");
-  }
-  if (created) {
-    run->run.set_run_id(hello.run_id());
-    run->run.set_started_unix_millis(clock_.NowMillis());
-    std::lock_guard<std::mutex> map(mu_);
-    runs_[hello.run_id()] = run;
+    if (Ended(run->run.state()) && live_.load() >= options_.max_runs) return full();
   }
   const bool history = !run->detector && run->max_step_seen > 0;  // back after a restart or eviction
   Bind(*run, hello);

@@ -188,7 +188,7 @@ grpc::ServerUnaryReactor* RunsService::SendCommand(grpc::CallbackServerContext* 
   v1::Command command = req->command();
   if (command.issued_by().empty()) command.set_issued_by("operator");
   if (command.reason().empty()) command.set_reason("sent by an operator");
-  int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
+  int64_t timeout = req->timeout_ms();  // 0: the hub's command_timeout_ms
   Status refused = hub_.SendCommand(req->run_id(), std::move(command), timeout, Reply(reactor, resp));
   if (!refused.ok()) reactor->Finish(GrpcStatus(refused));
   return reactor;
@@ -199,7 +199,7 @@ grpc::ServerUnaryReactor* RunsService::UndoCommand(grpc::CallbackServerContext* 
                                                    v1::SendCommandResponse* resp) {
   if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) return Done(ctx, denied);
   auto* reactor = ctx->DefaultReactor();
-  int64_t timeout = req->timeout_ms() == 0 ? 30'000 : req->timeout_ms();
+  int64_t timeout = req->timeout_ms();  // 0: the hub's command_timeout_ms
   Status refused = hub_.Undo(req->run_id(), req->command_id(), timeout, Reply(reactor, resp));
   if (!refused.ok()) reactor->Finish(GrpcStatus(refused));
   return reactor;

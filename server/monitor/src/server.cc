@@ -3,6 +3,9 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/grpcpp.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 
 #include <malloc.h>
@@ -86,10 +89,14 @@ struct Server::Impl {
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5'000);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    // A port another process holds is an error, not shared: with SO_REUSEPORT (gRPC's
+    // default on Linux) a second monitor would start and the kernel would split the
+    // trainers between the two.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     grpc_server = builder.BuildAndStart();
     if (!grpc_server || grpc_port == 0) {
       throw std::runtime_error("cannot listen for gRPC on " + config.listen +
-                               " (address in use or not an address of this host?)");
+                               ": address in use (another gradwatchd?) or not an address of this host");
     }
     // Launched trainers report here: this host, over loopback when listening on all addresses.
     std::string host = HostOf(config.listen);
@@ -216,12 +223,44 @@ void Server::Shutdown() { impl_->Shutdown(); }
 
 namespace {
 
-bool Loopback(const std::string& address) {
-  std::string host = HostOf(address);
-  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+bool LoopbackAddress(const sockaddr* a) {
+  if (a->sa_family == AF_INET) {
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(a)->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (a->sa_family == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  return false;
 }
 
 }  // namespace
+
+ListenCheck CheckListenAddress(const std::string& address) {
+  ListenCheck c;
+  const size_t colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? "" : address.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "" : address.substr(colon + 1);
+  const bool port_ok = !port.empty() && port.size() <= 5 &&
+                       port.find_first_not_of("0123456789") == std::string::npos && std::stoi(port) <= 65535;
+  if (host.empty() || !port_ok || address.find_first_of(", \t") != std::string::npos) {
+    c.error = "\"" + address + "\" is not one HOST:PORT address (e.g. 127.0.0.1:7070, [::1]:0)";
+    return c;
+  }
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0) {
+    c.error = "cannot resolve \"" + host + "\" of " + address + ": " + gai_strerror(rc);
+    return c;
+  }
+  c.loopback = true;  // every address the name resolves to: a listener binds them all
+  for (addrinfo* a = found; a; a = a->ai_next) c.loopback = c.loopback && LoopbackAddress(a->ai_addr);
+  freeaddrinfo(found);
+  return c;
+}
 
 std::string DefaultTrainer() {
   std::error_code ec;
@@ -233,11 +272,17 @@ std::string DefaultTrainer() {
 
 int RunServer(const ServerConfig& config) {
   // Launch and control calls act on the host: until tokens guard them, only loopback.
-  for (const std::string& address : {config.listen, config.metrics_listen}) {
-    if (!address.empty() && !Loopback(address) && config.tokens_file.empty() && !config.allow_remote_without_auth) {
+  for (const auto& [flag, address] : {std::pair{"--listen", config.listen}, {"--metrics-listen", config.metrics_listen}}) {
+    if (address.empty()) continue;
+    ListenCheck check = CheckListenAddress(address);
+    if (!check.error.empty()) {
+      std::cerr << "gradwatchd: " << flag << ": " << check.error << "\n";
+      return 2;
+    }
+    if (!check.loopback && config.tokens_file.empty() && !config.allow_remote_without_auth) {
       std::cerr << "gradwatchd: refusing to listen on " << address
-                << " without authentication; pass --tokens FILE, listen on 127.0.0.1, or pass "
-                   "--allow-remote-without-auth "
+                << " (not only loopback) without authentication; pass --tokens FILE, listen on 127.0.0.1, or "
+                   "pass --allow-remote-without-auth "
                    "inside a network you control (e.g. a compose network with ports published on loopback)\n";
       return 2;
     }

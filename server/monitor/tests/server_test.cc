@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "gradwatch/v1/jobs.grpc.pb.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
@@ -218,7 +219,13 @@ TEST(Server, leaves_a_run_disconnected_when_its_stream_ends_without_a_goodbye) {
   while (stream->Read(&reply)) {
   }
   EXPECT_TRUE(stream->Finish().ok());
-  EXPECT_EQ(server.hub().GetRun("r")->state(), v1::RUN_STATE_DISCONNECTED);
+  // The server handles the stream's end after the client sees it finish: wait for it.
+  v1::RunState state = v1::RUN_STATE_RUNNING;
+  for (int i = 0; i < 1000 && state == v1::RUN_STATE_RUNNING; ++i) {
+    state = server.hub().GetRun("r")->state();
+    if (state == v1::RUN_STATE_RUNNING) std::this_thread::yield();
+  }
+  EXPECT_EQ(state, v1::RUN_STATE_DISCONNECTED);
 }
 
 TEST(ListenAddress, takes_loopback_hosts_and_names_what_is_wrong_with_the_rest) {

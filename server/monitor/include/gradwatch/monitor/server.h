@@ -69,6 +69,14 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
+// What a --listen or --metrics-listen address is: one HOST:PORT (a list, a bare host or a
+// bad port is an error) and whether every address HOST resolves to is loopback.
+struct ListenCheck {
+  std::string error;  // "" when the address is well-formed and resolves
+  bool loopback = false;
+};
+ListenCheck CheckListenAddress(const std::string& address);
+
 // gradwatch-train next to this executable, or "" when there is none.
 std::string DefaultTrainer();
 
