@@ -255,7 +255,8 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
       break;
     }
     const int64_t step0 = step - 1;
-    auto index = torch::tensor(sampler.next(), torch::kLong).to(device);
+    const std::vector<int64_t> items = sampler.next();
+    auto index = torch::tensor(items, torch::kLong).to(device);
     torch::Tensor x = train.images.index_select(0, index), y = train.masks.index_select(0, index);
     gw.SetLearningRate(ScheduledLr(config, step0) * LrFault(faults, step0));
     optimizer->zero_grad();
@@ -266,7 +267,7 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
     SegMetrics m = segmentation_metrics(y, pred.detach());
     double loss_v = loss.item<double>();
     if (gw.BeforeUpdate({uint64_t(step), uint32_t(sampler.epoch()), loss_v, m.jaccard_soft, m.jaccard_hard,
-                         m.accuracy})) {
+                         m.accuracy, &items})) {
       optimizer->step();
     }
     gw.AfterUpdate();

@@ -96,7 +96,7 @@ void RunDetector::Detect(const StepSample& s, std::vector<Event>* out) {
   }
   Push(s_.update.OnStep(s), out);
   Push(s_.progress.OnLoss(s.step, s.loss), out);
-  Push(s_.data.OnStep(s.step, spike_started), out);
+  Push(s_.data.OnStep(s, spike_started), out);
 }
 
 // A critical explosion, oversized update or non-finite step may leave a dead network behind.

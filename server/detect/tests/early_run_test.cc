@@ -129,9 +129,15 @@ TEST(RunDetector, names_the_data_when_separate_spikes_keep_coming) {
   std::mt19937 rng(4);
   std::normal_distribution<double> normal(0, 0.1);
   std::vector<StepSample> steps;
+  std::vector<std::vector<uint64_t>> batches;  // item 7 is in every bad batch
   for (uint64_t i = 1; i <= 400; ++i) {
     bool bad_batch = i == 150 || i == 190 || i == 240;
     steps.push_back(Step(i, 0.5 * std::exp(normal(rng) / 2), (bad_batch ? 20.0 : 0.2) * std::exp(normal(rng))));
+    batches.push_back(bad_batch ? std::vector<uint64_t>{7, i % 30, 100 + i % 7} : std::vector<uint64_t>{i % 30});
+  }
+  for (size_t i = 0; i < steps.size(); ++i) {
+    steps[i].sample_ids = batches[i].data();
+    steps[i].n_samples = batches[i].size();
   }
   std::vector<Event> events = FeedAll(d, steps);
   std::vector<Event> suspects;
@@ -140,6 +146,7 @@ TEST(RunDetector, names_the_data_when_separate_spikes_keep_coming) {
   ASSERT_EQ(suspects.size(), 1u) << Describe(events);
   EXPECT_EQ(suspects[0].step, 240u);
   EXPECT_NE(suspects[0].message.find("steps 150, 190, 240"), std::string::npos) << suspects[0].message;
+  EXPECT_NE(suspects[0].message.find("items 7 (x3), "), std::string::npos) << suspects[0].message;
 }
 
 TEST(RunDetector, a_run_converged_near_zero_raises_nothing_critical_in_5000_steps) {

@@ -20,6 +20,8 @@ detect::StepSample ToSample(const v1::StepReport& step) {
   s.update_ratio = step.has_update_ratio() ? step.update_ratio() : detect::kNaN;
   s.rolled_back = step.rolled_back() || step.rolled_back_to() != 0;
   s.rolled_back_to = step.rolled_back_to();
+  s.sample_ids = step.sample_ids().data();
+  s.n_samples = static_cast<size_t>(step.sample_ids_size());
   return s;
 }
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -242,6 +243,10 @@ bool Session::BeforeUpdate(const StepInputs& in) {
     rolled_back_to_ = 0;
     rolled_back_ = false;
     r.update_ratio = last_update_ratio_;
+    if (in.sample_ids) {
+      const size_t n = std::min<size_t>(in.sample_ids->size(), 64);
+      r.sample_ids.assign(in.sample_ids->begin(), in.sample_ids->begin() + static_cast<std::ptrdiff_t>(n));
+    }
     r.awaiting_verdict = options_.mode == Mode::kGated && update;
     link_->Report(r);
     if (r.awaiting_verdict) {

@@ -86,6 +86,7 @@ v1::StepReport ToWire(const StepRecord& s) {
   r.set_rolled_back(s.rolled_back);
   r.set_awaiting_verdict(s.awaiting_verdict);
   if (!std::isnan(s.update_ratio)) r.set_update_ratio(s.update_ratio);
+  r.mutable_sample_ids()->Add(s.sample_ids.begin(), s.sample_ids.end());
   return r;
 }
 

@@ -226,18 +226,26 @@ class NoProgressDetector {
   bool done_ = false;
 };
 
-// Data suspects: data_spikes separate grad-spike episodes within data_window reports, each over
-// within a few steps (the norm went back to its level: the batch, not a lasting change). Warning,
-// with the steps; fires again only after data_window quiet reports. Event value: the number of
-// episodes. Feed every report's step and whether a grad-spike episode started on it.
+// Data suspects: data_spikes separate grad-spike episodes within data_window reports (each a new
+// episode: the norm went back to its level in between, so the batch, not a lasting change).
+// Warning, with the steps and, when the trainer reports its batches (StepSample::sample_ids), the
+// items of those batches, the ones in more than one first; fires again only after data_window
+// reports without a new episode. Event value: the number of episodes. Feed every report, with
+// whether a grad-spike episode started on it.
 class DataSuspectDetector {
  public:
   explicit DataSuspectDetector(const Thresholds& t);
-  std::optional<Event> OnStep(uint64_t step, bool spike_started);
+  std::optional<Event> OnStep(const StepSample& s, bool spike_started);
 
  private:
+  struct Start {
+    uint64_t step;
+    std::vector<uint64_t> items;  // the batch's items, if reported
+  };
+  std::string Items() const;
+
   Thresholds t_;
-  std::vector<uint64_t> starts_;  // episode starts within the window, oldest first
+  std::vector<Start> starts_;  // episode starts within the window, oldest first
   uint64_t last_fired_ = 0;
   bool fired_ = false;
 };

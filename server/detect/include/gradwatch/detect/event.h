@@ -57,6 +57,9 @@ struct StepSample {
   // rolled_back_to (0 = the initial state). The detectors restore their statistics of that step.
   bool rolled_back = false;
   uint64_t rolled_back_to = 0;
+  // The batch's training items, when the trainer reports them; not owned, read during the call.
+  const uint64_t* sample_ids = nullptr;
+  size_t n_samples = 0;
 };
 
 // One evaluation (validation) report; NaN = not reported.

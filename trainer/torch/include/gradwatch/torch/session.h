@@ -72,6 +72,9 @@ struct StepInputs {
   uint32_t epoch = 0;
   double loss = 0;
   double jaccard_soft = 0, jaccard_hard = 0, accuracy = 0;
+  // The batch's training items, if the loop knows them: reported (the first 64) so that a
+  // "suspect data" event can name them. Not owned; read during BeforeUpdate only.
+  const std::vector<int64_t>* sample_ids = nullptr;
 };
 
 struct AppliedCommand {

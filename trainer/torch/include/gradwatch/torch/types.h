@@ -44,6 +44,7 @@ struct StepRecord {
   bool rolled_back = false;  // the first step after a rollback (rolled_back_to may be 0)
   bool awaiting_verdict = false;
   double update_ratio = NAN;  // ||dw|| / ||w|| of the proposed update; NaN = not measured
+  std::vector<uint64_t> sample_ids;  // the batch's training items, when known (at most 64)
 };
 
 struct EvalRecord {
