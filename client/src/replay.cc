@@ -94,6 +94,7 @@ std::vector<v1::TrainerMessage> TraceMessages(const std::vector<detect::ReplayRe
     s->set_loss(r.step.loss);
     if (r.step.has_grad_norm) s->set_grad_norm(r.step.grad_norm);
     opt(r.step.learning_rate, [&](double v) { s->set_learning_rate(v); });
+    opt(r.step.update_ratio, [&](double v) { s->set_update_ratio(v); });
     opt(r.step.jaccard_soft, [&](double v) { s->set_jaccard_soft(v); });
     opt(r.step.jaccard_hard, [&](double v) { s->set_jaccard_hard(v); });
     opt(r.step.accuracy, [&](double v) { s->set_accuracy(v); });
