@@ -221,8 +221,33 @@ def listening():
     print("ok: listen addresses checked, a busy port refused")
 
 
+def jobs():
+    """A job that names the monitor's own files, a corrupt job record, bounds and the queue."""
+    tmp = tempfile.mkdtemp(prefix="gradwatch-hardening-jobs-")
+    data = os.path.join(tmp, "data")
+    with gwtest.Monitor(data_dir=data) as mon:
+        for sets, field in ((["trace_csv=job.json"], "trace_csv"), (["threads=100000"], "threads"),
+                            (["steps=100000000000"], "steps"), (["data.size=100000"], "data.size")):
+            args = [CLI, "--server", mon.address, "launch", "--detach", "--run-id", "j-" + field.replace(".", "-")]
+            for item in sets:
+                args += ["--set", item]
+            p = gwtest.run(args, check=False)
+            assert p.returncode != 0 and field in p.stderr, (sets, p.returncode, p.stderr)
+        assert mon.proc.poll() is None, mon.output()
+    os.makedirs(os.path.join(data, "jobs", "mangled"), exist_ok=True)
+    open(os.path.join(data, "jobs", "mangled", "job.json"), "w").write("{not json")
+    with gwtest.Monitor(data_dir=data) as mon:  # starts despite the corrupt record
+        p = gwtest.run([CLI, "--server", mon.address, "--json", "jobs"])
+        jobs = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+        mangled = [j for j in jobs if j.get("job_id") == "mangled"]
+        assert mangled and mangled[0].get("state") == "lost", p.stdout
+        assert os.path.exists(os.path.join(data, "jobs", "mangled", "job.json.corrupt"))
+    print("ok: job paths, bounds and a corrupt job record")
+
+
 def main():
     listening()
+    jobs()
     stubs = tempfile.mkdtemp(prefix="gradwatch-hardening-")
     gwtest.generate_stubs(stubs)
     from gradwatch.v1 import runs_pb2, runs_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
