@@ -15,38 +15,20 @@
 #include "alertmanager.h"
 #include <prometheus/registry.h>
 
-#include "gradwatch/metrics/exporter.h"
-#include "gradwatch/monitor/hub.h"
-#include "gradwatch/store/store.h"
+#include "monitor_world.h"
 #include "http_handlers.h"
 
 namespace {
 
 using namespace gradwatch;
 
-class NullSink : public monitor::StreamSink {
- public:
-  void Send(const v1::MonitorMessage&) override {}
-};
-
-struct World {
-  World() {
-    auto dir = std::filesystem::temp_directory_path() / ("gradwatch-am-fuzz-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    store = std::make_unique<store::Store>(store::StoreOptions{(dir / "gradwatch.db").string()});
-    hub = std::make_unique<monitor::Hub>(monitor::HubOptions{}, *store, exporter, clock);
-    v1::Hello hello;
-    hello.set_run_id("run-1");
-    hello.add_layer_names("head.weight");
-    if (!hub->OnHello(hello, std::make_shared<NullSink>()).ok()) std::abort();
+struct World : fuzz::MonitorWorld {
+  World() : MonitorWorld("am-fuzz") {
+    OpenRun("run-1");
     context.metrics = exporter.registry();
     context.hub = hub.get();
     context.store = store.get();
   }
-  monitor::FakeClock clock;
-  metrics::Exporter exporter;
-  std::unique_ptr<store::Store> store;
-  std::unique_ptr<monitor::Hub> hub;
   monitor::HttpContext context;
 };
 

@@ -18,30 +18,16 @@
 
 #include <prometheus/registry.h>
 
-#include "gradwatch/metrics/exporter.h"
-#include "gradwatch/monitor/hub.h"
-#include "gradwatch/store/store.h"
+#include "monitor_world.h"
 #include "http_handlers.h"
 
 namespace {
 
 using namespace gradwatch;
 
-class NullSink : public monitor::StreamSink {
- public:
-  void Send(const v1::MonitorMessage&) override {}
-};
-
-struct World {
-  World() {
-    auto dir = std::filesystem::temp_directory_path() / ("gradwatch-http-fuzz-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    store = std::make_unique<store::Store>(store::StoreOptions{(dir / "gradwatch.db").string()});
-    hub = std::make_unique<monitor::Hub>(monitor::HubOptions{}, *store, exporter, clock);
-    v1::Hello hello;
-    hello.set_run_id("run-1");
-    hello.add_layer_names("head.weight");
-    if (!hub->OnHello(hello, sink).ok()) std::abort();
+struct World : fuzz::MonitorWorld {
+  World() : MonitorWorld("http-fuzz") {
+    OpenRun("run-1");
     for (uint64_t i = 1; i <= 20; ++i) {
       v1::StepReport s;
       s.set_step(i);
@@ -60,11 +46,6 @@ struct World {
     context.store = store.get();
     context.chartjs = "/usr/share/javascript/chart.js/chart.min.js";
   }
-  monitor::FakeClock clock;
-  metrics::Exporter exporter;
-  std::unique_ptr<store::Store> store;
-  std::unique_ptr<monitor::Hub> hub;
-  std::shared_ptr<NullSink> sink = std::make_shared<NullSink>();
   monitor::HttpContext context;
 };
 

@@ -9,31 +9,14 @@
 #include <filesystem>
 #include <memory>
 
-#include "gradwatch/metrics/exporter.h"
-#include "gradwatch/monitor/hub.h"
-#include "gradwatch/store/store.h"
+#include "monitor_world.h"
 
 namespace {
 
 using namespace gradwatch;
 
-class NullSink : public monitor::StreamSink {
- public:
-  void Send(const v1::MonitorMessage&) override {}
-};
-
-struct World {
-  World() {
-    auto dir = std::filesystem::temp_directory_path() / ("gradwatch-fuzz-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    store = std::make_unique<store::Store>(store::StoreOptions{(dir / "gradwatch.db").string()});
-    hub = std::make_unique<monitor::Hub>(monitor::HubOptions{}, *store, exporter, clock);
-  }
-  monitor::FakeClock clock;
-  metrics::Exporter exporter;
-  std::unique_ptr<store::Store> store;
-  std::unique_ptr<monitor::Hub> hub;
-  std::shared_ptr<NullSink> sink = std::make_shared<NullSink>();
+struct World : fuzz::MonitorWorld {
+  World() : MonitorWorld("fuzz") {}
   std::string run_id;  // of the last accepted hello
 };
 
