@@ -1,6 +1,7 @@
 // `launch` checks its config before asking the monitor: syntax errors with their position,
 // and every field a launch cannot take, at once.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -30,14 +31,15 @@ class LaunchConfig : public ::testing::Test {
   }
 
  private:
-  std::string path_ = ::testing::TempDir() + "launch_config_test.json";
+  // One file per test process: ctest runs the tests of this file side by side.
+  std::string path_ = ::testing::TempDir() + "launch_config_test-" + std::to_string(::getpid()) + ".json";
 };
 
 
 TEST_F(LaunchConfig, a_json_syntax_error_is_reported_with_its_line_and_column) {
   auto r = Launch({Write("{\"steps\": 10,\n  \"lr\": }\n")});
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.err.find("launch_config_test.json: JSON syntax error at line 2, column"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(".json: JSON syntax error at line 2, column"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("not a JSON object"), std::string::npos) << r.err;
 }
 

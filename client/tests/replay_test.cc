@@ -1,5 +1,6 @@
 // `replay --offline` runs a trace or a spool through this process's detectors: no monitor.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -55,7 +56,8 @@ class OfflineReplay : public ::testing::Test {
   }
 
  private:
-  std::string path_ = ::testing::TempDir() + "cli_replay_test.trace";
+  // One file per test process: ctest runs the tests of this file side by side.
+  std::string path_ = ::testing::TempDir() + "cli_replay_test-" + std::to_string(::getpid()) + ".trace";
 };
 
 TEST_F(OfflineReplay, a_trace_without_events_says_so_with_its_row_count) {
