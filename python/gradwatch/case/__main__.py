@@ -1,0 +1,5 @@
+import sys
+
+from gradwatch.case.train import main
+
+sys.exit(main())
