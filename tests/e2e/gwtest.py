@@ -66,6 +66,21 @@ def run(args, timeout=300, check=True):
     return p
 
 
+def wait_for_steps(address, run_id, at_least, trainer=None, timeout=60):
+    """Waits until the monitor at `address` has stored `at_least` steps of the run (asked with
+    `gradwatch run`); fails early when `trainer` (a Popen with stderr piped) ends before that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if trainer is not None and trainer.poll() is not None:
+            raise AssertionError("the trainer ended early:\n" + trainer.stderr.read())
+        p = subprocess.run([str(BIN / "gradwatch"), "--server", address, "--json", "run", run_id],
+                           capture_output=True, text=True)
+        if p.returncode == 0 and json.loads(p.stdout)["steps"] >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not reach {at_least} steps in {timeout} s")
+
+
 def metric_value(text, name, **labels):
     """The value of the one sample of `name` whose labels include `labels`, or None."""
     for line in text.splitlines():

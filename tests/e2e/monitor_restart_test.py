@@ -10,21 +10,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 
 import gwtest
 
 STEPS = 2000
-
-
-def wait_for_steps(cli, address, run_id, at_least, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        p = subprocess.run([str(cli), "--server", address, "--json", "run", run_id], capture_output=True, text=True)
-        if p.returncode == 0 and json.loads(p.stdout)["steps"] >= at_least:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not reach {at_least} steps in {timeout} s")
 
 
 def main():
@@ -39,7 +28,7 @@ def main():
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for kill_at in (400, 1100):
-            wait_for_steps(gwtest.BIN / "gradwatch", mon.address, "restarts", kill_at)
+            gwtest.wait_for_steps(mon.address, "restarts", kill_at)
             mon.proc.send_signal(signal.SIGKILL)
             mon.proc.wait()
             print(f"killed the monitor at >= {kill_at} stored steps")

@@ -9,23 +9,11 @@ import signal
 import sqlite3
 import sys
 import tempfile
-import time
 
 import gwtest
 import pycase
 
 STEPS = 1000
-
-
-def wait_for_steps(mon, run_id, at_least, trainer, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert trainer.poll() is None, "the trainer ended early:\n" + trainer.stderr.read()
-        p = pycase.cli(mon, "run", run_id, check=False)
-        if p.returncode == 0 and json.loads(p.stdout)["steps"] >= at_least:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not reach {at_least} steps in {timeout} s")
 
 
 def main():
@@ -39,7 +27,7 @@ def main():
                                 "--summary-json", summary, *args)
     try:
         for kill_at in (250, 600):
-            wait_for_steps(mon, "py-restarts", kill_at, trainer)
+            gwtest.wait_for_steps(mon.address, "py-restarts", kill_at, trainer, timeout=120)
             mon.proc.send_signal(signal.SIGKILL)
             mon.proc.wait()
             print(f"killed the monitor at >= {kill_at} stored steps")

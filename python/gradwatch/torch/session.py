@@ -133,6 +133,14 @@ def _check_mapping(name: str, values: Optional[Mapping[str, Any]], numbers: bool
     return out
 
 
+def _set_metrics(report: Any, jaccard_soft: Optional[float], jaccard_hard: Optional[float],
+                 accuracy: Optional[float]) -> None:
+    """The segmentation metrics of a step or eval report; None = not measured, left unset."""
+    for name, value in (("jaccard_soft", jaccard_soft), ("jaccard_hard", jaccard_hard), ("accuracy", accuracy)):
+        if value is not None:
+            setattr(report, name, float(value))
+
+
 def _write_atomically(path: str, obj: Any) -> None:
     """torch.save to a temporary file beside `path`, fsynced, then renamed over it."""
     folder = os.path.dirname(path) or "."
@@ -340,9 +348,7 @@ class Session:
                 step_seconds=time.monotonic() - self._step_start, unix_millis=int(time.time() * 1000),
                 update_skipped=not update, rolled_back_to=self._rolled_back_to, rolled_back=self._rolled_back,
                 awaiting_verdict=self.mode == "gated" and update)
-            for name, value in (("jaccard_soft", jaccard_soft), ("jaccard_hard", jaccard_hard), ("accuracy", accuracy)):
-                if value is not None:
-                    setattr(report, name, float(value))
+            _set_metrics(report, jaccard_soft, jaccard_hard, accuracy)
             if not math.isnan(self.last_update_ratio):
                 report.update_ratio = self.last_update_ratio
             if sample_ids is not None:
@@ -382,9 +388,7 @@ class Session:
             return
         report = pb.EvalReport(step=self._step if step is None else step,
                                loss=float(loss.item() if isinstance(loss, torch.Tensor) else loss))
-        for name, value in (("jaccard_soft", jaccard_soft), ("jaccard_hard", jaccard_hard), ("accuracy", accuracy)):
-            if value is not None:
-                setattr(report, name, float(value))
+        _set_metrics(report, jaccard_soft, jaccard_hard, accuracy)
         self._reporter.report_eval(report)
 
     def finish(self, timeout: float = 10.0) -> None:
