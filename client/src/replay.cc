@@ -49,8 +49,7 @@ int DetectHere(Context& ctx, const std::vector<detect::ReplayRecord>& records, d
                std::map<std::string, double> thresholds, const ReplayOptions& o, const std::string& unit) {
   for (const auto& [k, v] : ParseThresholds(o.thresholds)) thresholds[k] = v;
   detect::Thresholds t;
-  std::string bad = t.Apply(thresholds);
-  if (!bad.empty()) throw Failure{"--threshold: " + bad};
+  if (Status bad = t.Apply(thresholds); !bad.ok()) throw Failure{"--threshold: " + bad.message()};
   if (o.loss_bound > 0) info.loss_upper_bound = o.loss_bound;
   auto events = ToProto(detect::ReplayOffline(records, info, t));
   ctx.print.Events(events);

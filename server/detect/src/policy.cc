@@ -55,10 +55,10 @@ const char* ToString(Action::Kind kind) {
   return "unknown";
 }
 
-std::string GuardConfig::Apply(const std::map<std::string, double>& overrides) {
+Status GuardConfig::Apply(const std::map<std::string, double>& overrides) {
   GuardConfig next = *this;
   for (const auto& [key, value] : overrides) {
-    if (!std::isfinite(value)) return key + ": must be finite";
+    if (!std::isfinite(value)) return Status::Invalid(key + ": must be finite");
     if (key == "max_recoveries" && value >= 0 && value == std::floor(value)) {
       next.max_recoveries = static_cast<int>(value);
     } else if (key == "lr_scale" && value > 0 && value <= 1) {
@@ -71,16 +71,17 @@ std::string GuardConfig::Apply(const std::map<std::string, double>& overrides) {
       (key == "clip_std" ? next.clip_std : key == "clip_cap" ? next.clip_cap : next.clip_default) = value;
     } else if (key == "max_recoveries" || key == "lr_scale" || key == "clip_std" || key == "clip_cap" ||
                key == "clip_default" || key == "release_after" || key == "release_lr") {
-      return key + ": " + std::to_string(value) +
-             " is out of range (max_recoveries, release_after: a whole number >= 0; lr_scale: (0, 1]; "
-             "clip_*: > 0; release_lr: 0 or 1)";
+      return Status::Invalid(key + ": " + std::to_string(value) +
+                             " is out of range (max_recoveries, release_after: a whole number >= 0; "
+                             "lr_scale: (0, 1]; clip_*: > 0; release_lr: 0 or 1)");
     } else {
-      return "unknown policy key \"" + key +
-             "\", expected max_recoveries, lr_scale, clip_std, clip_cap, clip_default, release_after or release_lr";
+      return Status::Invalid("unknown policy key \"" + key +
+                             "\", expected max_recoveries, lr_scale, clip_std, clip_cap, clip_default, "
+                             "release_after or release_lr");
     }
   }
   *this = next;
-  return "";
+  return {};
 }
 
 GuardPolicy::GuardPolicy(Mode mode, GuardConfig config) : mode_(mode), config_(config) {}

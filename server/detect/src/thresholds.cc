@@ -106,14 +106,14 @@ std::string Set(Thresholds& t, const std::string& key, double v) {
 
 }  // namespace
 
-std::string Thresholds::Apply(const std::map<std::string, double>& overrides) {
+Status Thresholds::Apply(const std::map<std::string, double>& overrides) {
   Thresholds next = *this;
   for (const auto& [key, value] : overrides) {
     std::string error = Set(next, key, value);
-    if (!error.empty()) return error;
+    if (!error.empty()) return Status::Invalid(error);
   }
   *this = next;
-  return "";
+  return {};
 }
 
 std::vector<std::string> Thresholds::Names() {

@@ -90,7 +90,7 @@ TEST(GuardPolicy, never_releases_an_operators_clipping) {
 
 TEST(GuardPolicy, release_after_zero_keeps_clipping_on) {
   GuardConfig config;
-  ASSERT_EQ(config.Apply({{"release_after", 0}}), "");
+  ASSERT_TRUE(config.Apply({{"release_after", 0}}).ok());
   GuardPolicy p(Mode::kGuard, config);
   p.OnEvent(Make(EventKind::kGradSpike, 50), HealthyStats{});
   EXPECT_TRUE(Quiet(p, 51, 1000).empty());
@@ -140,11 +140,11 @@ TEST(GuardPolicy, gated_mode_skips_an_oversized_update_and_lets_warnings_through
 
 TEST(GuardConfig, apply_names_the_release_keys) {
   GuardConfig c;
-  EXPECT_EQ(c.Apply({{"release_after", 50}, {"release_lr", 0}}), "");
+  EXPECT_TRUE(c.Apply({{"release_after", 50}, {"release_lr", 0}}).ok());
   EXPECT_EQ(c.release_after, 50);
   EXPECT_FALSE(c.release_lr);
-  EXPECT_NE(c.Apply({{"release_lr", 0.5}}), "");
-  EXPECT_NE(c.Apply({{"release_after", -1}}), "");
+  EXPECT_EQ(c.Apply({{"release_lr", 0.5}}).code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(c.Apply({{"release_after", -1}}).code(), Status::Code::kInvalidArgument);
 }
 
 }  // namespace

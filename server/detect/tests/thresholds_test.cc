@@ -11,7 +11,7 @@ namespace {
 
 TEST(Thresholds, apply_sets_fields_by_name) {
   Thresholds t;
-  EXPECT_EQ(t.Apply({{"spike_z_critical", 8}, {"collapse_window", 7}, {"spike_alpha", 0.9}}), "");
+  EXPECT_TRUE(t.Apply({{"spike_z_critical", 8}, {"collapse_window", 7}, {"spike_alpha", 0.9}}).ok());
   EXPECT_EQ(t.spike_z_critical, 8);
   EXPECT_EQ(t.collapse_window, 7u);
   EXPECT_EQ(t.spike_alpha, 0.9);
@@ -19,23 +19,24 @@ TEST(Thresholds, apply_sets_fields_by_name) {
 
 TEST(Thresholds, apply_rejects_an_unknown_key_by_name_and_changes_nothing) {
   Thresholds t;
-  std::string error = t.Apply({{"spike_z_critical", 8}, {"spike_z", 3}});
-  EXPECT_EQ(error, "unknown threshold 'spike_z'");
+  Status error = t.Apply({{"spike_z_critical", 8}, {"spike_z", 3}});
+  EXPECT_EQ(error.code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(error.message(), "unknown threshold 'spike_z'");
   EXPECT_EQ(t.spike_z_critical, 6);  // all or nothing
 }
 
 TEST(Thresholds, apply_rejects_values_out_of_range) {
   Thresholds t;
-  EXPECT_EQ(t.Apply({{"spike_alpha", 1.5}}), "threshold 'spike_alpha' = 1.5 is outside [0, 1]");
-  EXPECT_NE(t.Apply({{"loss_z", -1}}), "");
-  EXPECT_NE(t.Apply({{"vanish_ratio", NAN}}), "");
+  EXPECT_EQ(t.Apply({{"spike_alpha", 1.5}}).message(), "threshold 'spike_alpha' = 1.5 is outside [0, 1]");
+  EXPECT_FALSE(t.Apply({{"loss_z", -1}}).ok());
+  EXPECT_FALSE(t.Apply({{"vanish_ratio", NAN}}).ok());
   EXPECT_EQ(t.spike_alpha, 0.97);
 }
 
 TEST(Thresholds, apply_rejects_fractional_windows) {
   Thresholds t;
-  EXPECT_EQ(t.Apply({{"div_window", 2.5}}), "threshold 'div_window' = 2.5 is not a whole number");
-  EXPECT_NE(t.Apply({{"collapse_window", 0}}), "");  // a window needs at least one report
+  EXPECT_EQ(t.Apply({{"div_window", 2.5}}).message(), "threshold 'div_window' = 2.5 is not a whole number");
+  EXPECT_FALSE(t.Apply({{"collapse_window", 0}}).ok());  // a window needs at least one report
 }
 
 TEST(Thresholds, every_listed_name_is_accepted) {
@@ -43,7 +44,7 @@ TEST(Thresholds, every_listed_name_is_accepted) {
   EXPECT_EQ(names.size(), 55u);
   for (const std::string& name : names) {
     Thresholds t;
-    EXPECT_EQ(t.Apply({{name, 1}}), "") << name;  // 1 is in every field's range
+    EXPECT_TRUE(t.Apply({{name, 1}}).ok()) << name;  // 1 is in every field's range
   }
 }
 

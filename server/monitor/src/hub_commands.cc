@@ -48,12 +48,12 @@ void Effect(const store::Store& store, const std::string& run_id, uint64_t from,
 
 Status CheckOverrides(const v1::RunConfig& config) {
   detect::Thresholds thresholds;
-  std::string bad =
+  Status bad =
       thresholds.Apply(std::map<std::string, double>(config.thresholds().begin(), config.thresholds().end()));
-  if (!bad.empty()) return Status::Invalid("thresholds: " + bad);
+  if (!bad.ok()) return Status::Invalid("thresholds: " + bad.message());
   policy::GuardConfig guard;
   bad = guard.Apply(std::map<std::string, double>(config.policy().begin(), config.policy().end()));
-  return bad.empty() ? Status() : Status::Invalid("policy: " + bad);
+  return bad.ok() ? Status() : Status::Invalid("policy: " + bad.message());
 }
 
 void Hub::MakePolicy(RunState& run) {

@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "gradwatch/common/status.h"
+
 #include "gradwatch/detect/event.h"
 
 namespace gradwatch::policy {
@@ -63,9 +65,9 @@ struct GuardConfig {
   // recovery (1), or never (0).
   bool release_lr = true;
 
-  // Applies overrides by name (the fields above); all or nothing. Returns an error naming the
-  // unknown key or bad value, empty on success.
-  std::string Apply(const std::map<std::string, double>& overrides);
+  // Applies overrides by name (the fields above); all or nothing. An error is kInvalidArgument
+  // and names the unknown key or bad value.
+  Status Apply(const std::map<std::string, double>& overrides);
 };
 
 class GuardPolicy {

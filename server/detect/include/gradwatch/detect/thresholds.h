@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "gradwatch/common/status.h"
+
 namespace gradwatch::detect {
 
 struct Thresholds {
@@ -164,10 +166,10 @@ struct Thresholds {
   uint64_t snapshot_every = 50;
   uint64_t snapshots_kept = 8;
 
-  // Sets fields by name (the names above). Applies all or none. Returns "" on success, else an
-  // error naming the key: "unknown threshold 'spike_z'" or "threshold 'spike_alpha' = 1.5 is
-  // outside [0, 1]"; windows and counts must be whole numbers.
-  std::string Apply(const std::map<std::string, double>& overrides);
+  // Sets fields by name (the names above). Applies all or none. An error is kInvalidArgument and
+  // names the key: "unknown threshold 'spike_z'" or "threshold 'spike_alpha' = 1.5 is outside
+  // [0, 1]"; windows and counts must be whole numbers.
+  Status Apply(const std::map<std::string, double>& overrides);
 
   // All field names, in declaration order.
   static std::vector<std::string> Names();
