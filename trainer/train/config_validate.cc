@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config.h"
+#include "gradwatch/common/run_id.h"
 
 namespace gradwatch::train {
 namespace {
@@ -55,21 +56,12 @@ void check_fraction(const std::string& field, double value, std::vector<std::str
 
 }  // namespace
 
-bool ValidRunId(const std::string& id) {
-  if (id.empty() || id.size() > 64 || id == "." || id == "..") return false;
-  for (char ch : id) {
-    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                     (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 namespace {
 
 void validate_run(const TrainConfig& c, std::vector<std::string>& out) {
   if (!c.run_id.empty() && !ValidRunId(c.run_id)) {
-    out.push_back("run_id: must match [A-Za-z0-9._-]{1,64} or be empty, got \"" + c.run_id + "\"");
+    out.push_back(std::string("run_id: must be ") + kRunIdRule + ", or empty; got \"" + c.run_id + "\"");
   }
   check_one_of("device", c.device, {"auto", "cpu", "cuda"}, out);
   check_at_least("threads", c.threads, 1, out);

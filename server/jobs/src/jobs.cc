@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "gradwatch/common/file.h"
+#include "gradwatch/common/run_id.h"
 #include "gradwatch/jobs/launch_config.h"
 #include "job_record.h"
 #include "names.h"
@@ -126,7 +127,7 @@ void Jobs::Quarantine(const std::string& folder, const std::string& reason) {
   std::error_code ec;
   fs::rename(record, kept, ec);
   const std::string id = fs::path(folder).filename().string();
-  const bool listed = train::ValidRunId(id);
+  const bool listed = ValidRunId(id);
   options_.log("JOB RECORD UNUSABLE: " + record.string() + ": " + reason + "; " +
                (ec ? "could not move it aside (" + ec.message() + ")" : "moved to " + kept.string()) +
                (listed ? "; job " + id + " is listed as lost" : "; not a job id, left out"));

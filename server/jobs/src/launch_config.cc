@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "gradwatch/common/run_id.h"
 #include "train/config.h"
 
 namespace gradwatch::jobs {
@@ -139,8 +140,8 @@ std::string RunIdOf(const json& doc, const std::string& run_id) {
   std::string from_config;
   if (doc.contains("run_id") && doc["run_id"].is_string()) from_config = doc["run_id"].get<std::string>();
   for (const std::string* id : std::initializer_list<const std::string*>{&run_id, &from_config}) {
-    if (!id->empty() && !train::ValidRunId(*id)) {
-      throw InvalidLaunch("run_id", "\"" + *id + "\" must match [A-Za-z0-9._-]{1,64}");
+    if (!id->empty() && !ValidRunId(*id)) {
+      throw InvalidLaunch("run_id", "\"" + *id + "\" must be " + kRunIdRule);
     }
   }
   if (!run_id.empty() && !from_config.empty() && run_id != from_config) {

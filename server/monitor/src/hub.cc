@@ -4,7 +4,6 @@
 #include "gradwatch/monitor/hub.h"
 
 #include <algorithm>
-#include <regex>
 #include <tuple>
 
 #include "convert.h"
@@ -12,15 +11,11 @@
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/store/store.h"
 #include "hub_internal.h"
+#include "gradwatch/common/run_id.h"
 #include "run_state.h"
 
 namespace gradwatch::monitor {
 namespace {
-
-bool ValidRunId(const std::string& id) {
-  static const std::regex re("[A-Za-z0-9._-]{1,128}");
-  return std::regex_match(id, re);
-}
 
 // "" when `text` fits in `limit` bytes; else the refusal naming the field.
 std::string TooLong(const std::string& field, const std::string& text, size_t limit) {
@@ -67,7 +62,7 @@ std::string CheckText(const v1::Hello& hello, const HubOptions& o) {
 Status CheckHello(const v1::Hello& hello, const HubOptions& o) {
   if (!ValidRunId(hello.run_id())) {
     return Status::Invalid("hello.run_id \"" + hello.run_id().substr(0, 64) +
-                           "\" is invalid: use 1-128 characters from A-Z a-z 0-9 . _ -");
+                           "\" is invalid: use " + kRunIdRule);
   }
   std::string bad = CheckLayers(hello, o);
   if (bad.empty()) bad = CheckText(hello, o);

@@ -138,7 +138,7 @@ TEST(TrainConfig, validate_names_each_problem) {
       {[](TrainConfig& c) { c.monitor = "localhost"; },
        R"(monitor: expected host:port (port 1..65535) or unix:path, got "localhost")"},
       {[](TrainConfig& c) { c.run_id = "my run"; },
-       R"(run_id: must match [A-Za-z0-9._-]{1,64} or be empty, got "my run")"},
+       R"(run_id: must be 1-128 characters from A-Z a-z 0-9 . _ -, not "." or "..", or empty; got "my run")"},
       {[](TrainConfig& c) { c.faults = {{"boom", 3, 10}}; },
        R"(faults[0].kind: unknown "boom", expected grad_spike|lr_spike|lr_ramp|grad_ascent|nan)"},
       {[](TrainConfig& c) { c.faults = {{"grad_spike", 600, 1000}}; },

@@ -3,7 +3,7 @@
 // only run the configured trainer, report to this monitor, and write inside its own
 // folder:
 //   - unknown fields (a "program", "command" or "args") are refused by the trainer's schema;
-//   - run_id matches [A-Za-z0-9._-]{1,64};
+//   - run_id follows gradwatch/common/run_id.h;
 //   - monitor / no_monitor are the monitor's to set: a launched job reports here;
 //   - checkpoint_dir, trace_csv and spool are relative paths of [A-Za-z0-9._/-] with no "..",
 //     at most 255 characters, resolved inside the job's output folder <job_dir>/out/ (also
