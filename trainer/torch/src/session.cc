@@ -20,9 +20,8 @@
 namespace gradwatch::torchmon {
 namespace {
 
-constexpr double kAlpha = 0.97;     // EWMA of healthy log grad norm (ZClip's)
-constexpr uint64_t kWarmup = 25;
-constexpr double kSpikeZ = 3.0;     // above this a step is not healthy for statistics or checkpoints
+constexpr double kSpikeZ = 3.0;      // above this a step is not healthy for statistics or checkpoints
+constexpr double kLogStdFloor = 1e-6;  // a constant norm must not make every change a spike
 
 std::string Serialize(const std::function<void(torch::serialize::OutputArchive&)>& save) {
   torch::serialize::OutputArchive archive;
@@ -177,8 +176,8 @@ void Session::SaveCheckpoint(uint64_t step) {
 }
 
 double Session::AdaptiveThreshold() const {
-  if (healthy_ < kWarmup) return 1.0;  // no statistics yet: the case's accepted fix
-  return std::exp(log_mean_ + 3.0 * std::sqrt(log_var_));
+  if (!log_norm_.ready()) return 1.0;  // no statistics yet: the case's accepted fix
+  return std::exp(log_norm_.At(3.0, kLogStdFloor));
 }
 
 void Session::ClipGradients(double total_norm) {
@@ -200,18 +199,13 @@ bool Session::BeforeUpdate(const StepInputs& in) {
 
   // Healthy statistics (for adaptive clipping and for deciding what to checkpoint).
   double log_norm = std::log(std::max(stats.global_norm, 1e-30));
-  double z = healthy_ >= kWarmup ? (log_norm - log_mean_) / std::sqrt(log_var_ + 1e-12) : 0.0;
+  double z = log_norm_.Z(log_norm, kLogStdFloor);  // 0 during the warm-up
   bool finite = std::isfinite(stats.global_norm) && std::isfinite(in.loss);
   step_healthy_ = finite && z < kSpikeZ;
   if (finite) {
     // As ZClip does: a spike enters the statistics clamped to the threshold, so a
     // slow drift of the norm is followed while one outlier barely moves them.
-    if (healthy_ >= kWarmup && z > kSpikeZ) log_norm = log_mean_ + kSpikeZ * std::sqrt(log_var_);
-    if (healthy_ == 0) log_mean_ = log_norm;
-    double d = log_norm - log_mean_;
-    log_mean_ += (1 - kAlpha) * d;
-    log_var_ = kAlpha * (log_var_ + (1 - kAlpha) * d * d);
-    ++healthy_;
+    log_norm_.Add(z > kSpikeZ ? log_norm_.At(kSpikeZ, kLogStdFloor) : log_norm);
   }
 
   bool update = true;

@@ -33,6 +33,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "gradwatch/common/ewma.h"
 #include "gradwatch/torch/types.h"
 
 namespace torch {
@@ -153,9 +154,9 @@ class Session {
   double last_norm_ = 0;
   double last_update_ratio_ = NAN;
   uint64_t skipped_ = 0;
-  // Healthy grad-norm statistics for adaptive clipping (EWMA of log norm).
-  double log_mean_ = 0, log_var_ = 0;
-  uint64_t healthy_ = 0;
+  // Healthy grad-norm statistics for adaptive clipping: the log norm's EWMA (ZClip's alpha 0.97),
+  // seeded from the plain mean and variance of the first 25 finite steps.
+  Ewma log_norm_{0.97, 0.97, 25};
   std::chrono::steady_clock::time_point step_start_;
   std::deque<Checkpoint> checkpoints_;
   std::vector<AppliedCommand> applied_;
