@@ -51,21 +51,21 @@ class FileSizeLimit {
   sighandler_t old_handler_;
 };
 
-TEST_F(File, ReplacesTheWholeFileAndLeavesNoTemporaryBehind) {
+TEST_F(File, replaces_the_whole_file_and_leaves_no_temporary_behind) {
   WriteFileAtomically(dir_ / "job.json", "a much longer first version\n");
   WriteFileAtomically(dir_ / "job.json", "v2\n");
   EXPECT_EQ(Read(dir_ / "job.json"), "v2\n");
   EXPECT_EQ(Entries(), 1u);
 }
 
-TEST_F(File, GivesTheFileTheRequestedPermissions) {
+TEST_F(File, gives_the_file_the_requested_permissions) {
   WriteFileAtomically(dir_ / "secret", "token", fs::perms::owner_read | fs::perms::owner_write);
   EXPECT_EQ(fs::status(dir_ / "secret").permissions(), fs::perms::owner_read | fs::perms::owner_write);
   WriteFileAtomically(dir_ / "public", "x");
   EXPECT_EQ(fs::status(dir_ / "public").permissions(), kReadableByAll);
 }
 
-TEST_F(File, AFailedWriteNamesThePathAndReasonAndKeepsTheOldFile) {
+TEST_F(File, a_failed_write_names_the_path_and_reason_and_keeps_the_old_file) {
   WriteFileAtomically(dir_ / "job.json", "old\n");
   try {
     FileSizeLimit limit(16);
@@ -80,7 +80,7 @@ TEST_F(File, AFailedWriteNamesThePathAndReasonAndKeepsTheOldFile) {
   EXPECT_EQ(Entries(), 1u);  // the temporary file is gone
 }
 
-TEST_F(File, AMissingFolderIsReportedWithThePathAndReason) {
+TEST_F(File, a_missing_folder_is_reported_with_the_path_and_reason) {
   try {
     WriteFileAtomically(dir_ / "gone" / "ports.json", "{}");
     FAIL() << "wrote into a missing folder";
@@ -91,7 +91,7 @@ TEST_F(File, AMissingFolderIsReportedWithThePathAndReason) {
   }
 }
 
-TEST_F(File, NeverFollowsALinkPlantedAtTheOldTemporaryName) {
+TEST_F(File, never_follows_a_link_planted_at_the_old_temporary_name) {
   std::ofstream(dir_ / "victim") << "keep me";
   fs::create_symlink(dir_ / "victim", dir_ / "job.json.tmp");
   WriteFileAtomically(dir_ / "job.json", "record");
@@ -99,7 +99,7 @@ TEST_F(File, NeverFollowsALinkPlantedAtTheOldTemporaryName) {
   EXPECT_EQ(Read(dir_ / "job.json"), "record");
 }
 
-TEST_F(File, ReadingAFolderOrAMissingFileFailsWithTheReason) {
+TEST_F(File, reading_a_folder_or_a_missing_file_fails_with_the_reason) {
   std::string text = "untouched";
   EXPECT_FALSE(ReadWholeFile(dir_.string(), &text));
   EXPECT_EQ(errno, EISDIR);
@@ -113,7 +113,7 @@ TEST_F(File, ReadingAFolderOrAMissingFileFailsWithTheReason) {
   }
 }
 
-TEST_F(File, ReadsAFileLargerThanOneBufferWhole) {
+TEST_F(File, reads_a_file_larger_than_one_buffer_whole) {
   std::string big(200'000, 'g');
   big.back() = '\n';
   WriteFileAtomically(dir_ / "trace.csv", big);

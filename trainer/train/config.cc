@@ -19,35 +19,35 @@ constexpr double kPi = 3.14159265358979323846;
 using json = nlohmann::json;
 using ordered_json = nlohmann::ordered_json;
 
-// Reads the fields of one JSON object into a struct, one read() per field, and remembers which keys
-// it consumed so that finish() can reject the rest. `prefix` ("", "model.", "faults[0].") names
+// Reads the fields of one JSON object into a struct, one Read() per field, and remembers which keys
+// it consumed so that Finish() can reject the rest. `prefix` ("", "model.", "faults[0].") names
 // nested fields in messages.
 class ObjectReader {
  public:
   ObjectReader(const json& object, std::string prefix, const std::string& source)
       : object_(object), prefix_(std::move(prefix)), source_(source) {
     if (!object_.is_object()) {
-      fail(prefix_.empty() ? "the top level" : field(""), "a JSON object", &object_);
+      Fail(prefix_.empty() ? "the top level" : Field(""), "a JSON object", &object_);
     }
   }
 
   template <typename T>
-  void read(const std::string& key, T& out) {
+  void Read(const std::string& key, T& out) {
     known_.insert(key);
     const auto it = object_.find(key);
     if (it == object_.end()) return;
-    convert(*it, key, out);
+    Convert(*it, key, out);
   }
 
   // Calls `parse(value, prefix)` on the object under `key`, if present.
   template <typename F>
-  void read_object(const std::string& key, F parse) {
+  void ReadObject(const std::string& key, F parse) {
     known_.insert(key);
     const auto it = object_.find(key);
     if (it != object_.end()) parse(*it, prefix_ + key + ".");
   }
 
-  void finish() const {
+  void Finish() const {
     for (const auto& item : object_.items()) {
       if (known_.count(item.key()) == 0) {
         throw std::runtime_error(source_ + ": unknown field \"" + prefix_ + item.key() + "\"");
@@ -55,7 +55,7 @@ class ObjectReader {
     }
   }
 
-  [[noreturn]] void fail(const std::string& what, const std::string& expected,
+  [[noreturn]] void Fail(const std::string& what, const std::string& expected,
                          const json* got = nullptr) const {
     std::string message = source_ + ": " + what + ": expected " + expected;
     if (got != nullptr) message += ", got " + std::string(got->type_name());
@@ -63,39 +63,39 @@ class ObjectReader {
   }
 
  private:
-  std::string field(const std::string& key) const {
+  std::string Field(const std::string& key) const {
     const std::string name = prefix_ + key;
     return name.empty() || name.back() != '.' ? name : name.substr(0, name.size() - 1);
   }
 
-  void convert(const json& v, const std::string& key, std::string& out) const {
-    if (!v.is_string()) fail(field(key), "a string", &v);
+  void Convert(const json& v, const std::string& key, std::string& out) const {
+    if (!v.is_string()) Fail(Field(key), "a string", &v);
     out = v.get<std::string>();
   }
-  void convert(const json& v, const std::string& key, bool& out) const {
-    if (!v.is_boolean()) fail(field(key), "true or false", &v);
+  void Convert(const json& v, const std::string& key, bool& out) const {
+    if (!v.is_boolean()) Fail(Field(key), "true or false", &v);
     out = v.get<bool>();
   }
-  void convert(const json& v, const std::string& key, double& out) const {
-    if (!v.is_number()) fail(field(key), "a number", &v);
+  void Convert(const json& v, const std::string& key, double& out) const {
+    if (!v.is_number()) Fail(Field(key), "a number", &v);
     out = v.get<double>();
   }
-  void convert(const json& v, const std::string& key, uint64_t& out) const {
-    if (!v.is_number_unsigned()) fail(field(key), "a non-negative integer", &v);
+  void Convert(const json& v, const std::string& key, uint64_t& out) const {
+    if (!v.is_number_unsigned()) Fail(Field(key), "a non-negative integer", &v);
     out = v.get<uint64_t>();
   }
   template <typename Int>
-  void convert(const json& v, const std::string& key, Int& out) const {
+  void Convert(const json& v, const std::string& key, Int& out) const {
     static_assert(std::is_integral_v<Int> && std::is_signed_v<Int>);
-    if (!v.is_number_integer()) fail(field(key), "an integer", &v);
+    if (!v.is_number_integer()) Fail(Field(key), "an integer", &v);
     // A huge unsigned value would wrap in get<int64_t>(); range-check first.
     if (v.is_number_unsigned() &&
         v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<Int>::max())) {
-      fail(field(key), "an integer in range");
+      Fail(Field(key), "an integer in range");
     }
     const int64_t wide = v.get<int64_t>();
     if (wide < std::numeric_limits<Int>::min() || wide > std::numeric_limits<Int>::max()) {
-      fail(field(key), "an integer in range");
+      Fail(Field(key), "an integer in range");
     }
     out = static_cast<Int>(wide);
   }
@@ -106,38 +106,38 @@ class ObjectReader {
   std::set<std::string> known_;
 };
 
-void parse_model(const json& j, const std::string& prefix, const std::string& source,
+void ParseModel(const json& j, const std::string& prefix, const std::string& source,
                  ModelConfig& m) {
   ObjectReader r(j, prefix, source);
-  r.read("depth", m.depth);
-  r.read("base", m.base);
-  r.finish();
+  r.Read("depth", m.depth);
+  r.Read("base", m.base);
+  r.Finish();
 }
 
-void parse_data(const json& j, const std::string& prefix, const std::string& source,
+void ParseData(const json& j, const std::string& prefix, const std::string& source,
                 DataConfig& d) {
   ObjectReader r(j, prefix, source);
-  r.read("dir", d.dir);
-  r.read("augment", d.augment);
-  r.read("val_fraction", d.synthetic.val_fraction);
-  r.read("seed", d.synthetic.seed);
-  r.read("images", d.synthetic.images);
-  r.read("size", d.synthetic.size);
-  r.read("channels", d.synthetic.channels);
-  r.read("foreground_fraction", d.synthetic.foreground_fraction);
-  r.read("noise", d.synthetic.noise);
-  r.finish();
+  r.Read("dir", d.dir);
+  r.Read("augment", d.augment);
+  r.Read("val_fraction", d.synthetic.val_fraction);
+  r.Read("seed", d.synthetic.seed);
+  r.Read("images", d.synthetic.images);
+  r.Read("size", d.synthetic.size);
+  r.Read("channels", d.synthetic.channels);
+  r.Read("foreground_fraction", d.synthetic.foreground_fraction);
+  r.Read("noise", d.synthetic.noise);
+  r.Finish();
 }
 
-void parse_clip(const json& j, const std::string& prefix, const std::string& source,
+void ParseClip(const json& j, const std::string& prefix, const std::string& source,
                 ClipConfig& c) {
   ObjectReader r(j, prefix, source);
-  r.read("kind", c.kind);
-  r.read("threshold", c.threshold);
-  r.finish();
+  r.Read("kind", c.kind);
+  r.Read("threshold", c.threshold);
+  r.Finish();
 }
 
-void parse_faults(const json& j, const std::string& source, std::vector<FaultConfig>& faults) {
+void ParseFaults(const json& j, const std::string& source, std::vector<FaultConfig>& faults) {
   if (!j.is_array()) {
     throw std::runtime_error(source + ": faults: expected an array, got " + j.type_name());
   }
@@ -145,47 +145,47 @@ void parse_faults(const json& j, const std::string& source, std::vector<FaultCon
   for (size_t i = 0; i < j.size(); ++i) {
     FaultConfig f;
     ObjectReader r(j[i], "faults[" + std::to_string(i) + "].", source);
-    r.read("kind", f.kind);
-    r.read("step", f.step);
-    r.read("factor", f.factor);
-    r.finish();
+    r.Read("kind", f.kind);
+    r.Read("step", f.step);
+    r.Read("factor", f.factor);
+    r.Finish();
     faults.push_back(f);
   }
 }
 
-void parse_top(const json& j, const std::string& source, TrainConfig& c) {
+void ParseTop(const json& j, const std::string& source, TrainConfig& c) {
   ObjectReader r(j, "", source);
-  r.read("run_id", c.run_id);
-  r.read("device", c.device);
-  r.read("threads", c.threads);
-  r.read("seed", c.seed);
-  r.read("steps", c.steps);
-  r.read("batch", c.batch);
-  r.read("eval_every", c.eval_every);
-  r.read("log_every", c.log_every);
-  r.read_object("model", [&](const json& v, const std::string& p) { parse_model(v, p, source, c.model); });
-  r.read_object("data", [&](const json& v, const std::string& p) { parse_data(v, p, source, c.data); });
-  r.read("optimizer", c.optimizer);
-  r.read("lr", c.lr);
-  r.read("momentum", c.momentum);
-  r.read("nesterov", c.nesterov);
-  r.read("lr_schedule", c.lr_schedule);
-  r.read("lr_step_every", c.lr_step_every);
-  r.read("lr_step_gamma", c.lr_step_gamma);
-  r.read("lr_warmup_steps", c.lr_warmup_steps);
-  r.read_object("clip", [&](const json& v, const std::string& p) { parse_clip(v, p, source, c.clip); });
-  r.read("checkpoint_every", c.checkpoint_every);
-  r.read("checkpoint_dir", c.checkpoint_dir);
-  r.read("monitor", c.monitor);
-  r.read("no_monitor", c.no_monitor);
-  r.read("mode", c.mode);
-  r.read("gate_timeout_ms", c.gate_timeout_ms);
-  r.read_object("faults", [&](const json& v, const std::string&) { parse_faults(v, source, c.faults); });
-  r.read("scenario", c.scenario);
-  r.read("summary_json", c.summary_json);
-  r.read("trace_csv", c.trace_csv);
-  r.read("spool", c.spool);
-  r.finish();
+  r.Read("run_id", c.run_id);
+  r.Read("device", c.device);
+  r.Read("threads", c.threads);
+  r.Read("seed", c.seed);
+  r.Read("steps", c.steps);
+  r.Read("batch", c.batch);
+  r.Read("eval_every", c.eval_every);
+  r.Read("log_every", c.log_every);
+  r.ReadObject("model", [&](const json& v, const std::string& p) { ParseModel(v, p, source, c.model); });
+  r.ReadObject("data", [&](const json& v, const std::string& p) { ParseData(v, p, source, c.data); });
+  r.Read("optimizer", c.optimizer);
+  r.Read("lr", c.lr);
+  r.Read("momentum", c.momentum);
+  r.Read("nesterov", c.nesterov);
+  r.Read("lr_schedule", c.lr_schedule);
+  r.Read("lr_step_every", c.lr_step_every);
+  r.Read("lr_step_gamma", c.lr_step_gamma);
+  r.Read("lr_warmup_steps", c.lr_warmup_steps);
+  r.ReadObject("clip", [&](const json& v, const std::string& p) { ParseClip(v, p, source, c.clip); });
+  r.Read("checkpoint_every", c.checkpoint_every);
+  r.Read("checkpoint_dir", c.checkpoint_dir);
+  r.Read("monitor", c.monitor);
+  r.Read("no_monitor", c.no_monitor);
+  r.Read("mode", c.mode);
+  r.Read("gate_timeout_ms", c.gate_timeout_ms);
+  r.ReadObject("faults", [&](const json& v, const std::string&) { ParseFaults(v, source, c.faults); });
+  r.Read("scenario", c.scenario);
+  r.Read("summary_json", c.summary_json);
+  r.Read("trace_csv", c.trace_csv);
+  r.Read("spool", c.spool);
+  r.Finish();
 }
 
 }  // namespace
@@ -198,7 +198,7 @@ TrainConfig ParseConfigJson(const std::string& json_text, const std::string& sou
     throw std::runtime_error(source_name + ": invalid JSON: " + e.what());
   }
   TrainConfig config;
-  parse_top(j, source_name, config);
+  ParseTop(j, source_name, config);
   return config;
 }
 

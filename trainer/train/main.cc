@@ -15,83 +15,84 @@
 
 namespace {
 
-std::string ReadFile(const std::string& path) { return gradwatch::ReadFileOrThrow(path); }
+using gradwatch::train::TrainConfig;
+
+// The path given to --config, found before the full parse so that the file is loaded first
+// and every other flag lands on top of it. "" when not given.
+std::string ConfigPathOf(int argc, char** argv) {
+  CLI::App first;
+  first.allow_extras();
+  first.set_help_flag();
+  std::string path;
+  first.add_option("--config", path);
+  try {
+    first.parse(argc, argv);
+  } catch (const CLI::ParseError&) {
+    // The full parse below reports it.
+  }
+  return path;
+}
+
+// Binds every flag directly onto `config`: a flag that is given overwrites the file's value,
+// one that is not leaves it. A new config field needs one line here.
+void AddTrainFlags(CLI::App& app, TrainConfig& config) {
+  app.add_option("--run-id", config.run_id, "run id ([A-Za-z0-9._-], default: generated)");
+  app.add_option("--monitor", config.monitor, "gradwatchd address host:port")->capture_default_str();
+  app.add_flag("--no-monitor", config.no_monitor, "train without a monitor");
+  app.add_option("--mode", config.mode, "observe | guard | gated")->capture_default_str();
+  app.add_option("--scenario", config.scenario, "seed: the case's gradient explosion at mid-run");
+  app.add_option("--summary-json", config.summary_json, "write a run summary here at the end");
+  app.add_option("--spool", config.spool,
+                 "keep reports the monitor did not get in this file (deliver: gradwatch replay FILE)");
+  app.add_option("--trace-csv", config.trace_csv, "write every step here as gradwatch CSV (for replay)");
+  app.add_option("--steps", config.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--batch", config.batch, "batch size")->capture_default_str();
+  app.add_option("--lr", config.lr, "learning rate")->capture_default_str();
+  app.add_option("--optimizer", config.optimizer, "sgd | adam")->capture_default_str();
+  app.add_option("--seed", config.seed, "seed for init, data and batch order")->capture_default_str();
+  app.add_option("--device", config.device, "auto | cpu | cuda")->capture_default_str();
+  app.add_option("--threads", config.threads, "torch threads")->capture_default_str();
+  app.add_option_function<double>(
+      "--clip-norm",
+      [&config](double threshold) {
+        config.clip.kind = "norm";
+        config.clip.threshold = threshold;
+      },
+      "clip the global gradient norm from the start");
+  app.add_option("--data-dir", config.data.dir, "real data: images/*.npy and masks/*.npy");
+  app.add_option("--eval-every", config.eval_every, "validation every N steps")->capture_default_str();
+  app.add_option("--log-every", config.log_every, "a progress line every N steps")->capture_default_str();
+  app.add_option("--checkpoint-every", config.checkpoint_every, "rollback checkpoint every N steps")
+      ->capture_default_str();
+  app.add_option("--checkpoint-dir", config.checkpoint_dir, "also write checkpoints here");
+  app.add_option("--gate-timeout-ms", config.gate_timeout_ms, "gated mode: verdict deadline")->capture_default_str();
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  using gradwatch::train::TrainConfig;
   CLI::App app{
       "gradwatch-train — U-Net segmentation on 6-channel images with the Jaccard loss, streaming\n"
       "every step to gradwatchd. `--scenario seed` reproduces the run that exploded and collapsed.\n"
-      "Flags override --config; see `--print-config` for every field and its default."};
+      "Flags override --config (defaults shown are the config's); see `--print-config` for every field."};
   app.set_version_flag("--version", std::string("gradwatch-train ") + gradwatch::Version());
-  std::string config_path;
-  app.add_option("--config", config_path, "JSON config file")->check(CLI::ExistingFile);
+  std::string config_path = ConfigPathOf(argc, argv);
+  TrainConfig config;
+  std::string config_error;  // reported after the parse, so that --help still answers
+  try {
+    if (!config_path.empty()) config = gradwatch::train::ParseConfigJson(gradwatch::ReadFileOrThrow(config_path), config_path);
+  } catch (const std::exception& e) {
+    config_error = e.what();
+  }
+  app.add_option("--config", config_path, "JSON config file (read first; other flags override its fields)");
   bool print_config = false;
   app.add_flag("--print-config", print_config, "print the effective config as JSON and exit");
-
-  // Flag values land in `flags` and are copied over the file's config only when given.
-  TrainConfig flags;
-  double clip_norm = 0;
-  auto* o_run = app.add_option("--run-id", flags.run_id, "run id ([A-Za-z0-9._-], default: generated)");
-  auto* o_monitor = app.add_option("--monitor", flags.monitor, "gradwatchd address host:port (default 127.0.0.1:7070)");
-  auto* o_nomon = app.add_flag("--no-monitor", flags.no_monitor, "train without a monitor");
-  auto* o_mode = app.add_option("--mode", flags.mode, "observe | guard | gated (default guard)");
-  auto* o_scn = app.add_option("--scenario", flags.scenario, "seed: the case's gradient explosion at mid-run");
-  auto* o_sum = app.add_option("--summary-json", flags.summary_json, "write a run summary here at the end");
-  auto* o_spool = app.add_option("--spool", flags.spool,
-                                 "keep reports the monitor did not get in this file (deliver: gradwatch replay FILE)");
-  auto* o_trace = app.add_option("--trace-csv", flags.trace_csv, "write every step here as gradwatch CSV (for replay)");
-  auto* o_steps = app.add_option("--steps", flags.steps, "optimizer steps (default 600)");
-  auto* o_batch = app.add_option("--batch", flags.batch, "batch size (default 4)");
-  auto* o_lr = app.add_option("--lr", flags.lr, "learning rate (default 0.01)");
-  auto* o_opt = app.add_option("--optimizer", flags.optimizer, "sgd | adam (default sgd)");
-  auto* o_seed = app.add_option("--seed", flags.seed, "seed for init, data and batch order (default 7)");
-  auto* o_dev = app.add_option("--device", flags.device, "auto | cpu | cuda (default auto)");
-  auto* o_thr = app.add_option("--threads", flags.threads, "torch threads (default 1)");
-  auto* o_clip = app.add_option("--clip-norm", clip_norm, "clip the global gradient norm from the start");
-  auto* o_data = app.add_option("--data-dir", flags.data.dir, "real data: images/*.npy and masks/*.npy");
-  auto* o_eval = app.add_option("--eval-every", flags.eval_every, "validation every N steps (default 50)");
-  auto* o_log = app.add_option("--log-every", flags.log_every, "a progress line every N steps (default 25)");
-  auto* o_ck = app.add_option("--checkpoint-every", flags.checkpoint_every, "rollback checkpoint every N steps (default 50)");
-  auto* o_ckd = app.add_option("--checkpoint-dir", flags.checkpoint_dir, "also write checkpoints here");
-  auto* o_gate = app.add_option("--gate-timeout-ms", flags.gate_timeout_ms, "gated mode: verdict deadline (default 200)");
+  AddTrainFlags(app, config);
   CLI11_PARSE(app, argc, argv);
-
-  TrainConfig config;
-  try {
-    if (!config_path.empty()) config = gradwatch::train::ParseConfigJson(ReadFile(config_path), config_path);
-  } catch (const std::exception& e) {
-    std::cerr << "gradwatch-train: " << e.what() << "\n";
+  if (!config_error.empty()) {
+    std::cerr << "gradwatch-train: " << config_error << "\n";
     return 2;
   }
-  auto given = [](CLI::Option* o) { return o->count() > 0; };
-  if (given(o_run)) config.run_id = flags.run_id;
-  if (given(o_monitor)) config.monitor = flags.monitor;
-  if (given(o_nomon)) config.no_monitor = flags.no_monitor;
-  if (given(o_mode)) config.mode = flags.mode;
-  if (given(o_scn)) config.scenario = flags.scenario;
-  if (given(o_sum)) config.summary_json = flags.summary_json;
-  if (given(o_trace)) config.trace_csv = flags.trace_csv;
-  if (given(o_spool)) config.spool = flags.spool;
-  if (given(o_steps)) config.steps = flags.steps;
-  if (given(o_batch)) config.batch = flags.batch;
-  if (given(o_lr)) config.lr = flags.lr;
-  if (given(o_opt)) config.optimizer = flags.optimizer;
-  if (given(o_seed)) config.seed = flags.seed;
-  if (given(o_dev)) config.device = flags.device;
-  if (given(o_thr)) config.threads = flags.threads;
-  if (given(o_clip)) {
-    config.clip.kind = "norm";
-    config.clip.threshold = clip_norm;
-  }
-  if (given(o_data)) config.data.dir = flags.data.dir;
-  if (given(o_eval)) config.eval_every = flags.eval_every;
-  if (given(o_log)) config.log_every = flags.log_every;
-  if (given(o_ck)) config.checkpoint_every = flags.checkpoint_every;
-  if (given(o_ckd)) config.checkpoint_dir = flags.checkpoint_dir;
-  if (given(o_gate)) config.gate_timeout_ms = flags.gate_timeout_ms;
 
   auto problems = gradwatch::train::Validate(config);
   if (!problems.empty()) {

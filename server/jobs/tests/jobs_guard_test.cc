@@ -47,7 +47,7 @@ bool Logged(const std::vector<std::string>& lines, const std::string& text) {
   return false;
 }
 
-TEST_F(JobsTest, AJobsOutputsCannotOverwriteItsRecordAndTheMonitorRestarts) {
+TEST_F(JobsTest, a_jobs_outputs_cannot_overwrite_its_record_and_the_monitor_restarts) {
   {
     Jobs jobs(Options(), launcher_);
     EXPECT_THROW(jobs.Launch(R"({"trace_csv": "job.json"})", "r1"), InvalidLaunch);
@@ -63,7 +63,7 @@ TEST_F(JobsTest, AJobsOutputsCannotOverwriteItsRecordAndTheMonitorRestarts) {
   EXPECT_TRUE(logged_.empty());
 }
 
-TEST_F(JobsTest, ACorruptRecordCostsOnlyItsOwnJob) {
+TEST_F(JobsTest, a_corrupt_record_costs_only_its_own_job) {
   {
     Jobs jobs(Options(), launcher_);
     jobs.Launch("{}", "healthy");
@@ -86,7 +86,7 @@ TEST_F(JobsTest, ACorruptRecordCostsOnlyItsOwnJob) {
   EXPECT_TRUE(logged_.empty()) << ::testing::PrintToString(logged_);
 }
 
-TEST_F(JobsTest, ARecordOfTheWrongShapeOrForAnotherFolderIsQuarantined) {
+TEST_F(JobsTest, a_record_of_the_wrong_shape_or_for_another_folder_is_quarantined) {
   {
     Jobs jobs(Options(), launcher_);
     for (const char* id : {"a", "b", "c", "d"}) jobs.Launch("{}", id);
@@ -108,7 +108,7 @@ TEST_F(JobsTest, ARecordOfTheWrongShapeOrForAnotherFolderIsQuarantined) {
   EXPECT_EQ(again.Get("d")->error().find('\x1b'), std::string::npos) << "a control byte reached the job's error";
 }
 
-TEST_F(JobsTest, RefusesALaunchPastTheQueueLimitAndNamesIt) {
+TEST_F(JobsTest, refuses_a_launch_past_the_queue_limit_and_names_it) {
   JobsOptions o = Options(/*max_running=*/1);
   o.max_queued = 2;
   Jobs jobs(o, launcher_);
@@ -128,7 +128,7 @@ TEST_F(JobsTest, RefusesALaunchPastTheQueueLimitAndNamesIt) {
   EXPECT_EQ(jobs.Launch("{}", "d").state(), v1::JOB_STATE_QUEUED);
 }
 
-TEST_F(JobsTest, RefusesMoreThreadsThanTheHostAllowsOneJob) {
+TEST_F(JobsTest, refuses_more_threads_than_the_host_allows_one_job) {
   JobsOptions o = Options();
   o.max_threads = 8;
   Jobs jobs(o, launcher_);
@@ -142,7 +142,7 @@ TEST_F(JobsTest, RefusesMoreThreadsThanTheHostAllowsOneJob) {
   EXPECT_EQ(jobs.Launch(R"({"threads": 8})", "fair").state(), v1::JOB_STATE_RUNNING);
 }
 
-TEST_F(JobsTest, ALaunchWhoseFolderCannotBeWrittenLeavesNothingBehind) {
+TEST_F(JobsTest, a_launch_whose_folder_cannot_be_written_leaves_nothing_behind) {
   Jobs jobs(Options(), launcher_);
   try {
     FileSizeLimit limit(64);  // config.json is larger
@@ -158,7 +158,7 @@ TEST_F(JobsTest, ALaunchWhoseFolderCannotBeWrittenLeavesNothingBehind) {
   EXPECT_EQ(jobs.Launch("{}", "r1").state(), v1::JOB_STATE_RUNNING);  // the id is free again
 }
 
-TEST_F(JobsTest, ARecordThatCannotBeSavedDuringTickIsLoggedNotThrown) {
+TEST_F(JobsTest, a_record_that_cannot_be_saved_during_tick_is_logged_not_thrown) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
   launcher_.started[0]->exit = ExitStatus{true, 0, 0};

@@ -17,7 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 using fakes::JobsTest;
 
-TEST_F(JobsTest, RunsTheTrainerWithTheValidatedConfigAndRecordsSuccess) {
+TEST_F(JobsTest, runs_the_trainer_with_the_validated_config_and_records_success) {
   Jobs jobs(Options(), launcher_);
   v1::Job job = jobs.Launch(R"({"steps": 40})", "r1");
   EXPECT_EQ(job.job_id(), "r1");
@@ -41,7 +41,7 @@ TEST_F(JobsTest, RunsTheTrainerWithTheValidatedConfigAndRecordsSuccess) {
   EXPECT_EQ(job.ended_unix_millis() - job.started_unix_millis(), 1000);
 }
 
-TEST_F(JobsTest, AFailureCarriesTheTrainersLastWords) {
+TEST_F(JobsTest, a_failure_carries_the_trainers_last_words) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
   Log("r1", "step 1\ngradwatch-train: images/0.npy: not a .npy file (bad magic)\n\n");
@@ -53,7 +53,7 @@ TEST_F(JobsTest, AFailureCarriesTheTrainersLastWords) {
   EXPECT_EQ(job.error(), "gradwatch-train: images/0.npy: not a .npy file (bad magic) (exit code 1)");
 }
 
-TEST_F(JobsTest, AProgramThatCannotStartFailsTheJob) {
+TEST_F(JobsTest, a_program_that_cannot_start_fails_the_job) {
   launcher_.fail = true;
   Jobs jobs(Options(), launcher_);
   v1::Job job = jobs.Launch("{}", "r1");
@@ -61,7 +61,7 @@ TEST_F(JobsTest, AProgramThatCannotStartFailsTheJob) {
   EXPECT_NE(job.error().find("No such file"), std::string::npos);
 }
 
-TEST_F(JobsTest, LimitsConcurrentJobsAndStartsQueuedOnesInOrder) {
+TEST_F(JobsTest, limits_concurrent_jobs_and_starts_queued_ones_in_order) {
   Jobs jobs(Options(/*max_running=*/1), launcher_);
   EXPECT_EQ(jobs.Launch("{}", "a").state(), v1::JOB_STATE_RUNNING);
   now_ += 1;
@@ -77,7 +77,7 @@ TEST_F(JobsTest, LimitsConcurrentJobsAndStartsQueuedOnesInOrder) {
   EXPECT_EQ(launcher_.started.size(), 2u);
 }
 
-TEST_F(JobsTest, StopSignalsThenKillsAfterTheGracePeriod) {
+TEST_F(JobsTest, stop_signals_then_kills_after_the_grace_period) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
   jobs.Stop("r1", 2000);
@@ -96,7 +96,7 @@ TEST_F(JobsTest, StopSignalsThenKillsAfterTheGracePeriod) {
   EXPECT_NE(job.error().find("killed"), std::string::npos);
 }
 
-TEST_F(JobsTest, AJobThatStopsWithinTheGraceIsNotKilled) {
+TEST_F(JobsTest, a_job_that_stops_within_the_grace_is_not_killed) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
   jobs.Stop("r1", 0);  // the default grace, 5 s
@@ -110,7 +110,7 @@ TEST_F(JobsTest, AJobThatStopsWithinTheGraceIsNotKilled) {
   EXPECT_EQ(jobs.Get("r1")->error(), "");
 }
 
-TEST_F(JobsTest, StoppingAQueuedJobNeverStartsIt) {
+TEST_F(JobsTest, stopping_a_queued_job_never_starts_it) {
   Jobs jobs(Options(1), launcher_);
   jobs.Launch("{}", "a");
   jobs.Launch("{}", "b");
@@ -121,7 +121,7 @@ TEST_F(JobsTest, StoppingAQueuedJobNeverStartsIt) {
   EXPECT_THROW(jobs.Stop("nope", 0), JobError);
 }
 
-TEST_F(JobsTest, RefusesARunIdInUse) {
+TEST_F(JobsTest, refuses_a_run_id_in_use) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
   try {
@@ -136,14 +136,14 @@ TEST_F(JobsTest, RefusesARunIdInUse) {
   EXPECT_FALSE(fs::exists(dir_ / "r2")) << "a refused launch left a folder behind";
 }
 
-TEST_F(JobsTest, GeneratesDistinctRunIds) {
+TEST_F(JobsTest, generates_distinct_run_ids) {
   Jobs jobs(Options(10), launcher_);
   std::string a = jobs.Launch("{}", "").job_id(), b = jobs.Launch("{}", "").job_id();
   EXPECT_NE(a, b);
   EXPECT_EQ(nlohmann::json::parse(jobs.Get(a)->config_json())["run_id"], a);
 }
 
-TEST_F(JobsTest, GivesEachJobAReporterTokenForItsOwnRun) {
+TEST_F(JobsTest, gives_each_job_a_reporter_token_for_its_own_run) {
   JobsOptions o = Options();
   o.reporter_tokens = true;
   Jobs jobs(o, launcher_);
@@ -161,7 +161,7 @@ TEST_F(JobsTest, GivesEachJobAReporterTokenForItsOwnRun) {
   EXPECT_EQ(fs::status(dir_ / "r1" / "job.json").permissions() & fs::perms::others_read, fs::perms::none);
 }
 
-TEST_F(JobsTest, ARestartedMonitorAdoptsRunningJobsAndKeepsEveryRecord) {
+TEST_F(JobsTest, a_restarted_monitor_adopts_running_jobs_and_keeps_every_record) {
   {
     Jobs jobs(Options(1), launcher_);
     jobs.Launch(R"({"steps": 77})", "running");
@@ -180,7 +180,7 @@ TEST_F(JobsTest, ARestartedMonitorAdoptsRunningJobsAndKeepsEveryRecord) {
   EXPECT_EQ(again.Get("queued")->state(), v1::JOB_STATE_RUNNING);
 }
 
-TEST_F(JobsTest, AJobThatEndedWhileTheMonitorWasDownIsJudgedByWhatItLeft) {
+TEST_F(JobsTest, a_job_that_ended_while_the_monitor_was_down_is_judged_by_what_it_left) {
   {
     Jobs jobs(Options(), launcher_);
     jobs.Launch("{}", "failed");

@@ -20,26 +20,26 @@ std::string RefusedField(const std::string& config, const std::string& run_id = 
   return "(accepted)";
 }
 
-TEST(LaunchConfig, RefusesAFieldThatNamesAnotherProgram) {
+TEST(LaunchConfig, refuses_a_field_that_names_another_program) {
   EXPECT_EQ(RefusedField(R"({"program": "/bin/sh", "steps": 10})"), "program");
   EXPECT_EQ(RefusedField(R"({"args": ["-c", "id"]})"), "args");
   EXPECT_EQ(RefusedField(R"({"steps": 40, "": "x"})"), "config_json");  // found by launch_config_fuzz
 }
 
-TEST(LaunchConfig, RefusesShellSyntaxInTheRunId) {
+TEST(LaunchConfig, refuses_shell_syntax_in_the_run_id) {
   EXPECT_EQ(RefusedField("{}", "r1; rm -rf /"), "run_id");
   EXPECT_EQ(RefusedField(R"j({"run_id": "$(reboot)"})j", ""), "run_id");
   EXPECT_EQ(RefusedField("{}", ".."), "run_id");
 }
 
-TEST(LaunchConfig, RefusesPathsThatLeaveTheJobFolderOrHoldShellSyntax) {
+TEST(LaunchConfig, refuses_paths_that_leave_the_job_folder_or_hold_shell_syntax) {
   EXPECT_EQ(RefusedField(R"({"trace_csv": "../../etc/cron.d/x"})"), "trace_csv");
   EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "/tmp/ck"})"), "checkpoint_dir");
   EXPECT_EQ(RefusedField(R"({"spool": "a`id`"})"), "spool");
   EXPECT_EQ(RefusedField(R"({"spool": "x;touch y"})"), "spool");
 }
 
-TEST(LaunchConfig, RefusesDataDirWithoutADatasetsFolderAndOutsideIt) {
+TEST(LaunchConfig, refuses_data_dir_without_a_datasets_folder_and_outside_it) {
   EXPECT_EQ(RefusedField(R"({"data": {"dir": "tiles"}})"), "data.dir");
   LaunchContext with_data = kContext;
   with_data.datasets_dir = "/srv/datasets";
@@ -47,26 +47,26 @@ TEST(LaunchConfig, RefusesDataDirWithoutADatasetsFolderAndOutsideIt) {
   EXPECT_EQ(RefusedField(R"({"data": {"dir": "tiles"}})", "r1", with_data), "(accepted)");
 }
 
-TEST(LaunchConfig, LeavesTheMonitorAndSummaryToTheLauncher) {
+TEST(LaunchConfig, leaves_the_monitor_and_summary_to_the_launcher) {
   EXPECT_EQ(RefusedField(R"({"monitor": "evil.example:7070"})"), "monitor");
   EXPECT_EQ(RefusedField(R"({"no_monitor": true})"), "no_monitor");
   EXPECT_EQ(RefusedField(R"({"summary_json": "s.json"})"), "summary_json");
 }
 
-TEST(LaunchConfig, NamesTheFieldTheTrainerRefuses) {
+TEST(LaunchConfig, names_the_field_the_trainer_refuses) {
   EXPECT_EQ(RefusedField(R"({"lr": -1})"), "lr");
   EXPECT_EQ(RefusedField(R"({"lr": "fast"})"), "lr");
   EXPECT_EQ(RefusedField("[1, 2]"), "config_json");
   EXPECT_EQ(RefusedField("{not json"), "config_json");
 }
 
-TEST(LaunchConfig, RunIdsFromTheRequestAndTheConfigMustAgree) {
+TEST(LaunchConfig, run_ids_from_the_request_and_the_config_must_agree) {
   EXPECT_EQ(RefusedField(R"({"run_id": "a"})", "b"), "run_id");
   EXPECT_EQ(RequestedRunId(R"({"run_id": "a"})", ""), "a");
   EXPECT_EQ(RequestedRunId("{}", "b"), "b");
 }
 
-TEST(LaunchConfig, WritesAConfigThatReportsHereAndKeepsFilesInTheJobFolder) {
+TEST(LaunchConfig, writes_a_config_that_reports_here_and_keeps_files_in_the_job_folder) {
   auto out = nlohmann::json::parse(
       PrepareLaunchConfig(R"({"steps": 40, "trace_csv": "out/trace.csv", "scenario": "seed"})", "r1", kContext));
   EXPECT_EQ(out["run_id"], "r1");
@@ -79,7 +79,7 @@ TEST(LaunchConfig, WritesAConfigThatReportsHereAndKeepsFilesInTheJobFolder) {
   EXPECT_EQ(out["spool"], "/var/gw/jobs/r1/out/spool.gwspool");
 }
 
-TEST(LaunchConfig, ResolvesEveryJobWrittenPathInsideTheOutputFolder) {
+TEST(LaunchConfig, resolves_every_job_written_path_inside_the_output_folder) {
   auto out = nlohmann::json::parse(PrepareLaunchConfig(
       R"({"trace_csv": "./trace.csv", "spool": "s/r.gwspool", "checkpoint_dir": "ck//"})", "r1", kContext));
   EXPECT_EQ(out["trace_csv"], "/var/gw/jobs/r1/out/trace.csv");
@@ -88,7 +88,7 @@ TEST(LaunchConfig, ResolvesEveryJobWrittenPathInsideTheOutputFolder) {
   EXPECT_EQ(OutputDir("/var/gw/jobs/r1"), "/var/gw/jobs/r1/out");
 }
 
-TEST(LaunchConfig, RefusesTheMonitorsOwnFileNamesEvenInsideTheOutputFolder) {
+TEST(LaunchConfig, refuses_the_monitors_own_file_names_even_inside_the_output_folder) {
   for (const char* name : {"job.json", "config.json", "train.log", "summary.json", "job.json.tmp.x1", "a/job.json",
                            "job.json/x"}) {
     EXPECT_EQ(RefusedField(std::string(R"({"trace_csv": ")") + name + "\"}"), "trace_csv") << name;
@@ -97,7 +97,7 @@ TEST(LaunchConfig, RefusesTheMonitorsOwnFileNamesEvenInsideTheOutputFolder) {
   EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "train.log"})"), "checkpoint_dir");
 }
 
-TEST(LaunchConfig, RefusesTheOutputFolderItselfAndOutputsThatCollide) {
+TEST(LaunchConfig, refuses_the_output_folder_itself_and_outputs_that_collide) {
   EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "."})"), "checkpoint_dir");
   EXPECT_EQ(RefusedField(R"({"trace_csv": "./"})"), "trace_csv");
   EXPECT_EQ(RefusedField(R"({"trace_csv": "a.csv", "spool": "./a.csv"})"), "spool");
@@ -106,7 +106,7 @@ TEST(LaunchConfig, RefusesTheOutputFolderItselfAndOutputsThatCollide) {
   EXPECT_EQ(RefusedField(R"({"checkpoint_dir": "ck", "trace_csv": "ck.csv", "spool": "ck2"})"), "(accepted)");
 }
 
-TEST(LaunchConfig, RefusesAnOversizedDocumentAndOverlongPaths) {
+TEST(LaunchConfig, refuses_an_oversized_document_and_overlong_paths) {
   std::string big = R"({"scenario": "")" + std::string(kMaxLaunchConfigBytes, ' ') + "}";
   EXPECT_EQ(RefusedField(big), "config_json");
   EXPECT_THROW(RequestedRunId(big, ""), InvalidLaunch);
@@ -116,7 +116,7 @@ TEST(LaunchConfig, RefusesAnOversizedDocumentAndOverlongPaths) {
 }
 
 // The trainer's own bounds (train::Limits) apply to a launch, and threads also the host's.
-TEST(LaunchConfig, RefusesValuesPastTheBoundsNamingFieldValueAndBound) {
+TEST(LaunchConfig, refuses_values_past_the_bounds_naming_field_value_and_bound) {
   LaunchContext host = kContext;
   host.max_threads = 16;
   try {

@@ -56,7 +56,7 @@ class LocalLauncherTest : public ::testing::Test {
   LocalLauncher launcher_;
 };
 
-TEST_F(LocalLauncherTest, CapturesOutputAndTheExitCodeWithTheGivenEnvironmentAndFolder) {
+TEST_F(LocalLauncherTest, captures_output_and_the_exit_code_with_the_given_environment_and_folder) {
   // /usr/bin/env prints its environment: the job sees exactly the environment it was given.
   auto p = launcher_.Start(Spec("/usr/bin/env", {}));
   ExitStatus s = WaitEnd(*p);
@@ -70,18 +70,18 @@ TEST_F(LocalLauncherTest, CapturesOutputAndTheExitCodeWithTheGivenEnvironmentAnd
   EXPECT_NE(Log().find(dir_.string()), std::string::npos);
 }
 
-TEST_F(LocalLauncherTest, ArgumentsAreNotInterpretedByAShell) {
+TEST_F(LocalLauncherTest, arguments_are_not_interpreted_by_a_shell) {
   auto p = launcher_.Start(Spec("/bin/echo", {"$(id)", ";", "`uname`"}));
   WaitEnd(*p);
   EXPECT_EQ(Log(), "$(id) ; `uname`\n");
 }
 
-TEST_F(LocalLauncherTest, ReportsANonZeroExit) {
+TEST_F(LocalLauncherTest, reports_a_non_zero_exit) {
   auto p = launcher_.Start(Spec("/bin/false", {}));
   EXPECT_EQ(WaitEnd(*p).code, 1);
 }
 
-TEST_F(LocalLauncherTest, SigtermReachesTheJobEvenWhenTheMonitorBlocksIt) {
+TEST_F(LocalLauncherTest, sigterm_reaches_the_job_even_when_the_monitor_blocks_it) {
   sigset_t term, old;
   sigemptyset(&term);
   sigaddset(&term, SIGTERM);
@@ -95,7 +95,7 @@ TEST_F(LocalLauncherTest, SigtermReachesTheJobEvenWhenTheMonitorBlocksIt) {
   EXPECT_EQ(s.code, 128 + SIGTERM);
 }
 
-TEST_F(LocalLauncherTest, AdoptsAProcessByItsIdentityUntilItEnds) {
+TEST_F(LocalLauncherTest, adopts_a_process_by_its_identity_until_it_ends) {
   auto p = launcher_.Start(Spec("/bin/sleep", {"30"}));
   auto adopted = launcher_.Adopt(p->identity());
   ASSERT_NE(adopted, nullptr);
@@ -110,7 +110,7 @@ TEST_F(LocalLauncherTest, AdoptsAProcessByItsIdentityUntilItEnds) {
   EXPECT_EQ(launcher_.Adopt("garbage"), nullptr);
 }
 
-TEST_F(LocalLauncherTest, AMissingProgramIsAClearError) {
+TEST_F(LocalLauncherTest, a_missing_program_is_a_clear_error) {
   try {
     launcher_.Start(Spec("/nonexistent/gradwatch-train", {}));
     FAIL() << "started a missing program";
