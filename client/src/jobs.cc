@@ -22,35 +22,71 @@ v1::Job GetJob(Client& c, const std::string& job_id, const char* what) {
   return c.Call<v1::GetJobRequest, v1::Job>(&v1::Jobs::Stub::GetJob, get, what);
 }
 
+// The job's WatchJob stream: the job now, then each change, ending after its final state.
+class JobWatch {
+ public:
+  JobWatch(Client& c, const std::string& job_id) {
+    c.Authorize(call_);
+    v1::GetJobRequest req;
+    req.set_job_id(job_id);
+    reader_ = c.jobs().WatchJob(&call_, req);
+  }
+  ~JobWatch() { call_.TryCancel(); }  // a stream left early (an error) is not left open
+  // The next version of the job; false when the stream has ended (see Finish).
+  bool Next(v1::Job* job) { return reader_->Read(job); }
+  grpc::Status Finish() {
+    v1::Job rest;
+    while (reader_->Read(&rest)) {
+    }
+    return reader_->Finish();
+  }
+
+ private:
+  grpc::ClientContext call_;
+  std::unique_ptr<grpc::ClientReader<v1::Job>> reader_;
+};
+
+// Shows the job's run live (on stderr) once its trainer has said hello. Until then the run
+// is unknown (NOT_FOUND): it asks again every 250 ms while the job still runs.
+void FollowJobRun(Context& ctx, const v1::Job& job) {
+  Client& c = ctx.client();
+  for (;;) {
+    Followed f = FollowRun(c, job.run_id(), *ctx.g.view_err, ctx.g.view_err_tty);
+    if (f.updates) return;
+    if (!f.status.ok() && f.status.error_code() != grpc::StatusCode::NOT_FOUND) {
+      throw Failure{"watch: " + c.Explain(f.status)};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    if (v1::JobEnded(GetJob(c, job.job_id(), "job").state())) return;
+  }
+}
+
 // Follows a job to its end: its state changes and the run's live view (on stderr) while it
 // runs, then its outcome.
 int FollowJob(Context& ctx, const std::string& job_id) {
   Client& c = ctx.client();
+  JobWatch watch(c, job_id);
   v1::JobState shown = v1::JOB_STATE_UNSPECIFIED;
   bool watched = false;
-  for (;;) {
-    v1::Job job = GetJob(c, job_id, "job");
-    if (job.state() != shown && !v1::JobEnded(job.state())) {
-      ctx.err << "gradwatch: job " << job_id << " " << v1::JobStateName(job.state())
-              << (job.pid() ? " (pid " + std::to_string(job.pid()) + ")" : "") << "\n";
-    }
-    shown = job.state();
+  v1::Job job;
+  while (watch.Next(&job)) {
     if (v1::JobEnded(job.state())) {
+      watch.Finish();
       ctx.print.LaunchEnded(job);
       ctx.err << "gradwatch: " << JobOutcome(job) << "\n";
       return JobExitCode(job);
     }
-    if (job.state() == v1::JOB_STATE_RUNNING && !watched) {
-      // Until the trainer says hello the run is unknown (NOT_FOUND): try again shortly.
-      Followed f = FollowRun(c, job.run_id(), *ctx.g.view_err, ctx.g.view_err_tty);
-      if (!f.status.ok() && f.status.error_code() != grpc::StatusCode::NOT_FOUND) {
-        throw Failure{"watch: " + c.Explain(f.status)};
-      }
-      watched = f.updates;
-      if (watched) continue;
+    if (job.state() != shown) {
+      ctx.err << "gradwatch: job " << job_id << " " << v1::JobStateName(job.state())
+              << (job.pid() ? " (pid " + std::to_string(job.pid()) + ")" : "") << "\n";
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    shown = job.state();
+    if (job.state() == v1::JOB_STATE_RUNNING && !watched) {
+      FollowJobRun(ctx, job);
+      watched = true;
+    }
   }
+  throw Failure{"job " + job_id + ": the monitor's job stream ended before the job did: " + c.Explain(watch.Finish())};
 }
 
 int Launch(Context& ctx, const LaunchOptions& o) {
@@ -98,9 +134,12 @@ std::optional<int> StopJob(Context& ctx, const std::string& job_id, uint32_t gra
   grpc::Status status = c.TryCall(&v1::Jobs::Stub::StopJob, req, &job);
   if (status.error_code() == grpc::StatusCode::NOT_FOUND) return std::nullopt;
   if (!status.ok()) throw Failure{"stop: " + c.Explain(status)};
-  while (!v1::JobEnded(job.state())) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    job = GetJob(c, job_id, "stop");
+  if (!v1::JobEnded(job.state())) {
+    JobWatch watch(c, job_id);
+    while (!v1::JobEnded(job.state())) {
+      if (!watch.Next(&job)) throw Failure{"stop: the monitor's job stream ended before the job did: " + c.Explain(watch.Finish())};
+    }
+    watch.Finish();
   }
   ctx.print.JobStopped(job);
   return job.state() == v1::JOB_STATE_STOPPED ? 0 : 1;

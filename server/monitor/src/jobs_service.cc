@@ -25,12 +25,12 @@ grpc::Status StatusOf(const std::exception& e) {
 
 }  // namespace
 
-// Sends a job's log from an offset in chunks; when following, waits for more (woken by
-// the service's Tick) until the job has ended and everything it wrote was sent.
-class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
+// A server stream that sends what there is, and when there is nothing new yet waits to be
+// woken by the service's Tick. Subclasses say what comes next.
+template <typename Message>
+class FollowStream : public grpc::ServerWriteReactor<Message>, public Waiter {
  public:
-  LogStream(JobsService& service, std::string job_id, std::string path, uint64_t offset, bool follow)
-      : service_(service), job_id_(std::move(job_id)), path_(std::move(path)), offset_(offset), follow_(follow) {}
+  explicit FollowStream(JobsService& service) : service_(service) {}
 
   // Lock order: the service's mutex, then a stream's. So a stream registers as waiting
   // only after releasing its own (gRPC runs OnDone only after Start and OnWriteDone
@@ -45,7 +45,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
   }
 
   // Called by the service's Tick with its mutex held; true = still waiting.
-  bool Wake() {
+  bool Wake() override {
     std::lock_guard<std::mutex> lock(mu_);
     if (!waiting_) return false;
     waiting_ = false;
@@ -79,14 +79,58 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
     delete this;
   }
 
+ protected:
+  enum class Next { kSend, kWait, kEnd };
+  // Fills `out` and answers kSend, or answers kWait (nothing new yet) or kEnd (finish OK).
+  // Called with the stream's lock held.
+  virtual Next Produce(Message& out) = 0;
+  JobsService& service_;
+
  private:
-  // Sends the next chunk, or finishes; true when it must wait for more output.
+  // Sends the next message, or finishes; true when it must wait for more.
   bool NextLocked() {
     if (finished_) return false;
     if (cancelled_) {
       FinishLocked(grpc::Status::CANCELLED);
       return false;
     }
+    switch (Produce(message_)) {
+      case Next::kSend:
+        HappensBefore(this);
+        this->StartWrite(&message_);
+        return false;
+      case Next::kEnd:
+        FinishLocked(grpc::Status::OK);
+        return false;
+      case Next::kWait:
+        break;
+    }
+    waiting_ = true;
+    return true;
+  }
+
+  void FinishLocked(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    waiting_ = false;
+    HappensBefore(this);
+    this->Finish(status);
+  }
+
+  std::mutex mu_;
+  Message message_;
+  bool waiting_ = false, cancelled_ = false, finished_ = false;
+};
+
+// Sends a job's log from an offset in chunks; when following, waits for more until the job
+// has ended and everything it wrote was sent.
+class LogStream final : public FollowStream<v1::LogChunk> {
+ public:
+  LogStream(JobsService& service, std::string job_id, std::string path, uint64_t offset, bool follow)
+      : FollowStream(service), job_id_(std::move(job_id)), path_(std::move(path)), offset_(offset), follow_(follow) {}
+
+ private:
+  Next Produce(v1::LogChunk& chunk) override {
     // Whether the job ended is read before the file, so its last words are never missed.
     auto job = service_.jobs_.Get(job_id_);
     bool ended = !job || v1::JobEnded(job->state());
@@ -99,36 +143,40 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
     }
     if (n > 0) {
       data.resize(n);
-      chunk_.set_offset(offset_);
-      chunk_.set_data(std::move(data));
+      chunk.set_offset(offset_);
+      chunk.set_data(std::move(data));
       offset_ += n;
-      HappensBefore(this);
-      StartWrite(&chunk_);
-      return false;
+      return Next::kSend;
     }
-    if (!follow_ || ended) {
-      FinishLocked(grpc::Status::OK);
-      return false;
-    }
-    waiting_ = true;
-    return true;
+    return !follow_ || ended ? Next::kEnd : Next::kWait;
   }
 
-  void FinishLocked(const grpc::Status& status) {
-    if (finished_) return;
-    finished_ = true;
-    waiting_ = false;
-    HappensBefore(this);
-    Finish(status);
-  }
-
-  JobsService& service_;
   std::string job_id_, path_;
   uint64_t offset_;
   bool follow_;
-  std::mutex mu_;
-  v1::LogChunk chunk_;
-  bool waiting_ = false, cancelled_ = false, finished_ = false;
+};
+
+// Sends a job each time it differs from what was sent last, until its final state was sent.
+class JobStream final : public FollowStream<v1::Job> {
+ public:
+  JobStream(JobsService& service, std::string job_id) : FollowStream(service), job_id_(std::move(job_id)) {}
+
+ private:
+  Next Produce(v1::Job& out) override {
+    if (ended_) return Next::kEnd;
+    auto job = service_.jobs_.Get(job_id_);
+    if (!job) return Next::kEnd;  // jobs are never forgotten while the monitor runs
+    std::string now = job->SerializeAsString();
+    if (now == sent_) return Next::kWait;
+    sent_ = std::move(now);
+    ended_ = v1::JobEnded(job->state());
+    out = std::move(*job);
+    return Next::kSend;
+  }
+
+  std::string job_id_;
+  std::string sent_;  // the last job sent, serialized
+  bool ended_ = false;
 };
 
 grpc::ServerUnaryReactor* JobsService::Launch(grpc::CallbackServerContext* ctx, const v1::LaunchRequest* req,
@@ -191,22 +239,38 @@ grpc::ServerWriteReactor<v1::LogChunk>* JobsService::Logs(grpc::CallbackServerCo
   return stream;
 }
 
-void JobsService::Wait(LogStream* stream) {
+grpc::ServerWriteReactor<v1::Job>* JobsService::WatchJob(grpc::CallbackServerContext* ctx,
+                                                        const v1::GetJobRequest* req) {
+  grpc::Status status = auth_.Check(*ctx, Role::kViewer);
+  if (status.ok() && !jobs_.Get(req->job_id())) {
+    status = {grpc::StatusCode::NOT_FOUND, "no job " + req->job_id() + "; `gradwatch jobs` lists them"};
+  }
+  auto* stream = new JobStream(*this, req->job_id());
+  HappensBefore(stream);  // its construction, for the reactions gRPC runs on other threads
+  if (!status.ok()) {
+    stream->Finish(status);
+  } else {
+    stream->Start();
+  }
+  return stream;
+}
+
+void JobsService::Wait(Waiter* stream) {
   std::lock_guard<std::mutex> lock(mu_);
   waiting_.insert(stream);
 }
 
-void JobsService::Forget(LogStream* stream) {
+void JobsService::Forget(Waiter* stream) {
   std::lock_guard<std::mutex> lock(mu_);
   waiting_.erase(stream);
 }
 
 void JobsService::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::set<LogStream*> woken;
+  std::set<Waiter*> woken;
   woken.swap(waiting_);
   // OnDone (Forget) waits on mu_, so no stream is deleted meanwhile.
-  for (LogStream* s : woken) {
+  for (Waiter* s : woken) {
     if (s->Wake()) waiting_.insert(s);
   }
 }

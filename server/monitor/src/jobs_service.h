@@ -1,4 +1,4 @@
-// The Jobs service: launch, list, stop and read the logs of training jobs, on the
+// The Jobs service: launch, list, watch, stop and read the logs of training jobs, on the
 // callback API, over gradwatch::jobs::Jobs. Launch and StopJob need the operator role,
 // the rest the viewer role.
 #pragma once
@@ -13,7 +13,18 @@
 
 namespace gradwatch::monitor {
 
+// A stream waiting for something new; the service's Tick wakes it.
+class Waiter {
+ public:
+  virtual ~Waiter() = default;
+  // True while it still waits.
+  virtual bool Wake() = 0;
+};
+
+template <typename Message>
+class FollowStream;
 class LogStream;
+class JobStream;
 
 class JobsService final : public v1::Jobs::CallbackService {
  public:
@@ -29,21 +40,26 @@ class JobsService final : public v1::Jobs::CallbackService {
                                     v1::Job* resp) override;
   grpc::ServerWriteReactor<v1::LogChunk>* Logs(grpc::CallbackServerContext* ctx,
                                                const v1::LogsRequest* req) override;
+  grpc::ServerWriteReactor<v1::Job>* WatchJob(grpc::CallbackServerContext* ctx,
+                                              const v1::GetJobRequest* req) override;
 
-  // Wakes the log streams that follow a job and wait for output; the monitor's
-  // housekeeping tick calls it.
+  // Wakes the log and job streams that wait for something new; the monitor's housekeeping
+  // tick calls it.
   void Tick();
 
  private:
+  template <typename Message>
+  friend class FollowStream;
   friend class LogStream;
-  void Wait(LogStream* stream);
-  void Forget(LogStream* stream);
+  friend class JobStream;
+  void Wait(Waiter* stream);
+  void Forget(Waiter* stream);
 
   jobs::Jobs& jobs_;
   Hub& hub_;
   const Auth& auth_;
   std::mutex mu_;
-  std::set<LogStream*> waiting_;  // guarded by mu_; a stream leaves it in OnDone
+  std::set<Waiter*> waiting_;  // guarded by mu_; a stream leaves it in OnDone
 };
 
 }  // namespace gradwatch::monitor

@@ -12,6 +12,7 @@
 
 #include "gradwatch/v1/jobs.grpc.pb.h"
 #include "gradwatch/v1/runs.grpc.pb.h"
+#include "names.h"
 #include "gradwatch/v1/telemetry.grpc.pb.h"
 
 namespace gradwatch::monitor {
@@ -327,6 +328,39 @@ TEST_F(JobsServiceTest, runs_the_configured_program_and_follows_its_log_to_the_e
   grpc::ClientContext ctx3;
   v1::Job again;
   EXPECT_EQ(Launch("{}", "echoed", &again).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(JobsServiceTest, watch_job_sends_each_change_and_ends_after_the_final_state) {
+  v1::Job job;
+  ASSERT_TRUE(Launch(R"({"steps": 5})", "watched", &job).ok());
+
+  grpc::ClientContext ctx;
+  v1::GetJobRequest req;
+  req.set_job_id("watched");
+  auto reader = jobs_->WatchJob(&ctx, req);
+  std::vector<v1::Job> seen;
+  while (reader->Read(&job)) seen.push_back(job);
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().state(), v1::JOB_STATE_SUCCEEDED);
+  for (size_t i = 0; i + 1 < seen.size(); ++i) {
+    EXPECT_FALSE(v1::JobEnded(seen[i].state())) << "a state after the final one, at " << i;
+    EXPECT_NE(seen[i].SerializeAsString(), seen[i + 1].SerializeAsString()) << "sent twice unchanged, at " << i;
+  }
+
+  grpc::ClientContext again;
+  v1::Job after;
+  auto ended = jobs_->WatchJob(&again, req);
+  ASSERT_TRUE(ended->Read(&after)) << "an ended job is sent once";
+  EXPECT_EQ(after.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_FALSE(ended->Read(&after));
+  EXPECT_TRUE(ended->Finish().ok());
+
+  grpc::ClientContext unknown;
+  req.set_job_id("nosuch");
+  auto none = jobs_->WatchJob(&unknown, req);
+  EXPECT_FALSE(none->Read(&after));
+  EXPECT_EQ(none->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 }  // namespace
