@@ -60,20 +60,32 @@ struct Server::Impl {
 
     jobs = std::make_unique<jobs::Jobs>(JobsOptionsOf(config, clock, auth.enabled()), launcher);
     auth.set_job_tokens([this](const std::string& token) { return jobs->RunForToken(token); });
-    if (!config.metrics_listen.empty()) {
-      HttpOptions ho;
-      ho.listen = config.metrics_listen;
-      ho.auth = &auth;
-      if (!config.chartjs.empty()) ho.chartjs = config.chartjs;
-      ho.threads = config.http_threads;
-      ho.tls_cert = config.metrics_tls_cert;
-      ho.tls_key = config.metrics_tls_key;
-      ho.scratch_dir = config.data_dir;  // holds the key file civetweb reads (mode 0600)
-      http = std::make_unique<HttpServer>(ho, exporter->registry(), *hub, *store);
-    }
+    if (!config.metrics_listen.empty()) StartHttp(config);
     telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams, auth);
     runs = std::make_unique<RunsService>(*hub, *store, auth);
     jobs_service = std::make_unique<JobsService>(*jobs, *hub, auth);
+    StartGrpc(config);
+    // Launched trainers report here: this host, over loopback when listening on all addresses.
+    std::string host = HostOf(config.listen);
+    if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
+    jobs->SetMonitorAddress(host + ":" + std::to_string(grpc_port));
+    ticker = std::thread([this] { TickLoop(); });
+    WritePortsFile();
+  }
+
+  void StartHttp(const ServerConfig& config) {
+    HttpOptions ho;
+    ho.listen = config.metrics_listen;
+    ho.auth = &auth;
+    if (!config.chartjs.empty()) ho.chartjs = config.chartjs;
+    ho.threads = config.http_threads;
+    ho.tls_cert = config.metrics_tls_cert;
+    ho.tls_key = config.metrics_tls_key;
+    ho.scratch_dir = config.data_dir;  // holds the key file civetweb reads (mode 0600)
+    http = std::make_unique<HttpServer>(ho, exporter->registry(), *hub, *store);
+  }
+
+  void StartGrpc(const ServerConfig& config) {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
@@ -98,12 +110,6 @@ struct Server::Impl {
       throw std::runtime_error("cannot listen for gRPC on " + config.listen +
                                ": address in use (another gradwatchd?) or not an address of this host");
     }
-    // Launched trainers report here: this host, over loopback when listening on all addresses.
-    std::string host = HostOf(config.listen);
-    if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
-    jobs->SetMonitorAddress(host + ":" + std::to_string(grpc_port));
-    ticker = std::thread([this] { TickLoop(); });
-    WritePortsFile();
   }
 
   static std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const ServerConfig& config) {
