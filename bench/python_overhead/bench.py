@@ -1,11 +1,21 @@
 """Step time of the Python case's U-Net on CPU with gradwatch.torch.Session on ÷ off, measured
-in one run: two identical models (same seed, same batches), one trained by a plain loop, the
-other through a Session reporting to a real gradwatchd (observe mode, so nothing changes the
-training), in interleaved blocks so that both arms see the same machine load. Every session cost
-is in: fused gradient norms, the update-size prediction, the report, checkpoints every 50 steps.
+in one run: three identical models (same seed, same batches) trained in interleaved blocks, so
+that all arms see the same machine load (the order rotates each round):
 
-Prints one JSON line: per-step milliseconds of each arm and overhead_ratio = on / off (the sum
-over all blocks), with the median of the per-block ratios beside it. Target: <= 1.03.
+  off    a plain loop, no gradwatch at all;
+  local  a Session without a monitor: gradient norms, update-size prediction, checkpoints every
+         50 steps, nothing sent (the off arm of the C++ bench/trainer_overhead.cc);
+  on     a Session reporting to a real gradwatchd (observe mode, so nothing changes the training):
+         every session cost is in.
+
+The C++ bench runs torch on 1 thread, as here, and its monitor on the same machine (in-process);
+here gradwatchd is a separate process and the session's gRPC client runs in its helper process
+(Session(reporter_process=True), the default; --thread-reporter for the in-process threads).
+
+Prints one JSON line: per-step milliseconds of each arm (the sum over all blocks),
+overhead_ratio = on / off (the whole session), reporting_ratio = on / local (what the C++ bench's
+overhead_ratio measures: the reporting alone), the medians of the per-block ratios beside them,
+and the load average. Target: <= 1.03.
 
     python3 bench/python_overhead/bench.py [--rounds 12 --steps 50]   (GRADWATCH_BIN=build/bin)
 """
@@ -33,6 +43,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--steps", type=int, default=50, help="steps per arm per round")
     p.add_argument("--no-update-size", action="store_true", help="Session(measure_update=False)")
+    p.add_argument("--thread-reporter", action="store_true", help="Session(reporter_process=False)")
     a = p.parse_args()
     os.environ.setdefault("GRADWATCH_BIN", str(ROOT / "build" / "bin"))
     import gwtest  # noqa: E402  (after GRADWATCH_BIN is set)
@@ -40,53 +51,69 @@ def main() -> int:
     torch.set_num_threads(1)
     config = CaseConfig(spike_step=None)
     off_model, off_opt, data, _ = build(config)
-    on_model, on_opt, _, _ = build(config)
-    off_batches, on_batches = BatchSampler(len(data), 4, 7), BatchSampler(len(data), 4, 7)
+    models = {name: build(config)[:2] for name in ("local", "on")}
+    batches = {name: BatchSampler(len(data), 4, 7) for name in ("off", "local", "on")}
 
     def plain_step(_: int) -> None:
-        items = off_batches.next()
+        items = batches["off"].next()
         off_opt.zero_grad()
         loss = jaccard_coef_loss(data.masks[items], off_model(data.images[items]))
         loss.backward()
         float(loss)  # the loop reads its loss either way
         off_opt.step()
 
-    with gwtest.Monitor() as mon:
-        gw = Session(on_model, on_opt, monitor=mon.address, run_id="bench-python-overhead", mode="observe",
-                     loss="jaccard", loss_upper_bound=1.0, log=False,
-                     measure_update=not a.no_update_size)
+    def guarded(name: str, gw: Session):
+        model, opt = models[name]
 
-        def guarded_step(step: int) -> None:
-            gw.begin_step(step)
-            items = on_batches.next()
-            on_opt.zero_grad()
-            loss = jaccard_coef_loss(data.masks[items], on_model(data.images[items]))
+        def step(s: int) -> None:
+            gw.begin_step(s)
+            items = batches[name].next()
+            opt.zero_grad()
+            loss = jaccard_coef_loss(data.masks[items], model(data.images[items]))
             loss.backward()
             if gw.before_update(float(loss)):
-                on_opt.step()
+                opt.step()
             gw.after_update()
+        return step
 
+    with gwtest.Monitor() as mon:
+        sessions = {name: Session(*models[name], monitor=mon.address if name == "on" else None,
+                                  run_id="bench-python-overhead", mode="observe", loss="jaccard",
+                                  loss_upper_bound=1.0, log=False, measure_update=not a.no_update_size,
+                                  reporter_process=not a.thread_reporter) for name in ("local", "on")}
+        arms = [("off", plain_step), ("local", guarded("local", sessions["local"])), ("on", guarded("on", sessions["on"]))]
         for s in range(1, 21):  # warm-up: allocator, the stream, the first checkpoint
-            plain_step(s)
-            guarded_step(s)
-        times = {"off": [], "on": []}
+            for _, fn in arms:
+                fn(s)
+        times = {name: [] for name, _ in arms}
         step = 20
         for r in range(a.rounds):
-            arms = [("off", plain_step), ("on", guarded_step)]
-            for name, fn in arms if r % 2 == 0 else reversed(arms):  # alternate which goes first
+            for name, fn in arms[r % 3:] + arms[:r % 3]:  # rotate which goes first
                 t = time.perf_counter()
                 for k in range(a.steps):
                     fn(step + k + 1)
                 times[name].append(time.perf_counter() - t)
             step += a.steps
-        gw.finish()
-        stats = gw.reporter_stats()
-    off, on = sum(times["off"]), sum(times["on"])
+        for gw in sessions.values():
+            gw.finish()
+        stats = sessions["on"].reporter_stats()
+    total = {name: sum(t) for name, t in times.items()}
     n = a.rounds * a.steps
+
+    def median_ratio(x: str, y: str) -> float:
+        return round(statistics.median(p / q for p, q in zip(times[x], times[y])), 4)
+
     print(json.dumps({"bench": "python_overhead", "model": "unet(depth=3,base=8) 32x32 batch 4, CPU, 1 thread",
-                      "measure_update": not a.no_update_size, "steps_per_arm": n, "off_ms_per_step": round(1000 * off / n, 3),
-                      "on_ms_per_step": round(1000 * on / n, 3), "overhead_ratio": round(on / off, 4),
-                      "median_block_ratio": round(statistics.median(x / y for x, y in zip(times["on"], times["off"])), 4),
+                      "measure_update": not a.no_update_size,
+                      "reporter": "thread" if a.thread_reporter else "process", "rounds": a.rounds,
+                      "steps_per_arm": n, "off_ms_per_step": round(1000 * total["off"] / n, 3),
+                      "local_ms_per_step": round(1000 * total["local"] / n, 3),
+                      "on_ms_per_step": round(1000 * total["on"] / n, 3),
+                      "overhead_ratio": round(total["on"] / total["off"], 4),
+                      "median_block_ratio": median_ratio("on", "off"),
+                      "reporting_ratio": round(total["on"] / total["local"], 4),
+                      "median_block_reporting_ratio": median_ratio("on", "local"),
+                      "load_average": [round(x, 2) for x in os.getloadavg()],
                       "reports_acked_through": stats.acked_through, "dropped": stats.dropped}))
     return 0
 

@@ -84,7 +84,9 @@ class ReporterOptions:
     backoff_initial: float = 0.2      # seconds
     backoff_max: float = 5.0
     # Buffered reports are sent on this tick (gated reports at once): bounds the delay to the
-    # monitor while sparing the training thread a wake-up per step.
+    # monitor while sparing the training thread a wake-up per step. 0 = no tick: each report
+    # wakes the sender, which otherwise sleeps (what the helper process of reporter_process
+    # uses: there a wake-up costs the training thread nothing, and an idle tick costs CPU).
     send_interval: float = 0.005
     log_warnings: bool = True         # one line on stderr when the monitor is unreachable
     # Beyond max_buffered, and for whatever is undelivered at close, reports go to this
@@ -190,13 +192,15 @@ class Reporter:
             self._stats.reported += 1
             self._stats.last_reported_step = max(self._stats.last_reported_step, step.step)
             self._enqueue(pb.TrainerMessage(step=step))
-            if step.awaiting_verdict:
-                self._wake.notify_all()  # the trainer waits on this one: no tick
+            if step.awaiting_verdict or self._o.send_interval <= 0:
+                self._wake.notify_all()  # the trainer waits on this one, or there is no tick
 
     def report_eval(self, evaluation: "pb.EvalReport") -> None:
         """Queues an eval report (sent on the next tick)."""
         with self._lock:
             self._enqueue(pb.TrainerMessage(eval=evaluation))
+            if self._o.send_interval <= 0:
+                self._wake.notify_all()
 
     def take_commands(self) -> List["pb.Command"]:
         """Commands received and not yet taken, in arrival order."""
@@ -382,7 +386,7 @@ class Reporter:
                         return pb.TrainerMessage(goodbye=pb.Goodbye(last_step=self._stats.last_reported_step))
                 # Reports are picked up on this tick rather than by waking this thread per report:
                 # a wake-up per step costs the training thread a context switch.
-                self._wake.wait(self._o.send_interval)
+                self._wake.wait(self._o.send_interval if self._o.send_interval > 0 else None)
 
     def _pick(self) -> Optional["pb.TrainerMessage"]:
         if self._acks:

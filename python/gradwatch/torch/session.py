@@ -43,6 +43,7 @@ import collections
 import torch
 
 from gradwatch.reporter import Reporter, ReporterOptions, ReporterStats, TlsFiles
+from gradwatch.reporter_process import ProcessReporter
 from gradwatch.torch.grad_stats import grad_stats
 from gradwatch.torch.update_size import predict_update
 from gradwatch.v1 import telemetry_pb2 as pb
@@ -183,6 +184,9 @@ class Session:
     clipping: in force from the start. measure_update: predict ||dw||/||w|| each step (SGD and
         Adam; what lets gated mode veto a learning-rate spike). log: one stderr line per command.
     token, tls: a reporter token and TLS files; None = $GRADWATCH_TOKEN and $GRADWATCH_TLS_*.
+    reporter_process: run the gRPC client in a helper process (gradwatch.reporter_process), the
+        default, so that its threads never take this process's GIL; False = threads in this
+        process (reporter.Reporter).
     reporter: a ready reporter to use instead of connecting to `monitor` (a seam for tests; any
         object with Reporter's methods).
 
@@ -199,7 +203,8 @@ class Session:
                  gate_timeout: float = 0.2, checkpoint_every: int = 50, checkpoints_kept: int = 4,
                  checkpoint_dir: Optional[str] = None, spool: Optional[str] = None, clipping: Clip = Clip(),
                  measure_update: bool = True, log: bool = True, token: Optional[str] = None,
-                 tls: Optional[TlsFiles] = None, reporter: Optional[Reporter] = None) -> None:
+                 tls: Optional[TlsFiles] = None, reporter: Optional[Reporter] = None,
+                 reporter_process: bool = True) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Session: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -271,7 +276,7 @@ class Session:
                              device=device or str(self._params[0].device))
             options = ReporterOptions(address=monitor, token=os.environ.get("GRADWATCH_TOKEN", "") if token is None
                                       else token, tls=tls or TlsFiles.from_env(), spool_path=spool or "")
-            self._reporter = Reporter(options, hello)
+            self._reporter = ProcessReporter(options, hello) if reporter_process else Reporter(options, hello)
         if self._checkpoint_dir:
             try:
                 os.makedirs(self._checkpoint_dir, exist_ok=True)

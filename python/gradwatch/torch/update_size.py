@@ -42,15 +42,25 @@ def _sgd(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tenso
     momentum = group.get("momentum", 0)
     if momentum == 0:
         return d
-    bufs = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+    state = optimizer.state
+    bufs = [state[p].get("momentum_buffer") if p in state else None for p in params]
+    nesterov, dampening = group.get("nesterov", False), group.get("dampening", 0)
+    if all(b is not None for b in bufs):  # every step but the first: two fused ops
+        if nesterov:  # d + momentum*(momentum*buf + (1 - dampening)*d), expanded
+            out = torch._foreach_mul(bufs, momentum * momentum)
+            torch._foreach_add_(out, d, alpha=1 + momentum * (1 - dampening))
+        else:
+            out = torch._foreach_mul(bufs, momentum)
+            torch._foreach_add_(out, d, alpha=1 - dampening)
+        return out
     have = [i for i, b in enumerate(bufs) if b is not None]
     new_bufs = list(d)  # the first step: buf' = d
     if have:
         moved = torch._foreach_add(torch._foreach_mul([bufs[i] for i in have], momentum), [d[i] for i in have],
-                                   alpha=1 - group.get("dampening", 0))
+                                   alpha=1 - dampening)
         for i, b in zip(have, moved):
             new_bufs[i] = b
-    return torch._foreach_add(d, new_bufs, alpha=momentum) if group.get("nesterov", False) else new_bufs
+    return torch._foreach_add(d, new_bufs, alpha=momentum) if nesterov else new_bufs
 
 
 def _adam(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor]) -> List[torch.Tensor]:

@@ -1,0 +1,346 @@
+"""The reporter in a helper process: the training process keeps no gRPC thread.
+
+gRPC's Python client runs several threads per stream (the request consumer, the completion-queue
+poller, the response reader) that wake for every report sent and every acknowledgement received,
+each taking the GIL. In the training process they compete with the loop for the GIL and, on a
+small machine, for the cores: measured on the Python case (2 cores, CPU), about 1 ms of a 16 ms
+step. ProcessReporter has Reporter's methods and semantics, but runs the Reporter (reporter.py,
+unchanged) in a child process (`python3 -m gradwatch.reporter_process`) and talks to it over a
+socket pair. Per step the training thread serializes its report and writes one frame: no thread
+of its own wakes up, nothing waits on the network.
+
+The child pushes the commands it receives as they arrive; take_commands() reads what is there
+without waiting. flush(), stats(), await_verdict() (gated mode) and close() are requests the child
+answers. When the training process ends without close() (an exception, SIGKILL), the child sees
+the socket close, flushes and spools what is undelivered as close() would, and exits.
+
+Thread-safety: every method may be called from any thread (one lock around the socket).
+"""
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from typing import List, Optional
+
+from gradwatch.reporter import Reporter, ReporterOptions, ReporterStats, random_instance
+from gradwatch.v1 import telemetry_pb2 as pb
+
+_HEADER = struct.Struct("!BI")  # kind, payload length
+# The training process's frames.
+_INIT, _STEP, _EVAL, _ACK, _VERDICT, _FLUSH, _STATS, _CLOSE = b"HSEAVFTC"
+# The child's: pushed commands, and one reply per request.
+_COMMANDS, _REPLY = b"KR"
+
+
+def _frame(kind: int, payload: bytes) -> bytes:
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+class _Frames:
+    """Frames from a stream socket, complete ones only."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf, self.eof = sock, bytearray(), False
+
+    def read(self, timeout: Optional[float]) -> bool:
+        """Waits up to `timeout` seconds (None = no limit) for bytes; False on timeout or EOF."""
+        if self.eof:
+            return False
+        if timeout is not None and not select.select([self.sock], [], [], max(timeout, 0))[0]:
+            return False
+        try:
+            data = self.sock.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def next(self):
+        """(kind, payload) of the first complete frame, or None."""
+        if len(self.buf) < _HEADER.size:
+            return None
+        kind, n = _HEADER.unpack_from(self.buf)
+        if len(self.buf) < _HEADER.size + n:
+            return None
+        payload = bytes(self.buf[_HEADER.size:_HEADER.size + n])
+        del self.buf[:_HEADER.size + n]
+        return kind, payload
+
+
+class ProcessReporter:
+    """Reporter's interface, with the Reporter in a child process. Raises ValueError/OSError for
+    options it cannot use (an empty address, a bad TLS pair or an unreadable file), as Reporter
+    does, before starting the child; connecting happens in the background."""
+
+    def __init__(self, options: ReporterOptions, hello: "pb.Hello", python: Optional[str] = None) -> None:
+        if not options.address:
+            raise ValueError("Reporter: options.address is empty (host:port of gradwatchd)")
+        if options.max_buffered < 1:
+            raise ValueError(f"Reporter: max_buffered must be >= 1, got {options.max_buffered}")
+        options.tls.credentials()  # the same errors Reporter would raise, here and now
+        self._hello = pb.Hello()
+        self._hello.CopyFrom(hello)
+        if self._hello.trainer_instance == 0:
+            self._hello.trainer_instance = random_instance()
+        self._log_warnings = options.log_warnings
+        parent, child = socket.socketpair()
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self._proc = subprocess.Popen(
+                [python or sys.executable, "-m", "gradwatch.reporter_process", str(child.fileno())],
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
+        finally:
+            child.close()
+        self._sock = parent
+        self._frames = _Frames(parent)
+        self._lock = threading.Lock()
+        self._commands: List[pb.Command] = []
+        self._stats = ReporterStats()  # the last the child sent (final after close)
+        self._gate_timeouts = 0        # counted here when the child cannot answer
+        self._dead = self._closed = False
+        self._send(_INIT, pickle.dumps((options, self._hello.SerializeToString())))
+
+    # ---- the training thread's side ----
+
+    def report_step(self, step: "pb.StepReport") -> None:
+        """Queues one step report (one frame to the child); never blocks on the network."""
+        with self._lock:
+            self._send(_STEP, step.SerializeToString())
+
+    def report_eval(self, evaluation: "pb.EvalReport") -> None:
+        with self._lock:
+            self._send(_EVAL, evaluation.SerializeToString())
+
+    def take_commands(self) -> List["pb.Command"]:
+        """Commands received and not yet taken, in arrival order (reads what the child pushed)."""
+        with self._lock:
+            self._pump(0.0)
+            out, self._commands = self._commands, []
+            return out
+
+    def await_commands(self, timeout: float) -> List["pb.Command"]:
+        """As take_commands, but waits up to `timeout` seconds for at least one."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._pump(0.0)
+            while not self._commands and not self._dead and self._pump(deadline - time.monotonic()):
+                pass
+            out, self._commands = self._commands, []
+            return out
+
+    def ack_command(self, ack: "pb.CommandAck") -> None:
+        with self._lock:
+            self._send(_ACK, ack.SerializeToString())
+
+    def await_verdict(self, step: int, timeout: float) -> Optional["pb.Verdict"]:
+        """Gated mode: the monitor's verdict on `step`, or None on timeout or when no stream is up
+        (fail-open; counted in gate_timeouts)."""
+        # The child waits `timeout`; the reply may take a little longer to come back.
+        reply = self._request(_VERDICT, (step, timeout), timeout + 1.0)
+        if reply is None:
+            with self._lock:
+                self._gate_timeouts += 1
+            return None
+        verdict_bytes, self._stats = reply
+        return pb.Verdict.FromString(verdict_bytes) if verdict_bytes is not None else None
+
+    def flush(self, timeout: float) -> bool:
+        """Waits until every report is acknowledged or `timeout` seconds pass; True if all were."""
+        reply = self._request(_FLUSH, timeout, timeout + 5.0)
+        return bool(reply)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """As Reporter.close: flushes (up to `timeout` seconds), says goodbye, spools what was not
+        delivered; then the child exits. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        # Reporter.close takes up to timeout + 2 s (the half-close) + 5 s (the thread's end).
+        reply = self._request(_CLOSE, timeout, timeout + 10.0)
+        if reply is not None:
+            self._stats = reply
+        with self._lock:
+            self._dead = True
+            self._sock.close()
+        try:
+            self._proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def stats(self) -> ReporterStats:
+        if not self._closed:
+            reply = self._request(_STATS, None, 5.0)
+            if reply is not None:
+                self._stats = reply
+        with self._lock:
+            s = replace(self._stats)
+            s.gate_timeouts += self._gate_timeouts
+            return s
+
+    @property
+    def hello(self) -> "pb.Hello":
+        """The hello as sent (with its trainer_instance)."""
+        return self._hello
+
+    # ---- internals; _send and _pump require the lock ----
+
+    def _send(self, kind: int, payload: bytes) -> None:
+        if self._dead:
+            if kind == _STEP:
+                self._stats.dropped += 1
+            return
+        try:
+            self._sock.sendall(_frame(kind, payload))
+        except OSError as e:
+            self._child_gone(f"{e.strerror or e}")
+            if kind == _STEP:
+                self._stats.dropped += 1
+
+    def _pump(self, timeout: Optional[float]) -> bool:
+        """Reads what the child sent (waiting up to `timeout` seconds for something), keeps
+        pushed commands and returns True if anything came; replies are left in the buffer."""
+        if self._dead:
+            return False
+        got = self._frames.read(timeout)
+        if self._frames.eof:
+            self._child_gone("it exited")
+        while self._peek_commands():
+            pass
+        return got
+
+    def _peek_commands(self) -> bool:
+        """Takes one leading commands frame off the buffer; False when the next is not one."""
+        buf = self._frames.buf
+        if len(buf) < _HEADER.size or buf[0] != _COMMANDS:
+            return False
+        kind, payload = self._frames.next() or (None, None)
+        if kind is None:
+            return False
+        self._commands.extend(pb.Command.FromString(b) for b in pickle.loads(payload))
+        return True
+
+    def _request(self, kind: int, arg, timeout: float):
+        """Sends a request and waits up to `timeout` seconds for its reply (commands that come
+        first are kept); None when the child does not answer."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._dead:
+                return None
+            self._send(kind, pickle.dumps(arg))
+            while not self._dead:
+                self._peek_commands()
+                f = self._frames.next() if self._frames.buf[:1] == bytes([_REPLY]) else None
+                if f is not None:
+                    return pickle.loads(f[1])
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    # A late reply would be taken for the next request's: this link is unusable.
+                    self._child_gone(f"no answer in {timeout:g} s")
+                    return None
+                self._frames.read(left)
+                if self._frames.eof:
+                    self._child_gone("it exited")
+            return None
+
+    def _child_gone(self, why: str) -> None:
+        if not self._dead:
+            self._dead = True
+            if self._log_warnings and not self._closed:
+                print(f"gradwatch: the reporter process stopped ({why}); further reports are dropped",
+                      file=sys.stderr, flush=True)
+
+
+# ---- the child ----
+
+def _serve(sock: socket.socket) -> int:
+    frames = _Frames(sock)
+    write_lock = threading.Lock()
+
+    def send(kind: int, payload: bytes) -> None:
+        with write_lock:
+            sock.sendall(_frame(kind, payload))
+
+    while (f := frames.next()) is None:
+        if not frames.read(None):
+            return 1
+    kind, payload = f
+    if kind != _INIT:
+        return 2
+    options, hello_bytes = pickle.loads(payload)
+    # No tick here: each report wakes the sender, which sleeps otherwise.
+    reporter = Reporter(replace(options, send_interval=0), pb.Hello.FromString(hello_bytes))
+    stop = threading.Event()
+
+    def push_commands() -> None:
+        # Commands go to the training process as they arrive: take_commands there never waits.
+        while not stop.is_set():
+            commands = reporter.await_commands(0.5)
+            if commands:
+                try:
+                    send(_COMMANDS, pickle.dumps([c.SerializeToString() for c in commands]))
+                except OSError:
+                    return
+
+    pusher = threading.Thread(target=push_commands, name="gradwatch-commands", daemon=True)
+    pusher.start()
+    try:
+        while True:
+            f = frames.next()
+            if f is None:
+                if not frames.read(None):
+                    break  # the training process is gone without close(): close as it would have
+                continue
+            kind, payload = f
+            if kind == _STEP:
+                reporter.report_step(pb.StepReport.FromString(payload))
+            elif kind == _EVAL:
+                reporter.report_eval(pb.EvalReport.FromString(payload))
+            elif kind == _ACK:
+                reporter.ack_command(pb.CommandAck.FromString(payload))
+            elif kind == _VERDICT:
+                step, timeout = pickle.loads(payload)
+                verdict = reporter.await_verdict(step, timeout)
+                send(_REPLY, pickle.dumps((verdict.SerializeToString() if verdict is not None else None,
+                                           reporter.stats())))
+            elif kind == _FLUSH:
+                send(_REPLY, pickle.dumps(reporter.flush(pickle.loads(payload))))
+            elif kind == _STATS:
+                send(_REPLY, pickle.dumps(reporter.stats()))
+            elif kind == _CLOSE:
+                stop.set()
+                reporter.close(pickle.loads(payload))
+                send(_REPLY, pickle.dumps(reporter.stats()))
+                return 0
+    except OSError:
+        pass
+    stop.set()
+    reporter.close(2.0)
+    return 0
+
+
+def main() -> int:
+    # Ctrl-C is the training process's to handle; this one closes when that one closes it or exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        return _serve(sock)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
