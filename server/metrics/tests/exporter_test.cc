@@ -97,6 +97,21 @@ TEST(Exporter, counts_anomalies_by_kind_and_severity) {
                   "gradwatch_anomalies_total{kind=\"non_finite\",run_id=\"r\",severity=\"critical\"} 0"));
 }
 
+// increase() sees a series' first event only if the series existed at 0 before it.
+TEST(Exporter, starts_every_event_kind_of_a_run_at_zero) {
+  Exporter e;
+  e.AddRun("r", {});
+  std::string text = Scrape(e);
+  for (const char* kind : {"grad_spike", "non_finite", "collapse", "loss_spike", "divergence", "vanishing",
+                           "val_collapse", "lr_jump", "update_size", "no_progress", "data_suspect", "alert"}) {
+    for (const char* severity : {"warning", "critical"}) {
+      EXPECT_TRUE(Has(text, std::string("gradwatch_anomalies_total{kind=\"") + kind + "\",run_id=\"r\",severity=\"" +
+                                severity + "\"} 0"))
+          << kind << " " << severity;
+    }
+  }
+}
+
 TEST(Exporter, marks_exactly_one_state) {
   Exporter e;
   e.AddRun("r", {});

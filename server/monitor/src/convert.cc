@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "hub_internal.h"
+
 namespace gradwatch::monitor {
 
 detect::StepSample ToSample(const v1::StepReport& step) {
@@ -22,6 +24,8 @@ detect::StepSample ToSample(const v1::StepReport& step) {
   s.rolled_back_to = step.rolled_back_to();
   s.sample_ids = step.sample_ids().data();
   s.n_samples = static_cast<size_t>(step.sample_ids_size());
+  s.scalars.assign(step.scalars().begin(), step.scalars().end());
+  std::sort(s.scalars.begin(), s.scalars.end());  // events in name order
   return s;
 }
 
@@ -55,7 +59,7 @@ v1::Command ToCommand(const policy::Action& action) {
   using K = policy::Action::Kind;
   v1::Command c;
   c.set_reason(action.reason);
-  c.set_issued_by("policy:guard");
+  c.set_issued_by(kPolicyIssuer);
   auto clip = [&](v1::Clipping::Kind kind) {
     c.mutable_set_clipping()->set_kind(kind);
     c.mutable_set_clipping()->set_threshold(action.value);

@@ -317,12 +317,17 @@ void Hub::Tick() {
     if (Evictable(*run, now)) evict.push_back(run->run.run_id());
   }
   if (evict.empty()) return;
+  std::vector<std::shared_ptr<RunState>> gone;  // freed here, after their locks are released
   std::lock_guard<std::mutex> map(mu_);
   for (const auto& id : evict) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;
-    std::lock_guard<std::mutex> lock(it->second->mu);  // still evictable now?
-    if (Evictable(*it->second, now)) runs_.erase(it);
+    std::shared_ptr<RunState> run = it->second;
+    std::lock_guard<std::mutex> lock(run->mu);  // still evictable now?
+    if (Evictable(*run, now)) {
+      runs_.erase(it);
+      gone.push_back(std::move(run));
+    }
   }
 }
 

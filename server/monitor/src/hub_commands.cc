@@ -56,11 +56,16 @@ Status CheckOverrides(const v1::RunConfig& config) {
   return bad.ok() ? Status() : Status::Invalid("policy: " + bad.message());
 }
 
+bool ClipsByPolicy(const v1::Command& command) {
+  return command.has_set_clipping() && command.set_clipping().kind() != v1::Clipping::KIND_OFF &&
+         command.issued_by() == kPolicyIssuer;
+}
+
 void Hub::MakePolicy(RunState& run) {
   policy::GuardConfig config;
   config.Apply(std::map<std::string, double>(run.run.config().policy().begin(), run.run.config().policy().end()));
   run.policy = std::make_unique<policy::GuardPolicy>(ToPolicyMode(run.run.mode()), config);
-  run.policy->NoteClipping(run.clipping.kind() != v1::Clipping::KIND_OFF);
+  run.policy->NoteClipping(run.clipping.kind() != v1::Clipping::KIND_OFF, run.clipping_by_policy);
 }
 
 void Hub::Issue(RunState& run, v1::Command command, CommandDone done, int64_t timeout_ms) {
@@ -79,8 +84,9 @@ void Hub::Issue(RunState& run, v1::Command command, CommandDone done, int64_t ti
   store_.PutCommand(p.record);
   exporter_.CountCommand(run.run.run_id(), ActionName(command), "sent");
   if (command.has_set_clipping()) {
-    run.policy->NoteClipping(command.set_clipping().kind() != v1::Clipping::KIND_OFF,
-                             command.issued_by() == "policy:guard");  // only its own is released
+    run.clipping_by_policy = ClipsByPolicy(command);
+    ++run.clipping_commands;
+    run.policy->NoteClipping(command.set_clipping().kind() != v1::Clipping::KIND_OFF, run.clipping_by_policy);
   }
   if (command.has_set_mode()) {
     run.run.set_mode(command.set_mode());

@@ -14,6 +14,7 @@ namespace gradwatch::monitor {
 inline constexpr uint32_t kStepPage = 5'000;             // steps per store read when paging a run
 inline constexpr size_t kExplainMaxSteps = 1'000'000;    // Explain reads at most this much of a run
 inline constexpr uint64_t kEffectWindow = 20;            // steps before and after a command, for its effect
+inline constexpr const char* kPolicyIssuer = "policy:guard";  // Command.issued_by of the guard's commands
 
 inline bool Ended(v1::RunState s) {
   return s == v1::RUN_STATE_FINISHED || s == v1::RUN_STATE_STOPPED || s == v1::RUN_STATE_FAILED;
@@ -36,5 +37,8 @@ inline std::string Fmt(double v) { return FormatNumber(v, 4); }
 
 // Both override maps of a run config, checked by name and range.
 Status CheckOverrides(const v1::RunConfig& config);
+
+// Whether `command` switches clipping on for the guard policy (which releases only its own).
+bool ClipsByPolicy(const v1::Command& command);
 
 }  // namespace gradwatch::monitor

@@ -80,17 +80,24 @@ void Hub::RebuildLoop() {
 void Hub::RebuildDetectors(const Rebuild& job) {
   RunState& run = *job.run;
   v1::Run header;
-  uint64_t through = 0, generation = 0;
+  uint64_t through = 0, generation = 0, clipping_commands = 0;
   {
     std::lock_guard<std::mutex> lock(run.mu);
     header = run.run;
     through = run.max_step_seen;
+    clipping_commands = run.clipping_commands;
     generation = ++run.rebuild_generation;
     run.rebuilding = true;
     run.rebuild_tail.clear();
   }
   store_.Flush();  // the steps up to `through` were queued before: now they are readable
   Detectors d = MakeDetectors(header);
+  // Whose clipping is in force, from the last stored clipping command (after a restart the
+  // run's state does not say).
+  bool clipping_by_policy = false;
+  for (const auto& c : store_.ListCommands(header.run_id())) {
+    if (c.command().has_set_clipping()) clipping_by_policy = ClipsByPolicy(c.command());
+  }
   for (uint64_t after = 0; after < through;) {
     auto page = store_.ListSteps(header.run_id(), after, kStepPage);
     if (page.empty()) break;
@@ -106,6 +113,9 @@ void Hub::RebuildDetectors(const Rebuild& job) {
     }
     run.detector = std::move(d.detector);
     run.incidents = std::move(d.incidents);
+    if (run.clipping_commands == clipping_commands) {  // else a newer command said whose it is
+      run.clipping_by_policy = clipping_by_policy;
+    }
     MakePolicy(run);
     run.rebuilding = false;
     run.rebuild_tail.clear();

@@ -73,6 +73,11 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   exporter_.ObserveStep(run_id, ValuesOf(step, sample, run.detector->grad_norm_z()));
 
   run.clipping = step.clipping();
+  // The policy's own clipping, in force but not known to a policy built before the first
+  // report (a restarted monitor): it may release it again.
+  if (run.clipping_by_policy && run.clipping.kind() != v1::Clipping::KIND_OFF && !run.policy->clipping()) {
+    run.policy->NoteClipping(true, true);
+  }
   run.run.set_steps(run.run.steps() + 1);
   run.run.set_last_step(step.step());
   run.run.set_last_unix_millis(step.unix_millis());

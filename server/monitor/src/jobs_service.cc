@@ -179,6 +179,22 @@ class JobStream final : public FollowStream<v1::Job> {
   bool ended_ = false;
 };
 
+namespace {
+
+// Starts a new stream, or finishes it at once with `status` when the call is refused.
+template <typename Stream>
+Stream* StartOrRefuse(Stream* stream, const grpc::Status& status) {
+  HappensBefore(stream);  // its construction, for the reactions gRPC runs on other threads
+  if (!status.ok()) {
+    stream->Finish(status);
+  } else {
+    stream->Start();
+  }
+  return stream;
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* JobsService::Launch(grpc::CallbackServerContext* ctx, const v1::LaunchRequest* req,
                                               v1::Job* resp) {
   if (grpc::Status denied = auth_.Check(*ctx, Role::kOperator); !denied.ok()) return Done(ctx, denied);
@@ -229,14 +245,7 @@ grpc::ServerWriteReactor<v1::LogChunk>* JobsService::Logs(grpc::CallbackServerCo
       status = StatusOf(e);
     }
   }
-  auto* stream = new LogStream(*this, req->job_id(), path, req->offset(), req->follow());
-  HappensBefore(stream);  // its construction, for the reactions gRPC runs on other threads
-  if (!status.ok()) {
-    stream->Finish(status);
-  } else {
-    stream->Start();
-  }
-  return stream;
+  return StartOrRefuse(new LogStream(*this, req->job_id(), path, req->offset(), req->follow()), status);
 }
 
 grpc::ServerWriteReactor<v1::Job>* JobsService::WatchJob(grpc::CallbackServerContext* ctx,
@@ -245,14 +254,7 @@ grpc::ServerWriteReactor<v1::Job>* JobsService::WatchJob(grpc::CallbackServerCon
   if (status.ok() && !jobs_.Get(req->job_id())) {
     status = {grpc::StatusCode::NOT_FOUND, "no job " + req->job_id() + "; `gradwatch jobs` lists them"};
   }
-  auto* stream = new JobStream(*this, req->job_id());
-  HappensBefore(stream);  // its construction, for the reactions gRPC runs on other threads
-  if (!status.ok()) {
-    stream->Finish(status);
-  } else {
-    stream->Start();
-  }
-  return stream;
+  return StartOrRefuse(new JobStream(*this, req->job_id()), status);
 }
 
 void JobsService::Wait(Waiter* stream) {

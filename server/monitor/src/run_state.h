@@ -26,6 +26,11 @@ struct RunState {
   std::unique_ptr<policy::GuardPolicy> policy;
   std::shared_ptr<StreamSink> sink;  // the live stream, or null
   v1::Clipping clipping;             // in force on the last reported step
+  // The last clipping command switched clipping on and came from the guard policy, which
+  // releases only its own: kept here so that a rebuilt policy still knows (and, after a
+  // restart, read back from the stored commands). clipping_commands counts them.
+  bool clipping_by_policy = false;
+  uint64_t clipping_commands = 0;
   uint64_t max_step_seen = 0;
   uint64_t stored_through = 0;
   std::set<Watcher*> watchers;

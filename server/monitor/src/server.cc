@@ -19,6 +19,7 @@
 extern char** environ;
 
 #include "gradwatch/common/file.h"
+#include "gradwatch/common/version.h"
 #include "gradwatch/jobs/jobs.h"
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/store/store.h"
@@ -41,6 +42,7 @@ struct Server::Impl {
   Impl(const ServerConfig& config, const Clock& clock) : config(config) {
     metrics::ExporterOptions mopts;
     mopts.max_layers = config.metrics_max_layers;
+    mopts.version = Version();
     exporter = std::make_unique<metrics::Exporter>(mopts);
 
     store::StoreOptions sopts;

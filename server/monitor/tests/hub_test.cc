@@ -275,3 +275,82 @@ TEST_F(HubTest, refuses_a_hello_with_bad_policy_overrides) {
 
 }  // namespace
 }  // namespace gradwatch::monitor
+
+namespace gradwatch::monitor {
+namespace {
+
+// The guard releases clipping it switched on itself after release_after quiet steps, and it
+// still knows the clipping is its own after its policy is rebuilt: by a policy change, and
+// by a restart (read back from the stored commands).
+class PolicyClippingTest : public HubTest {
+ protected:
+  // A run whose spike at 61 made the guard clip, with steps up to 70 reporting it in force.
+  std::shared_ptr<FakeSink> ClippedByTheGuard() {
+    auto sink = std::make_shared<FakeSink>();
+    v1::Hello hello = Hello("r");
+    (*hello.mutable_config()->mutable_policy())["release_after"] = 20;
+    EXPECT_TRUE(hub_->OnHello(hello, sink).ok());
+    Healthy("r", 1, 60, *sink);
+    hub_->OnStep("r", Step(61, 226.0), *sink);
+    auto commands = sink->Where([](auto& m) { return m.has_command() && m.command().has_set_clipping(); });
+    EXPECT_EQ(commands.size(), 1u);
+    for (uint64_t i = 62; i <= 70; ++i) Quiet(i, *sink);
+    return sink;
+  }
+  void Quiet(uint64_t step, FakeSink& sink) {
+    v1::StepReport s = Step(step, 0.2);
+    s.mutable_clipping()->set_kind(v1::Clipping::KIND_NORM);
+    s.mutable_clipping()->set_threshold(1.0);
+    hub_->OnStep("r", s, sink);
+  }
+  static size_t Releases(FakeSink& sink) {
+    return sink
+        .Where([](auto& m) {
+          return m.has_command() && m.command().has_set_clipping() &&
+                 m.command().set_clipping().kind() == v1::Clipping::KIND_OFF && m.command().issued_by() == "policy:guard";
+        })
+        .size();
+  }
+};
+
+TEST_F(PolicyClippingTest, releases_its_clipping_after_quiet_steps_even_after_a_policy_change) {
+  auto sink = ClippedByTheGuard();
+  ASSERT_TRUE(hub_->UpdatePolicy("r", {}, {{"lr_scale", 0.25}}, [](const Status&, const v1::Run&) {}).ok());
+  hub_->AwaitRebuilds();
+  for (uint64_t i = 71; i <= 100; ++i) Quiet(i, *sink);
+  EXPECT_EQ(Releases(*sink), 1u);
+}
+
+TEST_F(PolicyClippingTest, releases_its_clipping_after_a_restart) {
+  auto sink = ClippedByTheGuard();
+  store_->Flush();
+  Open();  // a new hub and store on the same file
+  auto again = std::make_shared<FakeSink>();
+  v1::Hello hello = Hello("r");
+  (*hello.mutable_config()->mutable_policy())["release_after"] = 20;
+  ASSERT_TRUE(hub_->OnHello(hello, again).ok());
+  hub_->AwaitRebuilds();
+  for (uint64_t i = 71; i <= 100; ++i) Quiet(i, *again);
+  EXPECT_EQ(Releases(*again), 1u);
+}
+
+TEST_F(PolicyClippingTest, never_releases_clipping_an_operator_switched_on) {
+  auto sink = std::make_shared<FakeSink>();
+  v1::Hello hello = Hello("r");
+  (*hello.mutable_config()->mutable_policy())["release_after"] = 20;
+  ASSERT_TRUE(hub_->OnHello(hello, sink).ok());
+  Healthy("r", 1, 10, *sink);
+  v1::Command clip;
+  clip.mutable_set_clipping()->set_kind(v1::Clipping::KIND_NORM);
+  clip.mutable_set_clipping()->set_threshold(1.0);
+  clip.set_issued_by("cli:alice");
+  ASSERT_TRUE(hub_->SendCommand("r", clip, 0, {}).ok());
+  for (uint64_t i = 11; i <= 60; ++i) Quiet(i, *sink);
+  ASSERT_TRUE(hub_->UpdatePolicy("r", {}, {{"lr_scale", 0.25}}, [](const Status&, const v1::Run&) {}).ok());
+  hub_->AwaitRebuilds();
+  for (uint64_t i = 61; i <= 100; ++i) Quiet(i, *sink);
+  EXPECT_EQ(Releases(*sink), 0u);
+}
+
+}  // namespace
+}  // namespace gradwatch::monitor

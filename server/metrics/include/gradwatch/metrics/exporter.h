@@ -40,7 +40,7 @@ struct EvalValues {
 
 struct ExporterOptions {
   size_t max_layers = 32;  // per run, including the folded "(other)" series
-  std::string version = "0.1.0";
+  std::string version;  // gradwatch_build_info's label: the monitor's gradwatch::Version()
 };
 
 class Exporter {
