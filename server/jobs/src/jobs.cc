@@ -111,7 +111,7 @@ void Jobs::Load() {
     e->identity = r->process;
     e->stop_requested = r->stop_requested;
     e->kill_at_ms = r->kill_at_ms;
-    if (e->job.state() == v1::JOB_STATE_RUNNING) {
+    if (e->job.state() == v1::JOB_STATE_RUNNING || (e->job.state() == v1::JOB_STATE_QUEUED && !e->identity.empty())) {
       e->process = launcher_.Adopt(e->identity);
       if (!e->process) EndLocked(*e, ExitStatus{false, -1, 0});  // ended while we were down
     }
@@ -184,8 +184,8 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
   }
   size_t running = 0, queued = 0;
   for (const auto& [_, e] : jobs_) {
-    running += e->job.state() == v1::JOB_STATE_RUNNING;
-    queued += e->job.state() == v1::JOB_STATE_QUEUED;
+    running += e->process != nullptr;
+    queued += e->job.state() == v1::JOB_STATE_QUEUED && !e->process;
   }
   if (running >= options_.max_running && queued >= options_.max_queued) {
     throw JobError(JobError::Code::kResourceExhausted,
@@ -205,6 +205,8 @@ v1::Job Jobs::LaunchLocked(const std::string& id, const std::string& config_json
   e->job.set_state(v1::JOB_STATE_QUEUED);
   e->job.set_created_unix_millis(options_.now_ms());
   e->job.set_config_json(config);
+  *e->job.mutable_resources() = LaunchResources(config_json, ctx);
+  e->job.set_launcher(launcher_.name());
   if (options_.reporter_tokens) e->token = NewToken();
   try {
     fs::create_directories(OutputDir(e->dir.string()));
@@ -231,6 +233,9 @@ void Jobs::StartLocked(Entry& e) {
   std::error_code ec;
   fs::create_directories(spec.workdir, ec);  // a job queued by an older monitor has none yet
   spec.log_path = (e.dir / "train.log").string();
+  spec.job_dir = e.dir.string();
+  spec.name = e.job.job_id();
+  spec.resources = e.job.resources();
   e.job.set_started_unix_millis(options_.now_ms());
   try {
     e.process = launcher_.Start(spec);
@@ -244,12 +249,25 @@ void Jobs::StartLocked(Entry& e) {
   }
   e.identity = e.process->identity();
   e.job.set_pid(e.process->pid());
-  e.job.set_state(v1::JOB_STATE_RUNNING);
+  e.job.set_scheduler_job_id(e.process->scheduler_job_id());
+  FollowLocked(e);
   SaveOrLogLocked(e);
+}
+
+// The job's state as its process says: a scheduler's job may still wait (queued); true when
+// anything shown changed.
+bool Jobs::FollowLocked(Entry& e) {
+  const v1::JobState state = e.process->pending() ? v1::JOB_STATE_QUEUED : v1::JOB_STATE_RUNNING;
+  std::string said = e.process->scheduler_state();
+  if (state == e.job.state() && said == e.job.scheduler_state()) return false;
+  e.job.set_state(state);
+  e.job.set_scheduler_state(std::move(said));
+  return true;
 }
 
 void Jobs::EndLocked(Entry& e, const ExitStatus& status) {
   const fs::path log = e.dir / "train.log";
+  if (e.process && !e.process->scheduler_state().empty()) e.job.set_scheduler_state(e.process->scheduler_state());
   e.process.reset();
   e.job.set_ended_unix_millis(options_.now_ms());
   e.job.set_pid(0);
@@ -258,13 +276,14 @@ void Jobs::EndLocked(Entry& e, const ExitStatus& status) {
     if (e.stop_requested) {
       e.job.set_state(v1::JOB_STATE_STOPPED);
       if (e.killed) e.job.set_error("did not stop within its grace period; killed");
-    } else if (status.code == 0) {
+    } else if (status.code == 0 && !status.scheduler_failed) {
       e.job.set_state(v1::JOB_STATE_SUCCEEDED);
     } else {
       e.job.set_state(v1::JOB_STATE_FAILED);
       std::string words = LastWords(log);
       std::string how = status.signal ? "killed by signal " + std::to_string(status.signal)
                                       : "exit code " + std::to_string(status.code);
+      if (!status.reason.empty()) how += "; " + status.reason;
       e.job.set_error(words.empty() ? how : words + " (" + how + ")");
     }
   } else {
@@ -314,7 +333,7 @@ v1::Job Jobs::Stop(const std::string& job_id, int64_t grace_ms) {
   Entry& e = *it->second;
   if (v1::JobEnded(e.job.state()) || e.stop_requested) return e.job;
   e.stop_requested = true;
-  if (e.job.state() == v1::JOB_STATE_QUEUED) {
+  if (e.job.state() == v1::JOB_STATE_QUEUED && !e.process) {
     e.job.set_state(v1::JOB_STATE_STOPPED);
     e.job.set_ended_unix_millis(options_.now_ms());
     e.job.set_error("stopped before it started");
@@ -330,11 +349,12 @@ void Jobs::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = options_.now_ms();
   for (auto& [_, e] : jobs_) {
-    if (e->job.state() != v1::JOB_STATE_RUNNING || !e->process) continue;
+    if (!e->process) continue;
     if (auto status = e->process->Poll()) {
       EndLocked(*e, *status);
       continue;
     }
+    if (FollowLocked(*e)) SaveOrLogLocked(*e);
     if (e->stop_requested && !e->killed && now >= e->kill_at_ms) {
       e->process->Signal(SIGKILL);
       e->killed = true;
@@ -345,11 +365,11 @@ void Jobs::Tick() {
 
 void Jobs::StartQueuedLocked() {
   size_t running = 0;
-  for (const auto& [_, e] : jobs_) running += e->job.state() == v1::JOB_STATE_RUNNING;
+  for (const auto& [_, e] : jobs_) running += e->process != nullptr;
   // Queued jobs start in the order they came.
   std::vector<Entry*> queued;
   for (auto& [_, e] : jobs_) {
-    if (e->job.state() == v1::JOB_STATE_QUEUED) queued.push_back(e.get());
+    if (e->job.state() == v1::JOB_STATE_QUEUED && !e->process) queued.push_back(e.get());
   }
   std::stable_sort(queued.begin(), queued.end(), [](const Entry* a, const Entry* b) {
     return a->job.created_unix_millis() < b->job.created_unix_millis();
@@ -357,7 +377,7 @@ void Jobs::StartQueuedLocked() {
   for (Entry* e : queued) {
     if (running >= options_.max_running) break;
     StartLocked(*e);
-    running += e->job.state() == v1::JOB_STATE_RUNNING;
+    running += e->process != nullptr;
   }
 }
 

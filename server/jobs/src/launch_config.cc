@@ -150,7 +150,47 @@ std::string RunIdOf(const json& doc, const std::string& run_id) {
   return run_id.empty() ? from_config : run_id;
 }
 
+// "resources" checked field by field against kResourceLimits.
+v1::JobResources ResourcesOf(const json& doc, int max_ranks) {
+  v1::JobResources r;
+  json given = doc.contains("resources") ? doc["resources"] : json::object();
+  if (!given.is_object()) throw InvalidLaunch("resources", "must be an object such as {\"nodes\": 1}");
+  const auto* reflection = r.GetReflection();
+  for (const auto& [key, value] : given.items()) {
+    bool known = std::any_of(std::begin(kResourceLimits), std::end(kResourceLimits),
+                             [&](const ResourceLimit& l) { return key == l.field; });
+    if (!known) throw InvalidLaunch("resources." + key, "unknown field; known: nodes, tasks_per_node, gpus_per_task, cpus_per_task, memory_mb");
+  }
+  for (const ResourceLimit& l : kResourceLimits) {
+    const std::string field = std::string("resources.") + l.field;
+    uint32_t v = l.fallback;
+    if (given.contains(l.field)) {
+      const json& value = given[l.field];
+      if (!value.is_number_integer()) throw InvalidLaunch(field, "must be a whole number, got " + value.dump());
+      auto n = value.get<int64_t>();
+      if (n < l.min || n > l.max) {
+        throw InvalidLaunch(field, "must be " + std::to_string(l.min) + ".." + std::to_string(l.max) + ", got " +
+                                       std::to_string(n));
+      }
+      v = static_cast<uint32_t>(n);
+    }
+    reflection->SetUInt32(&r, r.GetDescriptor()->FindFieldByName(l.field), v);
+  }
+  const uint64_t ranks = uint64_t{r.nodes()} * r.tasks_per_node();
+  if (ranks > static_cast<uint64_t>(std::max(1, max_ranks))) {
+    throw InvalidLaunch("resources", std::to_string(ranks) + " ranks asked (nodes " + std::to_string(r.nodes()) +
+                                         " x tasks_per_node " + std::to_string(r.tasks_per_node()) + "); this monitor " +
+                                         "launches at most " + std::to_string(std::max(1, max_ranks)) +
+                                         " (the trainer does not run data-parallel yet)");
+  }
+  return r;
+}
+
 }  // namespace
+
+v1::JobResources LaunchResources(const std::string& config_json, const LaunchContext& context) {
+  return ResourcesOf(ParseObject(config_json), context.max_ranks);
+}
 
 std::string OutputDir(const std::string& job_dir) { return (fs::path(job_dir) / "out").string(); }
 
@@ -166,6 +206,8 @@ std::string PrepareLaunchConfig(const std::string& config_json, const std::strin
     if (doc.contains(field)) throw InvalidLaunch(field, "a launched job reports to this monitor; leave it out");
   }
   if (doc.contains("summary_json")) throw InvalidLaunch("summary_json", "set by the launcher; leave it out");
+  ResourcesOf(doc, context.max_ranks);  // the scheduler's, not the trainer's
+  doc.erase("resources");
 
   train::TrainConfig config;
   try {

@@ -55,6 +55,7 @@ class FakeLauncher final : public Launcher {
     if (it == by_identity.end() || it->second.second->exit) return nullptr;
     return std::make_unique<FakeProcess>(it->second.first, it->second.second);
   }
+  std::string name() const override { return "fake"; }
 
   bool fail = false;
   std::vector<std::shared_ptr<FakeState>> started;

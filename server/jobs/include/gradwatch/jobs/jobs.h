@@ -7,7 +7,10 @@
 //   out/          everything else the job writes (trace, spool, checkpoints); its working
 //                 folder. The monitor writes nothing there and the config names nothing else.
 // A job's id is its run id. States: queued -> running -> succeeded | failed | stopped, or
-// lost when it ended while no monitor watched and left no sign of how.
+// lost when it ended while no monitor watched and left no sign of how. Queued is a job
+// waiting for one of this monitor's slots (max_running), or one submitted to a scheduler
+// that still waits there (Process::pending; scheduler_state says why). A submitted job
+// holds a slot either way.
 //
 // A restarted monitor reads every job.json back. Jobs keep running while the monitor is
 // down (they lead their own sessions); a job still running is adopted and followed to its
@@ -81,8 +84,8 @@ class Jobs {
                  const std::function<bool(const std::string&)>& run_exists = nullptr);
   std::vector<v1::Job> List() const;  // oldest first
   std::optional<v1::Job> Get(const std::string& job_id) const;
-  // Queued: stopped at once. Running: SIGTERM now, SIGKILL once `grace_ms` (0 = the
-  // default) passed. Ended: unchanged. Throws JobError kNotFound.
+  // Queued here: stopped at once. Submitted (running, or pending in a scheduler): SIGTERM
+  // now, SIGKILL once `grace_ms` (0 = the default) passed. Ended: unchanged. Throws JobError kNotFound.
   v1::Job Stop(const std::string& job_id, int64_t grace_ms);
   // Reaps ended jobs, kills those past their grace, starts queued ones.
   void Tick();
@@ -97,6 +100,7 @@ class Jobs {
  private:
   struct Entry;
   void StartLocked(Entry& e);
+  bool FollowLocked(Entry& e);
   void StartQueuedLocked();  // oldest first, while fewer than max_running run
   void EndLocked(Entry& e, const ExitStatus& status);
   void SaveLocked(const Entry& e) const;       // throws std::runtime_error

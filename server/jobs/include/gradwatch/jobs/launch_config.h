@@ -14,6 +14,9 @@
 //     summary_json is the launcher's own (<job_dir>/summary.json);
 //   - data.dir is such a relative path under the monitor's datasets folder, and only when
 //     the monitor has one;
+//   - "resources" (nodes, tasks_per_node, gpus_per_task, cpus_per_task, memory_mb) is what a
+//     scheduler is asked for: whole numbers within kResourceLimits, taken out of the config
+//     before the trainer sees it (LaunchResources);
 //   - the document is at most kMaxLaunchConfigBytes; every number is bounded by the trainer's
 //     own Validate (train::Limits in trainer/train/config.h), and threads also by the host
 //     (LaunchContext::max_threads).
@@ -24,6 +27,8 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+
+#include "gradwatch/v1/jobs.pb.h"
 
 namespace gradwatch::jobs {
 
@@ -47,7 +52,24 @@ struct LaunchContext {
   std::string monitor_address;  // host:port the trainer reports to
   std::string datasets_dir;     // absolute, or "" = synthetic data only
   int max_threads = 0;          // threads above this are refused; 0 = the trainer's own bound
+  // Ranks a job may ask for (nodes x tasks_per_node). 1 until the trainer runs data-parallel:
+  // more would start that many independent copies of one run.
+  int max_ranks = 1;
 };
+
+// The bounds of each "resources" field, inclusive.
+struct ResourceLimit {
+  const char* field;
+  uint32_t min, max, fallback;  // fallback: the value when the field is left out
+};
+inline constexpr ResourceLimit kResourceLimits[] = {
+    {"nodes", 1, 1024, 1},          {"tasks_per_node", 1, 256, 1}, {"gpus_per_task", 0, 16, 0},
+    {"cpus_per_task", 0, 1024, 0}, {"memory_mb", 0, 4u << 20, 0},
+};
+
+// The config's "resources", every field filled in (defaults where left out). Throws
+// InvalidLaunch ("resources.nodes: must be <= 1024, got 5000") like PrepareLaunchConfig.
+v1::JobResources LaunchResources(const std::string& config_json, const LaunchContext& context);
 
 // <job_dir>/out: where every path a launch config may set is resolved, and where the job runs.
 std::string OutputDir(const std::string& job_dir);
