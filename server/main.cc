@@ -1,5 +1,6 @@
 // gradwatchd: the gradwatch monitor. Parses flags and runs the server.
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "gradwatch/common/version.h"
 #include "gradwatch/monitor/server.h"
@@ -66,7 +67,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--stop-grace-ms", config.stop_grace_ms,
                  "a stopped job gets SIGTERM, then SIGKILL after this long")->capture_default_str();
+  app.add_option("--launcher", config.launcher,
+                 "where launched jobs run: local (this host) or slurm (sbatch; the Slurm clients must be on PATH, "
+                 "SLURM_CONF is passed through)")
+      ->check(CLI::IsMember({"local", "slurm"}))->capture_default_str();
+  app.add_option("--slurm-partition", config.slurm_partition, "sbatch --partition for every job (default: the cluster's)");
+  app.add_option("--slurm-account", config.slurm_account, "sbatch --account for every job");
+  app.add_option("--slurm-time", config.slurm_time, "sbatch --time for every job (30, 2:00:00, 1-0)");
+  app.add_option("--slurm-option", config.slurm_options,
+                 "one more sbatch option for every job, --name or --name=value; repeatable (--slurm-option=--qos=high)")
+      ->allow_extra_args(false);
   CLI11_PARSE(app, argc, argv);
+  if (std::string problems = gradwatch::monitor::CheckLauncherFlags(config); !problems.empty()) {
+    std::cerr << "gradwatchd: " << problems << "\n";
+    return 2;
+  }
   if (config.trainer.empty()) config.trainer = gradwatch::monitor::DefaultTrainer();
   return gradwatch::monitor::RunServer(config);
 }

@@ -21,6 +21,7 @@ extern char** environ;
 #include "gradwatch/common/file.h"
 #include "gradwatch/common/version.h"
 #include "gradwatch/jobs/jobs.h"
+#include "gradwatch/jobs/slurm.h"
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/store/store.h"
 #include "http.h"
@@ -32,6 +33,15 @@ namespace gradwatch::monitor {
 
 
 namespace {
+
+jobs::SlurmOptions SlurmOptionsOf(const ServerConfig& config) {
+  jobs::SlurmOptions o;
+  o.partition = config.slurm_partition;
+  o.account = config.slurm_account;
+  o.time = config.slurm_time;
+  o.options = config.slurm_options;
+  return o;
+}
 
 // "host" of "host:port" (an IPv6 host keeps its brackets).
 std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
@@ -60,7 +70,8 @@ struct Server::Impl {
 
     if (!config.tokens_file.empty()) auth = Auth::Load(config.tokens_file);
 
-    jobs = std::make_unique<jobs::Jobs>(JobsOptionsOf(config, clock, auth.enabled()), launcher);
+    launcher = MakeLauncher(config);
+    jobs = std::make_unique<jobs::Jobs>(JobsOptionsOf(config, clock, auth.enabled()), *launcher);
     auth.set_job_tokens([this](const std::string& token) { return jobs->RunForToken(token); });
     if (!config.metrics_listen.empty()) StartHttp(config);
     telemetry = std::make_unique<TelemetryService>(*hub, *exporter, config.max_streams, auth);
@@ -132,6 +143,17 @@ struct Server::Impl {
     return grpc::SslServerCredentials(options);
   }
 
+  // Throws std::invalid_argument for an unknown launcher or bad Slurm options.
+  static std::unique_ptr<jobs::Launcher> MakeLauncher(const ServerConfig& config) {
+    if (config.launcher == "local") return std::make_unique<jobs::LocalLauncher>();
+    if (config.launcher == "slurm") {
+      jobs::SlurmOptions o = SlurmOptionsOf(config);
+      o.log = [](const std::string& line) { std::cerr << "gradwatchd: " << line << std::endl; };
+      return std::make_unique<jobs::SlurmLauncher>(o, jobs::SystemRunner(o.command_timeout_ms));
+    }
+    throw std::invalid_argument("--launcher " + config.launcher + ": must be local or slurm");
+  }
+
   static jobs::JobsOptions JobsOptionsOf(const ServerConfig& config, const Clock& clock, bool tokens) {
     jobs::JobsOptions o;
     o.dir = (std::filesystem::path(config.data_dir) / "jobs").string();
@@ -201,7 +223,7 @@ struct Server::Impl {
   std::unique_ptr<Hub> hub;
   std::atomic<Hub*> hub_ptr{nullptr};
   Auth auth;
-  jobs::LocalLauncher launcher;
+  std::unique_ptr<jobs::Launcher> launcher;  // outlives jobs: destroyed after it
   std::unique_ptr<jobs::Jobs> jobs;
   std::unique_ptr<TelemetryService> telemetry;
   std::unique_ptr<RunsService> runs;
@@ -276,6 +298,15 @@ std::string DefaultTrainer() {
   if (ec) return "";
   auto trainer = self.parent_path() / "gradwatch-train";
   return std::filesystem::exists(trainer) ? trainer.string() : "";
+}
+
+std::string CheckLauncherFlags(const ServerConfig& config) {
+  if (config.launcher != "local" && config.launcher != "slurm") return "--launcher " + config.launcher + ": must be local or slurm";
+  if (config.launcher != "slurm" && (!config.slurm_partition.empty() || !config.slurm_account.empty() ||
+                                     !config.slurm_time.empty() || !config.slurm_options.empty())) {
+    return "--slurm-partition, --slurm-account, --slurm-time and --slurm-option need --launcher slurm";
+  }
+  return jobs::CheckSlurmOptions(SlurmOptionsOf(config));
 }
 
 int RunServer(const ServerConfig& config) {

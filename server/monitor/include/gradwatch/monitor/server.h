@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gradwatch/monitor/hub.h"
 
@@ -46,7 +47,16 @@ struct ServerConfig {
   size_t max_jobs = 2;                   // jobs running at once
   size_t max_queued_jobs = 64;           // jobs waiting at once; past it Launch is RESOURCE_EXHAUSTED
   int64_t stop_grace_ms = 10'000;        // a stopped job is killed after this long
+  std::string launcher = "local";        // "local": on this host; "slurm": sbatch (gradwatch/jobs/slurm.h)
+  // The Slurm launcher's sbatch --partition, --account, --time ("" = Slurm's default) and
+  // more options ("--name[=value]"), checked by CheckLauncherFlags.
+  std::string slurm_partition, slurm_account, slurm_time;
+  std::vector<std::string> slurm_options;
 };
+
+// Every problem with the launcher flags of `config` ("" when none), for gradwatchd to refuse
+// at start: an unknown launcher, malformed Slurm options, Slurm options without Slurm.
+std::string CheckLauncherFlags(const ServerConfig& config);
 
 // A running monitor. Construction binds every port and throws std::runtime_error with
 // the address and reason when one cannot be bound or the store cannot be opened.
