@@ -3,6 +3,8 @@
 
 #include <thread>
 
+#include "gradwatch/jobs/kubernetes.h"
+#include "gradwatch/jobs/launch_config.h"
 #include "launch_config.h"
 #include "names.h"
 #include "watch.h"
@@ -61,12 +63,22 @@ void FollowJobRun(Context& ctx, const v1::Job& job) {
   }
 }
 
+// " (pid 12)", or " (slurm job 42: PENDING (Resources))".
+std::string Where(const v1::Job& job) {
+  if (!job.scheduler_job_id().empty()) {
+    return " (" + job.launcher() + " job " + job.scheduler_job_id() +
+           (job.scheduler_state().empty() ? "" : ": " + job.scheduler_state()) + ")";
+  }
+  return job.pid() ? " (pid " + std::to_string(job.pid()) + ")" : "";
+}
+
 // Follows a job to its end: its state changes and the run's live view (on stderr) while it
 // runs, then its outcome.
 int FollowJob(Context& ctx, const std::string& job_id) {
   Client& c = ctx.client();
   JobWatch watch(c, job_id);
   v1::JobState shown = v1::JOB_STATE_UNSPECIFIED;
+  std::string shown_scheduler;
   bool watched = false;
   v1::Job job;
   while (watch.Next(&job)) {
@@ -76,11 +88,11 @@ int FollowJob(Context& ctx, const std::string& job_id) {
       ctx.err << "gradwatch: " << JobOutcome(job) << "\n";
       return JobExitCode(job);
     }
-    if (job.state() != shown) {
-      ctx.err << "gradwatch: job " << job_id << " " << v1::JobStateName(job.state())
-              << (job.pid() ? " (pid " + std::to_string(job.pid()) + ")" : "") << "\n";
+    if (job.state() != shown || job.scheduler_state() != shown_scheduler) {
+      ctx.err << "gradwatch: job " << job_id << " " << v1::JobStateName(job.state()) << Where(job) << "\n";
     }
     shown = job.state();
+    shown_scheduler = job.scheduler_state();
     if (job.state() == v1::JOB_STATE_RUNNING && !watched) {
       FollowJobRun(ctx, job);
       watched = true;
@@ -89,7 +101,28 @@ int FollowJob(Context& ctx, const std::string& job_id) {
   throw Failure{"job " + job_id + ": the monitor's job stream ended before the job did: " + c.Explain(watch.Finish())};
 }
 
+// The launch as a Kubernetes manifest on stdout; the monitor is not asked.
+int RenderKubernetes(Context& ctx, const LaunchOptions& o) {
+  if (!o.dry_run) {
+    throw Failure{"launch: gradwatchd has no Kubernetes launcher; add --dry-run to print the manifest, then "
+                  "`kubectl apply -f FILE`"};
+  }
+  jobs::KubernetesOptions k;
+  k.image = o.image;
+  k.monitor_address = o.monitor_address;
+  k.token_secret = o.token_secret;
+  k.name_space = o.name_space;
+  try {
+    ctx.out << jobs::RenderKubernetesJob(LaunchConfigJson(o), o.run_id, k);
+  } catch (const jobs::InvalidLaunch& e) {
+    throw Failure{"launch: " + std::string(e.what())};
+  }
+  return 0;
+}
+
 int Launch(Context& ctx, const LaunchOptions& o) {
+  if (o.launcher == "kubernetes") return RenderKubernetes(ctx, o);
+  if (o.dry_run) throw Failure{"launch: --dry-run renders a manifest: use it with --launcher kubernetes"};
   v1::LaunchRequest req;
   req.set_config_json(LaunchConfigJson(o));  // checked before the monitor is asked
   req.set_run_id(o.run_id);
@@ -148,7 +181,7 @@ std::optional<int> StopJob(Context& ctx, const std::string& job_id, uint32_t gra
 void AddJobVerbs(Verbs& verbs) {
   auto lo = std::make_shared<LaunchOptions>();
   CLI::App* launch = verbs.Add("launch",
-                               "launch a training job on the monitor's host, print its run id and follow it to its end "
+                               "launch a training job through the monitor (on its host, or on Slurm with gradwatchd --launcher slurm), print its run id and follow it to its end "
                                "(exit code 0 succeeded, 1 failed, 3 stopped)",
                                [lo](Context& c) { return Launch(c, *lo); });
   launch->add_option("CONFIG", lo->config_file, "gradwatch-train JSON config (see gradwatch-train --print-config)")
@@ -156,6 +189,16 @@ void AddJobVerbs(Verbs& verbs) {
   launch->add_option("--run-id", lo->run_id, "run id (default: generated)");
   launch->add_option("--set", lo->sets, "config field FIELD=VALUE over CONFIG, repeatable (steps=200, data.dir=tiles)");
   launch->add_flag("--detach", lo->detach, "print the run id and return at once");
+  launch->add_option("--launcher", lo->launcher,
+                     "monitor: launch through the monitor (its --launcher: local or slurm); kubernetes: with "
+                     "--dry-run, print a Kubernetes Indexed Job for `kubectl apply -f`")
+      ->check(CLI::IsMember({"monitor", "kubernetes"}))->capture_default_str();
+  launch->add_flag("--dry-run", lo->dry_run, "print the manifest, launch nothing (--launcher kubernetes)");
+  launch->add_option("--image", lo->image, "Kubernetes: the container image holding gradwatch-train");
+  launch->add_option("--monitor-address", lo->monitor_address, "Kubernetes: host:port the pods reach the monitor at");
+  launch->add_option("--token-secret", lo->token_secret,
+                     "Kubernetes: the Secret whose key \"token\" holds the reporter token (GRADWATCH_TOKEN)");
+  launch->add_option("--namespace", lo->name_space, "Kubernetes: the namespace (default: kubectl's current one)");
 
   struct LogOptions {
     std::string job_id;

@@ -2,6 +2,7 @@
 
 #include "client.h"
 #include "gradwatch/common/file.h"
+#include "gradwatch/jobs/launch_config.h"
 #include "suggest.h"
 #include "train/config.h"
 
@@ -10,13 +11,15 @@ namespace {
 
 using nlohmann::json;
 
-// Every field gradwatch-train reads: its complete config, with one fault for the fields
-// of a fault.
+// Every field a launch config may hold: gradwatch-train's complete config, with one fault
+// for the fields of a fault, and the scheduler's "resources".
 const json& KnownFields() {
   static const json known = [] {
     train::TrainConfig config;
     config.faults.emplace_back();
-    return json::parse(train::ToJson(config));
+    json fields = json::parse(train::ToJson(config));
+    for (const auto& limit : jobs::kResourceLimits) fields["resources"][limit.field] = limit.fallback;
+    return fields;
   }();
   return known;
 }

@@ -13,6 +13,10 @@ struct LaunchOptions {
   std::string config_file, run_id;
   std::vector<std::string> sets;  // FIELD=JSON, e.g. steps=200, scenario="seed" (a bare word is a string)
   bool detach = false;
+  // --launcher kubernetes --dry-run: print a Kubernetes manifest instead of launching.
+  std::string launcher = "monitor";
+  bool dry_run = false;
+  std::string image, monitor_address, token_secret, name_space;
 };
 
 // The config as JSON text. Throws Failure for an unreadable file, a JSON syntax error (with

@@ -4,6 +4,7 @@
 #include <ctime>
 #include <iomanip>
 #include <map>
+#include <vector>
 
 #include "client.h"
 #include "names.h"
@@ -99,12 +100,24 @@ class TextPrinter final : public Printer {
 
   void Explanation(const std::string&, const std::string& text) override { out_ << text; }
 
+  // DETAIL: why an ended job failed, or what its scheduler says of a live one.
   void Jobs(const Repeated<v1::Job>& jobs) override {
     int id = ColumnWidth("JOB", jobs, [](const v1::Job& j) -> const std::string& { return j.job_id(); });
-    out_ << std::left << std::setw(id) << "JOB" << std::setw(11) << "STATE" << std::setw(6) << "EXIT" << "ERROR\n";
+    std::vector<std::string> where;
+    size_t where_width = std::string("LAUNCHER").size();
     for (const auto& j : jobs) {
+      where.push_back(Where(j));
+      where_width = std::max(where_width, where.back().size());
+    }
+    const int wide = static_cast<int>(where_width) + 2;
+    out_ << std::left << std::setw(id) << "JOB" << std::setw(11) << "STATE" << std::setw(6) << "EXIT"
+         << std::setw(wide) << "LAUNCHER" << "DETAIL\n";
+    for (int i = 0; i < jobs.size(); ++i) {
+      const v1::Job& j = jobs[i];
+      const bool ended = v1::JobEnded(j.state());
       out_ << std::setw(id) << j.job_id() << std::setw(11) << v1::JobStateName(j.state()) << std::setw(6)
-           << (v1::JobEnded(j.state()) ? std::to_string(j.exit_code()) : "-") << j.error().substr(0, 80) << "\n";
+           << (ended ? std::to_string(j.exit_code()) : "-") << std::setw(wide) << where[i]
+           << (ended ? j.error() : j.scheduler_state()).substr(0, 80) << "\n";
     }
   }
 
@@ -140,7 +153,15 @@ class TextPrinter final : public Printer {
     if (v1::JobEnded(job.state()) && job.exit_code() != -1) out_ << " (exit code " << job.exit_code() << ")";
     if (job.pid()) out_ << " (pid " << job.pid() << ")";
     out_ << "\n";
+    if (!job.launcher().empty()) out_ << "launcher   " << Where(job) << "\n";
+    if (!job.scheduler_state().empty()) out_ << "scheduler  " << job.scheduler_state() << "\n";
     if (!job.error().empty()) out_ << "error      " << job.error() << "\n";
+  }
+
+  // "local", or the launcher and the scheduler's job id: "slurm job 1234".
+  static std::string Where(const v1::Job& j) {
+    std::string where = j.launcher().empty() ? "local" : j.launcher();
+    return j.scheduler_job_id().empty() ? where : where + " job " + j.scheduler_job_id();
   }
 
   std::ostream& out_;

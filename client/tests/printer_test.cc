@@ -209,7 +209,10 @@ Repeated<v1::Job> Jobs() {
   j->set_exit_code(143);
   j = jobs.Add();
   j->set_job_id("short");
-  j->set_state(v1::JOB_STATE_RUNNING);
+  j->set_state(v1::JOB_STATE_QUEUED);
+  j->set_launcher("slurm");
+  j->set_scheduler_job_id("1234");
+  j->set_scheduler_state("PENDING (Resources)");
   return jobs;
 }
 
@@ -221,7 +224,31 @@ TEST_F(Printers, jobs_in_text_are_a_table_that_fits_the_longest_id) {
   EXPECT_EQ(state, std::string("a-rather-long-job-identifier-for-the-table").size() + 2);
   EXPECT_EQ(lines[1].substr(state, 7), "stopped");
   EXPECT_EQ(lines[1].substr(lines[0].find("EXIT"), 3), "143");
-  EXPECT_EQ(lines[2].substr(lines[0].find("EXIT"), 1), "-");  // still running
+  EXPECT_EQ(lines[2].substr(lines[0].find("EXIT"), 1), "-");  // still waiting
+  EXPECT_EQ(lines[1].substr(lines[0].find("LAUNCHER"), 5), "local");
+  EXPECT_EQ(lines[2].substr(lines[0].find("LAUNCHER"), 14), "slurm job 1234");
+  EXPECT_EQ(lines[2].substr(lines[0].find("DETAIL")), "PENDING (Resources)");
+}
+
+TEST_F(Printers, a_slurm_job_in_text_shows_its_launcher_job_id_and_slurms_state) {
+  v1::Job job;
+  job.set_job_id("j1");
+  job.set_state(v1::JOB_STATE_FAILED);
+  job.set_exit_code(1);
+  job.set_launcher("slurm");
+  job.set_scheduler_job_id("77");
+  job.set_scheduler_state("FAILED (NonZeroExitCode)");
+  job.set_error("gradwatch-train: bad data (exit code 1; Slurm: FAILED (NonZeroExitCode))");
+  text().Run("j1", nullptr, &job);
+  EXPECT_EQ(text_out(), "run        j1\njob        failed (exit code 1)\nlauncher   slurm job 77\n"
+                        "scheduler  FAILED (NonZeroExitCode)\n"
+                        "error      gradwatch-train: bad data (exit code 1; Slurm: FAILED (NonZeroExitCode))\n");
+  jsonl().Run("j1", nullptr, &job);
+  auto out = json_out();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]["job"]["launcher"], "slurm");
+  EXPECT_EQ(out[0]["job"]["scheduler_job_id"], "77");
+  EXPECT_EQ(out[0]["job"]["scheduler_state"], "FAILED (NonZeroExitCode)");
 }
 
 TEST_F(Printers, jobs_in_json_are_one_object_each) {
