@@ -1,0 +1,176 @@
+"""The Slurm launcher against a real single-node Slurm (slurm_cluster.py: munged, slurmctld and
+slurmd in a temporary folder on free ports), through the `gradwatch` client and a gradwatchd
+with --launcher slurm and reporter tokens:
+- the case's scenario (seed, guard mode) launched through sbatch finishes healthy, and
+  `gradwatch run` and `gradwatch jobs` show the Slurm job id;
+- a long job is stopped with `gradwatch stop` (scancel --signal=TERM) within the grace;
+- a job whose trainer fails ends failed with Slurm's reason; one sbatch refuses (a GPU on a
+  node without any) ends failed with sbatch's words;
+- the monitor SIGKILLed while a Slurm job runs, restarted, adopts it by its Slurm job id and
+  stores every step once.
+Skips (exit 77) where Slurm or munge is not installed or this is not root.
+"""
+import json
+import os
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+
+import gwtest
+import slurm_cluster
+
+OPERATOR = "operator-token-0123456789"
+TINY = ["--set", 'model={"depth": 2, "base": 4}', "--set", 'data={"images": 16, "size": 16}', "--set", "eval_every=0"]
+
+
+def cli(mon, *args, check=True, timeout=300):
+    return gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "--token", OPERATOR, *args],
+                      check=check, timeout=timeout)
+
+
+def job_of(mon, run_id):
+    return json.loads(cli(mon, "--json", "run", run_id).stdout)
+
+
+def wait_for(what, predicate, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen in {timeout} s")
+
+
+def ended(mon, run_id):
+    job = job_of(mon, run_id)["job"]
+    return job if job["state"] not in ("queued", "running") else None
+
+
+def stop_within_grace(mon):
+    cli(mon, "launch", "--detach", "--run-id", "slurm-long", "--set", "steps=10000000", "--set", "log_every=0", *TINY)
+    wait_for("slurm-long streaming", lambda: job_of(mon, "slurm-long").get("steps", 0) > 10)
+    grace_s = 20
+    started = time.monotonic()
+    p = cli(mon, "stop", "slurm-long", "--grace-ms", str(grace_s * 1000))
+    took = time.monotonic() - started
+    assert "job slurm-long stopped (exit code 143)" in p.stdout, p.stdout
+    assert took < grace_s, f"stopping took {took:.1f} s, the grace period is {grace_s} s"
+    logs = cli(mon, "logs", "slurm-long").stdout
+    assert "stopping on signal 15" in logs, logs
+    print(f"stop: scancel --signal=TERM stopped the Slurm job in {took:.2f} s (grace {grace_s} s), exit code 143")
+
+
+def failures(mon):
+    p = cli(mon, "launch", "--run-id", "slurm-bad-data", "--set", "data.dir=broken", "--set", "steps=10", check=False)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    job = job_of(mon, "slurm-bad-data")["job"]
+    assert job["state"] == "failed" and job["exit_code"] == 1, job
+    assert "gradwatch-train:" in job["error"] and "Slurm: FAILED (NonZeroExitCode)" in job["error"], job
+    assert job["scheduler_state"] == "FAILED (NonZeroExitCode)", job
+    print(f"failing trainer: {job['error']}")
+
+    p = cli(mon, "launch", "--run-id", "slurm-no-gpu", "--set", 'resources={"gpus_per_task": 1}', check=False)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    job = job_of(mon, "slurm-no-gpu")["job"]
+    assert job["state"] == "failed" and "Slurm refused the job" in job["error"], job
+    print(f"refused by sbatch: {job['error']}")
+
+
+def seed_finishes_healthy(mon, data):
+    steps = 600  # the case as it is: the spike comes at step 350
+    started = time.monotonic()
+    p = cli(mon, "launch", "--run-id", "slurm-seed", "--set", "scenario=seed", "--set", f"steps={steps}",
+            "--set", "mode=guard", "--set", "log_every=100", timeout=400)
+    took = time.monotonic() - started
+    assert p.stdout.strip() == "slurm-seed", p.stdout
+    assert "job slurm-seed succeeded (exit code 0)" in p.stderr, p.stderr
+    assert "(slurm job " in p.stderr, p.stderr  # the follow shows the Slurm job as it goes
+    run = job_of(mon, "slurm-seed")
+    job = run["job"]
+    assert job["launcher"] == "slurm" and job["scheduler_job_id"].isdigit(), job
+    assert job["scheduler_state"] == "COMPLETED", job
+    assert run["steps"] == steps, run
+    summary = json.load(open(os.path.join(data, "jobs", "slurm-seed", "summary.json")))
+    actions = [c["action"] for c in summary["commands_applied"]]
+    assert summary["collapsed"] is False and summary["val_jaccard_hard"] > 0.5, summary
+    assert "set_clipping" in actions, summary
+    text = cli(mon, "run", "slurm-seed").stdout
+    assert f"launcher   slurm job {job['scheduler_job_id']}" in text, text
+    assert "scheduler  COMPLETED" in text, text
+    table = cli(mon, "jobs").stdout
+    assert f"slurm job {job['scheduler_job_id']}" in table, table
+    print(f"seed in guard mode through Slurm job {job['scheduler_job_id']}: succeeded in {took:.1f} s, "
+          f"{run['steps']} steps, not collapsed, commands {actions}, val hard Jaccard {summary['val_jaccard_hard']:.3f}")
+
+
+def survives_restart(mon, data, env_args):
+    steps = 1500
+    cli(mon, "launch", "--detach", "--run-id", "slurm-restart", "--set", f"steps={steps}", "--set", "log_every=500",
+        *TINY)
+    wait_for("slurm-restart streaming", lambda: job_of(mon, "slurm-restart").get("steps", 0) > 100)
+    before = job_of(mon, "slurm-restart")["job"]
+    port = mon.grpc_port
+    mon.proc.send_signal(signal.SIGKILL)
+    mon.proc.wait()
+    killed_at = time.monotonic()
+    mon = gwtest.Monitor(data_dir=data, listen=f"127.0.0.1:{port}", extra_args=env_args)
+    after = job_of(mon, "slurm-restart")["job"]
+    for field in ("job_id", "scheduler_job_id", "created_unix_millis", "started_unix_millis"):
+        assert after[field] == before[field], (field, before, after)
+    assert after["state"] in ("running", "succeeded"), after
+    print(f"restart: Slurm job {after['scheduler_job_id']} adopted ({after['state']}, "
+          f"{time.monotonic() - killed_at:.1f} s after the SIGKILL)")
+    job = wait_for("slurm-restart ending", lambda: ended(mon, "slurm-restart"), timeout=240)
+    assert job["state"] == "succeeded", job
+    run = wait_for("every step stored", lambda: (lambda r: r if r["steps"] == steps else None)(
+        job_of(mon, "slurm-restart")), timeout=60)
+    db = sqlite3.connect(os.path.join(data, "gradwatch.db"))
+    rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT step) FROM steps WHERE run_id=?",
+                                ("slurm-restart",)).fetchone()
+    assert rows == distinct == steps, (rows, distinct, steps)
+    print(f"restart: the adopted job succeeded; {distinct} of {steps} steps stored, {rows - distinct} twice")
+    return mon
+
+
+def main():
+    why = slurm_cluster.available()
+    if why:
+        print(f"SKIP: no test Slurm: {why}")
+        return 77
+    began = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="gradwatch-slurm-e2e-")
+    tokens = os.path.join(tmp, "tokens.json")
+    json.dump({"tokens": [{"token": OPERATOR, "role": "operator"}]}, open(tokens, "w"))
+    datasets = os.path.join(tmp, "datasets")
+    for sub in ("images", "masks"):
+        os.makedirs(os.path.join(datasets, "broken", sub))
+        open(os.path.join(datasets, "broken", sub, "0.npy"), "wb").write(b"not a numpy file")
+    data = os.path.join(tmp, "data")
+    with slurm_cluster.SlurmCluster() as cluster:
+        os.environ.update(cluster.env)  # gradwatchd passes SLURM_CONF on to sbatch, scontrol, scancel
+        print(f"test Slurm up in {time.monotonic() - began:.1f} s ({cluster.conf})")
+        args = ("--launcher", "slurm", "--tokens", tokens, "--datasets-dir", datasets)
+        mon = gwtest.Monitor(data_dir=data, extra_args=args)
+        try:
+            stop_within_grace(mon)
+            failures(mon)
+            seed_finishes_healthy(mon, data)
+            mon = survives_restart(mon, data, args)
+            states = {json.loads(j)["job_id"]: json.loads(j)["state"] for j in cli(mon, "--json", "jobs").stdout.splitlines()}
+            assert states == {"slurm-long": "stopped", "slurm-bad-data": "failed", "slurm-no-gpu": "failed",
+                              "slurm-seed": "succeeded", "slurm-restart": "succeeded"}, states
+        except BaseException:
+            print("--- gradwatchd output ---\n" + mon.output())
+            print(cluster.logs())
+            raise
+        finally:
+            mon.stop()
+    print(f"slurm e2e: {time.monotonic() - began:.1f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
