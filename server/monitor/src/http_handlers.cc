@@ -10,11 +10,13 @@
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "alertmanager.h"
 #include "auth.h"
 #include "convert.h"
 #include "gradwatch/common/file.h"
+#include "gradwatch/common/run_id.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/store/store.h"
 #include "web_assets.h"
@@ -198,13 +200,21 @@ std::optional<uint64_t> ParseStep(const std::string& text) {
   return value;
 }
 
-json RecordsAfter(const store::Store& store, const std::string& run_id, uint64_t after) {
+// Per-layer gradient norms of a step, in the run's layer_names order.
+json LayerNorms(const v1::StepReport& s) {
+  json norms = json::array();
+  for (float v : s.layer_grad_norms()) norms.push_back(Num(v));
+  return norms;
+}
+
+json RecordsAfter(const store::Store& store, const std::string& run_id, uint64_t after, bool layers) {
   json steps = json::array(), evals = json::array(), events = json::array(), commands = json::array();
   for (const auto& s : store.ListSteps(run_id, after, 5000)) {
     steps.push_back({s.step(), Num(s.loss()), Num(s.grad_norm()), Num(s.learning_rate()),
                      s.has_jaccard_soft() ? Num(s.jaccard_soft()) : json(nullptr),
                      s.has_jaccard_hard() ? Num(s.jaccard_hard()) : json(nullptr),
-                     s.clipping().kind() == v1::Clipping::KIND_OFF ? json(nullptr) : Num(s.clipping().threshold())});
+                     s.clipping().kind() == v1::Clipping::KIND_OFF ? json(nullptr) : Num(s.clipping().threshold()),
+                     layers ? LayerNorms(s) : json(nullptr)});
   }
   for (const auto& e : store.ListEvals(run_id)) {
     if (e.step() <= after) continue;
@@ -237,9 +247,14 @@ HttpResponse Steps(const HttpRequest& req, const HttpContext& ctx, const std::st
     }
     after = *step;
   }
-  json out = RecordsAfter(*ctx.store, run_id, after);
+  auto layers = QueryParam(req.query, "layers").value_or("0");
+  if (layers != "0" && layers != "1") {
+    return JsonError(400, "query parameter \"layers\" must be 0 or 1, got " + Quote(layers));
+  }
+  json out = RecordsAfter(*ctx.store, run_id, after, layers == "1");
   out["run"] = {{"run_id", run->run_id()}, {"state", StateName(run->state())}, {"mode", ModeName(run->mode())},
-                {"steps", run->steps()}, {"last_step", run->last_step()}, {"total_steps", run->config().total_steps()}};
+                {"steps", run->steps()}, {"last_step", run->last_step()}, {"total_steps", run->config().total_steps()},
+                {"layer_names", run->layer_names()}};
   return JsonReply(out);
 }
 
@@ -259,17 +274,74 @@ HttpResponse RunsPage(const HttpRequest&, const HttpContext&) {
   return Reply(200, "text/html; charset=utf-8", kRunsPage);
 }
 
+// A page saying what was wrong with a page request (`message` is HTML), linking back to the runs.
+HttpResponse HtmlError(int status, const std::string& title, const std::string& message, const HttpRequest& req) {
+  auto token = QueryParam(req.query, "token");
+  std::string home = token ? "/?token=" + PercentEncode(*token) : "/";
+  return Reply(status, "text/html; charset=utf-8",
+               "<!doctype html><meta charset=\"utf-8\"><title>gradwatch: " + title + "</title>\n<p>" + message +
+                   " <a href=\"" + HtmlEscape(home) + "\">All runs</a></p>\n");
+}
+
+HttpResponse NoSuchRun(const std::string& run_id, const HttpRequest& req) {
+  return HtmlError(404, "no such run",
+                   "There is no run <code>" + HtmlEscape(run_id) + "</code> on this monitor.", req);
+}
+
 HttpResponse RunPage(const HttpRequest& req, const HttpContext& ctx) {
   std::string run_id = req.path.substr(std::string("/runs/").size());
   if (!run_id.empty() && run_id.find('/') == std::string::npos && ctx.hub->GetRun(run_id)) {
     return Reply(200, "text/html; charset=utf-8", kRunPage);
   }
-  auto token = QueryParam(req.query, "token");
-  std::string home = token ? "/?token=" + PercentEncode(*token) : "/";
-  return Reply(404, "text/html; charset=utf-8",
-               "<!doctype html><meta charset=\"utf-8\"><title>gradwatch: no such run</title>\n"
-               "<p>There is no run <code>" + HtmlEscape(run_id) + "</code> on this monitor. <a href=\"" +
-                   HtmlEscape(home) + "\">All runs</a></p>\n");
+  return NoSuchRun(run_id, req);
+}
+
+std::vector<std::string> SplitCommas(const std::string& s) {
+  std::vector<std::string> parts;
+  for (size_t begin = 0;;) {
+    size_t end = s.find(',', begin);
+    parts.push_back(s.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    if (end == std::string::npos) return parts;
+    begin = end + 1;
+  }
+}
+
+// /compare?runs=A,B[,...]: 1..kMaxCompareRuns distinct runs of this monitor, or a page saying
+// which part of the request is wrong.
+HttpResponse ComparePage(const HttpRequest& req, const HttpContext& ctx) {
+  auto runs = QueryParam(req.query, "runs");
+  if (!runs || runs->empty()) {
+    return HtmlError(400, "bad request", "Compare needs the runs to overlay: <code>/compare?runs=RUN,RUN</code>.", req);
+  }
+  std::vector<std::string> ids = SplitCommas(*runs);
+  if (ids.size() > kMaxCompareRuns) {
+    return HtmlError(400, "bad request", "Compare overlays at most " + std::to_string(kMaxCompareRuns) +
+                                             " runs; " + std::to_string(ids.size()) + " were asked for.", req);
+  }
+  std::set<std::string> seen;
+  for (const auto& id : ids) {
+    if (!ValidRunId(id)) {
+      return HtmlError(400, "bad request", "<code>" + HtmlEscape(Quote(id)) + "</code> is not a run id (" +
+                                               HtmlEscape(kRunIdRule) + ").", req);
+    }
+    if (!seen.insert(id).second) {
+      return HtmlError(400, "bad request", "Run <code>" + HtmlEscape(id) + "</code> is named twice.", req);
+    }
+  }
+  for (const auto& id : ids) {
+    if (!ctx.hub->GetRun(id)) return NoSuchRun(id, req);
+  }
+  return Reply(200, "text/html; charset=utf-8", kComparePage);
+}
+
+// The pages' scripts, style and plugins, compiled in from web/.
+HttpResponse StaticAssetReply(const HttpRequest& req, const HttpContext&) {
+  for (size_t i = 0; i < kStaticAssetCount; ++i) {
+    if (req.path != kStaticAssets[i].path) continue;
+    bool css = req.path.size() > 4 && req.path.compare(req.path.size() - 4, 4, ".css") == 0;
+    return Reply(200, css ? "text/css" : "application/javascript", kStaticAssets[i].body);
+  }
+  return JsonError(404, "no static file " + Quote(req.path));
 }
 
 HttpResponse ChartJs(const HttpRequest&, const HttpContext& ctx) {
@@ -290,6 +362,8 @@ std::optional<Route> FindRoute(const std::string& path) {
   if (path == "/api/v1/alerts/webhook") return Route{"POST", Webhook};
   if (path == "/api/v1/runs" || path.rfind("/api/v1/runs/", 0) == 0) return Route{"GET", RunsApi};
   if (path == "/static/chart.min.js") return Route{"GET", ChartJs};
+  if (path.rfind("/static/", 0) == 0) return Route{"GET", StaticAssetReply};
+  if (path == "/compare") return Route{"GET", ComparePage};
   if (path.rfind("/runs/", 0) == 0) return Route{"GET", RunPage};
   if (path == "/") return Route{"GET", RunsPage};
   return std::nullopt;

@@ -25,6 +25,9 @@ namespace gradwatch::monitor {
 class Auth;
 class Hub;
 
+// The most runs /compare overlays.
+constexpr size_t kMaxCompareRuns = 8;
+
 // Bodies above this are refused with 413 before they are read.
 constexpr size_t kMaxHttpBodyBytes = 1 << 20;
 

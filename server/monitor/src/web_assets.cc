@@ -1,3 +1,5 @@
+// The pages' HTML. Their scripts are web/*.js (served from kStaticAssets); the runs list is
+// small enough to keep its script here.
 #include "web_assets.h"
 
 namespace gradwatch::monitor {
@@ -8,21 +10,37 @@ const char* const kRunsPage = R"html(<!doctype html>
 body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
 table { border-collapse: collapse; } td, th { padding: 4px 12px; border-bottom: 1px solid #ddd; text-align: left; }
 .running { color: #2a7; } .failed, .stopped { color: #c33; } .finished { color: #555; }
+#compare[aria-disabled="true"] { color: #999; pointer-events: none; }
 </style></head><body>
 <h1>gradwatch runs</h1>
-<table id="runs"><thead><tr><th>run</th><th>state</th><th>mode</th><th>step</th><th>loss</th><th>grad norm</th>
+<p>Tick runs to overlay them: <a id="compare" href="#" aria-disabled="true">compare selected runs</a>
+<span id="picked"></span></p>
+<table id="runs"><thead><tr><th></th><th>run</th><th>state</th><th>mode</th><th>step</th><th>loss</th><th>grad norm</th>
 <th>events</th></tr></thead><tbody></tbody></table>
 <script>
 const fmt = v => v === null || v === undefined ? '–' : Number(v).toPrecision(4);
+const esc = s => String(s).replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`);
 // A monitor with tokens: the page's own ?token= goes along with every request.
 const token = new URLSearchParams(location.search).get('token');
 const withToken = path => token ? path + (path.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token) : path;
+const maxCompare = 8, picked = new Set();
+function showPicked() {
+  const link = document.getElementById('compare');
+  const ok = picked.size >= 1 && picked.size <= maxCompare;
+  link.setAttribute('aria-disabled', String(!ok));
+  link.href = ok ? withToken('/compare?runs=' + [...picked].map(encodeURIComponent).join(',')) : '#';
+  document.getElementById('picked').textContent = picked.size > maxCompare ?
+    `(at most ${maxCompare} runs; ${picked.size} ticked)` : picked.size ? `(${[...picked].join(', ')})` : '';
+}
+function pick(box) { box.checked ? picked.add(box.value) : picked.delete(box.value); showPicked(); }
 async function refresh() {
   const d = await (await fetch(withToken('/api/v1/runs'))).json();
   if (d.error) { document.querySelector('h1').textContent = 'gradwatch runs: ' + d.error; return; }
   document.querySelector('#runs tbody').innerHTML = d.runs.map(r =>
-    `<tr><td><a href="${withToken('/runs/' + encodeURIComponent(r.run_id))}">${r.run_id}</a></td>` +
-    `<td class="${r.state}">${r.state}</td><td>${r.mode}</td>` +
+    `<tr><td><input type="checkbox" value="${esc(r.run_id)}" onchange="pick(this)"` +
+    `${picked.has(r.run_id) ? ' checked' : ''} aria-label="compare ${esc(r.run_id)}"></td>` +
+    `<td><a href="${esc(withToken('/runs/' + encodeURIComponent(r.run_id)))}">${esc(r.run_id)}</a></td>` +
+    `<td class="${esc(r.state)}">${esc(r.state)}</td><td>${esc(r.mode)}</td>` +
     `<td>${r.last_step}${r.total_steps ? ' / ' + r.total_steps : ''}</td><td>${fmt(r.loss)}</td>` +
     `<td>${fmt(r.grad_norm)}</td><td>${r.events}</td></tr>`).join('');
 }
@@ -30,94 +48,76 @@ refresh(); setInterval(refresh, 2000);
 </script></body></html>
 )html";
 
+// Chart.js, then the plugins (hammer.js is the zoom plugin's touch support), then gradwatch's
+// script and style.
+#define GW_PAGE_SCRIPTS                                                                          \
+  "<script src=\"/static/chart.min.js\"></script>\n"                                             \
+  "<script src=\"/static/hammer.min.js\"></script>\n"                                            \
+  "<script src=\"/static/chartjs-plugin-zoom.min.js\"></script>\n"                               \
+  "<script src=\"/static/chartjs-plugin-annotation.min.js\"></script>\n"                         \
+  "<script src=\"/static/charts.js\"></script>\n"                                              \
+  "<link rel=\"stylesheet\" href=\"/static/pages.css\">\n"
+
 const char* const kRunPage = R"html(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gradwatch: run</title>
-<script src="/static/chart.min.js"></script>
+)html" GW_PAGE_SCRIPTS R"html(
 <style>
-body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
-.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
-.panel { border: 1px solid #ddd; border-radius: 6px; padding: 8px; height: 280px; }
-#state { padding: 2px 8px; border-radius: 4px; background: #eee; }
-table { border-collapse: collapse; width: 100%; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: left; }
-.critical { color: #c33; } .warning { color: #b80; } .command { color: #27c; }
-#error { color: #c33; }
+.timeline { overflow-y: auto; }
+#heatmap-panel { height: auto; margin-top: 16px; }
+#heatmap { width: 100%; display: block; }
+#heatmap-hover { min-height: 1.2em; }
+#scalars-panel { display: none; margin-top: 16px; }
 </style></head><body>
 <h1>Run <span id="run"></span> <span id="state"></span></h1>
 <div>step <b id="step">0</b><span id="total"></span> · mode <b id="mode"></b> ·
 <b id="steps-count">0</b> steps charted · <b id="events-count">0</b> events · <b id="commands-count">0</b> commands
-<span id="error"></span></div>
+<span id="error" class="error"></span></div>
+<p class="hint">Drag across a chart to zoom in on steps, ctrl + wheel to zoom, shift + drag to pan,
+double-click to zoom out. Vertical lines: events (red, amber) and commands (blue, dashed).</p>
 <div class="grid">
-  <div class="panel"><canvas id="loss"></canvas></div>
-  <div class="panel"><canvas id="jaccard"></canvas></div>
-  <div class="panel"><canvas id="norm"></canvas></div>
-  <div class="panel"><table><thead><tr><th>step</th><th>what</th></tr></thead><tbody id="timeline"></tbody></table></div>
+  <div class="panel"><div class="tools"><label><input type="checkbox" id="loss-log"> log axis</label></div>
+    <div class="chart"><canvas id="loss"></canvas></div></div>
+  <div class="panel"><div class="chart"><canvas id="jaccard"></canvas></div></div>
+  <div class="panel"><div class="tools"><label><input type="checkbox" id="norm-log" checked> log axis</label></div>
+    <div class="chart"><canvas id="norm"></canvas></div></div>
+  <div class="panel timeline"><table><thead><tr><th>step</th><th>what</th></tr></thead><tbody id="timeline"></tbody></table></div>
 </div>
-<script>
-const runId = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop());
-document.getElementById('run').textContent = runId;
-const line = (label, color, extra) => Object.assign({label, data: [], borderColor: color, backgroundColor: color,
-  pointRadius: 0, borderWidth: 1.5, spanGaps: true}, extra || {});
-const marks = (label, color, style) => ({label, data: [], type: 'scatter', pointStyle: style, pointRadius: 7,
-  borderColor: color, backgroundColor: color});
-function chart(id, title, datasets, log) {
-  return new Chart(document.getElementById(id), {type: 'line', data: {datasets}, options: {
-    animation: false, parsing: false, maintainAspectRatio: false,
-    scales: {x: {type: 'linear', title: {display: true, text: 'step'}}, y: {type: log ? 'logarithmic' : 'linear'}},
-    plugins: {title: {display: true, text: title}}}});
-}
-const loss = chart('loss', 'Loss', [line('train', '#1f77b4'), line('validation', '#ff7f0e', {pointRadius: 2}),
-  marks('events', '#d62728', 'triangle'), marks('commands', '#2ca02c', 'rectRot')]);
-const jac = chart('jaccard', 'Jaccard (IoU)', [line('train soft', '#1f77b4'), line('train hard', '#9467bd'),
-  line('val soft', '#ff7f0e', {pointRadius: 2}), line('val hard', '#8c564b', {pointRadius: 2})]);
-const norm = chart('norm', 'Global gradient norm (log axis)', [line('grad norm', '#1f77b4'),
-  line('clipping threshold', '#d62728', {borderDash: [6, 3]}),
-  marks('events', '#d62728', 'triangle'), marks('commands', '#2ca02c', 'rectRot')], true);
-let after = 0, charted = 0, lastLoss = {}, lastNorm = {};
-// A monitor with tokens: the page's own ?token= goes along with every request.
-const token = new URLSearchParams(location.search).get('token');
-const withToken = path => token ? path + (path.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token) : path;
-const positive = v => v !== null && v > 0 ? v : null;
-async function poll() {
-  let d;
-  try { d = await (await fetch(withToken(`/api/v1/runs/${encodeURIComponent(runId)}/steps?after=${after}`))).json(); }
-  catch (e) { document.getElementById('error').textContent = ' (monitor unreachable)'; return; }
-  if (d.error) { document.getElementById('error').textContent = ' ' + d.error; return; }
-  document.getElementById('error').textContent = '';
-  for (const [step, l, g, lr, js, jh, clip] of d.steps) {
-    loss.data.datasets[0].data.push({x: step, y: l});
-    jac.data.datasets[0].data.push({x: step, y: js}); jac.data.datasets[1].data.push({x: step, y: jh});
-    norm.data.datasets[0].data.push({x: step, y: positive(g)});
-    norm.data.datasets[1].data.push({x: step, y: positive(clip)});
-    lastLoss[step] = l; lastNorm[step] = positive(g);
-    after = Math.max(after, step); charted++;
-  }
-  for (const [step, l, js, jh] of d.evals) {
-    loss.data.datasets[1].data.push({x: step, y: l});
-    jac.data.datasets[2].data.push({x: step, y: js}); jac.data.datasets[3].data.push({x: step, y: jh});
-  }
-  const at = (m, s) => m[s] !== undefined && m[s] !== null ? m[s] : null;
-  loss.data.datasets[2].data = d.events.map(e => ({x: e.step, y: at(lastLoss, e.step) ?? 1}));
-  loss.data.datasets[3].data = d.commands.filter(c => c.applied_at_step).map(c => ({x: c.applied_at_step, y: at(lastLoss, c.applied_at_step) ?? 1}));
-  norm.data.datasets[2].data = d.events.map(e => ({x: e.step, y: at(lastNorm, e.step) ?? 1}));
-  norm.data.datasets[3].data = d.commands.filter(c => c.applied_at_step).map(c => ({x: c.applied_at_step, y: at(lastNorm, c.applied_at_step) ?? 1}));
-  const rows = d.events.map(e => ({step: e.step, cls: e.severity, text: `${e.severity} ${e.kind}: ${e.message}` +
-      (e.first_layer ? ` (first layer: ${e.first_layer})` : '')}))
-    .concat(d.commands.map(c => ({step: c.applied_at_step ?? c.issued_at_step, cls: 'command',
-      text: `${c.id} ${c.action} by ${c.issued_by}: ${c.reason}` + (c.applied_at_step ? '' : ' (not acknowledged)')})))
-    .sort((a, b) => a.step - b.step);
-  document.getElementById('timeline').innerHTML =
-    rows.map(r => `<tr class="${r.cls}"><td>${r.step}</td><td>${r.text.replace(/</g, '&lt;')}</td></tr>`).join('');
-  document.getElementById('state').textContent = d.run.state;
-  document.getElementById('mode').textContent = d.run.mode;
-  document.getElementById('step').textContent = d.run.last_step;
-  document.getElementById('total').textContent = d.run.total_steps ? ' / ' + d.run.total_steps : '';
-  document.getElementById('steps-count').textContent = charted;
-  document.getElementById('events-count').textContent = d.events.length;
-  document.getElementById('commands-count').textContent = d.commands.length;
-  loss.update('none'); jac.update('none'); norm.update('none');
-}
-poll(); setInterval(poll, 1000);
-</script></body></html>
+<div class="panel" id="scalars-panel"><div class="chart"><canvas id="scalars"></canvas></div></div>
+<div class="panel" id="heatmap-panel">
+  <b>Per-layer gradient norm (log10), layer × step</b>
+  <span class="hint">each column a range of steps, the mean of log10 norms; the layer an event named first is red</span>
+  <canvas id="heatmap" height="200"></canvas>
+  <div id="heatmap-hover" class="hint"></div>
+</div>
+<pre id="page-state" hidden></pre>
+<script src="/static/run.js"></script>
+</body></html>
 )html";
+
+const char* const kComparePage = R"html(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>gradwatch: compare runs</title>
+)html" GW_PAGE_SCRIPTS R"html(
+<style>
+#runs-legend span.swatch { display: inline-block; width: 24px; height: 3px; vertical-align: middle; margin-right: 4px; }
+#runs-legend li { margin: 2px 0; }
+</style></head><body>
+<h1>Compare runs <a class="hint" id="home" href="/">all runs</a></h1>
+<ul id="runs-legend"></ul>
+<p class="hint">Aligned on step. Solid: train; dotted: validation. Drag to zoom, double-click to zoom out;
+vertical lines mark each run's events and commands in its colour.</p>
+<div class="grid">
+  <div class="panel"><div class="tools"><label><input type="checkbox" id="loss-log"> log axis</label></div>
+    <div class="chart"><canvas id="loss"></canvas></div></div>
+  <div class="panel"><div class="tools"><label><input type="checkbox" id="norm-log" checked> log axis</label></div>
+    <div class="chart"><canvas id="norm"></canvas></div></div>
+  <div class="panel"><div class="chart"><canvas id="jaccard"></canvas></div></div>
+  <div class="panel"><div class="chart"><canvas id="lr"></canvas></div></div>
+</div>
+<pre id="page-state" hidden></pre>
+<script src="/static/compare.js"></script>
+</body></html>
+)html";
+
+#undef GW_PAGE_SCRIPTS
 
 }  // namespace gradwatch::monitor

@@ -258,6 +258,77 @@ TEST_F(HttpApi, routes_the_pages_metrics_and_chartjs) {
   EXPECT_EQ(Get("/static/chart.min.js").status, 404);
 }
 
+TEST_F(HttpApi, serves_per_layer_norms_and_layer_names_only_when_asked) {
+  json plain = json::parse(Get("/api/v1/runs/run-1/steps").body);
+  EXPECT_TRUE(plain["steps"][0][7].is_null()) << plain["steps"][0];
+  json layers = json::parse(Get("/api/v1/runs/run-1/steps", "layers=1&after=4").body);
+  ASSERT_EQ(layers["steps"].size(), 1u);
+  EXPECT_NEAR(layers["steps"][0][7][0].get<double>(), 0.2, 1e-6);
+  EXPECT_EQ(layers["run"]["layer_names"], json::array({"head.weight"}));
+  HttpResponse bad = Get("/api/v1/runs/run-1/steps", "layers=yes");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(Error(bad), "query parameter \"layers\" must be 0 or 1, got \"yes\"");
+}
+
+TEST_F(HttpApi, serves_the_compare_page_for_known_runs) {
+  v1::Hello hello;
+  hello.set_run_id("run-2");
+  ASSERT_TRUE(hub_->OnHello(hello, sink_).ok());
+  HttpResponse r = Get("/compare", "runs=run-1,run-2");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "text/html; charset=utf-8");
+  EXPECT_NE(r.body.find("/static/compare.js"), std::string::npos);
+  EXPECT_EQ(Get("/compare", "runs=run-1").status, 200);
+}
+
+TEST_F(HttpApi, refuses_a_compare_of_missing_malformed_repeated_or_too_many_runs) {
+  struct Case {
+    const char* query;
+    int status;
+    const char* says;
+  };
+  for (const Case& c : {Case{"", 400, "/compare?runs=RUN,RUN"}, Case{"runs=", 400, "/compare?runs=RUN,RUN"},
+                        Case{"runs=run-1,,run-1", 400, "<code>&quot;&quot;</code> is not a run id"},
+                        Case{"runs=run-1,a%2Fb", 400, "<code>&quot;a/b&quot;</code> is not a run id"},
+                        Case{"runs=%3Cscript%3E", 400, "&quot;&lt;script&gt;&quot;"},
+                        Case{"runs=..", 400, "is not a run id"},
+                        Case{"runs=run-1,run-1", 400, "Run <code>run-1</code> is named twice"},
+                        Case{"runs=a,b,c,d,e,f,g,h,i", 400, "at most 8 runs; 9 were asked for"},
+                        Case{"runs=run-1,nosuch", 404, "There is no run <code>nosuch</code>"}}) {
+    HttpResponse r = Get("/compare", c.query);
+    EXPECT_EQ(r.status, c.status) << c.query;
+    EXPECT_EQ(r.content_type, "text/html; charset=utf-8") << c.query;
+    EXPECT_NE(r.body.find(c.says), std::string::npos) << c.query << ": " << r.body;
+    EXPECT_EQ(r.body.find("<script"), std::string::npos) << c.query << ": " << r.body;
+  }
+  HttpResponse huge = Get("/compare", "runs=" + std::string(100000, 'x') + "&token=t%22");
+  EXPECT_EQ(huge.status, 400);
+  EXPECT_LT(huge.body.size(), 1000u) << "the message quotes at most 64 bytes of the input";
+  EXPECT_NE(huge.body.find("href=\"/?token=t%22\""), std::string::npos) << huge.body;
+  EXPECT_EQ(Get("/compare/x", "runs=run-1").status, 404);
+}
+
+TEST_F(HttpApi, serves_the_page_scripts_and_vendored_plugins) {
+  for (const char* path : {"/static/charts.js", "/static/run.js", "/static/compare.js", "/static/hammer.min.js",
+                           "/static/chartjs-plugin-zoom.min.js", "/static/chartjs-plugin-annotation.min.js"}) {
+    HttpResponse r = Get(path);
+    EXPECT_EQ(r.status, 200) << path;
+    EXPECT_EQ(r.content_type, "application/javascript") << path;
+    EXPECT_GT(r.body.size(), 1000u) << path;
+  }
+  EXPECT_EQ(Get("/static/pages.css").content_type, "text/css");
+  EXPECT_NE(Get("/static/chartjs-plugin-zoom.min.js").body.find("chartjs-plugin-zoom v1.2.1"), std::string::npos);
+  EXPECT_NE(Get("/static/chartjs-plugin-annotation.min.js").body.find("Released under the MIT License"),
+            std::string::npos);
+  for (const char* path : {"/static/", "/static/nothing.js", "/static/../run.js", "/static/run.js/"}) {
+    EXPECT_EQ(Get(path).status, 404) << path;
+  }
+  HttpResponse page = Get("/runs/run-1");
+  for (const char* script : {"/static/chart.min.js", "/static/chartjs-plugin-zoom.min.js", "/static/run.js"}) {
+    EXPECT_NE(page.body.find(script), std::string::npos) << script;
+  }
+}
+
 // A metrics source that fails the way a broken handler would.
 class ThrowingMetrics : public prometheus::Collectable {
  public:
