@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 BIN = pathlib.Path(os.environ.get("GRADWATCH_BIN", "build/bin"))
@@ -64,6 +65,15 @@ def run(args, timeout=300, check=True):
     if check and p.returncode != 0:
         raise AssertionError(f"{args[0]} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
+
+
+def http_get(url, timeout=10):
+    """(status, body) of a GET, also for 4xx/5xx answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def wait_for_steps(address, run_id, at_least, trainer=None, timeout=60):
