@@ -20,38 +20,19 @@ import time
 
 import gwtest
 import slurm_cluster
+from jobs_test import OPERATOR, cli, show, wait_for
 
-OPERATOR = "operator-token-0123456789"
 TINY = ["--set", 'model={"depth": 2, "base": 4}', "--set", 'data={"images": 16, "size": 16}', "--set", "eval_every=0"]
 
 
-def cli(mon, *args, check=True, timeout=300):
-    return gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "--token", OPERATOR, *args],
-                      check=check, timeout=timeout)
-
-
-def job_of(mon, run_id):
-    return json.loads(cli(mon, "--json", "run", run_id).stdout)
-
-
-def wait_for(what, predicate, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen in {timeout} s")
-
-
 def ended(mon, run_id):
-    job = job_of(mon, run_id)["job"]
+    job = show(mon, run_id)["job"]
     return job if job["state"] not in ("queued", "running") else None
 
 
 def stop_within_grace(mon):
     cli(mon, "launch", "--detach", "--run-id", "slurm-long", "--set", "steps=10000000", "--set", "log_every=0", *TINY)
-    wait_for("slurm-long streaming", lambda: job_of(mon, "slurm-long").get("steps", 0) > 10)
+    wait_for("slurm-long streaming", lambda: show(mon, "slurm-long").get("steps", 0) > 10)
     grace_s = 20
     started = time.monotonic()
     p = cli(mon, "stop", "slurm-long", "--grace-ms", str(grace_s * 1000))
@@ -66,7 +47,7 @@ def stop_within_grace(mon):
 def failures(mon):
     p = cli(mon, "launch", "--run-id", "slurm-bad-data", "--set", "data.dir=broken", "--set", "steps=10", check=False)
     assert p.returncode == 1, (p.returncode, p.stderr)
-    job = job_of(mon, "slurm-bad-data")["job"]
+    job = show(mon, "slurm-bad-data")["job"]
     assert job["state"] == "failed" and job["exit_code"] == 1, job
     assert "gradwatch-train:" in job["error"] and "Slurm: FAILED (NonZeroExitCode)" in job["error"], job
     assert job["scheduler_state"] == "FAILED (NonZeroExitCode)", job
@@ -74,7 +55,7 @@ def failures(mon):
 
     p = cli(mon, "launch", "--run-id", "slurm-no-gpu", "--set", 'resources={"gpus_per_task": 1}', check=False)
     assert p.returncode == 1, (p.returncode, p.stderr)
-    job = job_of(mon, "slurm-no-gpu")["job"]
+    job = show(mon, "slurm-no-gpu")["job"]
     assert job["state"] == "failed" and "Slurm refused the job" in job["error"], job
     print(f"refused by sbatch: {job['error']}")
 
@@ -88,7 +69,7 @@ def seed_finishes_healthy(mon, data):
     assert p.stdout.strip() == "slurm-seed", p.stdout
     assert "job slurm-seed succeeded (exit code 0)" in p.stderr, p.stderr
     assert "(slurm job " in p.stderr, p.stderr  # the follow shows the Slurm job as it goes
-    run = job_of(mon, "slurm-seed")
+    run = show(mon, "slurm-seed")
     job = run["job"]
     assert job["launcher"] == "slurm" and job["scheduler_job_id"].isdigit(), job
     assert job["scheduler_state"] == "COMPLETED", job
@@ -110,14 +91,14 @@ def survives_restart(mon, data, env_args):
     steps = 1500
     cli(mon, "launch", "--detach", "--run-id", "slurm-restart", "--set", f"steps={steps}", "--set", "log_every=500",
         *TINY)
-    wait_for("slurm-restart streaming", lambda: job_of(mon, "slurm-restart").get("steps", 0) > 100)
-    before = job_of(mon, "slurm-restart")["job"]
+    wait_for("slurm-restart streaming", lambda: show(mon, "slurm-restart").get("steps", 0) > 100)
+    before = show(mon, "slurm-restart")["job"]
     port = mon.grpc_port
     mon.proc.send_signal(signal.SIGKILL)
     mon.proc.wait()
     killed_at = time.monotonic()
     mon = gwtest.Monitor(data_dir=data, listen=f"127.0.0.1:{port}", extra_args=env_args)
-    after = job_of(mon, "slurm-restart")["job"]
+    after = show(mon, "slurm-restart")["job"]
     for field in ("job_id", "scheduler_job_id", "created_unix_millis", "started_unix_millis"):
         assert after[field] == before[field], (field, before, after)
     assert after["state"] in ("running", "succeeded"), after
@@ -125,8 +106,8 @@ def survives_restart(mon, data, env_args):
           f"{time.monotonic() - killed_at:.1f} s after the SIGKILL)")
     job = wait_for("slurm-restart ending", lambda: ended(mon, "slurm-restart"), timeout=240)
     assert job["state"] == "succeeded", job
-    run = wait_for("every step stored", lambda: (lambda r: r if r["steps"] == steps else None)(
-        job_of(mon, "slurm-restart")), timeout=60)
+    wait_for("every step stored", lambda: (lambda r: r if r["steps"] == steps else None)(
+        show(mon, "slurm-restart")), timeout=60)
     db = sqlite3.connect(os.path.join(data, "gradwatch.db"))
     rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT step) FROM steps WHERE run_id=?",
                                 ("slurm-restart",)).fetchone()

@@ -12,6 +12,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "spawn_attributes.h"
+
 namespace gradwatch::jobs {
 namespace {
 
@@ -98,14 +100,7 @@ std::unique_ptr<Process> LocalLauncher::Start(const LaunchSpec& spec) {
   // A session of its own (signals reach the whole job, a terminal's ^C does not), the
   // default signal mask and dispositions: the monitor blocks SIGINT and SIGTERM for sigwait.
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  for (int s : {SIGINT, SIGTERM, SIGPIPE, SIGHUP}) sigaddset(&defaults, s);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  InitSpawnAttributes(&attr, POSIX_SPAWN_SETSID);
 
   std::vector<char*> argv{const_cast<char*>(spec.program.c_str())};
   for (const auto& a : spec.args) argv.push_back(const_cast<char*>(a.c_str()));

@@ -147,6 +147,13 @@ TEST(SlurmParse, reads_state_reason_and_exit_code_from_scontrol) {
 
 class SlurmJobsTest : public JobsTest {
  protected:
+  // scontrol answers `out` from now on; the launcher asks it and the jobs hear of it.
+  void Answer(Jobs& jobs, const std::string& out) {
+    slurm_.scontrol.out = out;
+    launcher_.Refresh();
+    jobs.Tick();
+  }
+
   FakeSlurm slurm_;
   SlurmLauncher launcher_{TestOptions(), slurm_.Runner()};
 };
@@ -180,15 +187,11 @@ TEST_F(SlurmJobsTest, a_job_waits_runs_and_succeeds_as_slurm_says) {
   EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(job.scheduler_state(), "PENDING (Resources)");
 
-  slurm_.scontrol.out = Scontrol("RUNNING", "None");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("RUNNING", "None"));
   EXPECT_EQ(jobs.Get("r1")->state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(jobs.Get("r1")->scheduler_state(), "RUNNING");
 
-  slurm_.scontrol.out = Scontrol("COMPLETED", "None");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("COMPLETED", "None"));
   job = *jobs.Get("r1");
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(job.exit_code(), 0);
@@ -199,17 +202,13 @@ TEST_F(SlurmJobsTest, a_job_slurm_fails_ends_failed_with_slurms_reason) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
   Log("r1", "gradwatch-train: step 3: loss is not finite\n");
-  slurm_.scontrol.out = Scontrol("FAILED", "NonZeroExitCode", "1:0");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("FAILED", "NonZeroExitCode", "1:0"));
   v1::Job job = *jobs.Get("r1");
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(job.error(), "gradwatch-train: step 3: loss is not finite (exit code 1; Slurm: FAILED (NonZeroExitCode))");
 
   jobs.Launch("{}", "r2");
-  slurm_.scontrol.out = Scontrol("TIMEOUT", "TimeLimit", "0:0");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("TIMEOUT", "TimeLimit", "0:0"));
   job = *jobs.Get("r2");
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);  // exit code 0, but Slurm ended it
   EXPECT_EQ(job.error(), "exit code 0; Slurm: TIMEOUT (TimeLimit)");
@@ -227,9 +226,7 @@ TEST_F(SlurmJobsTest, a_job_sbatch_refuses_fails_with_sbatchs_words) {
 TEST_F(SlurmJobsTest, stop_signals_the_ranks_then_kills_after_the_grace) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
-  slurm_.scontrol.out = Scontrol("RUNNING", "None");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("RUNNING", "None"));
   jobs.Stop("r1", 3000);
   EXPECT_EQ(slurm_.CallsOf("scancel").back(), (std::vector<std::string>{"scancel", "--signal=TERM", "42"}));
   now_ += 2999;
@@ -238,9 +235,7 @@ TEST_F(SlurmJobsTest, stop_signals_the_ranks_then_kills_after_the_grace) {
   now_ += 1;
   jobs.Tick();
   EXPECT_EQ(slurm_.CallsOf("scancel").back(), (std::vector<std::string>{"scancel", "--full", "--signal=KILL", "42"}));
-  slurm_.scontrol.out = Scontrol("FAILED", "NonZeroExitCode", "137:0");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("FAILED", "NonZeroExitCode", "137:0"));
   EXPECT_EQ(jobs.Get("r1")->state(), v1::JOB_STATE_STOPPED);
 }
 
@@ -249,11 +244,9 @@ TEST_F(SlurmJobsTest, a_pending_job_is_cancelled_outright) {
   jobs.Launch("{}", "r1");
   launcher_.Refresh();
   jobs.Tick();
-  v1::Job job = jobs.Stop("r1", 0);
+  jobs.Stop("r1", 0);
   EXPECT_EQ(slurm_.CallsOf("scancel").back(), (std::vector<std::string>{"scancel", "42"}));
-  slurm_.scontrol.out = Scontrol("CANCELLED", "None", "0:0");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("CANCELLED", "None", "0:0"));
   EXPECT_EQ(jobs.Get("r1")->state(), v1::JOB_STATE_STOPPED);
 }
 
@@ -261,9 +254,7 @@ TEST_F(SlurmJobsTest, a_restarted_monitor_adopts_its_slurm_jobs_by_id) {
   {
     Jobs jobs(Options(), launcher_);
     jobs.Launch("{}", "r1");
-    slurm_.scontrol.out = Scontrol("RUNNING", "None");
-    launcher_.Refresh();
-    jobs.Tick();
+    Answer(jobs, Scontrol("RUNNING", "None"));
   }
   FakeSlurm later;
   later.scontrol.out = Scontrol("RUNNING", "None");
@@ -294,9 +285,7 @@ TEST_F(SlurmJobsTest, a_job_slurm_forgot_is_judged_by_what_it_left) {
 TEST_F(SlurmJobsTest, an_unreachable_controller_keeps_the_job_and_says_so) {
   Jobs jobs(Options(), launcher_);
   jobs.Launch("{}", "r1");
-  slurm_.scontrol.out = Scontrol("RUNNING", "None");
-  launcher_.Refresh();
-  jobs.Tick();
+  Answer(jobs, Scontrol("RUNNING", "None"));
   slurm_.scontrol = {1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"};
   launcher_.Refresh();
   jobs.Tick();
