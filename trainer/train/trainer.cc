@@ -258,6 +258,7 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
     const std::vector<int64_t> items = sampler.next();
     auto index = torch::tensor(items, torch::kLong).to(device);
     torch::Tensor x = train.images.index_select(0, index), y = train.masks.index_select(0, index);
+    gw.DataReady();
     gw.SetLearningRate(ScheduledLr(config, step0) * LrFault(faults, step0));
     optimizer->zero_grad();
     torch::Tensor pred = model->forward(x);
@@ -266,6 +267,9 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
     InjectFaults(faults, step0, model);
     SegMetrics m = segmentation_metrics(y, pred.detach());
     double loss_v = loss.item<double>();
+    // A user scalar: the mean predicted foreground probability, pinned near 0 or 1 once the
+    // sigmoid saturates (the case's collapse). Thresholds can watch it: scalar_min.output_mean.
+    gw.Scalar("output_mean", pred.detach().mean().item<double>());
     if (gw.BeforeUpdate({uint64_t(step), uint32_t(sampler.epoch()), loss_v, m.jaccard_soft, m.jaccard_hard,
                          m.accuracy, &items})) {
       optimizer->step();

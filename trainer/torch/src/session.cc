@@ -16,6 +16,7 @@
 #include "gradwatch/torch/grad_stats.h"
 #include "gradwatch/torch/link.h"
 #include "gradwatch/torch/update_size.h"
+#include "system_stats.h"
 
 namespace gradwatch::torchmon {
 namespace {
@@ -76,12 +77,36 @@ std::string Session::refused() const { return link_ ? link_->stats().refused : s
 
 bool Session::BeginStep(uint64_t step) {
   step_ = step;
-  step_start_ = std::chrono::steady_clock::now();
+  const auto start = std::chrono::steady_clock::now();
   if (link_) {
     for (const auto& command : link_->TakeCommands()) Apply(command, step);
   }
   if (stop_requested_) stopped_ = true;
+  step_start_ = data_ready_ = std::chrono::steady_clock::now();
+  begin_seconds_ = std::chrono::duration<double>(step_start_ - start).count();
+  data_marked_ = false;
+  scalars_.clear();
   return !stopped_;
+}
+
+void Session::DataReady() {
+  data_ready_ = std::chrono::steady_clock::now();
+  data_marked_ = true;
+}
+
+void Session::Scalar(const std::string& name, double value) { scalars_[name] = value; }
+
+// The step's time by phase and the process's memory; `entered` is when BeforeUpdate began.
+SystemSample Session::MeasureSystem(std::chrono::steady_clock::time_point entered) const {
+  using Seconds = std::chrono::duration<double>;
+  const auto now = std::chrono::steady_clock::now();
+  SystemSample s;
+  if (data_marked_) s.data_seconds = Seconds(data_ready_ - step_start_).count();
+  s.compute_seconds = Seconds(entered - data_ready_).count();
+  s.report_seconds = begin_seconds_ + Seconds(now - entered).count();
+  s.resident_bytes = ResidentBytes();
+  CudaMemory(options_.device, &s);
+  return s;
 }
 
 void Session::SetLearningRate(double base_lr) {
@@ -194,6 +219,7 @@ void Session::ClipGradients(double total_norm) {
 }
 
 bool Session::BeforeUpdate(const StepInputs& in) {
+  const auto entered = std::chrono::steady_clock::now();
   GradStats stats = ComputeGradStats(params_);
   last_norm_ = stats.global_norm;
 
@@ -242,6 +268,9 @@ bool Session::BeforeUpdate(const StepInputs& in) {
       r.sample_ids.assign(in.sample_ids->begin(), in.sample_ids->begin() + static_cast<std::ptrdiff_t>(n));
     }
     r.awaiting_verdict = options_.mode == Mode::kGated && update;
+    r.scalars = std::move(scalars_);
+    scalars_.clear();
+    r.system = MeasureSystem(entered);
     link_->Report(r);
     if (r.awaiting_verdict) {
       if (auto verdict = link_->AwaitVerdict(in.step, options_.gate_timeout)) ApplyVerdict(*verdict, &update, &applied);

@@ -54,6 +54,7 @@ v1::RunConfig ToWire(const RunDescription& run) {
   w.set_checkpoint_every(run.checkpoint_every);
   w.set_total_steps(run.total_steps);
   for (const auto& [k, v] : run.labels) (*w.mutable_labels())[k] = v;
+  for (const auto& [k, v] : run.thresholds) (*w.mutable_thresholds())[k] = v;
   return w;
 }
 
@@ -87,7 +88,23 @@ v1::StepReport ToWire(const StepRecord& s) {
   r.set_awaiting_verdict(s.awaiting_verdict);
   if (!std::isnan(s.update_ratio)) r.set_update_ratio(s.update_ratio);
   r.mutable_sample_ids()->Add(s.sample_ids.begin(), s.sample_ids.end());
+  for (const auto& [name, value] : s.scalars) (*r.mutable_scalars())[name] = value;
+  *r.mutable_system() = ToWire(s.system);
   return r;
+}
+
+v1::SystemMetrics ToWire(const SystemSample& s) {
+  v1::SystemMetrics w;
+  if (!std::isnan(s.data_seconds)) w.set_data_seconds(s.data_seconds);
+  if (!std::isnan(s.compute_seconds)) w.set_compute_seconds(s.compute_seconds);
+  if (!std::isnan(s.report_seconds)) w.set_report_seconds(s.report_seconds);
+  if (s.resident_bytes >= 0) w.set_resident_bytes(static_cast<uint64_t>(s.resident_bytes));
+  if (s.cuda_allocated_bytes >= 0) w.set_cuda_allocated_bytes(static_cast<uint64_t>(s.cuda_allocated_bytes));
+  if (s.cuda_reserved_bytes >= 0) w.set_cuda_reserved_bytes(static_cast<uint64_t>(s.cuda_reserved_bytes));
+  if (s.cuda_peak_allocated_bytes >= 0) {
+    w.set_cuda_peak_allocated_bytes(static_cast<uint64_t>(s.cuda_peak_allocated_bytes));
+  }
+  return w;
 }
 
 v1::EvalReport ToWire(const EvalRecord& e) {

@@ -3,9 +3,12 @@
 //
 //   gradwatch::torchmon::Session gw(*model, optimizer, options);   // connects in the background
 //   for (uint64_t step = 1; gw.BeginStep(step); ++step) {          // false once stopped
+//     auto [x, y] = next_batch();
+//     gw.DataReady();                                               // optional: splits the step time
 //     optimizer.zero_grad();
 //     auto loss = loss_fn(model->forward(x), y);
 //     loss.backward();
+//     gw.Scalar("data_time_ms", ...);                               // optional: any named scalar
 //     if (gw.BeforeUpdate({step, epoch, loss.item<double>()})) optimizer.step();
 //     gw.AfterUpdate();
 //   }
@@ -15,7 +18,8 @@
 // scale, skip, rollback, stop, mode) and acknowledges it with this step. BeforeUpdate
 // measures the gradients (one fused norm, one copy) and the size of the
 // update the optimizer proposes (||dw||/||w||, update_size.h: one more fused norm), reports
-// the step, in gated mode waits for the verdict (fail-open on timeout) and applies it (skip,
+// the step (with its named scalars and the system metrics: the step's time by phase, the
+// process's RSS and, on CUDA, the caching allocator's memory), in gated mode waits for the verdict (fail-open on timeout) and applies it (skip,
 // clip, or this step's learning rate scaled down), and clips; it returns whether to apply
 // the update. AfterUpdate restores a learning rate a verdict scaled and keeps a checkpoint
 // every K healthy steps for rollback (and one of the initial state, step 0, from the start).
@@ -27,6 +31,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -98,6 +103,13 @@ class Session {
   double lr_scale() const { return lr_scale_; }
   // Sets the optimizer's learning rate for this step: base * lr_scale().
   void SetLearningRate(double base_lr);
+  // Optional, after BeginStep: the batch is ready. The time before it is reported as the
+  // step's data time, the time after it (to BeforeUpdate) as its compute time.
+  void DataReady();
+  // Optional, before BeforeUpdate: a named scalar of this step, reported with it (a repeated
+  // name keeps the last value). The monitor refuses a report with more than 64 scalars or a
+  // name outside [A-Za-z0-9_.:/-]{1,64}; see telemetry.proto.
+  void Scalar(const std::string& name, double value);
   // After backward, before optimizer.step(): returns true to apply the update.
   bool BeforeUpdate(const StepInputs& in);
   // After the update (or its skip): checkpoints every K steps when the step was healthy.
@@ -132,6 +144,7 @@ class Session {
   void ClipGradients(double total_norm);
   void ApplyVerdict(const Verdict& verdict, bool* update, Clip* applied);
   double AdaptiveThreshold() const;
+  SystemSample MeasureSystem(std::chrono::steady_clock::time_point entered) const;
 
   torch::nn::Module& model_;
   torch::optim::Optimizer& optimizer_;
@@ -158,6 +171,10 @@ class Session {
   // seeded from the plain mean and variance of the first 25 finite steps.
   Ewma log_norm_{0.97, 0.97, 25};
   std::chrono::steady_clock::time_point step_start_;
+  std::chrono::steady_clock::time_point data_ready_;  // == step_start_ until DataReady
+  bool data_marked_ = false;
+  double begin_seconds_ = 0;                          // BeginStep's own work on this step
+  std::map<std::string, double> scalars_;             // this step's, until reported
   std::deque<Checkpoint> checkpoints_;
   std::vector<AppliedCommand> applied_;
 };

@@ -27,6 +27,18 @@ struct RunDescription {
   uint32_t batch_size = 0, eval_every = 0, checkpoint_every = 0;
   uint64_t total_steps = 0;
   std::map<std::string, std::string> labels;
+  // Detector overrides by name, e.g. {"scalar_min.output_mean", 0.05} (server/detect/thresholds.h).
+  std::map<std::string, double> thresholds;
+};
+
+// Where one step's time and memory went, as the trainer measured them; NaN or -1 = not
+// measured (the CUDA fields stay -1 on CPU).
+struct SystemSample {
+  double data_seconds = NAN;     // BeginStep to DataReady: the batch
+  double compute_seconds = NAN;  // DataReady (else BeginStep) to BeforeUpdate: forward, loss, backward
+  double report_seconds = NAN;   // gradwatch's own work before the report: commands, gradient statistics
+  int64_t resident_bytes = -1;   // process RSS
+  int64_t cuda_allocated_bytes = -1, cuda_reserved_bytes = -1, cuda_peak_allocated_bytes = -1;
 };
 
 // One step as reported; NaN in a metric means "not reported".
@@ -45,6 +57,8 @@ struct StepRecord {
   bool awaiting_verdict = false;
   double update_ratio = NAN;  // ||dw|| / ||w|| of the proposed update; NaN = not measured
   std::vector<uint64_t> sample_ids;  // the batch's training items, when known (at most 64)
+  std::map<std::string, double> scalars;  // named user scalars of this step
+  SystemSample system;
 };
 
 struct EvalRecord {

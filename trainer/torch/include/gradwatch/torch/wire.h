@@ -13,6 +13,7 @@ v1::Mode ToWire(Mode mode);
 Mode FromWire(v1::Mode mode);
 v1::RunConfig ToWire(const RunDescription& run);
 v1::StepReport ToWire(const StepRecord& step);
+v1::SystemMetrics ToWire(const SystemSample& system);
 v1::EvalReport ToWire(const EvalRecord& eval);
 v1::Command ToWire(const Command& command);
 Command FromWire(const v1::Command& command);
