@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS steps (
   jaccard_soft REAL, jaccard_hard REAL, accuracy REAL,
   clip_kind INTEGER, clip_threshold REAL, step_seconds REAL, unix_millis INTEGER,
   update_skipped INTEGER, rolled_back_to INTEGER,
+  extra BLOB,                     -- v1.StepReport with only its scalars and system metrics, serialized
   PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS evals (
@@ -50,6 +51,27 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_by_run ON commands (run_id, issued_unix_millis);
 )sql";
+
+// A store written before steps had scalars and system metrics gains their column.
+std::string AddExtraColumn(sqlite3* db) {
+  sqlite3_stmt* q = nullptr;
+  bool has = false;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('steps') WHERE name = 'extra'", -1, &q, nullptr) ==
+      SQLITE_OK) {
+    has = sqlite3_step(q) == SQLITE_ROW;
+  }
+  sqlite3_finalize(q);
+  return has ? "" : Exec(db, "ALTER TABLE steps ADD COLUMN extra BLOB", "cannot add the steps' extra column");
+}
+
+// The step's fields that have no column of their own; empty when it has none of them.
+std::string ExtraOf(const v1::StepReport& s) {
+  if (s.scalars_size() == 0 && !s.has_system()) return "";
+  v1::StepReport extra;
+  *extra.mutable_scalars() = s.scalars();
+  if (s.has_system()) *extra.mutable_system() = s.system();
+  return extra.SerializeAsString();
+}
 
 void ThrowIf(const std::string& error, const std::string& path) {
   if (!error.empty()) throw std::runtime_error("store: " + path + ": " + error);
@@ -90,9 +112,10 @@ Store::Store(StoreOptions options) : options_(std::move(options)) {
   write_db_.reset(Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                        options_.busy_timeout_ms));
   ThrowIf(Exec(write_db_.get(), kSchema, "cannot create the schema"), path);
+  ThrowIf(AddExtraColumn(write_db_.get()), path);
   // Every step and eval goes through these: prepared once, reset after each row.
   insert_step_ = std::make_unique<Stmt>(write_db_.get(),
-                                        "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                                        "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   insert_eval_ = std::make_unique<Stmt>(write_db_.get(), "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)");
   for (const Stmt* s : {insert_step_.get(), insert_eval_.get()}) {
     if (!s->prepared()) ThrowIf("cannot prepare an insert: " + s->error(), path);
@@ -204,6 +227,7 @@ std::string Store::Apply(const Record& record, std::map<std::string, uint64_t>& 
     static_assert(sizeof(float) == 4);
     const auto& s = row->step;
     Raise(stored, row->run_id, s.step());
+    const std::string extra = ExtraOf(s);
     return insert_step_->Bind(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
         .Bind(5, s.learning_rate()).Bind(6, s.grad_norm())
         .BindBlob(7, s.layer_grad_norms().data(), s.layer_grad_norms_size() * sizeof(float))
@@ -212,7 +236,9 @@ std::string Store::Apply(const Record& record, std::map<std::string, uint64_t>& 
         .Bind(10, Opt(s.has_accuracy(), s.accuracy()))
         .Bind(11, int64_t{s.clipping().kind()}).Bind(12, s.clipping().threshold())
         .Bind(13, s.step_seconds()).Bind(14, s.unix_millis())
-        .Bind(15, int64_t{s.update_skipped()}).Bind(16, s.rolled_back_to()).Run("insert step");
+        .Bind(15, int64_t{s.update_skipped()}).Bind(16, s.rolled_back_to())
+        .BindBlob(17, extra.data(), extra.size())
+        .Run("insert step");
   }
   if (auto* row = std::get_if<EvalRow>(&record)) {
     const auto& e = row->eval;

@@ -46,6 +46,7 @@ v1::StepReport StepOf(const Stmt& q) {
   s.set_unix_millis(q.Int(12));
   s.set_update_skipped(q.Int(13) != 0);
   s.set_rolled_back_to(q.Int(14));
+  s.MergeFromString(q.Blob(15));  // scalars and system metrics (empty: none)
   return s;
 }
 
@@ -83,7 +84,7 @@ std::vector<v1::StepReport> Store::ListSteps(const std::string& run_id, uint64_t
   Stmt q(read_db_.get(),
          "SELECT step, epoch, loss, learning_rate, grad_norm, layer_grad_norms, jaccard_soft,"
          " jaccard_hard, accuracy, clip_kind, clip_threshold, step_seconds, unix_millis,"
-         " update_skipped, rolled_back_to FROM steps WHERE run_id = ? AND step > ?"
+         " update_skipped, rolled_back_to, extra FROM steps WHERE run_id = ? AND step > ?"
          " ORDER BY step LIMIT ?");
   q.Bind(1, run_id).Bind(2, after_step).Bind(3, int64_t{limit});
   std::vector<v1::StepReport> out;

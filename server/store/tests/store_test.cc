@@ -1,6 +1,7 @@
 #include "gradwatch/store/store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <atomic>
 #include <cmath>
@@ -59,6 +60,58 @@ TEST(Store, round_trips_every_step_field_including_layer_norms) {
   EXPECT_FLOAT_EQ(steps[0].layer_grad_norms(1), 1.5f);
   EXPECT_EQ(steps[0].clipping().kind(), v1::Clipping::KIND_NORM);
   EXPECT_TRUE(steps[0].update_skipped());
+}
+
+TEST(Store, round_trips_scalars_and_system_metrics) {
+  Store store({TempDb("scalars")});
+  v1::StepReport s = MakeStep(1, 0.5);
+  (*s.mutable_scalars())["output_mean"] = 0.1 + 0.2;
+  (*s.mutable_scalars())["nan"] = std::nan("");
+  s.mutable_system()->set_compute_seconds(0.012);
+  s.mutable_system()->set_resident_bytes(1u << 30);
+  store.PutStep("r", s);
+  store.PutStep("r", MakeStep(2, 0.25));  // none of either
+  store.Flush();
+  auto steps = store.ListSteps("r", 0, 10);
+  ASSERT_EQ(steps.size(), 2u);
+  ASSERT_EQ(steps[0].scalars_size(), 2);
+  EXPECT_EQ(steps[0].scalars().at("output_mean"), 0.1 + 0.2);
+  EXPECT_TRUE(std::isnan(steps[0].scalars().at("nan")));
+  EXPECT_EQ(steps[0].system().compute_seconds(), 0.012);
+  EXPECT_EQ(steps[0].system().resident_bytes(), 1u << 30);
+  EXPECT_FALSE(steps[0].system().has_data_seconds());
+  EXPECT_EQ(steps[1].scalars_size(), 0);
+  EXPECT_FALSE(steps[1].has_system());
+}
+
+// A store made before steps had an extra column gains it on open and keeps its steps.
+TEST(Store, adds_the_extra_column_to_an_older_store) {
+  const std::string path = TempDb("old-schema");
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE steps (run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER,"
+                           " loss REAL, learning_rate REAL, grad_norm REAL, layer_grad_norms BLOB,"
+                           " jaccard_soft REAL, jaccard_hard REAL, accuracy REAL, clip_kind INTEGER,"
+                           " clip_threshold REAL, step_seconds REAL, unix_millis INTEGER,"
+                           " update_skipped INTEGER, rolled_back_to INTEGER, PRIMARY KEY (run_id, step))"
+                           " WITHOUT ROWID;"
+                           "INSERT INTO steps (run_id, step, loss) VALUES ('old', 1, 0.5);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  Store store({path});
+  v1::StepReport s = MakeStep(2, 0.25);
+  (*s.mutable_scalars())["x"] = 1;
+  store.PutStep("old", s);
+  store.Flush();
+  auto steps = store.ListSteps("old", 0, 10);
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0].loss(), 0.5);
+  EXPECT_EQ(steps[1].scalars().at("x"), 1);
 }
 
 TEST(Store, pages_steps_after_a_given_step) {
