@@ -20,6 +20,7 @@ const char* ToString(EventKind kind) {
     case EventKind::kUpdateSize: return "update_size";
     case EventKind::kNoProgress: return "no_progress";
     case EventKind::kDataSuspect: return "data_suspect";
+    case EventKind::kScalarLimit: return "scalar_limit";
   }
   return "unknown";
 }

@@ -53,6 +53,7 @@ RunDetector::State::State(const RunInfo& info, const Thresholds& t)
       update(t),
       progress(t),
       data(t),
+      scalars(t),
       layers(info.layer_names, t),
       healthy_grad(t.spike_alpha, t.spike_var_alpha, t.spike_warmup),
       healthy_max(t.spike_max_decay),
@@ -70,7 +71,11 @@ std::vector<Event> RunDetector::OnStep(const StepSample& s) {
   if (finite) Detect(s, &out);
   for (Event& e : out) s_.layers.Attribute(&e);
   NoteViolent(s, out);
-  if (!finite || !out.empty() || !Quiet()) return out;
+  const bool learn = finite && out.empty() && Quiet();
+  // Last, in EventKind order; a user scalar past its limit says nothing of the gradients and
+  // does not keep the step from the healthy statistics.
+  s_.scalars.OnStep(s, &out);
+  if (!learn) return out;
   Learn(s);
   if (t_.snapshot_every > 0 && s.step % t_.snapshot_every == 0) {
     snapshots_.emplace_back(s.step, s_);

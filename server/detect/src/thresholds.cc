@@ -86,8 +86,26 @@ std::vector<Field> Fields() {
   };
 }
 
+// Sets a scalar's limit ("scalar_max.NAME", "scalar_min.NAME") on t; false if key is none.
+bool SetScalarLimit(Thresholds& t, const std::string& key, double v, std::string* error) {
+  for (auto [prefix, limits] : {std::pair{"scalar_max.", &t.scalar_max}, std::pair{"scalar_min.", &t.scalar_min}}) {
+    const std::string p = prefix;
+    if (key.compare(0, p.size(), p) != 0) continue;
+    if (key.size() == p.size()) {
+      *error = Format("threshold '%s' names no scalar: write %sNAME", key.c_str(), prefix);
+    } else if (!std::isfinite(v)) {
+      *error = Format("threshold '%s' = %g is not a finite number", key.c_str(), v);
+    } else {
+      (*limits)[key.substr(p.size())] = v;
+    }
+    return true;
+  }
+  return false;
+}
+
 // Sets one field on t, or says why not.
 std::string Set(Thresholds& t, const std::string& key, double v) {
+  if (std::string error; SetScalarLimit(t, key, v, &error)) return error;
   for (const Field& f : Fields()) {
     if (key != f.name) continue;
     if (!(v >= f.lo && v <= f.hi))  // also rejects NaN

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "gradwatch/detect/detectors.h"
 #include "gradwatch/detect/event.h"
 
 namespace gradwatch::detect {
@@ -31,6 +32,42 @@ TEST(Thresholds, apply_rejects_values_out_of_range) {
   EXPECT_FALSE(t.Apply({{"loss_z", -1}}).ok());
   EXPECT_FALSE(t.Apply({{"vanish_ratio", NAN}}).ok());
   EXPECT_EQ(t.spike_alpha, 0.97);
+}
+
+TEST(Thresholds, apply_sets_limits_on_named_scalars) {
+  Thresholds t;
+  EXPECT_TRUE(t.Apply({{"scalar_max.data_time_ms", 50}, {"scalar_min.output_mean", 0.05}}).ok());
+  EXPECT_EQ(t.scalar_max.at("data_time_ms"), 50);
+  EXPECT_EQ(t.scalar_min.at("output_mean"), 0.05);
+  EXPECT_EQ(t.Apply({{"scalar_max.", 1}}).message(), "threshold 'scalar_max.' names no scalar: write scalar_max.NAME");
+  EXPECT_EQ(t.Apply({{"scalar_min.x", NAN}}).message(), "threshold 'scalar_min.x' = nan is not a finite number");
+  EXPECT_EQ(t.scalar_min.count("x"), 0u);
+}
+
+// A warning when a scalar crosses its limit, naming it; once per excursion; none without limits.
+TEST(ScalarLimitDetector, warns_once_per_excursion_naming_the_scalar) {
+  Thresholds t;
+  ASSERT_TRUE(t.Apply({{"scalar_min.output_mean", 0.05}, {"scalar_max.output_mean", 0.95}}).ok());
+  ScalarLimitDetector d(t);
+  std::vector<Event> events;
+  StepSample s;
+  for (double v : {0.5, 0.01, 0.001, 0.5, 0.99, double(NAN), 0.02}) {
+    ++s.step;
+    s.scalars = {{"other", 1e9}, {"output_mean", v}};
+    d.OnStep(s, &events);
+  }
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].step, 2u);
+  EXPECT_EQ(events[0].kind, EventKind::kScalarLimit);
+  EXPECT_EQ(events[0].severity, Severity::kWarning);
+  EXPECT_EQ(events[0].message, "scalar output_mean 0.01 is below its limit scalar_min.output_mean = 0.05");
+  EXPECT_EQ(events[1].step, 5u);
+  EXPECT_EQ(events[1].message, "scalar output_mean 0.99 is above its limit scalar_max.output_mean = 0.95");
+  EXPECT_EQ(events[2].step, 7u);  // NaN crossed no limit: a new excursion
+  ScalarLimitDetector none{Thresholds{}};
+  std::vector<Event> quiet;
+  none.OnStep(s, &quiet);
+  EXPECT_TRUE(quiet.empty());
 }
 
 TEST(Thresholds, apply_rejects_fractional_windows) {

@@ -24,6 +24,8 @@ detect::StepSample ToSample(const v1::StepReport& step) {
   s.rolled_back_to = step.rolled_back_to();
   s.sample_ids = step.sample_ids().data();
   s.n_samples = static_cast<size_t>(step.sample_ids_size());
+  s.scalars.assign(step.scalars().begin(), step.scalars().end());
+  std::sort(s.scalars.begin(), s.scalars.end());  // events in name order
   return s;
 }
 

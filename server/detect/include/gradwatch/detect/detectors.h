@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -248,6 +250,20 @@ class DataSuspectDetector {
   std::vector<Start> starts_;  // episode starts within the window, oldest first
   uint64_t last_fired_ = 0;
   bool fired_ = false;
+};
+
+// User scalars against the run's limits (Thresholds::scalar_max / scalar_min): a warning when a
+// named scalar goes above its max or below its min, naming the scalar and the limit; once per
+// excursion, again after a report within its limits. A NaN crosses no limit. Event value: the
+// scalar's value.
+class ScalarLimitDetector {
+ public:
+  explicit ScalarLimitDetector(const Thresholds& t);
+  void OnStep(const StepSample& s, std::vector<Event>* out);
+
+ private:
+  std::map<std::string, double> max_, min_;
+  std::set<std::string> outside_;  // scalars past a limit on their last report
 };
 
 // Validation collapse: validation Jaccard (soft, else hard) at or below val_collapse_fraction of

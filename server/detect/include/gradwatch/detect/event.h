@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gradwatch::detect {
@@ -27,11 +28,12 @@ enum class EventKind {
   kUpdateSize,   // the update would move the weights far more than usual (||dw|| / ||w||)
   kNoProgress,   // the loss has not fallen since the start of the run
   kDataSuspect,  // many separate gradient spikes: suspect the batches, not the optimizer
+  kScalarLimit,  // a named user scalar crossed the run's scalar_max.NAME or scalar_min.NAME
 };
 
 // Stable lower_snake names, fit for metric label values and logs:
 // "non_finite", "grad_spike", "loss_spike", "divergence", "collapse", "vanishing", "val_collapse",
-// "lr_jump", "update_size", "no_progress", "data_suspect".
+// "lr_jump", "update_size", "no_progress", "data_suspect", "scalar_limit".
 const char* ToString(EventKind kind);
 // "warning", "critical".
 const char* ToString(Severity severity);
@@ -60,6 +62,8 @@ struct StepSample {
   // The batch's training items, when the trainer reports them; not owned, read during the call.
   const uint64_t* sample_ids = nullptr;
   size_t n_samples = 0;
+  // Named user scalars of the step (name, value), for Thresholds::scalar_max / scalar_min.
+  std::vector<std::pair<std::string, double>> scalars;
 };
 
 // One evaluation (validation) report; NaN = not reported.

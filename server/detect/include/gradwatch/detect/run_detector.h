@@ -21,7 +21,8 @@ class RunDetector {
  public:
   RunDetector(RunInfo info, Thresholds t);
 
-  // Runs every step detector on s. Events come in EventKind order, each with top_layers and
+  // Runs every step detector on s (the scalar limits also on a non-finite step). Events come
+  // in EventKind order, each with top_layers and
   // first_layer filled when s carries per-layer norms; incident_id is left 0. A step with a
   // non-finite loss or grad norm yields only the non-finite event (once per episode) and is not
   // learned from. A step with s.rolled_back first restores the statistics of s.rolled_back_to
@@ -58,6 +59,7 @@ class RunDetector {
     UpdateDetector update;
     NoProgressDetector progress;
     DataSuspectDetector data;
+    ScalarLimitDetector scalars;
     LayerAttribution layers;
     Ewma healthy_grad;
     DecayingMax healthy_max;

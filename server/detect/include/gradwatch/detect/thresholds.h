@@ -166,7 +166,13 @@ struct Thresholds {
   uint64_t snapshot_every = 50;
   uint64_t snapshots_kept = 8;
 
-  // Sets fields by name (the names above). Applies all or none. An error is kInvalidArgument and
+  // --- User scalars (StepSample::scalars): no limit unless the run sets one. A warning when the
+  // scalar NAME goes above scalar_max.NAME or below scalar_min.NAME (override keys), once per
+  // excursion: again only after it came back within its limits.
+  std::map<std::string, double> scalar_max, scalar_min;
+
+  // Sets fields by name (the names above; a scalar's limit as "scalar_max.NAME" or
+  // "scalar_min.NAME", any finite value). Applies all or none. An error is kInvalidArgument and
   // names the key: "unknown threshold 'spike_z'" or "threshold 'spike_alpha' = 1.5 is outside
   // [0, 1]"; windows and counts must be whole numbers.
   Status Apply(const std::map<std::string, double>& overrides);
