@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace gradwatch::metrics {
 
@@ -50,6 +51,14 @@ struct Exporter::Families {
         step_seconds(G(r, "gradwatch_step_duration_seconds", "Wall time of the run's last step.")),
         layer(G(r, "gradwatch_layer_grad_norm",
                 "Per-layer gradient L2 norm of the last step; layers past the cap fold into layer=\"(other)\".")),
+        scalar(G(r, "gradwatch_scalar", "A named user scalar of the run's last step that reported it.")),
+        scalars_unexported(C(r, "gradwatch_scalars_unexported_total",
+                             "Scalar values not exported: their name came after the run's cap on scalar names.")),
+        phase_seconds(G(r, "gradwatch_step_seconds",
+                        "The last step's wall time by phase (data|forward_backward|report), by the trainer.")),
+        resident(G(r, "gradwatch_process_resident_bytes", "The trainer process's resident set size.")),
+        cuda_memory(G(r, "gradwatch_cuda_memory_bytes",
+                      "The trainer's CUDA caching allocator by kind (allocated|reserved|peak_allocated).")),
         anomalies(C(r, "gradwatch_anomalies_total", "Anomaly events by kind and severity; counted as they happen.")),
         commands(C(r, "gradwatch_commands_total", "Commands sent to the run by action and result.")),
         gate_timeouts(C(r, "gradwatch_gate_timeouts_total", "Gated steps whose verdict came too late.")),
@@ -83,6 +92,11 @@ struct Exporter::Families {
   Family<Gauge>& clip_threshold;
   Family<Gauge>& step_seconds;
   Family<Gauge>& layer;
+  Family<Gauge>& scalar;
+  Family<Counter>& scalars_unexported;
+  Family<Gauge>& phase_seconds;
+  Family<Gauge>& resident;
+  Family<Gauge>& cuda_memory;
   Family<Counter>& anomalies;
   Family<Counter>& commands;
   Family<Counter>& gate_timeouts;
@@ -119,6 +133,14 @@ struct Exporter::RunSeries {
   std::vector<Gauge*> layers;  // last one is "(other)" when has_other
   bool has_other = false;
   size_t layer_count = 0;      // layer names the series were made for
+  std::map<std::string, Gauge*, std::less<>> scalars;  // created on a name's first report, up to the cap
+  Counter* scalars_unexported = nullptr;
+  bool scalars_capped = false;                           // said so on stderr
+  // System series, created on the first report of each: data, forward_backward, report;
+  // RSS; CUDA allocated, reserved, peak_allocated.
+  Gauge* phase[3] = {nullptr, nullptr, nullptr};
+  Gauge* resident = nullptr;
+  Gauge* cuda[3] = {nullptr, nullptr, nullptr};
   std::map<std::string, Gauge*> states, modes;
   std::map<std::string, Counter*> anomalies, commands;  // created on first use
 
@@ -153,7 +175,8 @@ Exporter::Exporter(ExporterOptions options)
     f_->received_by_type[type] = &f_->received.Add({{"type", type}});
   }
   for (const char* reason : {"step_range", "eval_ahead", "layer_count", "second_hello", "bad_hello", "run_taken",
-                             "too_many_runs", "no_hello", "empty_message", "too_many_streams", "unauthorized"}) {
+                             "too_many_runs", "no_hello", "empty_message", "too_many_streams", "unauthorized",
+                             "scalar_count", "scalar_name"}) {
     f_->rejected_by_reason[reason] = &f_->rejected.Add({{"reason", reason}});
   }
 }
@@ -205,6 +228,7 @@ void Exporter::AddRun(const std::string& run_id, const std::vector<std::string>&
   r->acc_train = r->AddG(f.accuracy, {{"split", "train"}});
   r->acc_val = r->AddG(f.accuracy, {{"split", "val"}});
   r->gate_timeouts = r->AddC(f.gate_timeouts);
+  r->scalars_unexported = r->AddC(f.scalars_unexported);
   SetLayers(*r, layer_names);
   for (const char* s : kStates) r->states[s] = r->AddG(f.state, {{"state", s}});
   for (const char* m : kModes) r->modes[m] = r->AddG(f.mode, {{"mode", m}});
@@ -266,6 +290,47 @@ void Exporter::ObserveStep(const std::string& run_id, const StepValues& v) {
     for (size_t i = named; i < v.layer_count; ++i) sq += double(v.layer_norms[i]) * v.layer_norms[i];
     r->layers.back()->Set(std::sqrt(sq));
   }
+  SetScalars(*r, v);
+  SetSystem(*r, v);
+}
+
+// A name gets its series on its first report while the run is under the cap; the values of
+// names past it are counted, and the first such name is said once. Requires mu_.
+void Exporter::SetScalars(RunSeries& r, const StepValues& v) {
+  for (const auto& [name, value] : v.scalars) {
+    auto it = r.scalars.find(name);
+    if (it == r.scalars.end()) {
+      if (r.scalars.size() >= options_.max_scalars) {
+        r.scalars_unexported->Increment();
+        if (!r.scalars_capped) {
+          r.scalars_capped = true;
+          std::fprintf(stderr,
+                       "gradwatchd: run %s: scalar \"%.*s\" and any later new name are not exported to "
+                       "/metrics (at most %zu scalar names per run; stored and exported as usual)\n",
+                       r.run_id.c_str(), static_cast<int>(name.size()), name.data(), options_.max_scalars);
+        }
+        continue;
+      }
+      it = r.scalars.emplace(std::string(name), r.AddG(f_->scalar, {{"name", std::string(name)}})).first;
+    }
+    it->second->Set(value);
+  }
+}
+
+// Sets `g` to v when v is reported, creating its series on the first report. Requires mu_.
+void Exporter::SetSystem(RunSeries& r, const StepValues& v) {
+  auto set = [&](Gauge*& g, Family<Gauge>& family, Labels labels, double value) {
+    if (std::isnan(value)) return;
+    if (!g) g = r.AddG(family, std::move(labels));
+    g->Set(value);
+  };
+  set(r.phase[0], f_->phase_seconds, {{"phase", "data"}}, v.data_seconds);
+  set(r.phase[1], f_->phase_seconds, {{"phase", "forward_backward"}}, v.compute_seconds);
+  set(r.phase[2], f_->phase_seconds, {{"phase", "report"}}, v.report_seconds);
+  set(r.resident, f_->resident, {}, v.resident_bytes);
+  set(r.cuda[0], f_->cuda_memory, {{"kind", "allocated"}}, v.cuda_allocated_bytes);
+  set(r.cuda[1], f_->cuda_memory, {{"kind", "reserved"}}, v.cuda_reserved_bytes);
+  set(r.cuda[2], f_->cuda_memory, {{"kind", "peak_allocated"}}, v.cuda_peak_allocated_bytes);
 }
 
 void Exporter::ObserveEval(const std::string& run_id, const EvalValues& v) {

@@ -112,6 +112,61 @@ TEST(Exporter, starts_every_event_kind_of_a_run_at_zero) {
   }
 }
 
+// The first max_scalars names keep series; a later name is counted, not exported, also when
+// it comes back, while the names under the cap keep updating.
+TEST(Exporter, exports_the_first_scalar_names_of_a_run_and_counts_the_rest) {
+  ExporterOptions opts;
+  opts.max_scalars = 2;
+  Exporter e(opts);
+  e.AddRun("r", {});
+  StepValues v;
+  v.step = 1;
+  v.scalars = {{"a", 1.5}, {"b", 2.5}, {"c", 3.5}};
+  e.ObserveStep("r", v);
+  v.step = 2;
+  v.scalars = {{"b", 4.0}, {"c", 5.0}, {"d", 6.0}};
+  e.ObserveStep("r", v);
+  std::string text = Scrape(e);
+  EXPECT_TRUE(Has(text, "gradwatch_scalar{name=\"a\",run_id=\"r\"} 1.5")) << text;
+  EXPECT_TRUE(Has(text, "gradwatch_scalar{name=\"b\",run_id=\"r\"} 4")) << text;
+  EXPECT_FALSE(Has(text, "name=\"c\""));
+  EXPECT_FALSE(Has(text, "name=\"d\""));
+  EXPECT_TRUE(Has(text, "gradwatch_scalars_unexported_total{run_id=\"r\"} 3")) << text;
+  e.RemoveRun("r");
+  EXPECT_FALSE(Has(Scrape(e), "gradwatch_scalar{"));
+}
+
+// System series appear with the first step that reports them; CUDA memory never on CPU.
+TEST(Exporter, exports_system_metrics_a_step_reports) {
+  Exporter e;
+  e.AddRun("r", {});
+  StepValues v;
+  v.step = 1;
+  e.ObserveStep("r", v);
+  EXPECT_FALSE(Has(Scrape(e), "gradwatch_step_seconds{"));
+  v.step = 2;
+  v.data_seconds = 0.5;
+  v.compute_seconds = 0.25;
+  v.report_seconds = 0.125;
+  v.resident_bytes = 1048576;
+  e.ObserveStep("r", v);
+  std::string text = Scrape(e);
+  EXPECT_TRUE(Has(text, "gradwatch_step_seconds{phase=\"data\",run_id=\"r\"} 0.5")) << text;
+  EXPECT_TRUE(Has(text, "gradwatch_step_seconds{phase=\"forward_backward\",run_id=\"r\"} 0.25"));
+  EXPECT_TRUE(Has(text, "gradwatch_step_seconds{phase=\"report\",run_id=\"r\"} 0.125"));
+  EXPECT_TRUE(Has(text, "gradwatch_process_resident_bytes{run_id=\"r\"} 1048576"));
+  EXPECT_FALSE(Has(text, "gradwatch_cuda_memory_bytes{"));
+  v.cuda_allocated_bytes = 4096;
+  v.cuda_reserved_bytes = 8192;
+  v.cuda_peak_allocated_bytes = 6144;
+  e.ObserveStep("r", v);
+  text = Scrape(e);
+  EXPECT_TRUE(Has(text, "gradwatch_cuda_memory_bytes{kind=\"allocated\",run_id=\"r\"} 4096")) << text;
+  EXPECT_TRUE(Has(text, "gradwatch_cuda_memory_bytes{kind=\"peak_allocated\",run_id=\"r\"} 6144"));
+  e.RemoveRun("r");
+  EXPECT_FALSE(Has(Scrape(e), "gradwatch_step_seconds{"));
+}
+
 TEST(Exporter, marks_exactly_one_state) {
   Exporter e;
   e.AddRun("r", {});

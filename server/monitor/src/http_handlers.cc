@@ -207,6 +207,33 @@ json LayerNorms(const v1::StepReport& s) {
   return norms;
 }
 
+// What each step array holds, by position; the reply's "step_fields" says the same.
+constexpr const char* kStepFields[] = {"step",         "loss",           "grad_norm",         "learning_rate",
+                                       "jaccard_soft", "jaccard_hard",   "clip_threshold",    "layer_grad_norms",
+                                       "scalars",      "system"};
+
+// A step's named scalars as an object ({} when none).
+json ScalarsJson(const v1::StepReport& s) {
+  json out = json::object();
+  for (const auto& [name, value] : s.scalars()) out[name] = Num(value);
+  return out;
+}
+
+// A step's system metrics as an object of those reported (null when none).
+json SystemJson(const v1::StepReport& s) {
+  if (!s.has_system()) return nullptr;
+  const v1::SystemMetrics& m = s.system();
+  json out = json::object();
+  if (m.has_data_seconds()) out["data_seconds"] = Num(m.data_seconds());
+  if (m.has_compute_seconds()) out["compute_seconds"] = Num(m.compute_seconds());
+  if (m.has_report_seconds()) out["report_seconds"] = Num(m.report_seconds());
+  if (m.has_resident_bytes()) out["resident_bytes"] = m.resident_bytes();
+  if (m.has_cuda_allocated_bytes()) out["cuda_allocated_bytes"] = m.cuda_allocated_bytes();
+  if (m.has_cuda_reserved_bytes()) out["cuda_reserved_bytes"] = m.cuda_reserved_bytes();
+  if (m.has_cuda_peak_allocated_bytes()) out["cuda_peak_allocated_bytes"] = m.cuda_peak_allocated_bytes();
+  return out;
+}
+
 json RecordsAfter(const store::Store& store, const std::string& run_id, uint64_t after, bool layers) {
   json steps = json::array(), evals = json::array(), events = json::array(), commands = json::array();
   for (const auto& s : store.ListSteps(run_id, after, 5000)) {
@@ -214,7 +241,7 @@ json RecordsAfter(const store::Store& store, const std::string& run_id, uint64_t
                      s.has_jaccard_soft() ? Num(s.jaccard_soft()) : json(nullptr),
                      s.has_jaccard_hard() ? Num(s.jaccard_hard()) : json(nullptr),
                      s.clipping().kind() == v1::Clipping::KIND_OFF ? json(nullptr) : Num(s.clipping().threshold()),
-                     layers ? LayerNorms(s) : json(nullptr)});
+                     layers ? LayerNorms(s) : json(nullptr), ScalarsJson(s), SystemJson(s)});
   }
   for (const auto& e : store.ListEvals(run_id)) {
     if (e.step() <= after) continue;
@@ -232,7 +259,8 @@ json RecordsAfter(const store::Store& store, const std::string& run_id, uint64_t
                         {"issued_at_step", c.issued_at_step()},
                         {"applied_at_step", c.has_ack() ? json(c.ack().applied_at_step()) : json(nullptr)}});
   }
-  return {{"steps", steps}, {"evals", evals}, {"events", events}, {"commands", commands}};
+  return {{"step_fields", kStepFields}, {"steps", steps}, {"evals", evals}, {"events", events},
+          {"commands", commands}};
 }
 
 HttpResponse Steps(const HttpRequest& req, const HttpContext& ctx, const std::string& run_id) {

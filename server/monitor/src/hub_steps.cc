@@ -1,5 +1,7 @@
 // The hub's report path: steps and evals through the run's detectors, events into
 // incidents, the policy's commands and gated verdicts, and alerts from Alertmanager.
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "convert.h"
@@ -28,7 +30,55 @@ metrics::StepValues ValuesOf(const v1::StepReport& step, const detect::StepSampl
   v.step_seconds = step.step_seconds();
   v.layer_norms = step.layer_grad_norms().data();
   v.layer_count = static_cast<size_t>(step.layer_grad_norms_size());
+  for (const auto& [name, value] : step.scalars()) v.scalars.emplace_back(name, value);
+  std::sort(v.scalars.begin(), v.scalars.end());  // a stable choice of the names under the cap
+  const v1::SystemMetrics& sys = step.system();
+  auto opt = [](bool has, double value) { return has ? value : detect::kNaN; };
+  v.data_seconds = opt(sys.has_data_seconds(), sys.data_seconds());
+  v.compute_seconds = opt(sys.has_compute_seconds(), sys.compute_seconds());
+  v.report_seconds = opt(sys.has_report_seconds(), sys.report_seconds());
+  v.resident_bytes = opt(sys.has_resident_bytes(), static_cast<double>(sys.resident_bytes()));
+  v.cuda_allocated_bytes = opt(sys.has_cuda_allocated_bytes(), static_cast<double>(sys.cuda_allocated_bytes()));
+  v.cuda_reserved_bytes = opt(sys.has_cuda_reserved_bytes(), static_cast<double>(sys.cuda_reserved_bytes()));
+  v.cuda_peak_allocated_bytes =
+      opt(sys.has_cuda_peak_allocated_bytes(), static_cast<double>(sys.cuda_peak_allocated_bytes()));
   return v;
+}
+
+// Bounds on a step's named scalars (telemetry.proto): how many, and their names.
+constexpr int kMaxScalars = 64;
+constexpr size_t kMaxScalarName = 64;
+
+bool ValidScalarName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxScalarName) return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != ':' && c != '/' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Why the step's scalars cannot be taken, "" when they can.
+std::string ScalarRefusal(const v1::StepReport& step, const char** reason) {
+  const std::string at = "step " + std::to_string(step.step()) + ": ";
+  if (step.scalars_size() > kMaxScalars) {
+    *reason = "scalar_count";
+    return at + "scalars has " + std::to_string(step.scalars_size()) + " entries; at most " +
+           std::to_string(kMaxScalars);
+  }
+  for (const auto& [name, value] : step.scalars()) {
+    if (ValidScalarName(name)) continue;
+    *reason = "scalar_name";
+    std::string shown = name.substr(0, kMaxScalarName);
+    for (char& c : shown) {
+      if (!std::isprint(static_cast<unsigned char>(c))) c = '?';  // the reason stays printable UTF-8
+    }
+    if (name.size() > kMaxScalarName) shown += "...";
+    return at + "scalars name \"" + shown + "\" (" + std::to_string(name.size()) +
+           " bytes) is not 1 to " + std::to_string(kMaxScalarName) + " characters of [A-Za-z0-9_.:/-]";
+  }
+  return "";
 }
 
 // Why `step` cannot be taken, "" when it can.
@@ -43,7 +93,7 @@ std::string Refusal(const v1::StepReport& step, int layers, const char** reason)
     return "step " + std::to_string(step.step()) + " has " + std::to_string(step.layer_grad_norms_size()) +
            " layer norms, hello declared " + std::to_string(layers) + " layers";
   }
-  return "";
+  return ScalarRefusal(step, reason);
 }
 
 }  // namespace

@@ -23,6 +23,52 @@ TEST_F(HubTest, rejects_a_step_with_the_wrong_layer_count_in_band) {
   EXPECT_EQ(hub_->GetRun("r")->steps(), 0u);
 }
 
+TEST_F(HubTest, rejects_too_many_scalars_or_a_bad_scalar_name_in_band_naming_the_field) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  v1::StepReport many = Step(1, 0.2);
+  for (int i = 0; i < 65; ++i) (*many.mutable_scalars())["s" + std::to_string(i)] = i;
+  hub_->OnStep("r", many, *sink);
+  v1::StepReport named = Step(1, 0.2);
+  (*named.mutable_scalars())["data time"] = 1;
+  hub_->OnStep("r", named, *sink);
+  v1::StepReport long_name = Step(1, 0.2);
+  (*long_name.mutable_scalars())[std::string(65, 'x')] = 1;
+  hub_->OnStep("r", long_name, *sink);
+  auto rejections = sink->Where([](auto& m) { return m.has_rejection(); });
+  ASSERT_EQ(rejections.size(), 3u);
+  EXPECT_EQ(rejections[0].rejection().reason(), "step 1: scalars has 65 entries; at most 64");
+  EXPECT_EQ(rejections[1].rejection().reason(),
+            "step 1: scalars name \"data time\" (9 bytes) is not 1 to 64 characters of [A-Za-z0-9_.:/-]");
+  EXPECT_NE(rejections[2].rejection().reason().find("(65 bytes)"), std::string::npos);
+  EXPECT_EQ(hub_->GetRun("r")->steps(), 0u);
+  v1::StepReport fine = Step(1, 0.2);
+  for (int i = 0; i < 64; ++i) (*fine.mutable_scalars())["s" + std::to_string(i)] = i;
+  (*fine.mutable_scalars())[std::string(64, 'x')] = 1;
+  fine.mutable_scalars()->erase("s0");
+  hub_->OnStep("r", fine, *sink);
+  EXPECT_EQ(hub_->GetRun("r")->steps(), 1u);
+}
+
+// A run's scalar_min.NAME raises a warning naming the scalar, stored with the run's events.
+TEST_F(HubTest, a_scalar_past_its_limit_is_a_warning_event) {
+  auto sink = std::make_shared<FakeSink>();
+  v1::Hello hello = Hello("r");
+  (*hello.mutable_config()->mutable_thresholds())["scalar_min.output_mean"] = 0.05;
+  ASSERT_TRUE(hub_->OnHello(hello, sink).ok());
+  for (uint64_t i = 1; i <= 3; ++i) {
+    v1::StepReport s = Step(i, 0.2);
+    (*s.mutable_scalars())["output_mean"] = i == 3 ? 0.01 : 0.4;
+    hub_->OnStep("r", s, *sink);
+  }
+  store_->Flush();
+  auto events = store_->ListEvents("r");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind(), "scalar_limit");
+  EXPECT_EQ(events[0].step(), 3u);
+  EXPECT_EQ(events[0].message(), "scalar output_mean 0.01 is below its limit scalar_min.output_mean = 0.05");
+}
+
 TEST_F(HubTest, acknowledges_stored_steps_cumulatively) {
   auto sink = std::make_shared<FakeSink>();
   ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());

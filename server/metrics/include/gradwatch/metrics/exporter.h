@@ -4,16 +4,24 @@
 // values, run_id as the run label (never job, never a step or time label). Per-layer
 // series are bounded: the first `max_layers - 1` layers of a run keep their own series
 // and the rest fold into layer="(other)" as the L2 norm of their norms.
-// Metric handles are created once per run and cached; the hot path only sets values.
+// Named user scalars are bounded the same way: the first `max_scalars` names a run reports
+// keep a gradwatch_scalar{name} series; values of later names are counted in
+// gradwatch_scalars_unexported_total and said once on stderr, not exported. The system metrics
+// (step time by phase, RSS, CUDA memory) get their series on the first step that reports them.
+// Metric handles are created once per run (a scalar's on its first report) and cached; the hot
+// path only sets values.
 //
 // Thread-safety: all methods may be called concurrently.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace prometheus {
@@ -32,6 +40,13 @@ struct StepValues {
   double step_seconds = 0;
   const float* layer_norms = nullptr;
   size_t layer_count = 0;
+  // Named user scalars; the views must outlive the call. Names past the cap are taken in
+  // this order, so pass them sorted for a stable choice.
+  std::vector<std::pair<std::string_view, double>> scalars;
+  // The trainer's system metrics; NaN = not reported (no series until one is).
+  double data_seconds = NAN, compute_seconds = NAN, report_seconds = NAN;
+  double resident_bytes = NAN;
+  double cuda_allocated_bytes = NAN, cuda_reserved_bytes = NAN, cuda_peak_allocated_bytes = NAN;
 };
 
 struct EvalValues {
@@ -40,6 +55,7 @@ struct EvalValues {
 
 struct ExporterOptions {
   size_t max_layers = 32;  // per run, including the folded "(other)" series
+  size_t max_scalars = 32;  // gradwatch_scalar series per run; later names are not exported
   std::string version;  // gradwatch_build_info's label: the monitor's gradwatch::Version()
 };
 
@@ -82,6 +98,8 @@ class Exporter {
   struct Families;
   RunSeries* Find(const std::string& run_id);  // requires mu_
   void SetLayers(RunSeries& r, const std::vector<std::string>& names);  // requires mu_
+  void SetScalars(RunSeries& r, const StepValues& v);                    // requires mu_
+  void SetSystem(RunSeries& r, const StepValues& v);                     // requires mu_
 
   ExporterOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
