@@ -2,6 +2,9 @@
 
 #include <charconv>
 #include <cmath>
+#include <set>
+#include <string_view>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 namespace gradwatch::cli {
@@ -11,26 +14,77 @@ using nlohmann::json;
 
 constexpr uint32_t kStepsPerPage = 5000;
 
+// System metrics as exported: (column or key, whether reported, value).
+struct SystemField {
+  const char* name;
+  bool has;
+  double value;
+};
+
+constexpr size_t kSystemFields = 7;
+
+std::vector<SystemField> SystemFields(const v1::StepReport& s) {
+  const v1::SystemMetrics& m = s.system();
+  return {{"data_seconds", m.has_data_seconds(), m.data_seconds()},
+          {"compute_seconds", m.has_compute_seconds(), m.compute_seconds()},
+          {"report_seconds", m.has_report_seconds(), m.report_seconds()},
+          {"resident_bytes", m.has_resident_bytes(), static_cast<double>(m.resident_bytes())},
+          {"cuda_allocated_bytes", m.has_cuda_allocated_bytes(), static_cast<double>(m.cuda_allocated_bytes())},
+          {"cuda_reserved_bytes", m.has_cuda_reserved_bytes(), static_cast<double>(m.cuda_reserved_bytes())},
+          {"cuda_peak_allocated_bytes", m.has_cuda_peak_allocated_bytes(),
+           static_cast<double>(m.cuda_peak_allocated_bytes())}};
+}
+
+// One column per scalar name of the whole run (sorted, "scalar.NAME") and per system metric
+// any step reported, so the rows are kept until End: the header needs them all. Layer norms are not in the CSV and not kept.
 class CsvWriter final : public StepWriter {
  public:
   explicit CsvWriter(std::ostream& out) : out_(out) {}
-  void Begin() override {
-    out_ << "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,clip_kind,clip_threshold,"
-            "update_skipped\n";
-  }
+  void Begin() override {}
   void Step(const v1::StepReport& s) override {
+    rows_.push_back(s);
+    rows_.back().clear_layer_grad_norms();
+    rows_.back().clear_sample_ids();
+    for (const auto& [name, value] : s.scalars()) names_.insert(name);
+    std::vector<SystemField> fields = SystemFields(s);
+    for (size_t i = 0; i < fields.size(); ++i) system_[i] = system_[i] || fields[i].has;
+  }
+  void Eval(const v1::EvalReport&) override {}  // CSV has one row per step
+  void End() override {
+    out_ << "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,clip_kind,clip_threshold,"
+            "update_skipped";
+    std::vector<SystemField> fields = SystemFields(v1::StepReport());
+    for (size_t i = 0; i < fields.size(); ++i) {
+      if (system_[i]) out_ << "," << fields[i].name;
+    }
+    for (const std::string& name : names_) out_ << ",scalar." << name;
+    out_ << "\n";
+    for (const v1::StepReport& s : rows_) Row(s);
+  }
+
+ private:
+  void Row(const v1::StepReport& s) {
     out_ << s.step() << "," << s.epoch() << "," << RoundTrip(s.loss()) << "," << RoundTrip(s.learning_rate()) << ","
          << RoundTrip(s.grad_norm()) << "," << Metric(s.has_jaccard_soft(), s.jaccard_soft()) << ","
          << Metric(s.has_jaccard_hard(), s.jaccard_hard()) << "," << Metric(s.has_accuracy(), s.accuracy()) << ","
          << v1::Clipping::Kind_Name(s.clipping().kind()) << "," << RoundTrip(s.clipping().threshold()) << ","
-         << (s.update_skipped() ? "true" : "false") << "\n";
+         << (s.update_skipped() ? "true" : "false");
+    std::vector<SystemField> fields = SystemFields(s);
+    for (size_t i = 0; i < fields.size(); ++i) {
+      if (system_[i]) out_ << "," << Metric(fields[i].has, fields[i].value);
+    }
+    for (const std::string& name : names_) {
+      auto it = s.scalars().find(name);
+      out_ << "," << Metric(it != s.scalars().end(), it == s.scalars().end() ? 0 : it->second);
+    }
+    out_ << "\n";
   }
-  void Eval(const v1::EvalReport&) override {}  // CSV has one row per step
-
- private:
   // An optional metric: empty when the trainer did not report it (as gradwatch CSV reads it).
   static std::string Metric(bool has, double v) { return has ? RoundTrip(v) : ""; }
   std::ostream& out_;
+  std::vector<v1::StepReport> rows_;
+  std::set<std::string> names_;
+  bool system_[kSystemFields] = {};  // which system metrics any step reported: their columns
 };
 
 class JsonlWriter final : public StepWriter {
@@ -45,7 +99,7 @@ class JsonlWriter final : public StepWriter {
           {"jaccard_soft", s.jaccard_soft()}, {"jaccard_hard", s.jaccard_hard()}, {"accuracy", s.accuracy()},
           {"clip_kind", v1::Clipping::Kind_Name(s.clipping().kind())},
           {"clip_threshold", s.clipping().threshold()}, {"update_skipped", s.update_skipped()},
-          {"rolled_back_to", s.rolled_back_to()}});
+          {"rolled_back_to", s.rolled_back_to()}, {"scalars", Scalars(s)}, {"system", System(s)}});
   }
   void Eval(const v1::EvalReport& e) override {
     Line({{"type", "eval"}, {"step", e.step()}, {"loss", e.loss()}, {"jaccard_soft", e.jaccard_soft()},
@@ -53,6 +107,20 @@ class JsonlWriter final : public StepWriter {
   }
 
  private:
+  static json Scalars(const v1::StepReport& s) {
+    json out = json::object();
+    for (const auto& [name, value] : s.scalars()) out[name] = value;  // non-finite: null, as the other fields
+    return out;
+  }
+  static json System(const v1::StepReport& s) {
+    json out = json::object();
+    for (const SystemField& f : SystemFields(s)) {
+      if (!f.has) continue;
+      const bool bytes = std::string_view(f.name).find("_bytes") != std::string_view::npos;
+      out[f.name] = bytes ? json(static_cast<uint64_t>(f.value)) : json(f.value);
+    }
+    return out;
+  }
   void Line(const json& j) { out_ << j.dump() << "\n"; }
   std::ostream& out_;
 };
@@ -87,6 +155,7 @@ void Export(Client& c, const std::string& run_id, StepWriter& writer) {
   er.set_run_id(run_id);
   auto evals = c.Call<v1::ListEvalsRequest, v1::ListEvalsResponse>(&v1::Runs::Stub::ListEvals, er, "export");
   for (const auto& e : evals.evals()) writer.Eval(e);
+  writer.End();
 }
 
 }  // namespace gradwatch::cli

@@ -1,5 +1,7 @@
 // `gradwatch export`: every stored step of a run (and, in JSON Lines, its evaluations),
-// written by a StepWriter: CSV (a header row, then one row per step) or JSON Lines.
+// written by a StepWriter: CSV (a header row, then one row per step; one column per system
+// metric and per scalar name of the run, "scalar.NAME") or JSON Lines (a "scalars" object and
+// a "system" object of what the trainer reported).
 #pragma once
 
 #include <memory>
@@ -20,6 +22,7 @@ class StepWriter {
   virtual void Begin() = 0;  // once, before the first step
   virtual void Step(const v1::StepReport& step) = 0;
   virtual void Eval(const v1::EvalReport& eval) = 0;  // after every step
+  virtual void End() {}                                // once, after the last evaluation
 };
 
 // "csv" or "jsonl" (the flag's check allows no other).

@@ -138,6 +138,38 @@ TEST_F(WithFakeMonitor, export_csv_numbers_read_back_exactly_and_enums_are_named
   EXPECT_EQ(std::strtod("0.3333333333333333", nullptr), 1.0 / 3.0);
 }
 
+// Each scalar name of the run is a column (sorted, empty where a step lacks it), and each
+// system metric a step reported; JSON Lines carries both as objects.
+TEST_F(WithFakeMonitor, export_has_a_column_per_scalar_name_and_reported_system_metric) {
+  AddRun("r", 1, 0);
+  v1::StepReport& a = runs_.steps["r"].emplace_back();
+  a.set_step(1);
+  (*a.mutable_scalars())["zeta"] = 0.1 + 0.2;
+  a.mutable_system()->set_data_seconds(0.25);
+  a.mutable_system()->set_resident_bytes(123456789);
+  v1::StepReport& b = runs_.steps["r"].emplace_back();
+  b.set_step(2);
+  (*b.mutable_scalars())["alpha"] = -1.5;
+  (*b.mutable_scalars())["zeta"] = 2e-21;
+  auto r = Gradwatch({"export", "r"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,clip_kind,clip_threshold,update_skipped,"
+            "data_seconds,resident_bytes,scalar.alpha,scalar.zeta\n"
+            "1,0,0,0,0,,,,KIND_OFF,0,false,0.25,123456789,,0.30000000000000004\n"
+            "2,0,0,0,0,,,,KIND_OFF,0,false,,,-1.5,2e-21\n");
+  auto j = Gradwatch({"export", "r", "--format", "jsonl"});
+  ASSERT_EQ(j.code, 0) << j.err;
+  std::istringstream lines(j.out);
+  std::string first, second;
+  std::getline(lines, first);
+  std::getline(lines, second);
+  EXPECT_NE(first.find("\"scalars\":{\"zeta\":0.30000000000000004}"), std::string::npos) << first;
+  EXPECT_NE(first.find("\"system\":{\"data_seconds\":0.25,\"resident_bytes\":123456789}"), std::string::npos)
+      << first;
+  EXPECT_NE(second.find("\"scalars\":{\"alpha\":-1.5,\"zeta\":2e-21}"), std::string::npos) << second;
+}
+
 TEST_F(WithFakeMonitor, export_pages_through_every_step) {
   AddRun("long", 1, 12'000);  // more than two pages of 5,000
   auto r = Gradwatch({"export", "long", "--format", "jsonl"});
