@@ -3,7 +3,7 @@ slurmd in a temporary folder on free ports), through the `gradwatch` client and 
 with --launcher slurm and reporter tokens:
 - the case's scenario (seed, guard mode) launched through sbatch finishes healthy, and
   `gradwatch run` and `gradwatch jobs` show the Slurm job id;
-- a long job is stopped with `gradwatch stop` (scancel --signal=TERM) within the grace;
+- a long job is stopped with `gradwatch stop` (scancel --signal=TERM) within the grace (10 s);
 - a job whose trainer fails ends failed with Slurm's reason; one sbatch refuses (a GPU on a
   node without any) ends failed with sbatch's words;
 - the monitor SIGKILLed while a Slurm job runs, restarted, adopts it by its Slurm job id and
@@ -20,6 +20,7 @@ import time
 
 import gwtest
 import slurm_cluster
+import jobs_test
 from jobs_test import OPERATOR, cli, show, wait_for
 
 TINY = ["--set", 'model={"depth": 2, "base": 4}', "--set", 'data={"images": 16, "size": 16}', "--set", "eval_every=0"]
@@ -31,17 +32,10 @@ def ended(mon, run_id):
 
 
 def stop_within_grace(mon):
-    cli(mon, "launch", "--detach", "--run-id", "slurm-long", "--set", "steps=10000000", "--set", "log_every=0", *TINY)
-    wait_for("slurm-long streaming", lambda: show(mon, "slurm-long").get("steps", 0) > 10)
-    grace_s = 20
-    started = time.monotonic()
-    p = cli(mon, "stop", "slurm-long", "--grace-ms", str(grace_s * 1000))
-    took = time.monotonic() - started
-    assert "job slurm-long stopped (exit code 143)" in p.stdout, p.stdout
-    assert took < grace_s, f"stopping took {took:.1f} s, the grace period is {grace_s} s"
-    logs = cli(mon, "logs", "slurm-long").stdout
-    assert "stopping on signal 15" in logs, logs
-    print(f"stop: scancel --signal=TERM stopped the Slurm job in {took:.2f} s (grace {grace_s} s), exit code 143")
+    """The local launcher's stop test, here through scancel --signal=TERM."""
+    jobs_test.stop_within_grace(mon)
+    job = show(mon, "long-job")["job"]
+    assert job["launcher"] == "slurm" and job["scheduler_job_id"], job
 
 
 def failures(mon):
@@ -141,7 +135,7 @@ def main():
             seed_finishes_healthy(mon, data)
             mon = survives_restart(mon, data, args)
             states = {json.loads(j)["job_id"]: json.loads(j)["state"] for j in cli(mon, "--json", "jobs").stdout.splitlines()}
-            assert states == {"slurm-long": "stopped", "slurm-bad-data": "failed", "slurm-no-gpu": "failed",
+            assert states == {"long-job": "stopped", "slurm-bad-data": "failed", "slurm-no-gpu": "failed",
                               "slurm-seed": "succeeded", "slurm-restart": "succeeded"}, states
         except BaseException:
             print("--- gradwatchd output ---\n" + mon.output())
