@@ -104,15 +104,21 @@ def survives_restart(mon, data, tokens):
     return mon
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="gradwatch-jobs-")
+def prepare(prefix):
+    """A temporary folder with the operator's tokens file, a datasets folder holding one broken
+    set ("broken": a .npy file that is not one), and the monitor's data folder's path."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
     tokens = os.path.join(tmp, "tokens.json")
     json.dump({"tokens": [{"token": OPERATOR, "role": "operator"}]}, open(tokens, "w"))
     datasets = os.path.join(tmp, "datasets")
     for sub in ("images", "masks"):
         os.makedirs(os.path.join(datasets, "broken", sub))
         open(os.path.join(datasets, "broken", sub, "0.npy"), "wb").write(b"not a numpy file")
-    data = os.path.join(tmp, "data")
+    return tmp, tokens, datasets, os.path.join(tmp, "data")
+
+
+def main():
+    tmp, tokens, datasets, data = prepare("gradwatch-jobs-")
     mon = gwtest.Monitor(data_dir=data, extra_args=("--tokens", tokens, "--datasets-dir", datasets))
     try:
         launch_succeeds(mon, tmp)

@@ -15,13 +15,12 @@ import os
 import signal
 import sqlite3
 import sys
-import tempfile
 import time
 
 import gwtest
 import slurm_cluster
 import jobs_test
-from jobs_test import OPERATOR, cli, show, wait_for
+from jobs_test import cli, show, wait_for
 
 TINY = ["--set", 'model={"depth": 2, "base": 4}', "--set", 'data={"images": 16, "size": 16}', "--set", "eval_every=0"]
 
@@ -116,14 +115,7 @@ def main():
         print(f"SKIP: no test Slurm: {why}")
         return 77
     began = time.monotonic()
-    tmp = tempfile.mkdtemp(prefix="gradwatch-slurm-e2e-")
-    tokens = os.path.join(tmp, "tokens.json")
-    json.dump({"tokens": [{"token": OPERATOR, "role": "operator"}]}, open(tokens, "w"))
-    datasets = os.path.join(tmp, "datasets")
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(datasets, "broken", sub))
-        open(os.path.join(datasets, "broken", sub, "0.npy"), "wb").write(b"not a numpy file")
-    data = os.path.join(tmp, "data")
+    _, tokens, datasets, data = jobs_test.prepare("gradwatch-slurm-e2e-")
     with slurm_cluster.SlurmCluster() as cluster:
         os.environ.update(cluster.env)  # gradwatchd passes SLURM_CONF on to sbatch, scontrol, scancel
         print(f"test Slurm up in {time.monotonic() - began:.1f} s ({cluster.conf})")
