@@ -386,5 +386,21 @@ TEST(LaunchResources, fills_defaults_and_bounds_each_field) {
   EXPECT_FALSE(config.contains("resources"));
 }
 
+TEST(SystemRunner, returns_the_exit_code_and_both_streams_and_kills_what_runs_too_long) {
+  CommandRunner run = SystemRunner(300);
+  CommandResult r = run({"sh", "-c", "echo out; echo err >&2; exit 3"}, {"PATH=/usr/bin:/bin"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  r = run({"sh", "-c", "echo \"$ONLY\""}, {"ONLY=this environment"});
+  EXPECT_EQ(r.out, "this environment\n");
+  r = run({"no-such-program-gradwatch"}, {});
+  EXPECT_EQ(r.exit_code, -1);
+  EXPECT_NE(r.err.find("cannot run no-such-program-gradwatch"), std::string::npos) << r.err;
+  r = run({"sleep", "30"}, {});  // the one wait in these tests: the 300 ms the runner allows
+  EXPECT_EQ(r.exit_code, -1);
+  EXPECT_NE(r.err.find("did not answer within 300 ms"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace gradwatch::jobs
