@@ -156,7 +156,8 @@ v1::JobResources ResourcesOf(const json& doc, int max_ranks) {
   json given = doc.contains("resources") ? doc["resources"] : json::object();
   if (!given.is_object()) throw InvalidLaunch("resources", "must be an object such as {\"nodes\": 1}");
   const auto* reflection = r.GetReflection();
-  for (const auto& [key, value] : given.items()) {
+  for (const auto& item : given.items()) {
+    const std::string& key = item.key();  // a named local: C++17 lambdas cannot capture a structured binding
     bool known = std::any_of(std::begin(kResourceLimits), std::end(kResourceLimits),
                              [&](const ResourceLimit& l) { return key == l.field; });
     if (!known) throw InvalidLaunch("resources." + key, "unknown field; known: nodes, tasks_per_node, gpus_per_task, cpus_per_task, memory_mb");
