@@ -235,7 +235,7 @@ void Exporter::AddRun(const std::string& run_id, const std::vector<std::string>&
   // Every series a run can have starts at 0, so increase() sees its first event.
   for (const char* sev : {"warning", "critical"}) {
     for (const char* kind : {"grad_spike", "non_finite", "collapse", "loss_spike", "divergence", "vanishing",
-                             "val_collapse", "lr_jump", "update_size", "no_progress", "data_suspect", "alert"}) {
+                             "val_collapse", "lr_jump", "update_size", "no_progress", "data_suspect", "scalar_limit", "alert"}) {
       r->anomalies[std::string(kind) + "/" + sev] = r->AddC(f.anomalies, {{"kind", kind}, {"severity", sev}});
     }
   }

@@ -103,7 +103,7 @@ TEST(Exporter, starts_every_event_kind_of_a_run_at_zero) {
   e.AddRun("r", {});
   std::string text = Scrape(e);
   for (const char* kind : {"grad_spike", "non_finite", "collapse", "loss_spike", "divergence", "vanishing",
-                           "val_collapse", "lr_jump", "update_size", "no_progress", "data_suspect", "alert"}) {
+                           "val_collapse", "lr_jump", "update_size", "no_progress", "data_suspect", "scalar_limit", "alert"}) {
     for (const char* severity : {"warning", "critical"}) {
       EXPECT_TRUE(Has(text, std::string("gradwatch_anomalies_total{kind=\"") + kind + "\",run_id=\"r\",severity=\"" +
                                 severity + "\"} 0"))
