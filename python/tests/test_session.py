@@ -60,6 +60,20 @@ class SessionTest(unittest.TestCase):
         self.assertEqual((r.loss, r.epoch, r.jaccard_soft, r.jaccard_hard), (0.5, 2, 0.7, 0.6))
         self.assertEqual(list(r.sample_ids), list(range(64)))
 
+    def test_named_scalars_are_reported_and_anything_but_numbers_refused(self):
+        gw = self.session()
+        gw.begin_step()
+        backward(self.model)
+        gw.before_update(0.5, scalars={"output_mean": 0.25, "data_ms": 3})
+        self.assertEqual(dict(self.rep.steps[0].scalars), {"output_mean": 0.25, "data_ms": 3.0})
+        gw.after_update()
+        gw.begin_step()
+        backward(self.model)
+        with self.assertRaises(TypeError):
+            gw.before_update(0.5, scalars={"output_mean": "high"})
+        gw.before_update(0.5)  # the refusal left the step as it was
+        self.assertEqual(len(self.rep.steps), 2)
+
     def test_clip_command_applies_at_the_next_step_and_is_acknowledged_with_it(self):
         gw = self.session()
         self.one_step(gw)

@@ -324,12 +324,16 @@ class Session:
 
     def before_update(self, loss: Union[float, torch.Tensor], *, epoch: int = 0,
                       jaccard_soft: Optional[float] = None, jaccard_hard: Optional[float] = None,
-                      accuracy: Optional[float] = None, sample_ids: Optional[Sequence[int]] = None) -> bool:
+                      accuracy: Optional[float] = None, sample_ids: Optional[Sequence[int]] = None,
+                      scalars: Optional[Mapping[str, float]] = None) -> bool:
         """After backward, before optimizer.step(): measures and reports the step, in gated mode
         waits for the verdict, clips. Returns True to apply the update, False to skip it.
         `loss` may be a 0-dim tensor (read once); the metrics are this batch's, None = not
-        measured; sample_ids are the batch's training items (the first 64 are reported)."""
+        measured; sample_ids are the batch's training items (the first 64 are reported);
+        scalars are any named values of this step (the monitor takes at most 64, names of 1-64
+        characters from A-Z a-z 0-9 _ . : / -), stored, exported and charted with the run."""
         self._check_open("before_update")
+        named = _check_mapping("scalars", scalars, numbers=True)
         if self._phase != "begun":
             raise SessionError(f"before_update: call begin_step() first (step {self._step} "
                                f"{'was already measured' if self._phase == 'measured' else 'has not begun'})")
@@ -354,6 +358,8 @@ class Session:
                 update_skipped=not update, rolled_back_to=self._rolled_back_to, rolled_back=self._rolled_back,
                 awaiting_verdict=self.mode == "gated" and update)
             _set_metrics(report, jaccard_soft, jaccard_hard, accuracy)
+            for name, value in named.items():
+                report.scalars[name] = float(value)
             if not math.isnan(self.last_update_ratio):
                 report.update_ratio = self.last_update_ratio
             if sample_ids is not None:
