@@ -240,6 +240,7 @@ void SlurmLauncher::Follow(const std::string& id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     followed_.try_emplace(id);
+    wake_ = true;
   }
   cv_.notify_all();  // asked about at once, not a poll interval later
 }
@@ -271,6 +272,7 @@ SlurmLauncher::Known SlurmLauncher::Ask(const std::string& id) const {
 }
 
 void SlurmLauncher::Refresh() {
+  RunCancels();
   std::vector<std::string> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -296,18 +298,35 @@ void SlurmLauncher::Cancel(const std::string& id, int signal, bool pending) {
     argv.push_back("--signal=" + std::string(signal == SIGTERM ? "TERM" : std::to_string(signal)));
   }  // a job still pending is cancelled outright: it has no process to signal
   argv.push_back(id);
-  CommandResult r = runner_(argv, {});
-  if (r.exit_code != 0) {
-    options_.log("scancel of Slurm job " + id + " failed (exit code " + std::to_string(r.exit_code) +
-                 "): " + Clean(r.err.substr(0, r.err.find('\n'))));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(std::move(argv));
+    wake_ = true;
+  }
+  cv_.notify_all();  // run by the poller at once, never on the caller's thread
+}
+
+void SlurmLauncher::RunCancels() {
+  std::vector<std::vector<std::string>> cancels;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels.swap(cancels_);
+  }
+  for (const auto& argv : cancels) {
+    CommandResult r = runner_(argv, {});
+    if (r.exit_code != 0) {
+      options_.log("scancel of Slurm job " + argv.back() + " failed (exit code " + std::to_string(r.exit_code) +
+                   "): " + Clean(r.err.substr(0, r.err.find('\n'))));
+    }
   }
 }
 
 void SlurmLauncher::PollLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    cv_.wait_for(lock, std::chrono::milliseconds(options_.poll_interval_ms));
+    cv_.wait_for(lock, std::chrono::milliseconds(options_.poll_interval_ms), [this] { return stopping_ || wake_; });
     if (stopping_) break;
+    wake_ = false;
     lock.unlock();
     Refresh();
     lock.lock();

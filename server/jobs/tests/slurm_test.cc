@@ -228,12 +228,16 @@ TEST_F(SlurmJobsTest, stop_signals_the_ranks_then_kills_after_the_grace) {
   jobs.Launch("{}", "r1");
   Answer(jobs, Scontrol("RUNNING", "None"));
   jobs.Stop("r1", 3000);
+  EXPECT_TRUE(slurm_.CallsOf("scancel").empty());  // queued for the launcher's thread, not run by Stop
+  launcher_.Refresh();
   EXPECT_EQ(slurm_.CallsOf("scancel").back(), (std::vector<std::string>{"scancel", "--signal=TERM", "42"}));
   now_ += 2999;
   jobs.Tick();
+  launcher_.Refresh();
   EXPECT_EQ(slurm_.CallsOf("scancel").size(), 1u);
   now_ += 1;
   jobs.Tick();
+  launcher_.Refresh();
   EXPECT_EQ(slurm_.CallsOf("scancel").back(), (std::vector<std::string>{"scancel", "--full", "--signal=KILL", "42"}));
   Answer(jobs, Scontrol("FAILED", "NonZeroExitCode", "137:0"));
   EXPECT_EQ(jobs.Get("r1")->state(), v1::JOB_STATE_STOPPED);
@@ -245,6 +249,7 @@ TEST_F(SlurmJobsTest, a_pending_job_is_cancelled_outright) {
   launcher_.Refresh();
   jobs.Tick();
   jobs.Stop("r1", 0);
+  launcher_.Refresh();
   EXPECT_EQ(slurm_.CallsOf("scancel").back(), (std::vector<std::string>{"scancel", "42"}));
   Answer(jobs, Scontrol("CANCELLED", "None", "0:0"));
   EXPECT_EQ(jobs.Get("r1")->state(), v1::JOB_STATE_STOPPED);

@@ -15,9 +15,10 @@
 // default). sacct would outlive that but needs accounting (slurmdbd), which a cluster may
 // not run. A job Slurm no longer knows ends as unknown and is judged by what it left.
 //
-// scontrol runs on the launcher's own thread, once a second for every job followed, so a slow
-// or unreachable controller never holds up the Jobs manager; sbatch and scancel run when
-// asked (Start, Signal), bounded by command_timeout_ms.
+// scontrol and scancel run on the launcher's own thread (scontrol once a second for every job
+// followed, scancel as soon as Signal asks), so a slow or unreachable controller never holds
+// up the Jobs manager or a gRPC reaction; only sbatch runs on the caller's thread (Start, in
+// the Launch call), bounded by command_timeout_ms.
 #pragma once
 
 #include <atomic>
@@ -102,7 +103,8 @@ class SlurmLauncher final : public Launcher {
   std::unique_ptr<Process> Adopt(const std::string& identity) override;
   std::string name() const override { return "slurm"; }
 
-  // Asks scontrol about every followed job once (the thread's work; tests call it).
+  // Runs the scancels asked for, then asks scontrol about every followed job once (the
+  // thread's work; tests call it).
   void Refresh();
 
  private:
@@ -116,7 +118,8 @@ class SlurmLauncher final : public Launcher {
   void Forget(const std::string& id);
   Known Lookup(const std::string& id) const;
   Known Ask(const std::string& id) const;  // runs scontrol
-  void Cancel(const std::string& id, int signal, bool pending);
+  void Cancel(const std::string& id, int signal, bool pending);  // queues a scancel
+  void RunCancels();
   void PollLoop();
 
   SlurmOptions options_;
@@ -124,7 +127,9 @@ class SlurmLauncher final : public Launcher {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Known> followed_;
+  std::vector<std::vector<std::string>> cancels_;  // scancel argvs not run yet
   bool stopping_ = false;
+  bool wake_ = false;  // a job to ask about or a scancel to run: the poller goes at once
   std::thread poller_;
 };
 
