@@ -3,7 +3,8 @@
 #   promtool check config   dashboards/prometheus/prometheus.yml (and the rule files it names)
 #   promtool check rules    dashboards/prometheus/rules/*.rules.yml
 #   promtool test rules     dashboards/prometheus/rules/*.rules.test.yml
-#   amtool check-config     dashboards/alertmanager/alertmanager.yml
+#   amtool check-config     dashboards/alertmanager/alertmanager.yml and the receiver examples
+#   amtool config routes test: the examples route critical, warning and Watchdog as documented
 #
 #   tests/alerting_check.sh [REPO_ROOT]      (default: the repository this script is in)
 #
@@ -57,6 +58,17 @@ check "promtool check config" "$PROMTOOL" check config dashboards/prometheus/pro
 check "promtool check rules" "$PROMTOOL" check rules "${rules[@]}"
 check "promtool test rules" "$PROMTOOL" test rules "${tests[@]}"
 check "amtool check-config" "$AMTOOL" check-config dashboards/alertmanager/alertmanager.yml
+# The receiver examples (Slack, e-mail, a generic webhook): valid, and routed as their
+# comments say (every alert to gradwatchd too; Watchdog only to the heartbeat).
+EXAMPLES=dashboards/alertmanager/examples/alertmanager-receivers.yml
+check "amtool check-config (receiver examples)" "$AMTOOL" check-config "$EXAMPLES"
+routes() {  # expected receivers, labels...
+  local want="$1"; shift
+  "$AMTOOL" config routes test --config.file="$EXAMPLES" --verify.receivers="$want" "$@" 2>/dev/null
+}
+check "example routes: critical" routes gradwatchd,critical severity=critical alertname=GradwatchNonFinite run_id=r
+check "example routes: warning" routes gradwatchd,warning severity=warning alertname=GradwatchLossDiverging run_id=r
+check "example routes: Watchdog" routes heartbeat alertname=Watchdog severity=none
 
 echo "alerting_check: $passed passed, $failed failed ($("$PROMTOOL" --version 2>&1 | head -1); $("$AMTOOL" --version 2>&1 | head -1))"
 [ "$failed" -eq 0 ]
