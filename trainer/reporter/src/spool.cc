@@ -1,5 +1,8 @@
 #include "gradwatch/reporter/spool.h"
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -30,13 +33,15 @@ std::string Frame(const v1::TrainerMessage& m) {
 
 }  // namespace
 
-uint32_t Crc32(const std::string& bytes) {  // IEEE 802.3, bitwise: spools are not hot
-  uint32_t crc = 0xffffffffu;
-  for (unsigned char c : bytes) {
-    crc ^= c;
-    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+uint32_t Crc32(const std::string& bytes) {  // zlib's: the IEEE 802.3 CRC-32 the format names
+  uLong crc = ::crc32(0L, Z_NULL, 0);
+  const auto* data = reinterpret_cast<const Bytef*>(bytes.data());
+  for (size_t at = 0; at < bytes.size();) {  // zlib takes a uInt length
+    const uInt n = static_cast<uInt>(std::min<size_t>(bytes.size() - at, 1u << 30));
+    crc = ::crc32(crc, data + at, n);
+    at += n;
   }
-  return ~crc;
+  return static_cast<uint32_t>(crc);
 }
 
 Spool::Spool(std::string path, uint64_t max_bytes, const v1::Hello& hello)

@@ -171,6 +171,11 @@ std::string TempPath(const std::string& name) {
           ("gradwatch-spool-" + std::to_string(::getpid()) + "-" + name + ".spool")).string();
 }
 
+TEST(Spool, checks_records_with_the_standard_crc32) {
+  EXPECT_EQ(Crc32("123456789"), 0xCBF43926u);  // the CRC-32 check value
+  EXPECT_EQ(Crc32(""), 0u);
+}
+
 TEST(Spool, reads_back_the_hello_and_every_record_in_order) {
   std::string path = TempPath("roundtrip");
   {

@@ -56,6 +56,7 @@ class Spool {
   std::string error_;
 };
 
+// The CRC-32 (IEEE 802.3, as zlib and Python's zlib.crc32 compute it) of each spool record.
 uint32_t Crc32(const std::string& bytes);
 
 }  // namespace gradwatch::reporter
