@@ -35,8 +35,10 @@ v1::StepReport StepOf(const Stmt& q) {
   s.set_grad_norm(q.Double(4));
   std::string blob = q.Blob(5);
   s.mutable_layer_grad_norms()->Resize(static_cast<int>(blob.size() / sizeof(float)), 0.f);
-  std::memcpy(s.mutable_layer_grad_norms()->mutable_data(), blob.data(),
-              s.layer_grad_norms_size() * sizeof(float));
+  if (s.layer_grad_norms_size() > 0) {  // an empty field has no data pointer to copy into
+    std::memcpy(s.mutable_layer_grad_norms()->mutable_data(), blob.data(),
+                s.layer_grad_norms_size() * sizeof(float));
+  }
   SetIf(q.Double(6), [&](double v) { s.set_jaccard_soft(v); });
   SetIf(q.Double(7), [&](double v) { s.set_jaccard_hard(v); });
   SetIf(q.Double(8), [&](double v) { s.set_accuracy(v); });
