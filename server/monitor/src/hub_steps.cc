@@ -1,6 +1,5 @@
 // The hub's report path: steps and evals through the run's detectors, events into
 // incidents, the policy's commands and gated verdicts, and alerts from Alertmanager.
-#include <algorithm>
 #include <cctype>
 #include <cmath>
 
@@ -30,8 +29,8 @@ metrics::StepValues ValuesOf(const v1::StepReport& step, const detect::StepSampl
   v.step_seconds = step.step_seconds();
   v.layer_norms = step.layer_grad_norms().data();
   v.layer_count = static_cast<size_t>(step.layer_grad_norms_size());
-  for (const auto& [name, value] : step.scalars()) v.scalars.emplace_back(name, value);
-  std::sort(v.scalars.begin(), v.scalars.end());  // a stable choice of the names under the cap
+  // Views of the sample's scalars, already in name order (a stable choice under the cap).
+  for (const auto& [name, value] : sample.scalars) v.scalars.emplace_back(name, value);
   const v1::SystemMetrics& sys = step.system();
   auto opt = [](bool has, double value) { return has ? value : detect::kNaN; };
   v.data_seconds = opt(sys.has_data_seconds(), sys.data_seconds());
