@@ -139,18 +139,18 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   *update.mutable_step() = step;
   Publish(run, update);
   const bool quiet = found.empty();
-  HandleEvents(run, step, std::move(found), sink);
+  HandleEvents(run, step, &sample, std::move(found), sink);
   // Guard actions that a quiet run has earned back (clipping released).
   for (const auto& action : run.policy->OnStep(step.step(), quiet)) Issue(run, ToCommand(action), nullptr, 0);
 }
 
-void Hub::HandleEvents(RunState& run, const v1::StepReport& step, std::vector<detect::Event> found,
-                       StreamSink& sink) {
+void Hub::HandleEvents(RunState& run, const v1::StepReport& step, const detect::StepSample* sample,
+                       std::vector<detect::Event> found, StreamSink& sink) {
   const std::string& run_id = run.run.run_id();
   const detect::HealthyStats stats = run.detector->stats();
   policy::GuardPolicy::Verdict verdict;
-  if (step.awaiting_verdict() && run.run.mode() == v1::MODE_GATED) {
-    verdict = run.policy->OnGatedStep(ToSample(step), found, stats);
+  if (step.awaiting_verdict() && sample != nullptr && run.run.mode() == v1::MODE_GATED) {
+    verdict = run.policy->OnGatedStep(*sample, found, stats);
     // The event that decided a veto says so: the explain of the run shows why the update was
     // not applied as proposed.
     if (verdict.event >= 0) found[verdict.event].message += "; gated mode: " + verdict.reason;
@@ -204,7 +204,7 @@ void Hub::OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSi
   Publish(run, update);
   v1::StepReport at;
   at.set_step(eval.step());
-  HandleEvents(run, at, std::move(found), sink);
+  HandleEvents(run, at, nullptr, std::move(found), sink);
 }
 
 bool Hub::RecordAlert(const std::string& run_id, const std::string& alertname, const std::string& severity,

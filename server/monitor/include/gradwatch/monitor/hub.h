@@ -35,6 +35,7 @@
 
 namespace gradwatch::detect {
 struct Event;
+struct StepSample;
 }
 namespace gradwatch::store {
 class Store;
@@ -167,8 +168,9 @@ class Hub {
   void Publish(RunState& run, const v1::RunUpdate& update);                              // requires run.mu
   void SetState(RunState& run, v1::RunState state);                                      // requires run.mu
   void Persist(RunState& run);                                                           // requires run.mu
-  void HandleEvents(RunState& run, const v1::StepReport& step, std::vector<detect::Event> found,
-                    StreamSink& sink);                                                   // requires run.mu
+  // `sample` is the step's, already converted (null for an eval's events: no verdict).
+  void HandleEvents(RunState& run, const v1::StepReport& step, const detect::StepSample* sample,
+                    std::vector<detect::Event> found, StreamSink& sink);                 // requires run.mu
   void Housekeep(RunState& run, int64_t now);                                            // requires run.mu
   bool Evictable(const RunState& run, int64_t now) const;                                // requires run.mu
 
