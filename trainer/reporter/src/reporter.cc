@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <iostream>
@@ -65,8 +66,13 @@ struct Reporter::Impl {
   void OnMessage(const v1::MonitorMessage& m);
   void OnStreamDone(const grpc::Status& status);
   void Feed(std::unique_lock<std::mutex>& lock);
+  void Heartbeat();  // requires mu and an accepted stream
+  // Rank > 0 of a data-parallel job: commands and verdicts are rank 0's alone.
+  bool follower() const { return hello.world_size() > 1 && hello.rank() != 0; }
   void Warn(const std::string& line) {
-    if (options.log_warnings) std::cerr << "gradwatch: " << line << std::endl;
+    if (!options.log_warnings) return;
+    std::cerr << (hello.world_size() > 1 ? "gradwatch[rank " + std::to_string(hello.rank()) + "]: " : "gradwatch: ")
+              << line << std::endl;
   }
 
   ReporterOptions options;
@@ -94,6 +100,16 @@ struct Reporter::Impl {
   bool stopping = false;
   bool give_up = false;  // the monitor refused the hello: reconnecting cannot help
   bool warned = false;
+  // The training thread's phase (SetPhase, its only writer), published with a sequence lock:
+  // phase_seq is odd while the fields change, and a reader that sees it change retries on
+  // its next tick. Each SetPhase is a new entry (phase_seq + 2).
+  std::atomic<uint64_t> phase_seq{0};
+  std::atomic<uint64_t> phase_step{0};
+  std::atomic<int> phase{v1::Heartbeat::PHASE_UNSPECIFIED};
+  std::atomic<int64_t> phase_since{0};     // steady clock, nanoseconds
+  std::atomic<int64_t> phase_unix_ms{0};   // wall clock, for the message
+  uint64_t heartbeat_entry = 1;            // phase_seq of the last heartbeat's phase (odd: none)
+  Clock::time_point heartbeat_at;          // when it was sent
   std::thread sender;
 };
 
@@ -227,8 +243,19 @@ void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
       }
       break;
     }
-    case v1::MonitorMessage::kCommand: commands.push_back(m.command()); break;
-    case v1::MonitorMessage::kVerdict: verdicts[m.verdict().step()] = m.verdict(); break;
+    case v1::MonitorMessage::kCommand:
+    case v1::MonitorMessage::kVerdict:
+      if (follower()) {
+        if (stats.ignored_commands++ == 0) {
+          Warn("ignored a command or verdict sent to rank " + std::to_string(hello.rank()) +
+               ": rank 0 takes them for the whole job");
+        }
+      } else if (m.has_command()) {
+        commands.push_back(m.command());
+      } else {
+        verdicts[m.verdict().step()] = m.verdict();
+      }
+      break;
     case v1::MonitorMessage::kRejection:
       ++stats.rejections;
       Warn("the monitor refused a report: " + m.rejection().reason());
@@ -286,6 +313,30 @@ void Reporter::Impl::Feed(std::unique_lock<std::mutex>& lock) {
   }
 }
 
+void Reporter::Impl::Heartbeat() {
+  const uint64_t entry = phase_seq.load(std::memory_order_acquire);
+  if (entry & 1) return;  // being written: next tick
+  const uint64_t step = phase_step.load(std::memory_order_relaxed);
+  const int in = phase.load(std::memory_order_relaxed);
+  const int64_t since_ns = phase_since.load(std::memory_order_relaxed);
+  const int64_t since_unix_ms = phase_unix_ms.load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (phase_seq.load(std::memory_order_relaxed) != entry || in == v1::Heartbeat::PHASE_UNSPECIFIED) return;
+  const Clock::time_point since{std::chrono::nanoseconds(since_ns)};
+  const Clock::time_point now = Clock::now();
+  const Clock::time_point due = (entry == heartbeat_entry ? heartbeat_at : since) + options.heartbeat_interval;
+  if (now < due) return;
+  heartbeat_entry = entry;
+  heartbeat_at = now;
+  v1::TrainerMessage m;
+  m.mutable_heartbeat()->set_step(step);
+  m.mutable_heartbeat()->set_phase(static_cast<v1::Heartbeat::Phase>(in));
+  m.mutable_heartbeat()->set_phase_unix_millis(since_unix_ms);
+  stream->Write(m);
+  ++stats.sent;
+  ++stats.heartbeats;
+}
+
 void Reporter::Impl::SendLoop() {
   std::mt19937 jitter(std::random_device{}());
   auto backoff = options.backoff_initial;
@@ -322,6 +373,7 @@ void Reporter::Impl::SendLoop() {
     }
     if (stream_accepted) {
       Feed(lock);
+      Heartbeat();
       if (closing && Delivered() && acks.empty()) {
         v1::TrainerMessage bye;  // the run is over, not broken (ignored once half-closed)
         bye.mutable_goodbye()->set_last_step(stats.last_reported_step);
@@ -418,6 +470,26 @@ void Reporter::AckCommand(const v1::CommandAck& ack) {
   *m.mutable_command_ack() = ack;
   impl_->acks.push_back(std::move(m));
   impl_->wake.notify_one();
+}
+
+size_t Reporter::PendingCommands() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->commands.size();
+}
+
+void Reporter::SetPhase(uint64_t step, v1::Heartbeat::Phase phase) {
+  Impl& s = *impl_;
+  const uint64_t seq = s.phase_seq.load(std::memory_order_relaxed);
+  s.phase_seq.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  s.phase_step.store(step, std::memory_order_relaxed);
+  s.phase.store(phase, std::memory_order_relaxed);
+  s.phase_since.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(),
+                      std::memory_order_relaxed);
+  s.phase_unix_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count(),
+                        std::memory_order_relaxed);
+  s.phase_seq.store(seq + 2, std::memory_order_release);
 }
 
 std::optional<v1::Verdict> Reporter::AwaitVerdict(uint64_t step, std::chrono::milliseconds deadline) {

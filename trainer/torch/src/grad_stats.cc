@@ -8,6 +8,11 @@
 namespace gradwatch::torchmon {
 
 GradStats ComputeGradStats(const std::vector<at::Tensor>& params) {
+  return ComputeGradStats(params, at::Tensor(), nullptr);
+}
+
+GradStats ComputeGradStats(const std::vector<at::Tensor>& params, const at::Tensor& extra,
+                           std::vector<double>* extra_values) {
   GradStats out;
   out.layer_norms.assign(params.size(), 0.f);
   std::vector<at::Tensor> grads;
@@ -19,23 +24,34 @@ GradStats ComputeGradStats(const std::vector<at::Tensor>& params) {
       index.push_back(i);
     }
   }
-  if (grads.empty()) return out;
-  std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);  // one fused kernel on CUDA
-  std::vector<float> values(norms.size());
-  if (grads.front().is_cpu()) {
+  const int64_t n_extra = extra.defined() ? extra.numel() : 0;
+  std::vector<at::Tensor> norms;
+  if (!grads.empty()) norms = at::_foreach_norm(grads, 2);  // one fused kernel on CUDA
+  std::vector<double> values(norms.size() + static_cast<size_t>(n_extra));
+  const bool on_cpu = grads.empty() ? (!extra.defined() || extra.is_cpu()) : grads.front().is_cpu();
+  if (on_cpu) {
     // Already in host memory: read each scalar, no stack or copy needed.
     for (size_t k = 0; k < norms.size(); ++k) values[k] = norms[k].item().toFloat();
+    if (n_extra > 0) {
+      at::Tensor e = extra.to(at::kDouble).contiguous();
+      std::memcpy(values.data() + norms.size(), e.data_ptr<double>(), static_cast<size_t>(n_extra) * sizeof(double));
+    }
   } else {
-    // Stacked in float32 on the device, then the single device-to-host copy.
-    at::Tensor host = at::stack(norms).to(at::kFloat).to(at::kCPU);
-    std::memcpy(values.data(), host.data_ptr<float>(), values.size() * sizeof(float));
+    // Stacked on the device (norms in float32, as the report carries them), then the single
+    // device-to-host copy.
+    std::vector<at::Tensor> parts;
+    if (!norms.empty()) parts.push_back(at::stack(norms).to(at::kFloat).to(at::kDouble));
+    if (n_extra > 0) parts.push_back(extra.reshape(-1).to(at::kDouble));
+    at::Tensor host = at::cat(parts).to(at::kCPU);
+    std::memcpy(values.data(), host.data_ptr<double>(), values.size() * sizeof(double));
   }
   double sq = 0;
   for (size_t k = 0; k < index.size(); ++k) {
-    out.layer_norms[index[k]] = values[k];
-    sq += double(values[k]) * values[k];
+    out.layer_norms[index[k]] = static_cast<float>(values[k]);
+    sq += values[k] * values[k];
   }
   out.global_norm = std::sqrt(sq);
+  if (extra_values) extra_values->assign(values.begin() + static_cast<std::ptrdiff_t>(norms.size()), values.end());
   return out;
 }
 

@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/util/delimited_message_util.h>
+
 #include <cstdlib>
+#include <stdexcept>
 
 #include "gradwatch/reporter/reporter.h"
 #include "gradwatch/torch/wire.h"
@@ -20,11 +24,14 @@ MonitorLink::MonitorLink(const LinkOptions& o) {
   gethostname(host, sizeof host - 1);
   hello.set_host(host);
   hello.set_device(o.device);
+  hello.set_rank(o.rank);
+  hello.set_world_size(o.world_size);
   reporter::ReporterOptions ro;
   ro.address = o.address;
   if (const char* token = std::getenv("GRADWATCH_TOKEN")) ro.token = token;  // a reporter token
   ro.tls = reporter::TlsFromEnv();
   ro.spool_path = o.spool;
+  ro.heartbeat_interval = o.heartbeat_interval;
   reporter_ = std::make_unique<reporter::Reporter>(ro, hello);
 }
 
@@ -37,6 +44,19 @@ std::vector<Command> MonitorLink::TakeCommands() {
   std::vector<Command> out;
   for (const auto& c : reporter_->TakeCommands()) out.push_back(FromWire(c));
   return out;
+}
+
+size_t MonitorLink::PendingCommands() const { return reporter_->PendingCommands(); }
+
+void MonitorLink::SetPhase(uint64_t step, Phase phase) {
+  v1::Heartbeat::Phase p = v1::Heartbeat::PHASE_UNSPECIFIED;
+  switch (phase) {
+    case Phase::kCompute: p = v1::Heartbeat::PHASE_COMPUTE; break;
+    case Phase::kCollective: p = v1::Heartbeat::PHASE_COLLECTIVE; break;
+    case Phase::kVerdict: p = v1::Heartbeat::PHASE_VERDICT; break;
+    case Phase::kNone: break;
+  }
+  reporter_->SetPhase(step, p);
 }
 
 void MonitorLink::Ack(const CommandAck& ack) { reporter_->AckCommand(ToWire(ack)); }
@@ -65,6 +85,23 @@ void MonitorLink::Close(std::chrono::milliseconds deadline) { reporter_->Close(d
 LinkStats MonitorLink::stats() const {
   auto s = reporter_->stats();
   return {s.acked_through, s.dropped, s.gate_timeouts, s.connected, s.refused};
+}
+
+std::string EncodeCommands(const std::vector<Command>& commands) {
+  std::string bytes;
+  google::protobuf::io::StringOutputStream out(&bytes);
+  for (const auto& c : commands) google::protobuf::util::SerializeDelimitedToZeroCopyStream(ToWire(c), &out);
+  return bytes;
+}
+
+std::vector<Command> DecodeCommands(const std::string& bytes) {
+  google::protobuf::io::ArrayInputStream in(bytes.data(), static_cast<int>(bytes.size()));
+  std::vector<Command> out;
+  v1::Command c;
+  bool clean_eof = false;
+  while (google::protobuf::util::ParseDelimitedFromZeroCopyStream(&c, &in, &clean_eof)) out.push_back(FromWire(c));
+  if (!clean_eof) throw std::runtime_error("commands from rank 0: cannot parse " + std::to_string(bytes.size()) + " bytes");
+  return out;
 }
 
 }  // namespace gradwatch::torchmon

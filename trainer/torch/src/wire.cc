@@ -90,6 +90,10 @@ v1::StepReport ToWire(const StepRecord& s) {
   r.mutable_sample_ids()->Add(s.sample_ids.begin(), s.sample_ids.end());
   for (const auto& [name, value] : s.scalars) (*r.mutable_scalars())[name] = value;
   *r.mutable_system() = ToWire(s.system);
+  if (!std::isnan(s.local_grad_norm)) r.set_local_grad_norm(s.local_grad_norm);
+  r.mutable_rank_losses()->Add(s.rank_losses.begin(), s.rank_losses.end());
+  r.mutable_rank_grad_norms()->Add(s.rank_grad_norms.begin(), s.rank_grad_norms.end());
+  r.mutable_rank_compute_seconds()->Add(s.rank_compute_seconds.begin(), s.rank_compute_seconds.end());
   return r;
 }
 

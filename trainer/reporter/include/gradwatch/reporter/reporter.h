@@ -12,6 +12,13 @@
 // boundary (TakeCommands) and acknowledges them (AckCommand). In gated mode the
 // training thread waits for a step's verdict with a deadline (AwaitVerdict).
 //
+// Data parallel (Hello.world_size > 1): commands and verdicts go to rank 0 only; a reporter
+// of another rank drops any that arrive on its stream (counted in ignored_commands). The
+// training thread names the phase of the step it is in (SetPhase: a few atomic stores); while
+// one phase lasts heartbeat_interval or longer the sender thread sends a Heartbeat, and again
+// every interval while it lasts: how the monitor tells a rank stuck in its own work from the
+// ranks waiting for it in a collective.
+//
 // Thread-safety: all methods may be called from any thread.
 #pragma once
 
@@ -42,6 +49,9 @@ struct ReporterOptions {
   // append-only spool (see spool.h) instead of being dropped; "" = no spool.
   std::string spool_path;
   uint64_t spool_max_bytes = uint64_t{1} << 30;
+  // A Heartbeat once the training thread has been this long in one phase (SetPhase), then
+  // again every interval while the phase lasts; sent by the sender thread only.
+  std::chrono::milliseconds heartbeat_interval{1'000};
 };
 
 struct ReporterStats {
@@ -53,6 +63,8 @@ struct ReporterStats {
   uint64_t connects = 0;       // streams opened and accepted
   uint64_t rejections = 0;     // reports the monitor refused in-band
   uint64_t gate_timeouts = 0;  // verdicts that did not come in time
+  uint64_t heartbeats = 0;     // heartbeats written to a stream
+  uint64_t ignored_commands = 0;  // commands and verdicts dropped: this rank is not rank 0
   uint64_t last_reported_step = 0;  // highest step passed to Report()
   bool connected = false;
   std::string last_error;      // why the last stream ended, "" if none
@@ -80,6 +92,12 @@ class Reporter {
   // As TakeCommands, but waits up to `deadline` for at least one.
   std::vector<v1::Command> AwaitCommands(std::chrono::milliseconds deadline);
   void AckCommand(const v1::CommandAck& ack);
+  // Commands received and not yet taken.
+  size_t PendingCommands() const;
+
+  // The training thread is now in `phase` of `step` (PHASE_UNSPECIFIED: between runs, no
+  // heartbeat). Lock-free: a few atomic stores, safe on every step.
+  void SetPhase(uint64_t step, v1::Heartbeat::Phase phase);
 
   // Gated mode: waits up to `deadline` for the monitor's verdict on `step` (reported
   // with awaiting_verdict set). Returns nullopt on timeout or when no stream is up

@@ -17,6 +17,11 @@ struct GradStats {
 // `params` in a fixed order (the order of the hello's layer names).
 GradStats ComputeGradStats(const std::vector<at::Tensor>& params);
 
+// As above, and the values of `extra` (a 1-D tensor on the gradients' device) ride along in
+// the same device-to-host copy, as float64, into *extra_values.
+GradStats ComputeGradStats(const std::vector<at::Tensor>& params, const at::Tensor& extra,
+                           std::vector<double>* extra_values);
+
 // The slow way, one .item() per parameter: only for the benchmark that compares them.
 GradStats ComputeGradStatsPerItem(const std::vector<at::Tensor>& params);
 

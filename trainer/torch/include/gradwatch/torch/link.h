@@ -26,6 +26,8 @@ struct LinkOptions {
   Mode mode = Mode::kGuard;
   std::string device;                   // e.g. "cpu", "cuda:0"
   std::string spool;                    // "" = none; see reporter/spool.h
+  uint32_t rank = 0, world_size = 1;    // data parallel: Hello.rank and Hello.world_size
+  std::chrono::milliseconds heartbeat_interval{1'000};  // see reporter.h
 };
 
 struct LinkStats {
@@ -42,7 +44,10 @@ class MonitorLink {
   void Report(const StepRecord& step);  // never blocks
   void Report(const EvalRecord& eval);
   std::vector<Command> TakeCommands();
+  size_t PendingCommands() const;  // received and not yet taken
   void Ack(const CommandAck& ack);
+  // Lock-free; heartbeats while a phase lasts (reporter.h).
+  void SetPhase(uint64_t step, Phase phase);
   // Gated mode: the verdict on `step`, or nullopt on timeout or without a stream.
   std::optional<Verdict> AwaitVerdict(uint64_t step, std::chrono::milliseconds deadline);
   void Close(std::chrono::milliseconds deadline);
@@ -51,5 +56,11 @@ class MonitorLink {
  private:
   std::unique_ptr<reporter::Reporter> reporter_;
 };
+
+// Commands as bytes, to hand from rank 0 to the other ranks: each a v1::Command (ToWire), as
+// protobuf's length-delimited stream. Decode throws std::runtime_error on bytes Encode did not
+// write.
+std::string EncodeCommands(const std::vector<Command>& commands);
+std::vector<Command> DecodeCommands(const std::string& bytes);
 
 }  // namespace gradwatch::torchmon

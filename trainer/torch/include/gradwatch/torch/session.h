@@ -24,6 +24,48 @@
 // the update. AfterUpdate restores a learning rate a verdict scaled and keeps a checkpoint
 // every K healthy steps for rollback (and one of the initial state, step 0, from the start).
 //
+// Data parallel (SessionOptions.group of more than one rank; group.h). Every rank runs this
+// loop on its own shard with its own Session; the Session is what keeps them one job:
+// - The constructor broadcasts rank 0's parameters and buffers, so the ranks start equal.
+// - BeforeUpdate averages the gradients itself with ONE all-reduce (SUM) of one flat buffer:
+//   the gradients, then 3 x world_size slots where each rank writes its loss, its local
+//   gradient norm (one norm kernel on the device, no host sync) and its compute seconds at its
+//   own index, zeros elsewhere, then two control slots: "rank 0 holds commands" and "a rank
+//   asks to stop" (RequestStop, e.g. on SIGTERM). After it every rank holds every rank's
+//   values and divides the gradients by world_size; the per-layer and global norms are then
+//   the averaged gradient's, the same on every rank, and come to the host with the slots in
+//   one copy. Each rank reports on its own stream (same run id, Hello.rank and world_size):
+//   grad_norm the global norm, local_grad_norm its own, loss its own; rank 0 adds every
+//   rank's losses, local norms and compute seconds.
+// - Every decision that changes the parameters uses values identical on every rank: the
+//   healthy statistics (adaptive clipping, which steps keep a checkpoint) come from the global
+//   norm and the mean loss, so every rank keeps checkpoints at the same steps; clipping uses
+//   the global norm.
+// - Commands are agreed: the monitor sends them (and verdicts) to rank 0 only; other ranks'
+//   reporters drop any that reach them. When the all-reduce says rank 0 holds commands, the
+//   next BeginStep has rank 0 take them, resolve a rollback to "the newest checkpoint" into
+//   that checkpoint's step, and broadcast them as v1::Command bytes (link.h EncodeCommands);
+//   every rank applies the same commands in the same order at that step and acknowledges each
+//   on its own stream with that applied_at_step. Cost: nothing on a step without commands (the
+//   flag rides in the gradient all-reduce: one more float); on a step with some, two small
+//   broadcasts (the length, then the bytes). A command that reaches rank 0 during step s
+//   before its all-reduce is applied at s + 1, as with one process; one that arrives after it
+//   waits one step more. Rank 0 alone does not apply a command before the others: a rank that
+//   did would no longer hold the same parameters.
+// - Gated mode: only rank 0's report awaits a verdict; rank 0 waits for it (gate_timeout,
+//   fail-open) and broadcasts the decision (decision, clip norm, learning-rate scale: three
+//   float64) to every rank, which all apply it. Other ranks never wait on the monitor. This
+//   broadcast is the one extra collective per gated step.
+// - A monitor stream that is down changes nothing in the job's consistency: rank 0's fallback
+//   (no commands, proceed on the verdict timeout) is what it broadcasts; another rank's stream
+//   only ever carries that rank's reports and acks, which its reporter keeps and resends.
+// - A stop (command or RequestStop on any rank) ends every rank at the same BeginStep.
+// - Heartbeats: the Session names its phase to the reporter (compute from BeginStep,
+//   collective around each all-reduce and broadcast, verdict while awaiting one); a rank that
+//   hangs in its own work shows as compute while the others show as collective.
+// Collectives block; one whose peer died or that passes GroupOptions.timeout throws, and the
+// trainer ends: a job whose ranks disagree on a step cannot go on.
+//
 // Not thread-safe: call from the training thread. Without a monitor (empty address)
 // everything but the reporting still works: clipping from the options, checkpoints.
 #pragma once
@@ -33,6 +75,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +96,8 @@ class Optimizer;
 namespace gradwatch::torchmon {
 
 class MonitorLink;
+class Group;
+struct GradStats;
 
 struct SessionOptions {
   std::string monitor;                 // host:port of gradwatchd; "" = no monitor
@@ -70,6 +115,11 @@ struct SessionOptions {
   std::string spool;                   // "" = none; else the reporter's spool file (reporter/spool.h)
   Clip clipping;                       // in force from the start
   bool log = true;                     // one stderr line per applied command
+  // Data parallel: the job's ranks (group.h); null or one rank = a single process. With more,
+  // only rank 0 writes checkpoint_dir (every rank holds the same parameters); the others
+  // keep their checkpoints in memory. spool must differ per rank.
+  std::shared_ptr<Group> group;
+  std::chrono::milliseconds heartbeat_interval{1'000};  // see reporter.h
 };
 
 // What the loop measured on this step, besides the gradients.
@@ -97,7 +147,8 @@ class Session {
   // Parameter names in report order (the hello's layer names).
   const std::vector<std::string>& layer_names() const { return names_; }
 
-  // Applies commands; returns false when a stop command was applied (end the loop).
+  // Applies commands; returns false when a stop command was applied or a stop was requested
+  // (end the loop).
   bool BeginStep(uint64_t step);
   // The base learning rate is multiplied by this before the step (1 unless scaled).
   double lr_scale() const { return lr_scale_; }
@@ -117,6 +168,28 @@ class Session {
   void ReportEval(const EvalRecord& eval);
   // Waits (bounded) for the monitor to store everything, then closes the stream.
   void Finish(std::chrono::milliseconds deadline = std::chrono::seconds(10));
+
+  // A command as if the monitor had sent it, applied at the next step boundary the way the
+  // monitor's are (acknowledged to the monitor when there is one). Data parallel: rank 0's
+  // only, handed to every rank like the monitor's; ignored on other ranks.
+  void QueueCommand(const Command& command);
+  // Ends the loop at a step boundary, as after a stop command, without one (a signal): the
+  // next BeginStep returns false; data parallel, every rank's BeginStep after the next
+  // all-reduce, whichever rank asked.
+  void RequestStop() { stop_wanted_ = true; }
+  bool stopped_by_command() const { return stopped_by_command_; }
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_; }
+  // The last step's loss for the run: the mean over the ranks (the same on every rank), else
+  // the loss given to BeforeUpdate.
+  double last_loss() const { return last_loss_; }
+  // This rank's gradient norm before the all-reduce (the global norm with one process).
+  double last_local_grad_norm() const { return last_local_norm_; }
+  // Data parallel: every rank's loss and local gradient norm on the last step, by rank (as
+  // gathered with the all-reduce, in the gradients' dtype); empty with one process.
+  const std::vector<double>& last_rank_losses() const { return rank_losses_; }
+  const std::vector<double>& last_rank_grad_norms() const { return rank_norms_; }
 
   const std::vector<AppliedCommand>& applied_commands() const { return applied_; }
   const Clip& clipping() const { return clipping_; }
@@ -139,6 +212,10 @@ class Session {
     std::string model, optimizer;  // serialized archives
   };
   void Apply(const Command& command, uint64_t step);
+  std::vector<Command> TakeCommands();
+  void AverageGradients(const StepInputs& in, std::chrono::steady_clock::time_point entered, GradStats* stats);
+  bool AgreeOnVerdict(std::optional<Verdict>* verdict);
+  void SetPhase(uint64_t step, Phase phase);
   std::string Rollback(uint64_t to_step, bool* ok);
   void SaveCheckpoint(uint64_t step);
   void ClipGradients(double total_norm);
@@ -177,6 +254,21 @@ class Session {
   std::map<std::string, double> scalars_;             // this step's, until reported
   std::deque<Checkpoint> checkpoints_;
   std::vector<AppliedCommand> applied_;
+  std::vector<Command> queued_;  // QueueCommand's, taken with the monitor's
+
+  bool stop_wanted_ = false;        // RequestStop
+  bool stopped_by_command_ = false;
+  double last_loss_ = NAN;
+  double last_local_norm_ = NAN;
+  std::vector<double> rank_losses_, rank_norms_, rank_compute_;  // the last step's, by rank
+
+  // Data parallel.
+  std::shared_ptr<Group> group_;
+  int rank_ = 0, world_ = 1;
+  at::Tensor flat_;                 // the gradients and the slots, all-reduced once a step
+  int64_t grad_numel_ = 0;          // gradient values at the front of flat_
+  bool commands_waiting_ = false;   // the last all-reduce said rank 0 holds commands
+  bool stop_agreed_ = false;        // the last all-reduce said a rank asked to stop
 };
 
 }  // namespace gradwatch::torchmon

@@ -13,6 +13,14 @@ namespace gradwatch::torchmon {
 
 enum class Mode { kObserve, kGuard, kGated };
 
+// Where the training thread is in a step, for heartbeats (telemetry.proto's Heartbeat.Phase).
+enum class Phase {
+  kNone,        // not in a step: no heartbeats
+  kCompute,     // data, forward, backward, update: the rank's own work
+  kCollective,  // inside an all-reduce or broadcast, waiting for the other ranks
+  kVerdict,     // gated mode: waiting for the monitor's verdict
+};
+
 struct Clip {
   enum class Kind { kOff, kNorm, kValue, kAdaptive };
   Kind kind = Kind::kOff;
@@ -59,6 +67,10 @@ struct StepRecord {
   std::vector<uint64_t> sample_ids;  // the batch's training items, when known (at most 64)
   std::map<std::string, double> scalars;  // named user scalars of this step
   SystemSample system;
+  // Data parallel: this rank's gradient norm before the all-reduce (NaN = one process), and on
+  // rank 0 every rank's loss, local norm and compute seconds, indexed by rank (else empty).
+  double local_grad_norm = NAN;
+  std::vector<double> rank_losses, rank_grad_norms, rank_compute_seconds;
 };
 
 struct EvalRecord {
