@@ -41,34 +41,43 @@ class CsvWriter final : public StepWriter {
  public:
   explicit CsvWriter(std::ostream& out) : out_(out) {}
   void Begin() override {}
-  void Step(const v1::StepReport& s) override {
-    rows_.push_back(s);
-    rows_.back().clear_layer_grad_norms();
-    rows_.back().clear_sample_ids();
+  void Step(const v1::StepReport& s, int rank) override {
+    rows_.push_back({s, rank});
+    rows_.back().step.clear_layer_grad_norms();
+    rows_.back().step.clear_sample_ids();
+    ranked_ = ranked_ || rank >= 0;
     for (const auto& [name, value] : s.scalars()) names_.insert(name);
     std::vector<SystemField> fields = SystemFields(s);
     for (size_t i = 0; i < fields.size(); ++i) system_[i] = system_[i] || fields[i].has;
   }
   void Eval(const v1::EvalReport&) override {}  // CSV has one row per step
   void End() override {
-    out_ << "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,clip_kind,clip_threshold,"
-            "update_skipped";
+    out_ << (ranked_ ? "step,rank," : "step,")
+         << "epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,clip_kind,clip_threshold,update_skipped";
+    if (ranked_) out_ << ",local_grad_norm";
     std::vector<SystemField> fields = SystemFields(v1::StepReport());
     for (size_t i = 0; i < fields.size(); ++i) {
       if (system_[i]) out_ << "," << fields[i].name;
     }
     for (const std::string& name : names_) out_ << ",scalar." << name;
     out_ << "\n";
-    for (const v1::StepReport& s : rows_) Row(s);
+    for (const RankedStep& row : rows_) Row(row.step, row.rank);
   }
 
  private:
-  void Row(const v1::StepReport& s) {
-    out_ << s.step() << "," << s.epoch() << "," << RoundTrip(s.loss()) << "," << RoundTrip(s.learning_rate()) << ","
+  struct RankedStep {
+    v1::StepReport step;
+    int rank;
+  };
+  void Row(const v1::StepReport& s, int rank) {
+    out_ << s.step() << ",";
+    if (ranked_) out_ << rank << ",";
+    out_ << s.epoch() << "," << RoundTrip(s.loss()) << "," << RoundTrip(s.learning_rate()) << ","
          << RoundTrip(s.grad_norm()) << "," << Metric(s.has_jaccard_soft(), s.jaccard_soft()) << ","
          << Metric(s.has_jaccard_hard(), s.jaccard_hard()) << "," << Metric(s.has_accuracy(), s.accuracy()) << ","
          << v1::Clipping::Kind_Name(s.clipping().kind()) << "," << RoundTrip(s.clipping().threshold()) << ","
          << (s.update_skipped() ? "true" : "false");
+    if (ranked_) out_ << "," << Metric(s.has_local_grad_norm(), s.local_grad_norm());
     std::vector<SystemField> fields = SystemFields(s);
     for (size_t i = 0; i < fields.size(); ++i) {
       if (system_[i]) out_ << "," << Metric(fields[i].has, fields[i].value);
@@ -82,7 +91,8 @@ class CsvWriter final : public StepWriter {
   // An optional metric: empty when the trainer did not report it (as gradwatch CSV reads it).
   static std::string Metric(bool has, double v) { return has ? RoundTrip(v) : ""; }
   std::ostream& out_;
-  std::vector<v1::StepReport> rows_;
+  std::vector<RankedStep> rows_;
+  bool ranked_ = false;  // a data-parallel run: a rank column
   std::set<std::string> names_;
   bool system_[kSystemFields] = {};  // which system metrics any step reported: their columns
 };
@@ -91,15 +101,20 @@ class JsonlWriter final : public StepWriter {
  public:
   explicit JsonlWriter(std::ostream& out) : out_(out) {}
   void Begin() override {}
-  void Step(const v1::StepReport& s) override {
+  void Step(const v1::StepReport& s, int rank) override {
     json layers = json::array();
     for (float v : s.layer_grad_norms()) layers.push_back(v);
-    Line({{"type", "step"}, {"step", s.step()}, {"epoch", s.epoch()}, {"loss", s.loss()},
+    json line = {{"type", "step"}, {"step", s.step()}, {"epoch", s.epoch()}, {"loss", s.loss()},
           {"lr", s.learning_rate()}, {"grad_norm", s.grad_norm()}, {"layer_grad_norms", layers},
           {"jaccard_soft", s.jaccard_soft()}, {"jaccard_hard", s.jaccard_hard()}, {"accuracy", s.accuracy()},
           {"clip_kind", v1::Clipping::Kind_Name(s.clipping().kind())},
           {"clip_threshold", s.clipping().threshold()}, {"update_skipped", s.update_skipped()},
-          {"rolled_back_to", s.rolled_back_to()}, {"scalars", Scalars(s)}, {"system", System(s)}});
+          {"rolled_back_to", s.rolled_back_to()}, {"scalars", Scalars(s)}, {"system", System(s)}};
+    if (rank >= 0) {
+      line["rank"] = rank;
+      if (s.has_local_grad_norm()) line["local_grad_norm"] = s.local_grad_norm();
+    }
+    Line(line);
   }
   void Eval(const v1::EvalReport& e) override {
     Line({{"type", "eval"}, {"step", e.step()}, {"loss", e.loss()}, {"jaccard_soft", e.jaccard_soft()},
@@ -139,17 +154,34 @@ std::unique_ptr<StepWriter> MakeStepWriter(const std::string& format, std::ostre
   return std::make_unique<CsvWriter>(out);
 }
 
+namespace {
+
+// Writes one rank's steps, page by page, starting from `page` (the first, already fetched).
+void ExportRank(Client& c, v1::ListStepsRequest req, v1::ListStepsResponse page, int rank, StepWriter& writer) {
+  for (;;) {
+    for (const auto& s : page.steps()) writer.Step(s, rank);
+    if (page.steps_size() < static_cast<int>(req.limit())) break;
+    req.set_after_step(page.steps(page.steps_size() - 1).step());
+    page = c.Call<v1::ListStepsRequest, v1::ListStepsResponse>(&v1::Runs::Stub::ListSteps, req, "export");
+  }
+}
+
+}  // namespace
+
 void Export(Client& c, const std::string& run_id, StepWriter& writer) {
   v1::ListStepsRequest req;
   req.set_run_id(run_id);
   req.set_limit(kStepsPerPage);
   auto page = c.Call<v1::ListStepsRequest, v1::ListStepsResponse>(&v1::Runs::Stub::ListSteps, req, "export");
+  v1::GetRunRequest get;
+  get.set_run_id(run_id);
+  const uint32_t world = c.Call<v1::GetRunRequest, v1::Run>(&v1::Runs::Stub::GetRun, get, "export").world_size();
   writer.Begin();
-  for (;;) {
-    for (const auto& s : page.steps()) writer.Step(s);
-    if (page.steps_size() < static_cast<int>(req.limit())) break;
-    req.set_after_step(page.steps(page.steps_size() - 1).step());
+  ExportRank(c, req, std::move(page), world >= 2 ? 0 : -1, writer);
+  for (uint32_t rank = 1; rank < world; ++rank) {
+    req.set_rank(rank);
     page = c.Call<v1::ListStepsRequest, v1::ListStepsResponse>(&v1::Runs::Stub::ListSteps, req, "export");
+    ExportRank(c, req, std::move(page), static_cast<int>(rank), writer);
   }
   v1::ListEvalsRequest er;
   er.set_run_id(run_id);

@@ -1,7 +1,9 @@
 // `gradwatch export`: every stored step of a run (and, in JSON Lines, its evaluations),
 // written by a StepWriter: CSV (a header row, then one row per step; one column per system
 // metric and per scalar name of the run, "scalar.NAME") or JSON Lines (a "scalars" object and
-// a "system" object of what the trainer reported).
+// a "system" object of what the trainer reported). A data-parallel run's export has every
+// rank's own steps, rank 0's first, with a rank column ("rank" key); its run-level values
+// (mean loss, the averaged gradient's norm) are rank 0's rows'.
 #pragma once
 
 #include <memory>
@@ -20,7 +22,8 @@ class StepWriter {
  public:
   virtual ~StepWriter() = default;
   virtual void Begin() = 0;  // once, before the first step
-  virtual void Step(const v1::StepReport& step) = 0;
+  // `rank`: the step's rank in a data-parallel run, -1 for a single process (no rank column).
+  virtual void Step(const v1::StepReport& step, int rank) = 0;
   virtual void Eval(const v1::EvalReport& eval) = 0;  // after every step
   virtual void End() {}                                // once, after the last evaluation
 };

@@ -16,8 +16,23 @@ json MapJson(const google::protobuf::Map<std::string, double>& m) {
   return out;
 }
 
+// Data parallel: each rank's stream as the monitor sees it.
+json RanksJson(const v1::Run& r) {
+  json ranks = json::array();
+  for (const auto& k : r.ranks()) {
+    ranks.push_back({{"rank", k.rank()},
+                     {"connected", k.connected()},
+                     {"finished", k.finished()},
+                     {"last_step", k.last_step()},
+                     {"last_unix_millis", k.last_unix_millis()},
+                     {"host", k.host()},
+                     {"phase", v1::Heartbeat::Phase_Name(k.heartbeat().phase())}});
+  }
+  return ranks;
+}
+
 json RunJson(const v1::Run& r) {
-  return {{"run_id", r.run_id()},
+  json j = {{"run_id", r.run_id()},
           {"state", v1::StateName(r.state())},
           {"mode", v1::ModeName(r.mode())},
           {"started_unix_millis", r.started_unix_millis()},
@@ -31,6 +46,11 @@ json RunJson(const v1::Run& r) {
           {"device", r.device()},
           {"policy", MapJson(r.config().policy())},
           {"thresholds", MapJson(r.config().thresholds())}};
+  if (r.world_size() >= 2) {
+    j["world_size"] = r.world_size();
+    j["ranks"] = RanksJson(r);
+  }
+  return j;
 }
 
 json JobJson(const v1::Job& j) {
@@ -56,14 +76,16 @@ json JobJson(const v1::Job& j) {
 
 json EventJson(const v1::Event& e) {
   // A NaN value (a detector with no statistic) is written as null.
-  return {{"step", e.step()},        {"kind", e.kind()},   {"severity", SeverityName(e.severity())},
+  json j = {{"step", e.step()},        {"kind", e.kind()},   {"severity", SeverityName(e.severity())},
           {"message", e.message()},  {"value", e.value()}, {"first_layer", e.first_layer()},
           {"incident", e.incident_id()}};
+  if (e.has_rank()) j["rank"] = e.rank();
+  return j;
 }
 
 json CommandJson(const v1::CommandRecord& r) {
   const auto& e = r.effect();
-  return {{"command_id", r.command().id()},
+  json j = {{"command_id", r.command().id()},
           {"action", v1::ActionName(r.command())},
           {"issued_by", r.command().issued_by()},
           {"reason", r.command().reason()},
@@ -76,6 +98,16 @@ json CommandJson(const v1::CommandRecord& r) {
           {"loss_after", e.loss_after()},
           {"grad_norm_before", e.grad_norm_before()},
           {"grad_norm_after", e.grad_norm_after()}};
+  if (r.rank_acks_size() > 0) {  // data parallel: where each rank applied it
+    json acks = json::array();
+    for (const auto& a : r.rank_acks()) {
+      acks.push_back({{"rank", a.rank()},
+                      {"applied_at_step", a.applied_at_step()},
+                      {"result", a.result() == v1::CommandAck::RESULT_APPLIED ? "applied" : "rejected"}});
+    }
+    j["rank_acks"] = acks;
+  }
+  return j;
 }
 
 class JsonPrinter final : public Printer {

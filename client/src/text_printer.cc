@@ -1,6 +1,7 @@
 // The text Printer: tables sized to their contents, "name  value" blocks and one line per
 // event or command, for a person at a terminal.
 #include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <iomanip>
 #include <map>
@@ -68,8 +69,9 @@ class TextPrinter final : public Printer {
 
   void Events(const Repeated<v1::Event>& events) override {
     for (const auto& e : events) {
-      out_ << "step " << e.step() << "  " << SeverityName(e.severity()) << "  " << e.kind() << "  " << e.message()
-           << "\n";
+      out_ << "step " << e.step() << "  " << SeverityName(e.severity()) << "  " << e.kind();
+      if (e.has_rank()) out_ << "  rank " << e.rank();
+      out_ << "  " << e.message() << "\n";
     }
   }
 
@@ -79,6 +81,7 @@ class TextPrinter final : public Printer {
       out_ << r.command().id() << "  " << v1::ActionName(r.command()) << "  by " << r.command().issued_by()
            << "  step " << r.issued_at_step() << " -> "
            << (r.has_ack() ? "applied at " + std::to_string(r.ack().applied_at_step()) : "not acknowledged")
+           << RankAcks(r)
            << "  loss " << Num(e.loss_before()) << " -> " << Num(e.loss_after()) << ", grad norm "
            << Num(e.grad_norm_before()) << " -> " << Num(e.grad_norm_after()) << "  (" << r.command().reason()
            << ")\n";
@@ -146,6 +149,36 @@ class TextPrinter final : public Printer {
          << "\npolicy     " << Overrides(r.config().policy()) << "\nthresholds " << Overrides(r.config().thresholds())
          << "\nevents     " << r.events() << "\nincidents  " << r.incidents() << "\nmodel      "
          << r.config().model() << "\noptimizer  " << r.config().optimizer() << "\ndevice     " << r.device() << "\n";
+    if (r.world_size() >= 2) RankRows(r);
+  }
+
+  // Data parallel: one line per rank, where its stream is and what it last said.
+  void RankRows(const v1::Run& r) {
+    out_ << "ranks      " << r.world_size() << "\n  RANK  STREAM        LAST STEP  PHASE       HOST\n";
+    for (const auto& k : r.ranks()) {
+      const char* stream = k.connected() ? "connected" : k.finished() ? "finished" : "disconnected";
+      std::string phase = k.heartbeat().phase() == v1::Heartbeat::PHASE_UNSPECIFIED
+                              ? "-"
+                              : v1::Heartbeat::Phase_Name(k.heartbeat().phase()).substr(6);  // drop "PHASE_"
+      for (char& c : phase) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out_ << "  " << std::left << std::setw(6) << k.rank() << std::setw(14) << stream << std::setw(11)
+           << k.last_step() << std::setw(12) << phase << k.host() << std::right << "\n";
+    }
+  }
+
+  // Data parallel: " on 2/2 ranks" when every rank applied it at the same step, else each
+  // rank's step.
+  static std::string RankAcks(const v1::CommandRecord& r) {
+    if (r.rank_acks_size() == 0) return "";
+    bool same = true;
+    for (const auto& a : r.rank_acks()) same = same && a.applied_at_step() == r.ack().applied_at_step();
+    if (same) return " on " + std::to_string(r.rank_acks_size()) + " rank(s)";
+    std::string out = " (";
+    for (const auto& a : r.rank_acks()) {
+      out += (out.size() > 2 ? ", " : "") + std::string("rank ") + std::to_string(a.rank()) + " at " +
+             std::to_string(a.applied_at_step());
+    }
+    return out + ")";
   }
 
   void JobFields(const v1::Job& job) {

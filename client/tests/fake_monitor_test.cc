@@ -17,8 +17,16 @@ namespace {
 class FakeRuns final : public v1::Runs::Service {
  public:
   std::vector<v1::Run> runs;
-  std::map<std::string, std::vector<v1::StepReport>> steps;
+  std::map<std::string, std::vector<v1::StepReport>> steps;  // rank 0's
+  std::map<std::string, std::map<uint32_t, std::vector<v1::StepReport>>> rank_steps;  // ranks >= 1
   std::map<std::string, std::vector<v1::Event>> events;
+
+  grpc::Status GetRun(grpc::ServerContext*, const v1::GetRunRequest* req, v1::Run* resp) override {
+    const v1::Run* run = Find(req->run_id());
+    if (!run) return Unknown(req->run_id());
+    *resp = *run;
+    return grpc::Status::OK;
+  }
 
   grpc::Status ListRuns(grpc::ServerContext*, const v1::ListRunsRequest*, v1::ListRunsResponse* resp) override {
     for (const auto& r : runs) *resp->add_runs() = r;
@@ -27,7 +35,7 @@ class FakeRuns final : public v1::Runs::Service {
   grpc::Status ListSteps(grpc::ServerContext*, const v1::ListStepsRequest* req,
                          v1::ListStepsResponse* resp) override {
     if (!Find(req->run_id())) return Unknown(req->run_id());
-    for (const auto& s : steps[req->run_id()]) {
+    for (const auto& s : req->rank() == 0 ? steps[req->run_id()] : rank_steps[req->run_id()][req->rank()]) {
       if (s.step() > req->after_step() && resp->steps_size() < static_cast<int>(req->limit())) *resp->add_steps() = s;
     }
     return grpc::Status::OK;
@@ -180,6 +188,37 @@ TEST_F(WithFakeMonitor, export_pages_through_every_step) {
   while (std::getline(lines, line)) ++count, last = line;
   EXPECT_EQ(count, 12'000);
   EXPECT_EQ(nlohmann::json::parse(last)["step"], 12'000);
+}
+
+// A data-parallel run's export has every rank's own steps, rank 0's first, with a rank
+// column and each rank's local gradient norm.
+TEST_F(WithFakeMonitor, export_of_a_data_parallel_run_has_a_rank_column_and_every_ranks_steps) {
+  v1::Run& run = AddRun("dp", 1, 2);
+  run.set_world_size(2);
+  runs_.steps["dp"][0].set_local_grad_norm(0.25);
+  for (uint64_t i = 1; i <= 2; ++i) {
+    v1::StepReport& s = runs_.rank_steps["dp"][1].emplace_back();
+    s.set_step(i);
+    s.set_loss(2.0);
+    s.set_local_grad_norm(500.0 * i);
+  }
+  auto r = Gradwatch({"export", "dp"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string header, row;
+  std::getline(lines, header);
+  EXPECT_EQ(header.rfind("step,rank,epoch,loss,", 0), 0u) << header;
+  EXPECT_NE(header.find(",local_grad_norm"), std::string::npos) << header;
+  std::vector<std::string> rows;
+  while (std::getline(lines, row)) rows.push_back(row);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0].rfind("1,0,0,1,", 0), 0u) << rows[0];
+  EXPECT_EQ(rows[0].substr(rows[0].rfind(',') + 1), "0.25");
+  EXPECT_EQ(rows[3].rfind("2,1,0,2,", 0), 0u) << rows[3];
+  EXPECT_EQ(rows[3].substr(rows[3].rfind(',') + 1), "1000");
+  auto j = Gradwatch({"export", "dp", "--format", "jsonl"});
+  ASSERT_EQ(j.code, 0) << j.err;
+  EXPECT_NE(j.out.find("\"rank\":1"), std::string::npos);
 }
 
 TEST_F(WithFakeMonitor, runs_are_listed_newest_first) {

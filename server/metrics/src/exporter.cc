@@ -76,7 +76,14 @@ struct Exporter::Families {
                        "Failed store write attempts (database locked, disk full, ...); each is retried.")),
         store_healthy(G(r, "gradwatch_store_healthy",
                         "1 while the store commits; 0 from a failed write until the next commit.")),
-        build(G(r, "gradwatch_build_info", "Always 1; the monitor's version as a label.")) {}
+        build(G(r, "gradwatch_build_info", "Always 1; the monitor's version as a label.")),
+        rank_norm(G(r, "gradwatch_rank_local_grad_norm",
+                    "Data parallel: the rank's own gradient L2 norm before the all-reduce, last step.")),
+        rank_loss(G(r, "gradwatch_rank_loss", "Data parallel: the rank's own loss on its last step.")),
+        rank_compute(G(r, "gradwatch_rank_compute_seconds",
+                       "Data parallel: the rank's compute time (forward, backward) on its last step.")),
+        rank_last_step(G(r, "gradwatch_rank_last_step", "Data parallel: the highest step the rank reported.")),
+        rank_connected(G(r, "gradwatch_rank_connected", "Data parallel: 1 while the rank's stream is open.")) {}
 
   Family<Counter>& steps;
   Family<Gauge>& last_step;
@@ -110,6 +117,11 @@ struct Exporter::Families {
   Family<Counter>& store_errors;
   Family<Gauge>& store_healthy;
   Family<Gauge>& build;
+  Family<Gauge>& rank_norm;
+  Family<Gauge>& rank_loss;
+  Family<Gauge>& rank_compute;
+  Family<Gauge>& rank_last_step;
+  Family<Gauge>& rank_connected;
   Histogram* ingest_hist = nullptr;
   Counter* store_errors_c = nullptr;
   Gauge* store_healthy_g = nullptr;
@@ -117,6 +129,11 @@ struct Exporter::Families {
   // path increments without building labels or taking the family's lock. Read-only after
   // the constructor.
   std::map<std::string, Counter*, std::less<>> received_by_type, rejected_by_reason;
+};
+
+// One rank's series of a data-parallel run.
+struct Exporter::RankGauges {
+  Gauge *norm, *loss, *compute, *last_step, *connected;
 };
 
 // Every series of one run, so removal is complete and the hot path never looks up labels.
@@ -143,6 +160,7 @@ struct Exporter::RunSeries {
   Gauge* cuda[3] = {nullptr, nullptr, nullptr};
   std::map<std::string, Gauge*> states, modes;
   std::map<std::string, Counter*> anomalies, commands;  // created on first use
+  std::map<uint32_t, RankGauges> ranks;  // data parallel: ranks below the cap, created on first use
 
   Gauge* AddG(Family<Gauge>& f, Labels extra = {}) {
     extra["run_id"] = run_id;
@@ -171,12 +189,12 @@ Exporter::Exporter(ExporterOptions options)
   f_->store_healthy_g->Set(1);
   // Every message type and rejection reason the monitor counts starts at 0, so rate() has
   // a series.
-  for (const char* type : {"hello", "step", "eval", "command_ack", "goodbye", "duplicate_step"}) {
+  for (const char* type : {"hello", "step", "eval", "command_ack", "goodbye", "duplicate_step", "heartbeat"}) {
     f_->received_by_type[type] = &f_->received.Add({{"type", type}});
   }
   for (const char* reason : {"step_range", "eval_ahead", "layer_count", "second_hello", "bad_hello", "run_taken",
                              "too_many_runs", "no_hello", "empty_message", "too_many_streams", "unauthorized",
-                             "scalar_count", "scalar_name"}) {
+                             "scalar_count", "scalar_name", "eval_rank"}) {
     f_->rejected_by_reason[reason] = &f_->rejected.Add({{"reason", reason}});
   }
 }
@@ -235,7 +253,8 @@ void Exporter::AddRun(const std::string& run_id, const std::vector<std::string>&
   // Every series a run can have starts at 0, so increase() sees its first event.
   for (const char* sev : {"warning", "critical"}) {
     for (const char* kind : {"grad_spike", "non_finite", "collapse", "loss_spike", "divergence", "vanishing",
-                             "val_collapse", "lr_jump", "update_size", "no_progress", "data_suspect", "scalar_limit", "alert"}) {
+                             "val_collapse", "lr_jump", "update_size", "no_progress", "data_suspect", "scalar_limit", "alert",
+                             "rank_departure", "straggler", "hang", "rank_lag", "rank_lost"}) {
       r->anomalies[std::string(kind) + "/" + sev] = r->AddC(f.anomalies, {{"kind", kind}, {"severity", sev}});
     }
   }
@@ -400,5 +419,33 @@ void Exporter::StoreWriteFailed() {
   f_->store_healthy_g->Set(0);
 }
 void Exporter::SetStoreHealthy(bool healthy) { f_->store_healthy_g->Set(healthy ? 1 : 0); }
+
+// The rank's series, created on first use; null past the cap. Requires mu_.
+Exporter::RankGauges* Exporter::RankSeries(const std::string& run_id, uint32_t rank) {
+  RunSeries* r = Find(run_id);
+  if (!r || rank >= options_.max_ranks) return nullptr;
+  auto it = r->ranks.find(rank);
+  if (it != r->ranks.end()) return &it->second;
+  const Labels label{{"rank", std::to_string(rank)}};
+  RankGauges series{r->AddG(f_->rank_norm, label), r->AddG(f_->rank_loss, label),
+                         r->AddG(f_->rank_compute, label), r->AddG(f_->rank_last_step, label),
+                         r->AddG(f_->rank_connected, label)};
+  return &r->ranks.emplace(rank, series).first->second;
+}
+
+void Exporter::ObserveRank(const std::string& run_id, uint32_t rank, const RankValues& v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RankGauges* r = RankSeries(run_id, rank);
+  if (!r) return;
+  r->last_step->Set(static_cast<double>(v.step));
+  r->loss->Set(v.loss);
+  if (!std::isnan(v.local_grad_norm)) r->norm->Set(v.local_grad_norm);
+  if (!std::isnan(v.compute_seconds)) r->compute->Set(v.compute_seconds);
+}
+
+void Exporter::SetRankConnected(const std::string& run_id, uint32_t rank, bool connected) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (RankGauges* r = RankSeries(run_id, rank)) r->connected->Set(connected ? 1 : 0);
+}
 
 }  // namespace gradwatch::metrics

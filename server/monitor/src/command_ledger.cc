@@ -15,7 +15,38 @@ std::optional<CommandLedger::Pending> CommandLedger::Acknowledge(const v1::Comma
   Pending p = std::move(it->second);
   pending_.erase(it);
   *p.record.mutable_ack() = ack;
+  if (ranks_) {
+    *p.record.add_rank_acks() = ack;
+    recent_[ack.command_id()] = p.record;
+    recent_order_.push_back(ack.command_id());
+    if (recent_order_.size() > kRecent) {
+      recent_.erase(recent_order_.front());
+      recent_order_.erase(recent_order_.begin());
+    }
+  }
   return p;
+}
+
+namespace {
+
+bool AckedBy(const v1::CommandRecord& record, uint32_t rank) {
+  for (const auto& a : record.rank_acks()) {
+    if (a.rank() == rank) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<v1::CommandRecord> CommandLedger::AddRankAck(const v1::CommandAck& ack) {
+  if (auto it = pending_.find(ack.command_id()); it != pending_.end()) {
+    if (!AckedBy(it->second.record, ack.rank())) *it->second.record.add_rank_acks() = ack;
+    return std::nullopt;
+  }
+  auto it = recent_.find(ack.command_id());
+  if (it == recent_.end() || AckedBy(it->second, ack.rank())) return std::nullopt;
+  *it->second.add_rank_acks() = ack;
+  return it->second;
 }
 
 std::vector<CommandLedger::Pending> CommandLedger::Expire(int64_t now_millis) {

@@ -24,7 +24,15 @@ class CommandLedger {
 
   void Add(Pending pending);  // keyed by record.command().id()
   // The command `ack` answers, with the ack recorded; nullopt for an unknown or late ack.
+  // With ranks (a data-parallel run) the ack is also added to the record's rank_acks and
+  // the record is kept (the last kRecent) for the other ranks' acks.
   std::optional<Pending> Acknowledge(const v1::CommandAck& ack);
+  // Data parallel: rank ack.rank()'s ack (rank >= 1) of a command in flight or acknowledged
+  // recently. The record with the ack added when it was acknowledged already (to be stored
+  // again); nullopt when it is still in flight (stored with rank 0's ack), unknown, or the
+  // rank acked it before.
+  std::optional<v1::CommandRecord> AddRankAck(const v1::CommandAck& ack);
+  void set_ranks(bool ranks) { ranks_ = ranks; }
   // Commands whose deadline is at or before `now_millis`, removed.
   std::vector<Pending> Expire(int64_t now_millis);
   // Everything in flight, removed (the stream ended: no ack can come).
@@ -32,7 +40,11 @@ class CommandLedger {
   bool empty() const { return pending_.empty(); }
 
  private:
+  static constexpr size_t kRecent = 256;
   std::map<std::string, Pending> pending_;
+  bool ranks_ = false;
+  std::map<std::string, v1::CommandRecord> recent_;  // acknowledged, by id (data parallel)
+  std::vector<std::string> recent_order_;            // oldest first
 };
 
 // The command that reverts `original` (clipping back to what it was, the inverse learning

@@ -64,6 +64,14 @@ Status CheckHello(const v1::Hello& hello, const HubOptions& o) {
     return Status::Invalid("hello.run_id \"" + hello.run_id().substr(0, 64) +
                            "\" is invalid: use " + kRunIdRule);
   }
+  if (hello.world_size() > o.max_world_size) {
+    return Status::Invalid("hello.world_size is " + std::to_string(hello.world_size()) + ", the limit is " +
+                           std::to_string(o.max_world_size) + " ranks");
+  }
+  if (hello.rank() >= std::max(1u, hello.world_size())) {
+    return Status::Invalid("hello.rank " + std::to_string(hello.rank()) + " is not below hello.world_size " +
+                           std::to_string(hello.world_size()) + " (ranks run from 0)");
+  }
   std::string bad = CheckLayers(hello, o);
   if (bad.empty()) bad = CheckText(hello, o);
   if (!bad.empty()) return Status::Invalid(bad);
@@ -82,6 +90,7 @@ std::unique_ptr<RunState> Hub::Stored(v1::Run run) const {
   state->run.set_steps(count);
   state->run.set_last_step(last);
   state->max_step_seen = state->stored_through = last;
+  LoadRanks(*state);
   return state;
 }
 
@@ -142,6 +151,12 @@ Status Hub::CheckTakeover(const RunState& run, const v1::Hello& hello) const {
     return Status::Invalid("run " + id + " was started with " + std::to_string(run.run.layer_names_size()) +
                            " layers, this hello declares " + std::to_string(hello.layer_names_size()));
   }
+  const uint32_t world = std::max(1u, hello.world_size()), known = std::max(1u, run.run.world_size());
+  if (world != known && (run.max_step_seen > 0 || AnyStreamOpen(run))) {
+    return Status::Invalid("run " + id + " is a job of " + std::to_string(known) + " rank(s), this hello declares " +
+                           "world_size " + std::to_string(world));
+  }
+  if (hello.rank() != 0) return CheckRankTakeover(run, hello);
   const uint64_t last = run.max_step_seen;
   if (last == 0) return {};  // nothing reported yet: anyone may (re)start it
   if (hello.trainer_instance() != 0 && hello.trainer_instance() == run.run.trainer_instance()) return {};
@@ -177,16 +192,27 @@ Status Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
   const bool history = !run->detector && run->max_step_seen > 0;  // back after a restart or eviction
   Bind(*run, hello);
   if (history) QueueRebuild(run, nullptr);  // warm the detectors on what is stored, off this thread
-  run->sink = std::move(sink);
+  const uint32_t rank = hello.rank();
+  StreamSink& out = *sink;
+  uint64_t stored = run->stored_through;
+  if (rank == 0) {
+    run->sink = std::move(sink);
+  } else {
+    RankStream& stream = run->ranks[rank];
+    stream.sink = std::move(sink);
+    stored = stream.stored_through;
+  }
+  MarkRank(*run, rank, &hello, true, false);
   SetState(*run, v1::RUN_STATE_RUNNING);
   exporter_.SetMode(run->run.run_id(), ModeName(run->run.mode()));
   Persist(*run);
-  run->sink->Send(AckMessage(run->stored_through));
+  out.Send(AckMessage(stored));
   return {};
 }
 
 // The hello's view of the run wins, except for overrides an operator set on it
-// (UpdatePolicy), which a resuming trainer's hello does not undo.
+// (UpdatePolicy), which a resuming trainer's hello does not undo. Of a data-parallel job,
+// the run's host, device and trainer instance are rank 0's.
 void Hub::Bind(RunState& run, const v1::Hello& hello) {
   auto thresholds = run.run.config().thresholds();
   auto policy = run.run.config().policy();
@@ -195,23 +221,45 @@ void Hub::Bind(RunState& run, const v1::Hello& hello) {
   for (const auto& [k, v] : policy) (*run.run.mutable_config()->mutable_policy())[k] = v;
   run.run.mutable_layer_names()->CopyFrom(hello.layer_names());
   run.run.set_mode(hello.mode() == v1::MODE_UNSPECIFIED ? v1::MODE_GUARD : hello.mode());
-  run.run.set_device(hello.device());
-  run.run.set_host(hello.host());
-  run.run.set_trainer_instance(hello.trainer_instance());
+  if (hello.rank() == 0) {
+    run.run.set_device(hello.device());
+    run.run.set_host(hello.host());
+    run.run.set_trainer_instance(hello.trainer_instance());
+  }
+  run.run.set_world_size(hello.world_size() >= 2 ? hello.world_size() : 0);
+  while (run.run.ranks_size() < static_cast<int>(run.run.world_size())) {
+    run.run.add_ranks()->set_rank(static_cast<uint32_t>(run.run.ranks_size()));
+  }
   if (!run.detector) StartDetectors(run);
   exporter_.AddRun(hello.run_id(), std::vector<std::string>(hello.layer_names().begin(), hello.layer_names().end()));
   run.metrics_removed = false;
 }
 
-void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean) {
+void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean, uint32_t rank) {
   std::shared_ptr<RunState> run = Find(run_id);
   if (!run) return;
   std::lock_guard<std::mutex> lock(run->mu);
+  if (rank != 0) {
+    auto it = run->ranks.find(rank);
+    if (it == run->ranks.end() || it->second.sink.get() != sink) return;  // a newer stream took over
+    it->second.sink.reset();
+    return CloseRank(*run, rank, clean);
+  }
   if (run->sink.get() != sink) return;  // a newer stream took over
   run->sink.reset();
+  MarkRank(*run, 0, nullptr, false, clean);
   // A run that never reported a step has nothing to resume: it ends now rather than
   // holding a live slot until the stall timeout. A hello may start it again.
   const bool empty = run->max_step_seen == 0;
+  // Rank 0 broke while other ranks still report: the job runs on (unguarded until rank 0
+  // is back), and the job watch says a rank was lost.
+  if (!clean && AnyStreamOpen(*run)) {
+    for (auto& p : run->ledger.TakeAll()) {
+      if (p.done) p.done(p.record, false);
+    }
+    Persist(*run);
+    return;
+  }
   if (run->run.state() == v1::RUN_STATE_RUNNING) {
     SetState(*run, clean ? v1::RUN_STATE_FINISHED : empty ? v1::RUN_STATE_FAILED : v1::RUN_STATE_DISCONNECTED);
   }
@@ -222,16 +270,23 @@ void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool
   Persist(*run);
 }
 
-void Hub::OnStored(const std::map<std::string, uint64_t>& stored_through) {
+void Hub::OnStored(const std::map<store::StreamKey, uint64_t>& stored_through) {
   exporter_.SetStoreLag(static_cast<double>(store_.Lag()));
-  for (const auto& [run_id, step] : stored_through) {
-    std::shared_ptr<RunState> run = Find(run_id);
+  for (const auto& [key, step] : stored_through) {
+    std::shared_ptr<RunState> run = Find(key.run_id);
     if (!run) continue;
     std::lock_guard<std::mutex> lock(run->mu);
+    uint64_t* through = &run->stored_through;
+    StreamSink* sink = run->sink.get();
+    if (key.rank != 0) {
+      RankStream& stream = run->ranks[key.rank];
+      through = &stream.stored_through;
+      sink = stream.sink.get();
+    }
     // Equal is re-acknowledged: an eval stored after its step's ack needs one too.
-    if (step < run->stored_through) continue;
-    run->stored_through = step;
-    if (run->sink) run->sink->Send(AckMessage(step));
+    if (step < *through) continue;
+    *through = step;
+    if (sink) sink->Send(AckMessage(step));
   }
 }
 
@@ -337,6 +392,7 @@ void Hub::Housekeep(RunState& run, int64_t now) {
     if (p.done) p.done(p.record, false);
     exporter_.CountCommand(id, ActionName(p.record.command()), "timeout");
   }
+  if (run.data_parallel()) WatchJob(run, now);
   if (run.run.state() == v1::RUN_STATE_DISCONNECTED && now - run.disconnected_millis >= options_.stall_timeout_ms) {
     SetState(run, v1::RUN_STATE_FAILED);
   }
@@ -349,7 +405,7 @@ void Hub::Housekeep(RunState& run, int64_t now) {
 
 // An ended run leaves memory with its series; the store keeps it for every read.
 bool Hub::Evictable(const RunState& run, int64_t now) const {
-  return Ended(run.run.state()) && run.metrics_removed && !run.sink && run.watchers.empty() && run.ledger.empty() &&
+  return Ended(run.run.state()) && run.metrics_removed && !AnyStreamOpen(run) && run.watchers.empty() && run.ledger.empty() &&
          !run.rebuilding && !run.dirty && now - run.ended_millis >= options_.retention_ms;
 }
 

@@ -107,10 +107,22 @@ void Hub::Issue(RunState& run, v1::Command command, CommandDone done, int64_t ti
   run.ledger.Add(std::move(p));
 }
 
-void Hub::OnCommandAck(const std::string& run_id, const v1::CommandAck& ack) {
+void Hub::OnCommandAck(const std::string& run_id, const v1::CommandAck& received, uint32_t rank) {
   std::shared_ptr<RunState> run = Find(run_id);
   if (!run) return;
   std::lock_guard<std::mutex> lock(run->mu);
+  v1::CommandAck ack = received;
+  ack.set_rank(rank);
+  run->ledger.set_ranks(run->data_parallel());
+  if (rank != 0) {  // another rank applied it too: its ack joins the record
+    if (std::optional<v1::CommandRecord> record = run->ledger.AddRankAck(ack)) {
+      store_.PutCommand(*record);
+      v1::RunUpdate update;
+      *update.mutable_command() = *record;
+      Publish(*run, update);
+    }
+    return;
+  }
   std::optional<CommandLedger::Pending> p = run->ledger.Acknowledge(ack);
   if (!p) return;
   store_.PutCommand(p->record);

@@ -17,7 +17,7 @@ metrics::StepValues ValuesOf(const v1::StepReport& step, const detect::StepSampl
   metrics::StepValues v;
   v.step = step.step();
   v.unix_seconds = step.unix_millis() / 1000.0;
-  v.loss = step.loss();
+  v.loss = sample.loss;  // the run's: of a data-parallel job, the mean of its ranks' losses
   v.grad_norm = step.grad_norm();
   v.grad_norm_zscore = zscore;
   v.learning_rate = step.learning_rate();
@@ -80,8 +80,10 @@ std::string ScalarRefusal(const v1::StepReport& step, const char** reason) {
   return "";
 }
 
+}  // namespace
+
 // Why `step` cannot be taken, "" when it can.
-std::string Refusal(const v1::StepReport& step, int layers, const char** reason) {
+std::string StepRefusal(const v1::StepReport& step, int layers, const char** reason) {
   if (step.step() == 0 || step.step() > kMaxStep) {
     *reason = "step_range";
     return "step report has step " + std::to_string(step.step()) + "; steps run from 1 to " +
@@ -95,15 +97,14 @@ std::string Refusal(const v1::StepReport& step, int layers, const char** reason)
   return ScalarRefusal(step, reason);
 }
 
-}  // namespace
-
-void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink) {
+void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink, uint32_t rank) {
   std::shared_ptr<RunState> state = Find(run_id);
   if (!state) return;
   RunState& run = *state;
   std::lock_guard<std::mutex> lock(run.mu);
+  if (rank != 0) return OnRankStep(run, rank, step, sink);
   const char* reason = "";
-  if (std::string why = Refusal(step, run.run.layer_names_size(), &reason); !why.empty()) {
+  if (std::string why = StepRefusal(step, run.run.layer_names_size(), &reason); !why.empty()) {
     exporter_.MessageRejected(reason);
     sink.Send(Rejection(step.step(), why));
     return;
@@ -130,10 +131,14 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   run.run.set_steps(run.run.steps() + 1);
   run.run.set_last_step(step.step());
   run.run.set_last_unix_millis(step.unix_millis());
-  run.run.set_last_loss(step.loss());
+  run.run.set_last_loss(sample.loss);
   run.run.set_last_grad_norm(step.grad_norm());
   run.dirty = true;
   store_.PutStep(run_id, step);
+  if (run.data_parallel()) {
+    NoteRankStep(run, 0, step);
+    if (run.job_watch) run.job_watch->OnLeaderStep(step.step(), clock_.NowMillis());
+  }
 
   v1::RunUpdate update;
   *update.mutable_step() = step;
@@ -155,17 +160,7 @@ void Hub::HandleEvents(RunState& run, const v1::StepReport& step, const detect::
     // not applied as proposed.
     if (verdict.event >= 0) found[verdict.event].message += "; gated mode: " + verdict.reason;
   }
-  for (auto& raw : found) {
-    raw.incident_id = run.incidents.Assign(raw);
-    v1::Event e = ToProto(raw, run_id, clock_.NowMillis());
-    exporter_.CountAnomaly(run_id, e.kind(), e.severity() == v1::SEVERITY_CRITICAL ? "critical" : "warning");
-    store_.PutEvent(e);
-    run.run.set_events(run.run.events() + 1);
-    run.run.set_incidents(static_cast<uint32_t>(raw.incident_id));
-    v1::RunUpdate update;
-    *update.mutable_event() = e;
-    Publish(run, update);
-  }
+  for (auto& raw : found) RecordEvent(run, raw);
   if (step.awaiting_verdict()) sink.Send(ToVerdict(step.step(), verdict));
   if (run.run.mode() == v1::MODE_OBSERVE) return;
   for (const auto& e : found) {
@@ -181,11 +176,33 @@ void Hub::HandleEvents(RunState& run, const v1::StepReport& step, const detect::
   }
 }
 
-void Hub::OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink) {
+// An event of the run: into its incidents, the store, the counters and its watchers.
+v1::Event Hub::RecordEvent(RunState& run, detect::Event& raw) {
+  const std::string& run_id = run.run.run_id();
+  raw.incident_id = run.incidents.Assign(raw);
+  v1::Event e = ToProto(raw, run_id, clock_.NowMillis());
+  exporter_.CountAnomaly(run_id, e.kind(), e.severity() == v1::SEVERITY_CRITICAL ? "critical" : "warning");
+  store_.PutEvent(e);
+  run.run.set_events(run.run.events() + 1);
+  run.run.set_incidents(static_cast<uint32_t>(raw.incident_id));
+  run.dirty = true;
+  v1::RunUpdate update;
+  *update.mutable_event() = e;
+  Publish(run, update);
+  return e;
+}
+
+void Hub::OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink, uint32_t rank) {
   std::shared_ptr<RunState> state = Find(run_id);
   if (!state) return;
   RunState& run = *state;
   std::lock_guard<std::mutex> lock(run.mu);
+  if (rank != 0) {  // the run's evaluation is its leader's
+    exporter_.MessageRejected("eval_rank");
+    sink.Send(Rejection(eval.step(), "eval reports come from rank 0 of a data-parallel run; this stream is rank " +
+                                         std::to_string(rank)));
+    return;
+  }
   // An eval is acknowledged like its step: one past the steps seen would claim steps stored
   // that never came.
   if (eval.step() > run.max_step_seen) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -12,11 +13,22 @@
 #include "command_ledger.h"
 #include "gradwatch/detect/detectors.h"
 #include "gradwatch/detect/incident.h"
+#include "gradwatch/detect/job_watch.h"
 #include "gradwatch/detect/policy.h"
 #include "gradwatch/detect/run_detector.h"
 #include "gradwatch/monitor/hub.h"
 
 namespace gradwatch::monitor {
+
+// One rank's stream of a data-parallel run. Rank 0's stream is the run's own (RunState's
+// sink, max_step_seen, stored_through); for it only the clocks here are used.
+struct RankStream {
+  std::shared_ptr<StreamSink> sink;  // the live stream, or null
+  uint64_t max_step_seen = 0;
+  uint64_t stored_through = 0;
+  int64_t last_step_millis = 0;       // monitor clock when its highest step arrived
+  int64_t last_heartbeat_millis = 0;  // monitor clock of its last heartbeat
+};
 
 struct RunState {
   mutable std::mutex mu;  // guards everything below
@@ -44,6 +56,11 @@ struct RunState {
   uint64_t rebuild_generation = 0;
   bool rebuilding = false;
   std::vector<v1::StepReport> rebuild_tail;  // StepSample points into its report
+  // Data parallel (run.world_size() >= 2): every rank's stream by rank (see RankStream),
+  // shown in run.ranks; and what watches the job as a whole (hang, lag, lost ranks).
+  std::map<uint32_t, RankStream> ranks;
+  std::unique_ptr<detect::JobWatch> job_watch;
+  bool data_parallel() const { return run.world_size() >= 2; }
 };
 
 }  // namespace gradwatch::monitor

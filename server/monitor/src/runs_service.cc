@@ -124,7 +124,9 @@ grpc::ServerUnaryReactor* RunsService::ListSteps(grpc::CallbackServerContext* ct
                                   "limit " + std::to_string(req->limit()) + " is over 10000"));
   }
   uint32_t limit = req->limit() == 0 ? 1000 : req->limit();
-  for (auto& s : store_.ListSteps(req->run_id(), req->after_step(), limit)) *resp->add_steps() = std::move(s);
+  auto steps = req->rank() == 0 ? store_.ListSteps(req->run_id(), req->after_step(), limit)
+                                : store_.ListRankSteps(req->run_id(), req->rank(), req->after_step(), limit);
+  for (auto& s : steps) *resp->add_steps() = std::move(s);
   return Done(ctx, grpc::Status::OK);
 }
 

@@ -57,7 +57,7 @@ struct Server::Impl {
 
     store::StoreOptions sopts;
     sopts.path = (std::filesystem::path(config.data_dir) / "gradwatch.db").string();
-    sopts.on_committed = [this](const std::map<std::string, uint64_t>& stored) {
+    sopts.on_committed = [this](const std::map<store::StreamKey, uint64_t>& stored) {
       if (Hub* h = hub_ptr.load()) h->OnStored(stored);
     };
     // The store logs its first failure and its recovery itself (not every retry); these

@@ -125,7 +125,7 @@ class IngestStream final : public Reactor {
     HappensAfter(this);
     // Finished only when the trainer said so: a half-close without a goodbye, or a
     // message gRPC could not parse (which also ends the reads), leaves it disconnected.
-    if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), goodbye_ && !cancelled_);
+    if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), goodbye_ && !cancelled_, rank_);
     outbox_->Detach();
     exporter_.StreamClosed();
     --streams_;
@@ -145,17 +145,22 @@ class IngestStream final : public Reactor {
       case v1::TrainerMessage::kStep:
         if (!RequireHello("step")) return false;
         exporter_.MessageReceived("step");
-        hub_.OnStep(run_id_, in_.step(), *outbox_);
+        hub_.OnStep(run_id_, in_.step(), *outbox_, rank_);
         return true;
       case v1::TrainerMessage::kEval:
         if (!RequireHello("eval")) return false;
         exporter_.MessageReceived("eval");
-        hub_.OnEval(run_id_, in_.eval(), *outbox_);
+        hub_.OnEval(run_id_, in_.eval(), *outbox_, rank_);
         return true;
       case v1::TrainerMessage::kCommandAck:
         if (!RequireHello("command_ack")) return false;
         exporter_.MessageReceived("command_ack");
-        hub_.OnCommandAck(run_id_, in_.command_ack());
+        hub_.OnCommandAck(run_id_, in_.command_ack(), rank_);
+        return true;
+      case v1::TrainerMessage::kHeartbeat:
+        if (!RequireHello("heartbeat")) return false;
+        exporter_.MessageReceived("heartbeat");
+        hub_.OnHeartbeat(run_id_, in_.heartbeat(), rank_);
         return true;
       case v1::TrainerMessage::kGoodbye:
         if (!RequireHello("goodbye")) return false;
@@ -194,6 +199,7 @@ class IngestStream final : public Reactor {
       return false;
     }
     run_id_ = in_.hello().run_id();
+    rank_ = in_.hello().rank();
     return true;
   }
 
@@ -216,6 +222,7 @@ class IngestStream final : public Reactor {
   std::shared_ptr<Outbox> outbox_;
   v1::TrainerMessage in_;
   std::string run_id_;
+  uint32_t rank_ = 0;     // the hello's: which stream of a data-parallel run this is
   bool goodbye_ = false;  // reactions on one stream are serialised
   std::atomic<bool> cancelled_{false};
 };

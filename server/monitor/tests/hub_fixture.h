@@ -44,7 +44,7 @@ class HubTest : public ::testing::Test {
   void Open() {
     hub_.reset();
     store::StoreOptions so{(dir_ / "gradwatch.db").string()};
-    so.on_committed = [this](const std::map<std::string, uint64_t>& s) {
+    so.on_committed = [this](const std::map<store::StreamKey, uint64_t>& s) {
       if (hub_) hub_->OnStored(s);
     };
     store_.reset();

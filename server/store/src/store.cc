@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS steps (
   extra BLOB,                     -- v1.StepReport with only its scalars and system metrics, serialized
   PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rank_steps (
+  run_id TEXT NOT NULL, rank INTEGER NOT NULL, step INTEGER NOT NULL,
+  report BLOB NOT NULL,           -- v1.StepReport, serialized
+  PRIMARY KEY (run_id, rank, step)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS evals (
   run_id TEXT NOT NULL, step INTEGER NOT NULL,
   loss REAL, jaccard_soft REAL, jaccard_hard REAL, accuracy REAL,
@@ -91,8 +96,8 @@ sqlite3* Open(const std::string& path, int flags, int busy_timeout_ms) {
 // Optional metrics: absent is stored as NULL (read back as NaN, then left unset).
 double Opt(bool has, double v) { return has ? v : std::nan(""); }
 
-void Raise(std::map<std::string, uint64_t>& stored, const std::string& run_id, uint64_t step) {
-  uint64_t& high = stored[run_id];
+void Raise(std::map<StreamKey, uint64_t>& stored, const std::string& run_id, uint64_t step, uint32_t rank = 0) {
+  uint64_t& high = stored[StreamKey{run_id, rank}];
   high = std::max(high, step);
 }
 
@@ -117,7 +122,8 @@ Store::Store(StoreOptions options) : options_(std::move(options)) {
   insert_step_ = std::make_unique<Stmt>(write_db_.get(),
                                         "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   insert_eval_ = std::make_unique<Stmt>(write_db_.get(), "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)");
-  for (const Stmt* s : {insert_step_.get(), insert_eval_.get()}) {
+  insert_rank_step_ = std::make_unique<Stmt>(write_db_.get(), "INSERT OR IGNORE INTO rank_steps VALUES (?,?,?,?)");
+  for (const Stmt* s : {insert_step_.get(), insert_eval_.get(), insert_rank_step_.get()}) {
     if (!s->prepared()) ThrowIf("cannot prepare an insert: " + s->error(), path);
   }
   read_db_.reset(Open(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, options_.busy_timeout_ms));
@@ -143,7 +149,9 @@ void Store::Enqueue(R&& record) {
 }
 
 void Store::PutRun(const v1::Run& run) { Enqueue(run); }
-void Store::PutStep(const std::string& run_id, const v1::StepReport& step) { Enqueue(StepRow{run_id, step}); }
+void Store::PutStep(const std::string& run_id, const v1::StepReport& step, uint32_t rank) {
+  Enqueue(StepRow{run_id, step, rank});
+}
 void Store::PutEval(const std::string& run_id, const v1::EvalReport& eval) { Enqueue(EvalRow{run_id, eval}); }
 void Store::PutEvent(const v1::Event& event) { Enqueue(event); }
 void Store::PutCommand(const v1::CommandRecord& record) { Enqueue(record); }
@@ -176,7 +184,7 @@ void Store::WriterLoop() {
   milliseconds backoff(0);
   for (;;) {
     if (batch.empty() && !TakeBatch(batch)) return;  // stopping and drained
-    std::map<std::string, uint64_t> stored;
+    std::map<StreamKey, uint64_t> stored;
     std::string error = WriteBatch(batch, stored);
     if (error.empty()) {
       Committed(batch.size(), stored);
@@ -202,7 +210,7 @@ bool Store::TakeBatch(std::vector<Record>& batch) {
 }
 
 // One transaction. Returns "" once committed; else rolls back and returns the error.
-std::string Store::WriteBatch(const std::vector<Record>& batch, std::map<std::string, uint64_t>& stored) {
+std::string Store::WriteBatch(const std::vector<Record>& batch, std::map<StreamKey, uint64_t>& stored) {
   sqlite3* db = write_db_.get();
   // IMMEDIATE takes the write lock up front: another writer shows as "database is locked"
   // here, after the busy timeout, rather than halfway through the batch.
@@ -217,7 +225,7 @@ std::string Store::WriteBatch(const std::vector<Record>& batch, std::map<std::st
   return error;
 }
 
-std::string Store::Apply(const Record& record, std::map<std::string, uint64_t>& stored) {
+std::string Store::Apply(const Record& record, std::map<StreamKey, uint64_t>& stored) {
   sqlite3* db = write_db_.get();
   if (auto* run = std::get_if<v1::Run>(&record)) {
     return Stmt(db, "INSERT OR REPLACE INTO runs (run_id, run) VALUES (?, ?)")
@@ -226,7 +234,12 @@ std::string Store::Apply(const Record& record, std::map<std::string, uint64_t>& 
   if (auto* row = std::get_if<StepRow>(&record)) {
     static_assert(sizeof(float) == 4);
     const auto& s = row->step;
-    Raise(stored, row->run_id, s.step());
+    Raise(stored, row->run_id, s.step(), row->rank);
+    if (row->rank != 0) {
+      const std::string report = s.SerializeAsString();
+      return insert_rank_step_->Bind(1, row->run_id).Bind(2, int64_t{row->rank}).Bind(3, s.step())
+          .BindBlob(4, report.data(), report.size()).Run("insert rank step");
+    }
     const std::string extra = ExtraOf(s);
     return insert_step_->Bind(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
         .Bind(5, s.learning_rate()).Bind(6, s.grad_norm())
@@ -261,7 +274,7 @@ std::string Store::Apply(const Record& record, std::map<std::string, uint64_t>& 
       .Bind(6, cmd.ack().applied_at_step()).Bind(7, cmd.SerializeAsString()).Run("insert command");
 }
 
-void Store::Committed(size_t records, const std::map<std::string, uint64_t>& stored) {
+void Store::Committed(size_t records, const std::map<StreamKey, uint64_t>& stored) {
   uint64_t failures = 0;
   double seconds = 0;
   {

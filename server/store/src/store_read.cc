@@ -140,4 +140,24 @@ std::pair<uint64_t, uint64_t> Store::StepCount(const std::string& run_id) const 
   return {static_cast<uint64_t>(q.Int(0)), static_cast<uint64_t>(q.Int(1))};
 }
 
+std::vector<v1::StepReport> Store::ListRankSteps(const std::string& run_id, uint32_t rank, uint64_t after_step,
+                                                 uint32_t limit) const {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt q(read_db_.get(),
+         "SELECT report FROM rank_steps WHERE run_id = ? AND rank = ? AND step > ? ORDER BY step LIMIT ?");
+  q.Bind(1, run_id).Bind(2, int64_t{rank}).Bind(3, after_step).Bind(4, int64_t{limit});
+  std::vector<v1::StepReport> out;
+  while (q.Next()) out.push_back(Parse<v1::StepReport>(q.Blob(0)));
+  return q.error().empty() ? out : ReadFailed("listing rank steps", q, std::vector<v1::StepReport>{});
+}
+
+std::map<uint32_t, uint64_t> Store::RankHighs(const std::string& run_id) const {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt q(read_db_.get(), "SELECT rank, MAX(step) FROM rank_steps WHERE run_id = ? GROUP BY rank");
+  q.Bind(1, run_id);
+  std::map<uint32_t, uint64_t> out;
+  while (q.Next()) out[static_cast<uint32_t>(q.Int(0))] = static_cast<uint64_t>(q.Int(1));
+  return q.error().empty() ? out : ReadFailed("reading rank steps", q, std::map<uint32_t, uint64_t>{});
+}
+
 }  // namespace gradwatch::store

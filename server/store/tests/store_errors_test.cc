@@ -52,9 +52,9 @@ bool Contains(const std::string& s, const std::string& part) { return s.find(par
 class Recorder {
  public:
   void Hook(StoreOptions& o) {
-    o.on_committed = [this](const std::map<std::string, uint64_t>& stored) {
+    o.on_committed = [this](const std::map<StreamKey, uint64_t>& stored) {
       Update([&] {
-        for (const auto& [run, step] : stored) acked_[run] = std::max(acked_[run], step);
+        for (const auto& [key, step] : stored) acked_[key.run_id] = std::max(acked_[key.run_id], step);
       });
     };
     o.on_error = [this](const std::string& message) { Update([&] { errors_.push_back(message); }); };

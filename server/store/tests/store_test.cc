@@ -124,21 +124,50 @@ TEST(Store, pages_steps_after_a_given_step) {
   EXPECT_EQ(page.back().step(), 15u);
 }
 
-TEST(Store, reports_highest_committed_step_per_run) {
+TEST(Store, reports_highest_committed_step_per_stream) {
   std::map<std::string, uint64_t> seen;
   std::mutex mu;
   StoreOptions opts{TempDb("committed")};
-  opts.on_committed = [&](const std::map<std::string, uint64_t>& s) {
+  opts.on_committed = [&](const std::map<StreamKey, uint64_t>& s) {
     std::lock_guard<std::mutex> lock(mu);
-    for (auto& [run, step] : s) seen[run] = std::max(seen[run], step);
+    for (auto& [key, step] : s) {
+      uint64_t& high = seen[key.run_id + "/" + std::to_string(key.rank)];
+      high = std::max(high, step);
+    }
   };
   Store store(opts);
   for (uint64_t i = 1; i <= 7; ++i) store.PutStep("a", MakeStep(i, 1));
   store.PutStep("b", MakeStep(3, 1));
+  store.PutStep("a", MakeStep(5, 1), 1);  // rank 1 of run a
   store.Flush();
   std::lock_guard<std::mutex> lock(mu);
-  EXPECT_EQ(seen["a"], 7u);
-  EXPECT_EQ(seen["b"], 3u);
+  EXPECT_EQ(seen["a/0"], 7u);
+  EXPECT_EQ(seen["b/0"], 3u);
+  EXPECT_EQ(seen["a/1"], 5u);
+}
+
+TEST(Store, keeps_each_ranks_steps_once_and_apart_from_rank_zero) {
+  Store store({TempDb("ranks")});
+  for (uint64_t i = 1; i <= 4; ++i) store.PutStep("job", MakeStep(i, 0.5), 0);
+  for (uint32_t rank : {1u, 2u}) {
+    for (uint64_t i = 1; i <= 3; ++i) {
+      v1::StepReport s = MakeStep(i, 1.0 + rank);
+      s.set_local_grad_norm(10.0 * rank + i);
+      store.PutStep("job", s, rank);
+    }
+  }
+  v1::StepReport resent = MakeStep(2, 99);  // a resend after a reconnect: the first one stays
+  store.PutStep("job", resent, 1);
+  store.Flush();
+  EXPECT_EQ(store.StepCount("job").first, 4u);  // rank 0's: the run-level steps
+  auto rank1 = store.ListRankSteps("job", 1, 0, 100);
+  ASSERT_EQ(rank1.size(), 3u);
+  EXPECT_DOUBLE_EQ(rank1[1].loss(), 2.0);
+  EXPECT_DOUBLE_EQ(rank1[2].local_grad_norm(), 13.0);
+  EXPECT_EQ(store.ListRankSteps("job", 2, 1, 100).size(), 2u);
+  EXPECT_TRUE(store.ListRankSteps("job", 3, 0, 100).empty());
+  auto highs = store.RankHighs("job");
+  EXPECT_EQ(highs, (std::map<uint32_t, uint64_t>{{1, 3}, {2, 3}}));
 }
 
 TEST(Store, survives_reopen_with_runs_events_and_commands) {

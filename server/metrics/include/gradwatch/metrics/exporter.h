@@ -49,6 +49,14 @@ struct StepValues {
   double cuda_allocated_bytes = NAN, cuda_reserved_bytes = NAN, cuda_peak_allocated_bytes = NAN;
 };
 
+// Data parallel: one rank's own values on its last step; NaN = not reported (kept).
+struct RankValues {
+  uint64_t step = 0;
+  double loss = 0;
+  double local_grad_norm = NAN;  // before the all-reduce
+  double compute_seconds = NAN;
+};
+
 struct EvalValues {
   double loss = 0, jaccard_soft = 0, jaccard_hard = 0, accuracy = 0;  // NaN = not reported
 };
@@ -56,6 +64,7 @@ struct EvalValues {
 struct ExporterOptions {
   size_t max_layers = 32;  // per run, including the folded "(other)" series
   size_t max_scalars = 32;  // gradwatch_scalar series per run; later names are not exported
+  uint32_t max_ranks = 64;  // per-rank series per run: ranks 0..max_ranks-1; the others are not exported
   std::string version;  // gradwatch_build_info's label: the monitor's gradwatch::Version()
 };
 
@@ -74,6 +83,11 @@ class Exporter {
   // Counts a newly stored step and sets the run's gauges. Repeated steps are not counted.
   void ObserveStep(const std::string& run_id, const StepValues& v);
   void ObserveEval(const std::string& run_id, const EvalValues& v);
+  // Data parallel: a rank's own values (gradwatch_rank_*{run_id,rank}), and whether its
+  // stream is open. Ranks at or past max_ranks have no series: the run-level series and
+  // the events (which name the rank) still cover them.
+  void ObserveRank(const std::string& run_id, uint32_t rank, const RankValues& v);
+  void SetRankConnected(const std::string& run_id, uint32_t rank, bool connected);
   void CountAnomaly(const std::string& run_id, const std::string& kind, const std::string& severity);
   void CountCommand(const std::string& run_id, const std::string& action, const std::string& result);
   // state: running | disconnected | finished | stopped | failed
@@ -95,11 +109,13 @@ class Exporter {
 
  private:
   struct RunSeries;
+  struct RankGauges;
   struct Families;
   RunSeries* Find(const std::string& run_id);  // requires mu_
   void SetLayers(RunSeries& r, const std::vector<std::string>& names);  // requires mu_
   void SetScalars(RunSeries& r, const StepValues& v);                    // requires mu_
   void SetSystem(RunSeries& r, const StepValues& v);                     // requires mu_
+  RankGauges* RankSeries(const std::string& run_id, uint32_t rank);      // requires mu_
 
   ExporterOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;

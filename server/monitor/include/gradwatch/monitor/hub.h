@@ -39,6 +39,7 @@ struct StepSample;
 }
 namespace gradwatch::store {
 class Store;
+struct StreamKey;
 }
 namespace gradwatch::metrics {
 class Exporter;
@@ -74,6 +75,7 @@ struct HubOptions {
   int64_t stall_timeout_ms = 60'000;   // a disconnected run with no stream this long is failed
   int64_t retention_ms = 15 * 60'000;  // ended runs' metric series and memory are kept this long
   int64_t command_timeout_ms = 30'000; // a command with no timeout of its own waits this long
+  uint32_t max_world_size = 4096;       // ranks of one data-parallel run
 };
 
 // The highest step a report may carry: steps are stored as SQLite's signed 64-bit integers.
@@ -94,23 +96,31 @@ class Hub {
   Hub(const Hub&) = delete;
   Hub& operator=(const Hub&) = delete;
 
-  // A stream's first message. On success binds `sink` as the run's stream and answers with
-  // an Ack of what is stored; otherwise says why the hello was refused (the caller ends
-  // the stream with the status of the code): kInvalidArgument for a malformed hello,
-  // kFailedPrecondition for a run whose steps came from another trainer (see
+  // A stream's first message. On success binds `sink` as the stream of the hello's rank of
+  // the run and answers with an Ack of what is stored; otherwise says why the hello was
+  // refused (the caller ends the stream with the status of the code): kInvalidArgument for
+  // a malformed hello (or a rank or world size that does not fit the run's),
+  // kFailedPrecondition for a run (rank) whose steps came from another trainer (see
   // Hello.trainer_instance), kResourceExhausted past max_runs live runs.
+  //
+  // Data parallel (telemetry.proto): every rank of a job is a stream of one run. Rank 0's
+  // reports feed the run's detectors, and commands and verdicts go to rank 0 only; the
+  // other ranks' reports are stored and exported per rank and tell the job watch (hang,
+  // lag, lost ranks) where each rank is. The run is running while any rank's stream is
+  // open and finishes when rank 0 says goodbye.
   Status OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink);
-  // Reports on a stream whose hello was accepted. A bad report is refused in-band with a
-  // Rejection naming what was wrong, and the stream stays open.
-  void OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink);
-  void OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink);
-  void OnCommandAck(const std::string& run_id, const v1::CommandAck& ack);
+  // Reports on a stream whose hello was accepted, from `rank` of the run. A bad report is
+  // refused in-band with a Rejection naming what was wrong, and the stream stays open.
+  void OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink, uint32_t rank = 0);
+  void OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink, uint32_t rank = 0);
+  void OnCommandAck(const std::string& run_id, const v1::CommandAck& ack, uint32_t rank = 0);
+  void OnHeartbeat(const std::string& run_id, const v1::Heartbeat& heartbeat, uint32_t rank);
   // The stream ended: `clean` when the trainer said goodbye (finished), false when it
   // broke. A run that never reported a step ends at once either way (nothing to resume).
-  void OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean);
+  void OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean, uint32_t rank = 0);
 
   // Called by the store after a commit: acknowledges stored steps to their streams.
-  void OnStored(const std::map<std::string, uint64_t>& stored_through);
+  void OnStored(const std::map<store::StreamKey, uint64_t>& stored_through);
 
   // Runs service. Ended runs out of memory are read from the store.
   std::vector<v1::Run> ListRuns() const;
@@ -171,6 +181,17 @@ class Hub {
   // `sample` is the step's, already converted (null for an eval's events: no verdict).
   void HandleEvents(RunState& run, const v1::StepReport& step, const detect::StepSample* sample,
                     std::vector<detect::Event> found, StreamSink& sink);                 // requires run.mu
+  v1::Event RecordEvent(RunState& run, detect::Event& raw);                              // requires run.mu
+
+  // Data parallel (hub_ranks.cc). All require run.mu.
+  Status CheckRankTakeover(const RunState& run, const v1::Hello& hello) const;
+  void OnRankStep(RunState& run, uint32_t rank, const v1::StepReport& step, StreamSink& sink);
+  void NoteRankStep(RunState& run, uint32_t rank, const v1::StepReport& step);
+  void MarkRank(RunState& run, uint32_t rank, const v1::Hello* hello, bool connected, bool finished);
+  void CloseRank(RunState& run, uint32_t rank, bool clean);
+  bool AnyStreamOpen(const RunState& run) const;
+  void WatchJob(RunState& run, int64_t now);
+  void LoadRanks(RunState& run) const;
   void Housekeep(RunState& run, int64_t now);                                            // requires run.mu
   bool Evictable(const RunState& run, int64_t now) const;                                // requires run.mu
 

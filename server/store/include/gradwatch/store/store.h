@@ -2,9 +2,13 @@
 // norms included), eval reports, events and commands, in one SQLite file in WAL mode.
 //
 // Writes go through a single writer thread that commits in batches (one transaction per
-// batch), so the stream path only enqueues. Steps and evals are idempotent on
-// (run_id, step): a resent step is ignored. After each commit the writer calls the
-// `on_committed` callback with the highest step stored per run it touched.
+// batch), so the stream path only enqueues. Steps are idempotent on (run_id, rank, step)
+// and evals on (run_id, step): a resent step is ignored. After each commit the writer
+// calls the `on_committed` callback with the highest step stored per stream it touched.
+//
+// Data parallel: the `steps` table holds rank 0's reports, which carry the run-level
+// values (a single-process run is rank 0); `rank_steps` holds the other ranks' reports,
+// each whole, keyed (run_id, rank, step).
 //
 // Errors. Only the constructor throws (configuration time). After that the store survives
 // SQLite's errors: a batch that cannot be written ("database is locked" by another
@@ -39,9 +43,17 @@ namespace gradwatch::store {
 
 class Stmt;  // a prepared SQLite statement (src/stmt.h)
 
-// Called on the writer thread after a batch commits: run_id -> highest step stored
+// One telemetry stream of a run: its rank (0 for a single process).
+struct StreamKey {
+  std::string run_id;
+  uint32_t rank = 0;
+  bool operator<(const StreamKey& o) const { return rank != o.rank ? rank < o.rank : run_id < o.run_id; }
+  bool operator==(const StreamKey& o) const { return rank == o.rank && run_id == o.run_id; }
+};
+
+// Called on the writer thread after a batch commits: stream -> highest step stored
 // (a step, or an eval taken at that step).
-using CommittedFn = std::function<void(const std::map<std::string, uint64_t>&)>;
+using CommittedFn = std::function<void(const std::map<StreamKey, uint64_t>&)>;
 // Called on the writer thread after each failed write attempt, with the message
 // ("<operation>: <SQLite's message>", e.g. "COMMIT: database or disk is full").
 using ErrorFn = std::function<void(const std::string& message)>;
@@ -84,7 +96,7 @@ class Store {
 
   // Enqueue writes; they are applied in call order by the writer thread.
   void PutRun(const v1::Run& run);  // insert or replace the run's header
-  void PutStep(const std::string& run_id, const v1::StepReport& step);
+  void PutStep(const std::string& run_id, const v1::StepReport& step, uint32_t rank = 0);
   void PutEval(const std::string& run_id, const v1::EvalReport& eval);
   void PutEvent(const v1::Event& event);
   void PutCommand(const v1::CommandRecord& record);  // insert or replace by command id
@@ -106,11 +118,16 @@ class Store {
   std::vector<v1::EvalReport> ListEvals(const std::string& run_id) const;
   std::vector<v1::Event> ListEvents(const std::string& run_id) const;
   std::vector<v1::CommandRecord> ListCommands(const std::string& run_id) const;
-  // Distinct steps stored and the highest, for a run.
+  // Distinct steps stored and the highest, for a run (rank 0's).
   std::pair<uint64_t, uint64_t> StepCount(const std::string& run_id) const;
+  // Data parallel: the steps of rank >= 1, in step order, whole as reported.
+  std::vector<v1::StepReport> ListRankSteps(const std::string& run_id, uint32_t rank, uint64_t after_step,
+                                            uint32_t limit) const;
+  // The highest step stored per rank >= 1 of a run (ranks with none are absent).
+  std::map<uint32_t, uint64_t> RankHighs(const std::string& run_id) const;
 
  private:
-  struct StepRow { std::string run_id; v1::StepReport step; };
+  struct StepRow { std::string run_id; v1::StepReport step; uint32_t rank = 0; };
   struct EvalRow { std::string run_id; v1::EvalReport eval; };
   using Record = std::variant<v1::Run, StepRow, EvalRow, v1::Event, v1::CommandRecord>;
   using SteadyTime = std::chrono::steady_clock::time_point;
@@ -121,9 +138,9 @@ class Store {
   // Writer thread.
   void WriterLoop();
   bool TakeBatch(std::vector<Record>& batch);
-  std::string WriteBatch(const std::vector<Record>& batch, std::map<std::string, uint64_t>& stored);
-  std::string Apply(const Record& record, std::map<std::string, uint64_t>& stored);
-  void Committed(size_t records, const std::map<std::string, uint64_t>& stored);
+  std::string WriteBatch(const std::vector<Record>& batch, std::map<StreamKey, uint64_t>& stored);
+  std::string Apply(const Record& record, std::map<StreamKey, uint64_t>& stored);
+  void Committed(size_t records, const std::map<StreamKey, uint64_t>& stored);
   void Failed(const std::string& error, size_t batch);
   bool WaitToRetry(std::chrono::milliseconds backoff);
   void GiveUp(size_t batch);
@@ -132,7 +149,7 @@ class Store {
 
   StoreOptions options_;
   Db write_db_;                                       // before its statements: closed after them
-  std::unique_ptr<Stmt> insert_step_, insert_eval_;  // writer thread only
+  std::unique_ptr<Stmt> insert_step_, insert_eval_, insert_rank_step_;  // writer thread only
   Db read_db_;
   mutable std::mutex read_mu_;  // one reader connection, serialised
 
