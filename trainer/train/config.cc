@@ -148,6 +148,9 @@ void ParseFaults(const json& j, const std::string& source, std::vector<FaultConf
     r.Read("kind", f.kind);
     r.Read("step", f.step);
     r.Read("factor", f.factor);
+    r.Read("rank", f.rank);
+    r.Read("seconds", f.seconds);
+    r.Read("count", f.count);
     r.Finish();
     faults.push_back(f);
   }
@@ -206,7 +209,8 @@ std::string ToJson(const TrainConfig& c) {
   const SyntheticOptions& s = c.data.synthetic;
   ordered_json faults = ordered_json::array();
   for (const FaultConfig& f : c.faults) {
-    faults.push_back({{"kind", f.kind}, {"step", f.step}, {"factor", f.factor}});
+    faults.push_back({{"kind", f.kind}, {"step", f.step}, {"factor", f.factor}, {"rank", f.rank},
+                      {"seconds", f.seconds}, {"count", f.count}});
   }
   const ordered_json j = {
       {"run_id", c.run_id}, {"device", c.device}, {"threads", c.threads}, {"seed", c.seed},
@@ -265,6 +269,52 @@ int64_t ValidationCount(int64_t items, double val_fraction) {
 
 bool MonitorEnabled(const TrainConfig& config) {
   return !config.no_monitor && !config.monitor.empty();
+}
+
+FaultConfig ParseFaultFlag(const std::string& spec) {
+  const auto fail = [&](const std::string& why) { return std::invalid_argument("--fault \"" + spec + "\": " + why); };
+  const auto number = [&](const std::string& key, const std::string& value, bool integer) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = integer ? static_cast<double>(std::stoll(value, &used)) : std::stod(value, &used);
+    } catch (const std::exception&) {
+      used = std::string::npos;
+    }
+    if (used != value.size() || value.empty()) {
+      throw fail(key + ": expected " + (integer ? "an integer" : "a number") + ", got \"" + value + "\"");
+    }
+    return v;
+  };
+  FaultConfig f;
+  const size_t at = spec.find('@');
+  if (at == std::string::npos || at == 0) throw fail("expected KIND@STEP[,KEY=VALUE...]");
+  f.kind = spec.substr(0, at);
+  std::stringstream rest(spec.substr(at + 1));
+  std::string item;
+  std::getline(rest, item, ',');
+  f.step = static_cast<int64_t>(number("STEP", item, true));
+  while (std::getline(rest, item, ',')) {
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (eq == std::string::npos) throw fail("expected KEY=VALUE, got \"" + item + "\"");
+    if (key == "factor") f.factor = number(key, value, false);
+    else if (key == "rank") f.rank = static_cast<int64_t>(number(key, value, true));
+    else if (key == "seconds") f.seconds = number(key, value, false);
+    else if (key == "count") f.count = static_cast<int64_t>(number(key, value, true));
+    else throw fail("unknown key \"" + key + "\", expected factor, rank, seconds or count");
+  }
+  return f;
+}
+
+std::string RankPath(const std::string& path, int rank) {
+  if (path.empty() || rank == 0) return path;
+  const size_t slash = path.find_last_of('/');
+  const size_t name = slash == std::string::npos ? 0 : slash + 1;
+  const size_t dot = path.find_last_of('.');
+  const bool has_ext = dot != std::string::npos && dot > name;  // ".hidden" has none
+  const std::string suffix = "-rank" + std::to_string(rank);
+  return has_ext ? path.substr(0, dot) + suffix + path.substr(dot) : path + suffix;
 }
 
 }  // namespace gradwatch::train

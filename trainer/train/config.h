@@ -15,7 +15,8 @@
 //     "clip": {"kind": "off", "threshold": 1.0},
 //     "checkpoint_every": 50, "checkpoint_dir": "",
 //     "monitor": "127.0.0.1:7070", "no_monitor": false, "mode": "guard", "gate_timeout_ms": 200,
-//     "faults": [{"kind": "grad_spike", "step": 300, "factor": 1000}], "scenario": "",
+//     "faults": [{"kind": "grad_spike", "step": 300, "factor": 1000, "rank": -1, "seconds": 1,
+//                 "count": 1}], "scenario": "",
 //     "summary_json": "", "trace_csv": "", "spool": "" }
 #pragma once
 
@@ -64,9 +65,17 @@ struct FaultConfig {
                                     // "grad_ascent": from `step` on, gradients x -factor:
                                     //   the loss creeps up, a slow divergence (factor 0.1:
                                     //   ~1-2.5% a step, after ~20 steps of momentum);
-                                    // "nan": a NaN in the gradients (factor unused)
+                                    // "nan": a NaN in the gradients (factor unused);
+                                    // "stall": a straggler: sleeps `seconds` in the compute
+                                    //   phase of each of `count` steps from `step`;
+                                    // "hang": from `step` on the rank never reaches the
+                                    //   step's collectives: sleeps in its compute phase
+                                    //   until killed (SIGTERM does not end it)
   int64_t step = 0;                 // 0-based optimizer step it hits, 0..steps-1
-  double factor = 1000.0;           // > 0 for the spikes
+  double factor = 1000.0;           // > 0 for the spikes, the ramp and the ascent
+  int64_t rank = -1;                // data parallel: only this rank; -1 = every rank
+  double seconds = 1.0;             // "stall": per step, in (0, 86400]
+  int64_t count = 1;                // "stall": steps it lasts, >= 1
 };
 
 struct TrainConfig {
@@ -123,6 +132,7 @@ struct Limits {
   static constexpr int64_t kActivationBytes = int64_t{64} << 30;  // batch x model.base x size^2
                                                         // float32: the U-Net's first level alone
   static constexpr size_t kFaults = 1000;               // injected faults
+  static constexpr int64_t kRanks = 65'536;             // a fault's rank (torchmon::kMaxWorldSize)
   static constexpr int64_t kCheckpointFiles = 100'000;  // checkpoint pairs written to checkpoint_dir
                                                         // (steps / checkpoint_every): a disk's worth
   static constexpr size_t kPath = 4095;                 // characters in a path field (PATH_MAX - 1)
@@ -154,5 +164,16 @@ int64_t ValidationCount(int64_t items, double val_fraction);
 
 // Whether the trainer should connect to a monitor: `monitor` is set and `no_monitor` is false.
 bool MonitorEnabled(const TrainConfig& config);
+
+// One fault from the command line: KIND@STEP[,KEY=VALUE...] with keys factor, rank, seconds and
+// count, e.g. "stall@10,rank=1,seconds=2,count=5" or "grad_spike@300,factor=1000". Throws
+// std::invalid_argument naming what is wrong ('--fault "stall@x": STEP: expected an integer,
+// got "x"'); Validate checks the values.
+FaultConfig ParseFaultFlag(const std::string& spec);
+
+// Data parallel: the file rank `rank` writes instead of `path`: rank 0 writes `path` itself,
+// rank R > 0 the same name with "-rankR" before the extension ("out/summary.json" ->
+// "out/summary-rank1.json"); "" stays "".
+std::string RankPath(const std::string& path, int rank);
 
 }  // namespace gradwatch::train

@@ -207,13 +207,26 @@ void validate_faults(const TrainConfig& c, std::vector<std::string>& out) {
   for (size_t i = 0; i < c.faults.size() && i < Limits::kFaults; ++i) {
     const FaultConfig& f = c.faults[i];
     const std::string name = "faults[" + std::to_string(i) + "]";
-    check_one_of(name + ".kind", f.kind, {"grad_spike", "lr_spike", "lr_ramp", "grad_ascent", "nan"}, out);
+    check_one_of(name + ".kind", f.kind,
+                 {"grad_spike", "lr_spike", "lr_ramp", "grad_ascent", "nan", "stall", "hang"}, out);
     if (f.step < 0 || f.step >= c.steps) {
       out.push_back(name + ".step: must be in 0.." + std::to_string(c.steps - 1) + ", got " +
                     std::to_string(f.step));
     }
-    if (f.kind != "nan" && !(f.factor > 0.0 && std::isfinite(f.factor))) {
+    const bool scales = f.kind != "nan" && f.kind != "stall" && f.kind != "hang";
+    if (scales && !(f.factor > 0.0 && std::isfinite(f.factor))) {
       out.push_back(name + ".factor: must be > 0, got " + num(f.factor));
+    }
+    if (f.rank < -1 || f.rank >= Limits::kRanks) {
+      out.push_back(name + ".rank: must be -1 (every rank) or in 0.." + std::to_string(Limits::kRanks - 1) +
+                    ", got " + std::to_string(f.rank));
+    }
+    if (f.kind == "stall" && !(f.seconds > 0.0 && f.seconds <= 86400.0)) {
+      out.push_back(name + ".seconds: must be in (0, 86400], got " + num(f.seconds));
+    }
+    if (f.kind == "stall") {
+      check_at_least(name + ".count", f.count, 1, out);
+      check_at_most(name + ".count", f.count, Limits::kSteps, out);
     }
   }
   check_one_of("scenario", c.scenario, {"", "seed"}, out);

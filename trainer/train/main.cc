@@ -5,17 +5,30 @@
 #include <csignal>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <memory>
 #include <thread>
 
 #include "gradwatch/common/file.h"
 #include "gradwatch/common/version.h"
+#include "gradwatch/torch/dist_env.h"
 #include "train/config.h"
+#include "train/ranks.h"
 #include "train/trainer.h"
 
 namespace {
 
 using gradwatch::train::TrainConfig;
+
+// One line on stderr in a single write: the lines of ranks sharing a terminal or a launcher's
+// pipe stay whole.
+template <typename... Parts>
+void Log(const Parts&... parts) {
+  std::ostringstream line;
+  (line << ... << parts);
+  line << '\n';
+  std::cerr << line.str() << std::flush;
+}
 
 // The path given to --config, found before the full parse so that the file is loaded first
 // and every other flag lands on top of it. "" when not given.
@@ -66,6 +79,22 @@ void AddTrainFlags(CLI::App& app, TrainConfig& config) {
       ->capture_default_str();
   app.add_option("--checkpoint-dir", config.checkpoint_dir, "also write checkpoints here");
   app.add_option("--gate-timeout-ms", config.gate_timeout_ms, "gated mode: verdict deadline")->capture_default_str();
+  app.add_option_function<std::vector<std::string>>(
+      "--fault",
+      [&config](const std::vector<std::string>& specs) {
+        config.faults.clear();  // the flags replace the config file's faults
+        for (const auto& spec : specs) {
+          try {
+            config.faults.push_back(gradwatch::train::ParseFaultFlag(spec));
+          } catch (const std::invalid_argument& e) {
+            throw CLI::ValidationError(e.what());
+          }
+        }
+      },
+      "inject a fault (repeatable; replaces the config's faults): KIND@STEP[,factor=F][,rank=R]"
+      "[,seconds=S][,count=N]; KIND grad_spike | lr_spike | lr_ramp | grad_ascent | nan | stall | hang; "
+      "STEP 0-based; rank: that rank only (default every rank); stall: sleep S seconds on each of N "
+      "steps; hang: never reach the step's collectives, until killed. E.g. stall@10,rank=1,seconds=2");
 }
 
 }  // namespace
@@ -87,6 +116,19 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "JSON config file (read first; other flags override its fields)");
   bool print_config = false;
   app.add_flag("--print-config", print_config, "print the effective config as JSON and exit");
+  int nproc = 0;
+  app.add_option("--nproc", nproc,
+                 "data parallel on this host: start N rank processes (torchrun's variables set, a free "
+                 "port on 127.0.0.1); --batch is the global batch, split evenly. Under torchrun or "
+                 "Slurm (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS set) leave it out: each process "
+                 "is one rank")
+      ->check(CLI::Range(1, 1024));
+  double nproc_grace = 10;
+  app.add_option("--nproc-grace", nproc_grace,
+                 "with --nproc: seconds the ranks have to end after the job is stopped or a rank failed, "
+                 "then they are killed")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
   AddTrainFlags(app, config);
   CLI11_PARSE(app, argc, argv);
   if (!config_error.empty()) {
@@ -104,6 +146,32 @@ int main(int argc, char** argv) {
     std::cout << gradwatch::train::ToJson(config) << "\n";
     return 0;
   }
+  gradwatch::torchmon::DistEnv dist;
+  try {
+    dist = gradwatch::torchmon::ReadDistEnv();
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "gradwatch-train: data-parallel environment: " << e.what() << "\n";
+    return 2;
+  }
+  if (nproc > 0 && dist.source != "none" && nproc != dist.world_size) {
+    std::cerr << "gradwatch-train: --nproc " << nproc << ", but the launcher's environment (" << dist.source
+              << ") says " << dist.world_size << " ranks\n";
+    return 2;
+  }
+  if (nproc > 1 && dist.source == "none") {
+    if (config.batch % nproc != 0) {
+      std::cerr << "gradwatch-train: invalid configuration:\n  batch: " << config.batch
+                << " items do not split evenly over --nproc " << nproc << " ranks\n";
+      return 2;
+    }
+    try {
+      return gradwatch::train::RunRanks(
+          nproc, argv, std::chrono::milliseconds(static_cast<int64_t>(nproc_grace * 1000)));
+    } catch (const std::exception& e) {
+      std::cerr << "gradwatch-train: " << e.what() << "\n";
+      return 1;
+    }
+  }
   // SIGTERM and SIGINT end training at the next step boundary, with everything delivered
   // (a launched job's graceful stop); the exit code is then 128 + the signal. Blocked
   // here, before torch starts any thread, and taken by one waiting thread.
@@ -117,17 +185,21 @@ int main(int argc, char** argv) {
     int sig = 0;
     if (sigwait(&stop_signals, &sig) == 0) *interrupt = sig;
   }).detach();
+  const std::string tag =
+      dist.distributed() ? "gradwatch-train[rank " + std::to_string(dist.rank) + "]: " : "gradwatch-train: ";
   try {
-    auto summary = gradwatch::train::Train(config, interrupt.get());
+    auto summary = gradwatch::train::Train(config, interrupt.get(), dist);
     std::string json = gradwatch::train::SummaryJson(summary);
-    // Replaced atomically and fsynced: the monitor reads a summary as proof of success.
-    if (!config.summary_json.empty()) gradwatch::WriteFileAtomically(config.summary_json, json + "\n");
-    std::cerr << "gradwatch-train: done: " << summary.steps_run << " steps in " << summary.seconds
-              << " s, final train loss " << summary.final_train_loss << ", val Jaccard (hard) "
-              << summary.val_jaccard_hard << (summary.collapsed ? " — COLLAPSED" : "") << "\n";
+    // Replaced atomically and fsynced: the monitor reads a summary as proof of success. Rank
+    // R > 0 of a job writes summary-rankR.json beside it.
+    const std::string summary_path = gradwatch::train::RankPath(config.summary_json, dist.rank);
+    if (!summary_path.empty()) gradwatch::WriteFileAtomically(summary_path, json + "\n");
+    Log(tag, "done: ", summary.steps_run, " steps in ", summary.seconds, " s, final train loss ",
+        summary.final_train_loss, ", val Jaccard (hard) ", summary.val_jaccard_hard,
+        summary.collapsed ? " — COLLAPSED" : "");
     return summary.stopped_by_signal ? 128 + summary.stopped_by_signal : 0;
   } catch (const std::exception& e) {
-    std::cerr << "gradwatch-train: " << e.what() << "\n";
+    Log(tag, e.what());
     return 1;
   }
 }

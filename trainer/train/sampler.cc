@@ -49,4 +49,27 @@ std::vector<int64_t> BatchSampler::next() {
   return out;
 }
 
+namespace {
+
+int64_t PerRank(int64_t global_batch, int rank, int world) {
+  if (world < 1 || rank < 0 || rank >= world) {
+    throw std::invalid_argument("ShardSampler: rank " + std::to_string(rank) + " of " + std::to_string(world));
+  }
+  if (global_batch % world != 0) {
+    throw std::invalid_argument("batch: " + std::to_string(global_batch) + " items do not split evenly over " +
+                                std::to_string(world) + " ranks");
+  }
+  return global_batch / world;
+}
+
+}  // namespace
+
+ShardSampler::ShardSampler(int64_t n, int64_t global_batch, uint64_t seed, int rank, int world)
+    : global_(n, global_batch, seed), per_rank_(PerRank(global_batch, rank, world)), offset_(rank * per_rank_) {}
+
+std::vector<int64_t> ShardSampler::next() {
+  const std::vector<int64_t> all = global_.next();
+  return std::vector<int64_t>(all.begin() + offset_, all.begin() + offset_ + per_rank_);
+}
+
 }  // namespace gradwatch::train

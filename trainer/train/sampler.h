@@ -39,4 +39,24 @@ class BatchSampler {
   bool started_ = false;
 };
 
+// Data parallel: rank `rank` of `world` takes its slice of each global batch a BatchSampler(n,
+// global_batch, seed) draws: items [rank * b, (rank + 1) * b) of it, b = global_batch / world.
+// Every rank draws the same global order from the seed, the shards of one step are disjoint and
+// together are exactly the global batch that one process would train on. Throws
+// std::invalid_argument unless 0 <= rank < world and global_batch is a multiple of world (and
+// as BatchSampler does).
+class ShardSampler {
+ public:
+  ShardSampler(int64_t n, int64_t global_batch, uint64_t seed, int rank, int world);
+
+  std::vector<int64_t> next();  // this rank's items of the next global batch
+  int epoch() const { return global_.epoch(); }
+  int64_t batch() const { return per_rank_; }  // global_batch / world
+
+ private:
+  BatchSampler global_;
+  int64_t per_rank_;
+  int64_t offset_;
+};
+
 }  // namespace gradwatch::train

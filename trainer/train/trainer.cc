@@ -10,11 +10,14 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
+#include "gradwatch/torch/group.h"
 #include "gradwatch/torch/session.h"
 #include "train/data.h"
 #include "train/jaccard.h"
@@ -24,13 +27,26 @@
 namespace gradwatch::train {
 namespace {
 
-torch::Device PickDevice(const std::string& wanted) {
+// One line on stderr in a single write: the lines of ranks sharing a terminal or a launcher's
+// pipe stay whole.
+template <typename... Parts>
+void Log(const Parts&... parts) {
+  std::ostringstream line;
+  (line << ... << parts);
+  line << '\n';
+  std::cerr << line.str() << std::flush;
+}
+
+// The CUDA device of a rank is its local rank's (modulo the devices there are).
+torch::Device PickDevice(const std::string& wanted, int local_rank) {
   bool cuda = torch::cuda::is_available();
   if (wanted == "cuda" && !cuda) {
     throw std::runtime_error("device: cuda requested, but this LibTorch has no CUDA or no GPU is visible");
   }
-  return (wanted == "cuda" || (wanted == "auto" && cuda)) ? torch::Device(torch::kCUDA, 0)
-                                                          : torch::Device(torch::kCPU);
+  if (wanted == "cuda" || (wanted == "auto" && cuda)) {
+    return torch::Device(torch::kCUDA, static_cast<int8_t>(local_rank % std::max<int64_t>(1, torch::cuda::device_count())));
+  }
+  return torch::Device(torch::kCPU);
 }
 
 std::string GeneratedRunId() {
@@ -101,13 +117,49 @@ torchmon::EvalRecord Evaluate(UNet& model, const Dataset& val, int64_t step, tor
   return e;
 }
 
-void InjectFaults(const std::vector<FaultConfig>& faults, int64_t step0, UNet& model) {
+// The faults of this rank: those without a rank and those naming it. Throws for a rank the
+// job does not have.
+std::vector<FaultConfig> FaultsOf(const std::vector<FaultConfig>& all, const torchmon::DistEnv& dist) {
+  std::vector<FaultConfig> out;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i].rank >= dist.world_size) {
+      throw std::runtime_error("faults[" + std::to_string(i) + "].rank: " + std::to_string(all[i].rank) +
+                               " is not a rank of this job of " + std::to_string(dist.world_size));
+    }
+    if (all[i].rank < 0 || all[i].rank == dist.rank) out.push_back(all[i]);
+  }
+  return out;
+}
+
+// "stall" and "hang": time spent in the step's compute phase, before the forward pass.
+void InjectDelays(const std::vector<FaultConfig>& faults, int64_t step0, const std::string& tag) {
+  for (const auto& f : faults) {
+    if (f.kind == "stall" && step0 >= f.step && step0 < f.step + f.count) {
+      if (step0 == f.step) {
+        Log(tag, "step ", step0 + 1, ": stalling ", f.seconds, " s a step for ", f.count, " step(s)");
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(f.seconds));
+    }
+    if (f.kind == "hang" && step0 == f.step) {
+      Log(tag, "step ", step0 + 1, ": hanging (never reaching the collectives) until killed");
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+  }
+}
+
+std::string Hex(uint64_t v) {
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(v));
+  return out;
+}
+
+void InjectFaults(const std::vector<FaultConfig>& faults, int64_t step0, UNet& model, const std::string& tag) {
   for (const auto& f : faults) {
     if (f.kind == "grad_ascent" && step0 >= f.step) {
       for (auto& p : model->parameters()) {
         if (p.grad().defined()) p.grad().mul_(-f.factor);
       }
-      if (step0 == f.step) std::cerr << "gradwatch-train: step " << step0 + 1 << ": gradient ascent x" << f.factor << " from here on\n";
+      if (step0 == f.step) Log(tag, "step ", step0 + 1, ": gradient ascent x", f.factor, " from here on");
       continue;
     }
     if (f.step != step0) continue;
@@ -115,11 +167,11 @@ void InjectFaults(const std::vector<FaultConfig>& faults, int64_t step0, UNet& m
       for (auto& p : model->parameters()) {
         if (p.grad().defined()) p.grad().mul_(f.factor);
       }
-      std::cerr << "gradwatch-train: step " << step0 + 1 << ": injected gradient x" << f.factor << "\n";
+      Log(tag, "step ", step0 + 1, ": injected gradient x", f.factor);
     } else if (f.kind == "nan") {
       auto params = model->parameters();
       params.front().grad().view(-1)[0] = std::nan("");
-      std::cerr << "gradwatch-train: step " << step0 + 1 << ": injected a NaN gradient\n";
+      Log(tag, "step ", step0 + 1, ": injected a NaN gradient");
     }
   }
 }
@@ -193,18 +245,51 @@ double MeanOfLast(const std::vector<double>& v, size_t n) {
   return std::accumulate(v.end() - k, v.end(), 0.0) / double(k);
 }
 
+// This rank's place in the job, once the group is formed: the run id every rank uses (rank 0's)
+// and the prefix of its log lines.
+struct JobPlace {
+  std::shared_ptr<torchmon::Group> group;
+  std::string run_id;
+  std::string tag = "gradwatch-train: ";
+};
+
+JobPlace JoinJob(const TrainConfig& config, const torchmon::DistEnv& dist, torch::Device device) {
+  JobPlace job;
+  job.run_id = config.run_id;
+  if (dist.distributed()) {
+    job.tag = "gradwatch-train[rank " + std::to_string(dist.rank) + "]: ";
+    if (config.batch % dist.world_size != 0) {
+      throw std::runtime_error("batch: " + std::to_string(config.batch) + " items do not split evenly over the job's " +
+                               std::to_string(dist.world_size) + " ranks");
+    }
+    torchmon::GroupOptions go;
+    go.device = device.str();
+    job.group = torchmon::Group::Join(dist, go);
+    if (job.run_id.empty() && dist.rank == 0) job.run_id = GeneratedRunId();
+    job.group->Broadcast(&job.run_id, 0);  // one run, whichever rank generated its id
+    Log(job.tag, "joined the job of ", dist.world_size, " ranks (", dist.source, ", ", job.group->backend(),
+        ", store ", dist.master_addr, ":", dist.master_port, ")");
+  } else if (job.run_id.empty()) {
+    job.run_id = GeneratedRunId();
+  }
+  return job;
+}
+
 }  // namespace
 
-TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt) {
+TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt, const torchmon::DistEnv& dist) {
   auto started = std::chrono::steady_clock::now();
   torch::manual_seed(config.seed);
   torch::set_num_threads(config.threads);
-  torch::Device device = PickDevice(config.device);
+  torch::Device device = PickDevice(config.device, dist.local_rank);
   if (device.is_cuda()) {
     // Same seed, same curve on the GPU too: no autotuned or nondeterministic conv kernels.
     at::globalContext().setBenchmarkCuDNN(false);
     at::globalContext().setDeterministicCuDNN(true);
   }
+  const auto faults = FaultsOf(EffectiveFaults(config), dist);
+  JobPlace job = JoinJob(config, dist, device);
+  const std::string& tag = job.tag;
   auto [train, val] = LoadData(config);
   train.images = train.images.to(device);
   train.masks = train.masks.to(device);
@@ -218,8 +303,10 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
   auto optimizer = MakeOptimizer(config, model);
 
   TrainSummary summary;
-  summary.run_id = config.run_id.empty() ? GeneratedRunId() : config.run_id;
+  summary.run_id = job.run_id;
   summary.device = device.str();
+  summary.rank = dist.rank;
+  summary.world_size = dist.world_size;
   torchmon::SessionOptions so;
   so.monitor = MonitorEnabled(config) ? config.monitor : "";
   so.run_id = summary.run_id;
@@ -229,29 +316,38 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
   so.gate_timeout = std::chrono::milliseconds(config.gate_timeout_ms);
   so.checkpoint_every = static_cast<uint32_t>(config.checkpoint_every);
   so.checkpoint_dir = config.checkpoint_dir;
-  so.spool = config.spool;
+  so.spool = RankPath(config.spool, dist.rank);
   so.clipping = ClipOf(config.clip);
-  torchmon::Session gw(*model, *optimizer, so);
+  so.group = job.group;
+  torchmon::Session gw(*model, *optimizer, so);  // data parallel: rank 0's initial parameters to all
 
-  const auto faults = EffectiveFaults(config);
-  BatchSampler sampler(train.size(), config.batch, config.seed);
-  TraceWriter trace(config.trace_csv);
+  ShardSampler sampler(train.size(), config.batch, config.seed, dist.rank, dist.world_size);
+  TraceWriter trace(RankPath(config.trace_csv, dist.rank));
   std::vector<double> norms;
-  std::cerr << "gradwatch-train: run " << summary.run_id << " on " << summary.device << ", "
-            << train.size() << " training / " << val.size() << " validation images, " << config.steps
-            << " steps" << (so.monitor.empty() ? ", no monitor" : ", monitor " + so.monitor + " (" + config.mode + ")")
-            << std::endl;
+  Log(tag, "run ", summary.run_id, " on ", summary.device, ", ", train.size(), " training / ", val.size(),
+      " validation images, ", config.steps, " steps",
+      dist.distributed() ? ", " + std::to_string(sampler.batch()) + " items a step on this rank" : "",
+      so.monitor.empty() ? ", no monitor" : ", monitor " + so.monitor + " (" + config.mode + ")");
+  const std::string step_tag = dist.distributed() ? "[rank " + std::to_string(dist.rank) + "] " : "";
 
+  int signalled = 0;
   for (int64_t step = 1; step <= config.steps; ++step) {
-    if (interrupt && interrupt->load() != 0) {
-      summary.stopped_by_signal = interrupt->load();
-      std::cerr << "gradwatch-train: stopping on signal " << summary.stopped_by_signal << " before step " << step
-                << std::endl;
-      break;
+    if (interrupt && interrupt->load() != 0 && signalled == 0) {
+      signalled = interrupt->load();
+      Log(tag, "stopping on signal ", signalled, " before step ", (dist.distributed() ? std::to_string(step + 1) + " (the step boundary every rank agrees on)"
+                                       : std::to_string(step)));
+      gw.RequestStop();
     }
     if (!gw.BeginStep(static_cast<uint64_t>(step))) {
-      summary.stopped_by_command = true;
-      std::cerr << "gradwatch-train: stopped by command before step " << step << std::endl;
+      if (gw.stopped_by_command()) {
+        summary.stopped_by_command = true;
+        Log(tag, "stopped by command before step ", step);
+      } else if (signalled != 0) {
+        summary.stopped_by_signal = signalled;
+      } else {
+        summary.stopped_with_job = true;
+        Log(tag, "stopped with the job before step ", step, ": another rank was signalled");
+      }
       break;
     }
     const int64_t step0 = step - 1;
@@ -259,12 +355,13 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
     auto index = torch::tensor(items, torch::kLong).to(device);
     torch::Tensor x = train.images.index_select(0, index), y = train.masks.index_select(0, index);
     gw.DataReady();
+    InjectDelays(faults, step0, tag);
     gw.SetLearningRate(ScheduledLr(config, step0) * LrFault(faults, step0));
     optimizer->zero_grad();
     torch::Tensor pred = model->forward(x);
     torch::Tensor loss = jaccard_coef_loss(y, pred);
     loss.backward();
-    InjectFaults(faults, step0, model);
+    InjectFaults(faults, step0, model, tag);
     SegMetrics m = segmentation_metrics(y, pred.detach());
     double loss_v = loss.item<double>();
     // A user scalar: the mean predicted foreground probability, pinned near 0 or 1 once the
@@ -275,7 +372,7 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
       optimizer->step();
     }
     gw.AfterUpdate();
-    summary.loss_curve.push_back(loss_v);
+    summary.loss_curve.push_back(gw.last_loss());
     norms.push_back(gw.last_grad_norm());
     summary.steps_run = step;
     std::optional<torchmon::EvalRecord> eval;
@@ -287,15 +384,15 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
                gw.last_grad_norm(), gw.last_update_ratio(), m, eval ? &*eval : nullptr);
     if (config.log_every > 0 && step % config.log_every == 0) {
       const std::string refused = gw.refused();  // a refused run is unguarded: every line says so
-      std::fprintf(stderr, "step %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s%s\n",
-                   static_cast<long long>(step), static_cast<long long>(config.steps), loss_v,
+      std::fprintf(stderr, "%sstep %5lld/%lld  loss %.4f  jaccard %.3f  grad_norm %.4g  lr %.3g%s%s\n",
+                   step_tag.c_str(), static_cast<long long>(step), static_cast<long long>(config.steps), loss_v,
                    m.jaccard_hard, gw.last_grad_norm(), ScheduledLr(config, step0) * gw.lr_scale(),
                    gw.clipping().kind != torchmon::Clip::Kind::kOff ? "  [clipping]" : "",
                    refused.empty() ? "" : ("  [UNGUARDED: monitor refused the run: " + refused + "]").c_str());
     }
   }
   if (config.eval_every == 0 || summary.steps_run % config.eval_every != 0 || summary.stopped_by_command ||
-      summary.stopped_by_signal) {
+      summary.stopped_by_signal || summary.stopped_with_job) {
     RecordEval(Evaluate(model, val, summary.steps_run, device), gw, summary);
   }
   gw.Finish();
@@ -308,6 +405,9 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt)
   summary.gate_timeouts = gw.gate_timeouts();
   summary.monitor_refused = gw.refused();
   for (const auto& c : gw.applied_commands()) summary.commands.push_back({c.id, c.action, c.detail, c.step, c.applied});
+  const torchmon::ParamChecksum checksum = torchmon::ChecksumOf(model->parameters());
+  summary.param_sum = checksum.sum;
+  summary.param_fnv1a64 = Hex(checksum.hash);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return summary;
 }
@@ -320,6 +420,8 @@ std::string SummaryJson(const TrainSummary& s) {
   }
   nlohmann::json j = {{"run_id", s.run_id},
                       {"device", s.device},
+                      {"rank", s.rank},
+                      {"world_size", s.world_size},
                       {"steps_run", s.steps_run},
                       {"final_train_loss", s.final_train_loss},
                       {"final_grad_norm", s.final_grad_norm},
@@ -330,12 +432,14 @@ std::string SummaryJson(const TrainSummary& s) {
                       {"collapsed", s.collapsed},
                       {"stopped_by_command", s.stopped_by_command},
                       {"stopped_by_signal", s.stopped_by_signal},
+                      {"stopped_with_job", s.stopped_with_job},
                       {"updates_skipped", s.updates_skipped},
                       {"updates_vetoed", s.updates_vetoed},
                       {"gate_timeouts", s.gate_timeouts},
                       {"monitor_refused", s.monitor_refused},
                       {"seconds", s.seconds},
                       {"commands_applied", commands},
+                      {"param_checksum", {{"sum", s.param_sum}, {"fnv1a64", s.param_fnv1a64}}},
                       {"loss_curve", s.loss_curve}};
   return j.dump(2);
 }

@@ -71,8 +71,10 @@ struct Reporter::Impl {
   bool follower() const { return hello.world_size() > 1 && hello.rank() != 0; }
   void Warn(const std::string& line) {
     if (!options.log_warnings) return;
-    std::cerr << (hello.world_size() > 1 ? "gradwatch[rank " + std::to_string(hello.rank()) + "]: " : "gradwatch: ")
-              << line << std::endl;
+    // One write per line: the lines of ranks sharing a terminal stay whole.
+    std::cerr << (hello.world_size() > 1 ? "gradwatch[rank " + std::to_string(hello.rank()) + "]: " : "gradwatch: ") +
+                     line + "\n"
+              << std::flush;
   }
 
   ReporterOptions options;

@@ -22,6 +22,16 @@
 namespace gradwatch::torchmon {
 namespace {
 
+// One line on stderr in a single write: the lines of ranks sharing a terminal or a launcher's
+// pipe stay whole.
+template <typename... Parts>
+void Log(const Parts&... parts) {
+  std::ostringstream line;
+  (line << ... << parts);
+  line << '\n';
+  std::cerr << line.str() << std::flush;
+}
+
 constexpr double kSpikeZ = 3.0;      // above this a step is not healthy for statistics or checkpoints
 constexpr double kLogStdFloor = 1e-6;  // a constant norm must not make every change a spike
 
@@ -118,6 +128,7 @@ void Session::SetPhase(uint64_t step, Phase phase) {
 }
 
 bool Session::BeginStep(uint64_t step) {
+  if (world_ == 1 && stop_wanted_) return !(stopped_ = true);  // at once: no one to agree with
   step_ = step;
   const auto start = std::chrono::steady_clock::now();
   SetPhase(step, Phase::kCompute);
@@ -231,9 +242,9 @@ void Session::Apply(const Command& command, uint64_t step) {
   if (link_) link_->Ack({command.id, step, ok, detail.str()});
   applied_.push_back({command.id, ActionName(command.action), detail.str(), step, ok});
   if (options_.log) {
-    std::cerr << (world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ") << step << ": " << (ok ? "applied " : "rejected ") << command.id
-              << " (" << command.issued_by << "): " << detail.str() << " — " << command.reason
-              << std::endl;
+    Log(world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ", step, ": ",
+        ok ? "applied " : "rejected ", command.id, " (", command.issued_by, "): ", detail.str(), " — ",
+        command.reason);
   }
 }
 
@@ -493,8 +504,8 @@ void Session::ApplyVerdict(const Verdict& verdict, bool* update, Clip* applied) 
   }
   ++vetoes_;
   if (options_.log) {
-    std::cerr << (world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ") << step_
-              << ": veto: " << verdict.reason << std::endl;
+    Log(world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ", step_,
+        ": veto: ", verdict.reason);
   }
 }
 

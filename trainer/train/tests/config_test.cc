@@ -66,15 +66,18 @@ TEST(TrainConfig, json_round_trip_keeps_every_field) {
   c.no_monitor = true;
   c.mode = "gated";
   c.gate_timeout_ms = 500;
-  c.faults = {{"lr_spike", 40, 100.0}, {"nan", 50, 1.0}};
+  c.faults = {{"lr_spike", 40, 100.0}, {"nan", 50, 1.0}, {"stall", 60, 1.0, 1, 2.5, 4}};
   c.summary_json = "/tmp/summary.json";
   const std::string json = ToJson(c);
   const TrainConfig back = ParseConfigJson(json, "round-trip");
   EXPECT_EQ(ToJson(back), json);
   EXPECT_EQ(back.seed, c.seed);
   EXPECT_EQ(back.data.synthetic.noise, 0.05);
-  EXPECT_EQ(back.faults.size(), 2u);
+  EXPECT_EQ(back.faults.size(), 3u);
   EXPECT_EQ(back.faults[1].kind, "nan");
+  EXPECT_EQ(back.faults[2].rank, 1);
+  EXPECT_EQ(back.faults[2].seconds, 2.5);
+  EXPECT_EQ(back.faults[2].count, 4);
   EXPECT_NE(json, ToJson(TrainConfig{}));
 }
 
@@ -140,7 +143,11 @@ TEST(TrainConfig, validate_names_each_problem) {
       {[](TrainConfig& c) { c.run_id = "my run"; },
        R"(run_id: must be 1-128 characters from A-Z a-z 0-9 . _ -, not "." or "..", or empty; got "my run")"},
       {[](TrainConfig& c) { c.faults = {{"boom", 3, 10}}; },
-       R"(faults[0].kind: unknown "boom", expected grad_spike|lr_spike|lr_ramp|grad_ascent|nan)"},
+       R"(faults[0].kind: unknown "boom", expected grad_spike|lr_spike|lr_ramp|grad_ascent|nan|stall|hang)"},
+      {[](TrainConfig& c) { c.faults = {{"nan", 3, 1, -2}}; },
+       "faults[0].rank: must be -1 (every rank) or in 0..65535, got -2"},
+      {[](TrainConfig& c) { c.faults = {{"stall", 3, 1, 1, 0}}; }, "faults[0].seconds: must be in (0, 86400], got 0"},
+      {[](TrainConfig& c) { c.faults = {{"stall", 3, 1, 1, 1, 0}}; }, "faults[0].count: must be >= 1, got 0"},
       {[](TrainConfig& c) { c.faults = {{"grad_spike", 600, 1000}}; },
        "faults[0].step: must be in 0..599, got 600"},
       {[](TrainConfig& c) { c.faults = {{"lr_spike", 3, -2}}; }, "faults[0].factor: must be > 0, got -2"},
@@ -265,6 +272,46 @@ TEST(TrainConfig, monitor_is_off_when_empty_or_disabled) {
   c.monitor = "";
   EXPECT_FALSE(MonitorEnabled(c));
   EXPECT_TRUE(Validate(c).empty());
+}
+
+TEST(TrainConfig, stall_and_hang_need_no_factor) {
+  TrainConfig c;
+  c.faults = {{"stall", 3, 0, 1, 0.5, 2}, {"hang", 4, 0, 0}};
+  EXPECT_TRUE(Validate(c).empty()) << Validate(c)[0];
+}
+
+TEST(TrainConfig, fault_flags_read_kind_step_and_keys) {
+  FaultConfig f = ParseFaultFlag("stall@10,rank=1,seconds=2.5,count=5");
+  EXPECT_EQ(f.kind, "stall");
+  EXPECT_EQ(f.step, 10);
+  EXPECT_EQ(f.rank, 1);
+  EXPECT_EQ(f.seconds, 2.5);
+  EXPECT_EQ(f.count, 5);
+  FaultConfig spike = ParseFaultFlag("grad_spike@300,factor=1e3");
+  EXPECT_EQ(spike.factor, 1000.0);
+  EXPECT_EQ(spike.rank, -1);  // every rank
+  const auto error = [](const std::string& spec) {
+    try {
+      ParseFaultFlag(spec);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(error("stall"), R"(--fault "stall": expected KIND@STEP[,KEY=VALUE...])");
+  EXPECT_EQ(error("stall@x"), R"(--fault "stall@x": STEP: expected an integer, got "x")");
+  EXPECT_EQ(error("hang@3,rank"), R"(--fault "hang@3,rank": expected KEY=VALUE, got "rank")");
+  EXPECT_EQ(error("hang@3,rank=1.5"), R"(--fault "hang@3,rank=1.5": rank: expected an integer, got "1.5")");
+  EXPECT_EQ(error("hang@3,when=2"),
+            R"(--fault "hang@3,when=2": unknown key "when", expected factor, rank, seconds or count)");
+}
+
+TEST(TrainConfig, rank_paths_keep_rank_zero_and_mark_the_others) {
+  EXPECT_EQ(RankPath("out/summary.json", 0), "out/summary.json");
+  EXPECT_EQ(RankPath("out/summary.json", 1), "out/summary-rank1.json");
+  EXPECT_EQ(RankPath("run.d/spool", 12), "run.d/spool-rank12");
+  EXPECT_EQ(RankPath(".hidden", 2), ".hidden-rank2");
+  EXPECT_EQ(RankPath("", 3), "");
 }
 
 TEST(TrainConfig, validation_count_rounds_to_nearest) {

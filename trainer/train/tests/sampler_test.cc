@@ -71,5 +71,59 @@ TEST(BatchSampler, rejects_a_batch_larger_than_the_dataset_or_empty) {
   EXPECT_NO_THROW(BatchSampler(1, 1, 1).next());
 }
 
+TEST(ShardSampler, shards_are_disjoint_and_together_the_global_batch) {
+  BatchSampler whole(30, 6, 5);
+  ShardSampler r0(30, 6, 5, 0, 3), r1(30, 6, 5, 1, 3), r2(30, 6, 5, 2, 3);
+  for (int step = 0; step < 12; ++step) {  // across epochs
+    std::vector<int64_t> joined = r0.next(), b = r1.next(), c = r2.next();
+    ASSERT_EQ(joined.size(), 2u);
+    joined.insert(joined.end(), b.begin(), b.end());
+    joined.insert(joined.end(), c.begin(), c.end());
+    EXPECT_EQ(joined, whole.next()) << "step " << step;
+    EXPECT_EQ(std::set<int64_t>(joined.begin(), joined.end()).size(), 6u);
+    EXPECT_EQ(r0.epoch(), whole.epoch());
+  }
+}
+
+TEST(ShardSampler, the_ranks_cover_every_item_once_per_epoch) {
+  ShardSampler r0(16, 4, 9, 0, 2), r1(16, 4, 9, 1, 2);
+  std::vector<int64_t> seen;
+  for (int step = 0; step < 4; ++step) {
+    for (auto* s : {&r0, &r1}) {
+      auto part = s->next();
+      seen.insert(seen.end(), part.begin(), part.end());
+    }
+  }
+  std::sort(seen.begin(), seen.end());
+  std::vector<int64_t> all(16);
+  for (int64_t i = 0; i < 16; ++i) all[i] = i;
+  EXPECT_EQ(seen, all);
+}
+
+TEST(ShardSampler, is_deterministic_from_the_seed) {
+  ShardSampler a(40, 8, 3, 1, 4), b(40, 8, 3, 1, 4), other(40, 8, 4, 1, 4);
+  EXPECT_EQ(a.batch(), 2);
+  std::vector<std::vector<int64_t>> from_a, from_b, from_other;
+  for (int i = 0; i < 10; ++i) {
+    from_a.push_back(a.next());
+    from_b.push_back(b.next());
+    from_other.push_back(other.next());
+  }
+  EXPECT_EQ(from_a, from_b);
+  EXPECT_NE(from_a, from_other);
+}
+
+TEST(ShardSampler, refuses_a_batch_that_does_not_split_and_a_rank_outside_the_job) {
+  try {
+    ShardSampler(40, 6, 1, 0, 4);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "batch: 6 items do not split evenly over 4 ranks");
+  }
+  EXPECT_THROW(ShardSampler(40, 8, 1, 4, 4), std::invalid_argument);
+  EXPECT_THROW(ShardSampler(40, 8, 1, -1, 4), std::invalid_argument);
+  EXPECT_NO_THROW(ShardSampler(40, 8, 1, 0, 1).next());
+}
+
 }  // namespace
 }  // namespace gradwatch::train
