@@ -5,9 +5,16 @@
 // Session that has no monitor (gradient statistics still computed, nothing sent). The
 // ratio of their median step times is `overhead_ratio`. `norm_speedup` compares the
 // fused gradient statistics (one _foreach_norm, one copy) with a .item() per parameter.
+// The data-parallel arm does the same in a 2-rank Gloo job (two ranks as threads of this
+// process, each with its shard of a global batch of 8: 4 items a rank, the single arms' work
+// per process): per rank a telemetry-off and a telemetry-on Session (each pair of ranks one
+// job with its own group), stepped in interleaved blocks; `dp2_overhead_ratio` is rank 0's
+// median step time on / off. It also times the collectives the Session adds: the gradient
+// all-reduce's buffer, the length-only broadcast a step without commands would cost had the
+// commands not ridden in the all-reduce, and a command's two broadcasts.
 // Prints one JSON line. Flags: --steps N (per arm, default 600), --block N (default 20),
-// --device cpu|cuda|auto, --threads N, --monitor HOST:PORT (a running gradwatchd instead
-// of one in-process).
+// --dp-steps N (per data-parallel arm, default 300, 0 = none), --device cpu|cuda|auto,
+// --threads N, --monitor HOST:PORT (a running gradwatchd instead of one in-process).
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -16,8 +23,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include "gradwatch/torch/grad_stats.h"
+#include "gradwatch/torch/group.h"
 #include "monitor_fixture.h"
 #include "gradwatch/torch/session.h"
 #include "train/data.h"
@@ -31,7 +40,8 @@ using Clock = std::chrono::steady_clock;
 using namespace gradwatch;
 
 struct Arm {
-  Arm(torch::Device device, const std::string& monitor, const std::string& run_id)
+  Arm(torch::Device device, const std::string& monitor, const std::string& run_id,
+      std::shared_ptr<torchmon::Group> group = nullptr)
       : model(train::UNetOptions{}),
         optimizer(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true)) {
     model->to(device);
@@ -40,6 +50,7 @@ struct Arm {
     o.run_id = run_id;
     o.mode = torchmon::Mode::kObserve;
     o.log = false;
+    o.group = std::move(group);
     session = std::make_unique<torchmon::Session>(*model, optimizer, o);
   }
   train::UNet model;
@@ -49,11 +60,13 @@ struct Arm {
   std::vector<double> seconds;
 };
 
-void Step(Arm& arm, const train::Dataset& data, train::BatchSampler& sampler, torch::Device device) {
+template <typename Sampler>
+void Step(Arm& arm, const train::Dataset& data, Sampler& sampler, torch::Device device) {
   auto start = Clock::now();
   ++arm.step;
   arm.session->BeginStep(arm.step);
-  auto index = torch::tensor(sampler.next(), torch::kLong).to(device);
+  const std::vector<int64_t> items = sampler.next();
+  auto index = torch::tensor(items, torch::kLong).to(device);
   auto x = data.images.index_select(0, index), y = data.masks.index_select(0, index);
   arm.session->SetLearningRate(0.01);
   arm.optimizer.zero_grad();
@@ -87,20 +100,78 @@ double TimeIt(int n, Fn fn, torch::Device device) {
   return Median(t);
 }
 
+// Rank 0's figures of the 2-rank arm.
+struct DataParallel {
+  double step_ms_off = 0, step_ms_on = 0;
+  double allreduce_us = 0, length_broadcast_us = 0, command_broadcast_us = 0;
+  std::string refused;  // rank streams the monitor refused, if any
+};
+
+DataParallel TwoRanks(int steps, int block, const train::Dataset& data, torch::Device device,
+                      const std::string& monitor) {
+  auto store_off = torchmon::Group::InProcessStore(), store_on = torchmon::Group::InProcessStore();
+  torchmon::GroupOptions go;
+  go.device = device.str();
+  DataParallel out;
+  std::vector<std::thread> ranks;
+  const std::string run_id = "bench-dp2-" + std::to_string(::getpid());
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      torch::set_num_threads(1);
+      auto off_group = torchmon::Group::Join(store_off, r, 2, go);  // both ranks join off, then on
+      auto on_group = torchmon::Group::Join(store_on, r, 2, go);
+      Arm off(device, "", "off", off_group);
+      Arm on(device, monitor, run_id, on_group);
+      train::ShardSampler s_off(data.size(), 8, 7, r, 2), s_on(data.size(), 8, 7, r, 2);
+      for (int i = 0; i < 20; ++i) {  // warm-up, not measured
+        Step(off, data, s_off, device);
+        Step(on, data, s_on, device);
+      }
+      off.seconds.clear();
+      on.seconds.clear();
+      for (int done = 0; done < steps; done += block) {
+        for (int i = 0; i < block; ++i) Step(off, data, s_off, device);
+        for (int i = 0; i < block; ++i) Step(on, data, s_on, device);
+      }
+      // The Session's own collectives, alone, on the telemetry-off job's group.
+      int64_t numel = 0;
+      for (const auto& p : off.model->parameters()) numel += p.numel();
+      at::Tensor flat = torch::zeros({numel + 3 * 2 + 2}, torch::TensorOptions().device(device));
+      const std::string command(96, 'c');  // a serialized command is ~50-150 bytes
+      double reduce = TimeIt(200, [&] { off_group->AllReduceSum(flat); }, device);
+      double length = TimeIt(200, [&] { std::string none; off_group->Broadcast(&none, 0); }, device);
+      double payload = TimeIt(200, [&] { std::string c = r == 0 ? command : ""; off_group->Broadcast(&c, 0); }, device);
+      if (r == 0) {
+        out.step_ms_off = Median(off.seconds) * 1e3;
+        out.step_ms_on = Median(on.seconds) * 1e3;
+        out.allreduce_us = reduce * 1e6;
+        out.length_broadcast_us = length * 1e6;
+        out.command_broadcast_us = payload * 1e6;
+      }
+      on.session->Finish(std::chrono::seconds(10));
+      if (!on.session->refused().empty()) out.refused += "rank " + std::to_string(r) + ": " + on.session->refused() + "; ";
+    });
+  }
+  for (auto& t : ranks) t.join();
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  int steps = 600, block = 20, threads = 1;
+  int steps = 600, block = 20, threads = 1, dp_steps = 300;
   std::string device_name = "auto", monitor_address;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--steps") steps = std::stoi(argv[i + 1]);
     else if (a == "--block") block = std::stoi(argv[i + 1]);
+    else if (a == "--dp-steps") dp_steps = std::stoi(argv[i + 1]);
     else if (a == "--device") device_name = argv[i + 1];
     else if (a == "--threads") threads = std::stoi(argv[i + 1]);
     else if (a == "--monitor") monitor_address = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: trainer_overhead [--steps N] [--block N] [--device cpu|cuda|auto] [--threads N] [--monitor HOST:PORT]\n");
+      std::fprintf(stderr, "usage: trainer_overhead [--steps N] [--block N] [--dp-steps N] [--device cpu|cuda|auto] "
+                           "[--threads N] [--monitor HOST:PORT]\n");
       return 2;
     }
   }
@@ -145,8 +216,18 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"bench\": \"trainer_overhead\", \"device\": \"%s\", \"threads\": %d, \"steps_per_arm\": %zu, "
       "\"tensors\": %zu, \"step_ms_off\": %.4f, \"step_ms_on\": %.4f, \"overhead_ratio\": %.4f, "
-      "\"norm_fused_us\": %.2f, \"norm_per_item_us\": %.2f, \"norm_speedup\": %.2f}\n",
+      "\"norm_fused_us\": %.2f, \"norm_per_item_us\": %.2f, \"norm_speedup\": %.2f",
       device.str().c_str(), threads, on.seconds.size(), params.size(), med_off * 1e3, med_on * 1e3,
       med_on / med_off, fused * 1e6, per_item * 1e6, per_item / fused);
+  if (dp_steps > 0 && torchmon::Group::Available()) {
+    DataParallel dp = TwoRanks(dp_steps, block, train_set, device, monitor_address);
+    std::printf(
+        ", \"dp2_steps_per_arm\": %d, \"dp2_step_ms_off\": %.4f, \"dp2_step_ms_on\": %.4f, "
+        "\"dp2_overhead_ratio\": %.4f, \"dp2_allreduce_us\": %.1f, \"dp2_length_broadcast_us\": %.1f, "
+        "\"dp2_command_broadcast_us\": %.1f, \"dp2_refused\": \"%s\"",
+        dp_steps, dp.step_ms_off, dp.step_ms_on, dp.step_ms_on / dp.step_ms_off, dp.allreduce_us,
+        dp.length_broadcast_us, dp.command_broadcast_us, dp.refused.c_str());
+  }
+  std::printf("}\n");
   return 0;
 }

@@ -439,7 +439,7 @@ std::string SummaryJson(const TrainSummary& s) {
                       {"monitor_refused", s.monitor_refused},
                       {"seconds", s.seconds},
                       {"commands_applied", commands},
-                      {"param_checksum", {{"sum", s.param_sum}, {"fnv1a64", s.param_fnv1a64}}},
+                      {"parameter_checksum", {{"sum", s.param_sum}, {"fnv1a64", s.param_fnv1a64}}},
                       {"loss_curve", s.loss_curve}};
   return j.dump(2);
 }
