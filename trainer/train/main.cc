@@ -59,7 +59,7 @@ void AddTrainFlags(CLI::App& app, TrainConfig& config) {
                  "keep reports the monitor did not get in this file (deliver: gradwatch replay FILE)");
   app.add_option("--trace-csv", config.trace_csv, "write every step here as gradwatch CSV (for replay)");
   app.add_option("--steps", config.steps, "optimizer steps")->capture_default_str();
-  app.add_option("--batch", config.batch, "batch size")->capture_default_str();
+  app.add_option("--batch", config.batch, "items per step (data parallel: the global batch, split over the ranks)")->capture_default_str();
   app.add_option("--lr", config.lr, "learning rate")->capture_default_str();
   app.add_option("--optimizer", config.optimizer, "sgd | adam")->capture_default_str();
   app.add_option("--seed", config.seed, "seed for init, data and batch order")->capture_default_str();

@@ -48,7 +48,11 @@
 //   every rank applies the same commands in the same order at that step and acknowledges each
 //   on its own stream with that applied_at_step. Cost: nothing on a step without commands (the
 //   flag rides in the gradient all-reduce: one more float); on a step with some, two small
-//   broadcasts (the length, then the bytes). A command that reaches rank 0 during step s
+//   broadcasts (the length, then the bytes). Measured by bench/trainer_overhead on this 2-core
+//   machine (2-rank Gloo, loopback, shared with other work): a length-only broadcast, what a
+//   fixed header every step would have cost, 90-160 us a step; a command's two broadcasts
+//   350 us, once per command step; the U-Net's gradient all-reduce itself 0.7 ms. A command
+//   that reaches rank 0 during step s
 //   before its all-reduce is applied at s + 1, as with one process; one that arrives after it
 //   waits one step more. Rank 0 alone does not apply a command before the others: a rank that
 //   did would no longer hold the same parameters.
