@@ -20,9 +20,24 @@ const char* ToString(EventKind kind) {
     case EventKind::kUpdateSize: return "update_size";
     case EventKind::kNoProgress: return "no_progress";
     case EventKind::kDataSuspect: return "data_suspect";
+    case EventKind::kRankDeparture: return "rank_departure";
+    case EventKind::kStraggler: return "straggler";
     case EventKind::kScalarLimit: return "scalar_limit";
+    case EventKind::kHang: return "hang";
+    case EventKind::kRankLag: return "rank_lag";
+    case EventKind::kRankLost: return "rank_lost";
   }
   return "unknown";
+}
+
+const std::vector<EventKind>& AllEventKinds() {
+  using K = EventKind;
+  static const std::vector<EventKind> kinds = {
+      K::kNonFinite,  K::kGradSpike,   K::kLossSpike,     K::kDivergence, K::kCollapse,
+      K::kVanishing,  K::kValCollapse, K::kLrJump,        K::kUpdateSize, K::kNoProgress,
+      K::kDataSuspect, K::kRankDeparture, K::kStraggler, K::kScalarLimit, K::kHang,
+      K::kRankLag,    K::kRankLost};
+  return kinds;
 }
 
 const char* ToString(Severity severity) {
@@ -41,5 +56,7 @@ std::string Format(const char* fmt, ...) {
   va_end(args);
   return out;
 }
+
+std::string Times(double ratio) { return Format(ratio >= 100 ? "%.0fx" : "%.3gx", ratio); }
 
 }  // namespace gradwatch::detect

@@ -1,6 +1,7 @@
 #include "gradwatch/detect/run_detector.h"
 
 #include <cmath>
+#include <limits>
 
 #include "format.h"
 
@@ -40,6 +41,39 @@ const char* Violent(const Event& e) {
   }
 }
 
+// Names the rank a run-level event of s's step came from (see OnStep in the header).
+void AttributeRank(const StepSample& s, const Thresholds& t, Event* e) {
+  if (s.n_ranks < 2) return;
+  constexpr double kOnlyNonFinite = std::numeric_limits<double>::infinity();
+  std::optional<RankLead> lead;
+  const char* what = "local gradient norm";
+  switch (e->kind) {
+    case EventKind::kGradSpike:
+      lead = LeadingRank(s.rank_grad_norms, s.n_ranks, std::sqrt(t.rank_departure_ratio));
+      break;
+    case EventKind::kLossSpike:
+      lead = LeadingRank(s.rank_losses, s.n_ranks, t.rank_loss_ratio);
+      what = "loss";
+      break;
+    case EventKind::kNonFinite:
+      lead = LeadingRank(s.rank_grad_norms, s.n_ranks, kOnlyNonFinite);
+      if (!lead) {
+        lead = LeadingRank(s.rank_losses, s.n_ranks, kOnlyNonFinite);
+        what = "loss";
+      }
+      break;
+    default: return;
+  }
+  if (!lead) return;
+  e->rank = lead->rank;
+  const unsigned r = lead->rank;
+  e->message += std::isfinite(lead->value)
+                    ? Format(" on rank %u (its %s %.3g is %s the other ranks' median %.3g)", r,
+                             what, lead->value, Times(lead->ratio).c_str(), lead->others_median)
+                    : Format(" on rank %u (its %s is %g, the other ranks' median %.3g)", r, what,
+                             lead->value, lead->others_median);
+}
+
 }  // namespace
 
 RunDetector::State::State(const RunInfo& info, const Thresholds& t)
@@ -53,6 +87,7 @@ RunDetector::State::State(const RunInfo& info, const Thresholds& t)
       update(t),
       progress(t),
       data(t),
+      ranks(t),
       scalars(t),
       layers(info.layer_names, t),
       healthy_grad(t.spike_alpha, t.spike_var_alpha, t.spike_warmup),
@@ -60,7 +95,7 @@ RunDetector::State::State(const RunInfo& info, const Thresholds& t)
       healthy_loss(t.spike_alpha, t.spike_var_alpha, t.spike_warmup) {}
 
 RunDetector::RunDetector(RunInfo info, Thresholds t)
-    : info_(std::move(info)), t_(t), s_(info_, t_) {}
+    : info_(std::move(info)), t_(t), s_(info_, t_), stragglers_(t_) {}
 
 std::vector<Event> RunDetector::OnStep(const StepSample& s) {
   if (s.rolled_back) RestoreTo(s.rolled_back_to);
@@ -69,11 +104,15 @@ std::vector<Event> RunDetector::OnStep(const StepSample& s) {
   bool finite = Finite(s);
   if (s_.non_finite.Update(!finite)) out.push_back(NonFinite(s));
   if (finite) Detect(s, &out);
-  for (Event& e : out) s_.layers.Attribute(&e);
+  for (Event& e : out) {
+    s_.layers.Attribute(&e);
+    AttributeRank(s, t_, &e);
+  }
   NoteViolent(s, out);
   const bool learn = finite && out.empty() && Quiet();
-  // Last, in EventKind order; a user scalar past its limit says nothing of the gradients and
-  // does not keep the step from the healthy statistics.
+  // Last, in EventKind order; a slow rank or a user scalar past its limit says nothing of the
+  // gradients and does not keep the step from the healthy statistics.
+  stragglers_.OnStep(s, &out);
   s_.scalars.OnStep(s, &out);
   if (!learn) return out;
   Learn(s);
@@ -102,6 +141,7 @@ void RunDetector::Detect(const StepSample& s, std::vector<Event>* out) {
   Push(s_.update.OnStep(s), out);
   Push(s_.progress.OnLoss(s.step, s.loss), out);
   Push(s_.data.OnStep(s, spike_started), out);
+  s_.ranks.OnStep(s, out);
 }
 
 // A critical explosion, oversized update or non-finite step may leave a dead network behind.
@@ -117,7 +157,7 @@ void RunDetector::NoteViolent(const StepSample& s, const std::vector<Event>& eve
 
 bool RunDetector::Quiet() const {
   return s_.grad.quiet() && s_.loss.quiet() && s_.divergence.quiet() && s_.collapse.quiet() &&
-         s_.vanishing.quiet() && s_.dead.quiet() && s_.update.quiet();
+         s_.vanishing.quiet() && s_.dead.quiet() && s_.update.quiet() && s_.ranks.quiet();
 }
 
 void RunDetector::Learn(const StepSample& s) {
@@ -128,6 +168,7 @@ void RunDetector::Learn(const StepSample& s) {
     s_.healthy_max.Add(s.grad_norm);
   }
   s_.layers.Learn(s.layer_norms, s.n_layers);
+  s_.ranks.Learn(s);
 }
 
 double RunDetector::HealthyGrad() const {

@@ -83,6 +83,18 @@ std::vector<Field> Fields() {
       Count("incident_gap", &T::incident_gap, 0),
       Count("snapshot_every", &T::snapshot_every, 0),
       Count("snapshots_kept", &T::snapshots_kept, 1),
+      Real("rank_departure_ratio", &T::rank_departure_ratio, 1, kInf),
+      Real("rank_departure_self", &T::rank_departure_self, 1, kInf),
+      Real("rank_loss_departure", &T::rank_loss_departure, 0, kInf),
+      Real("rank_loss_ratio", &T::rank_loss_ratio, 1, kInf),
+      Real("straggler_ratio", &T::straggler_ratio, 1, kInf),
+      Count("straggler_steps", &T::straggler_steps, 1),
+      Real("straggler_min_seconds", &T::straggler_min_seconds, 0, kInf),
+      Real("hang_min_seconds", &T::hang_min_seconds, 0, kInf),
+      Real("hang_factor", &T::hang_factor, 0, kInf),
+      Real("hang_heartbeat_seconds", &T::hang_heartbeat_seconds, 0, kInf),
+      Count("rank_lag_steps", &T::rank_lag_steps, 1),
+      Real("rank_lost_seconds", &T::rank_lost_seconds, 0, kInf),
   };
 }
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
+#include <string>
 
 #include "gradwatch/detect/detectors.h"
 #include "gradwatch/detect/event.h"
@@ -78,7 +80,7 @@ TEST(Thresholds, apply_rejects_fractional_windows) {
 
 TEST(Thresholds, every_listed_name_is_accepted) {
   std::vector<std::string> names = Thresholds::Names();
-  EXPECT_EQ(names.size(), 55u);
+  EXPECT_EQ(names.size(), 67u);
   for (const std::string& name : names) {
     Thresholds t;
     EXPECT_TRUE(t.Apply({{name, 1}}).ok()) << name;  // 1 is in every field's range
@@ -93,8 +95,47 @@ TEST(EventNames, kinds_and_severities_have_stable_names) {
   EXPECT_STREQ(ToString(EventKind::kCollapse), "collapse");
   EXPECT_STREQ(ToString(EventKind::kVanishing), "vanishing");
   EXPECT_STREQ(ToString(EventKind::kValCollapse), "val_collapse");
+  EXPECT_STREQ(ToString(EventKind::kRankDeparture), "rank_departure");
+  EXPECT_STREQ(ToString(EventKind::kStraggler), "straggler");
+  EXPECT_STREQ(ToString(EventKind::kHang), "hang");
+  EXPECT_STREQ(ToString(EventKind::kRankLag), "rank_lag");
+  EXPECT_STREQ(ToString(EventKind::kRankLost), "rank_lost");
   EXPECT_STREQ(ToString(Severity::kWarning), "warning");
   EXPECT_STREQ(ToString(Severity::kCritical), "critical");
+}
+
+TEST(EventNames, every_kind_is_listed_once_with_a_name_of_its_own) {
+  std::set<std::string> names;
+  for (EventKind kind : AllEventKinds()) {
+    EXPECT_STRNE(ToString(kind), "unknown");
+    EXPECT_TRUE(names.insert(ToString(kind)).second) << ToString(kind);
+  }
+  EXPECT_EQ(names.size(), 17u);
+  EXPECT_EQ(AllEventKinds().back(), EventKind::kRankLost);
+}
+
+TEST(Thresholds, data_parallel_thresholds_have_their_documented_defaults_and_are_set_by_name) {
+  Thresholds t;
+  EXPECT_EQ(t.rank_departure_ratio, 10);
+  EXPECT_EQ(t.rank_departure_self, 5);
+  EXPECT_EQ(t.rank_loss_departure, 6);
+  EXPECT_EQ(t.rank_loss_ratio, 2);
+  EXPECT_EQ(t.straggler_ratio, 3);
+  EXPECT_EQ(t.straggler_steps, 5u);
+  EXPECT_EQ(t.straggler_min_seconds, 0.05);
+  EXPECT_EQ(t.hang_min_seconds, 300);
+  EXPECT_EQ(t.hang_factor, 20);
+  EXPECT_EQ(t.hang_heartbeat_seconds, 15);
+  EXPECT_EQ(t.rank_lag_steps, 100u);
+  EXPECT_EQ(t.rank_lost_seconds, 0);
+  EXPECT_TRUE(t.Apply({{"hang_min_seconds", 5}, {"straggler_steps", 3}, {"rank_lag_steps", 20}}).ok());
+  EXPECT_EQ(t.hang_min_seconds, 5);
+  EXPECT_EQ(t.straggler_steps, 3u);
+  EXPECT_EQ(t.rank_lag_steps, 20u);
+  EXPECT_EQ(t.Apply({{"straggler_steps", 0}}).message(), "threshold 'straggler_steps' = 0 is outside [1, 1e+09]");
+  EXPECT_EQ(t.Apply({{"rank_departure_ratio", 0.5}}).message(),
+            "threshold 'rank_departure_ratio' = 0.5 is outside [1, inf]");
+  EXPECT_FALSE(t.Apply({{"hang_factor", -1}}).ok());
 }
 
 }  // namespace

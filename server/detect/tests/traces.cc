@@ -54,6 +54,39 @@ Trace HealthyTrace(const Healthy& h) {
   return t;
 }
 
+void Trace::Remean(uint64_t step) {
+  const std::vector<double>& losses = rank_losses.at(step - 1);
+  double sum = 0;
+  for (double l : losses) sum += l;
+  at(step).loss = sum / static_cast<double>(losses.size());
+}
+
+void AddRanks(Trace& t, const Ranks& r) {
+  std::mt19937 rng(r.seed);
+  std::normal_distribution<double> normal(0, 1);
+  std::uniform_real_distribution<double> u(0, 1);
+  const size_t n = t.steps.size();
+  t.rank_losses.assign(n, std::vector<double>(r.n));
+  t.rank_norms.assign(n, std::vector<double>(r.n));
+  t.rank_compute.assign(n, std::vector<double>(r.n));
+  for (size_t i = 0; i < n; ++i) {
+    StepSample& s = t.steps[i];
+    double sum = 0;
+    for (size_t k = 0; k < r.n; ++k) {
+      t.rank_norms[i][k] = s.grad_norm * 1.2 * std::exp(r.norm_sigma * normal(rng));
+      sum += t.rank_losses[i][k] = std::exp(r.loss_sigma * normal(rng));
+      double slow = u(rng) * r.slow_every * static_cast<double>(r.n) < 1 ? r.slow_factor : 1;
+      t.rank_compute[i][k] = r.compute * std::exp(r.compute_sigma * normal(rng)) * slow;
+    }
+    for (double& loss : t.rank_losses[i]) loss *= s.loss * static_cast<double>(r.n) / sum;
+    s.rank_losses = t.rank_losses[i].data();
+    s.rank_grad_norms = t.rank_norms[i].data();
+    s.rank_compute_seconds = t.rank_compute[i].data();
+    s.n_ranks = r.n;
+    t.Remean(i + 1);
+  }
+}
+
 std::vector<Event> Feed(RunDetector& d, const Trace& t) {
   std::vector<Event> all;
   for (const StepSample& s : t.steps) {

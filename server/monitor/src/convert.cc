@@ -26,6 +26,22 @@ detect::StepSample ToSample(const v1::StepReport& step) {
   s.n_samples = static_cast<size_t>(step.sample_ids_size());
   s.scalars.assign(step.scalars().begin(), step.scalars().end());
   std::sort(s.scalars.begin(), s.scalars.end());  // events in name order
+  // Data parallel (rank 0's report): views of every rank's values, world_size each; a field
+  // with fewer values than the longest is left out, as if not reported. The run's loss is the
+  // plain mean of the ranks' losses, NaN if any is: non-finite is data.
+  const int n = std::max({step.rank_losses_size(), step.rank_grad_norms_size(), step.rank_compute_seconds_size()});
+  if (n >= 2) {
+    auto view = [n](const google::protobuf::RepeatedField<double>& f) { return f.size() == n ? f.data() : nullptr; };
+    s.n_ranks = static_cast<size_t>(n);
+    s.rank_losses = view(step.rank_losses());
+    s.rank_grad_norms = view(step.rank_grad_norms());
+    s.rank_compute_seconds = view(step.rank_compute_seconds());
+    if (s.rank_losses) {
+      double sum = 0;
+      for (double loss : step.rank_losses()) sum += loss;
+      s.loss = sum / n;
+    }
+  }
   return s;
 }
 
@@ -52,6 +68,7 @@ v1::Event ToProto(const detect::Event& event, const std::string& run_id, int64_t
   e.set_first_layer(event.first_layer);
   e.set_incident_id(event.incident_id);
   e.set_unix_millis(unix_millis);
+  if (event.rank) e.set_rank(*event.rank);
   return e;
 }
 

@@ -31,6 +31,11 @@ const char* Plain(const std::string& kind) {
   if (kind == "update_size") return "oversized update";
   if (kind == "no_progress") return "no progress";
   if (kind == "data_suspect") return "suspect data";
+  if (kind == "rank_departure") return "rank departure";
+  if (kind == "straggler") return "straggler";
+  if (kind == "hang") return "hang";
+  if (kind == "rank_lag") return "rank lag";
+  if (kind == "rank_lost") return "rank lost";
   return "alert";
 }
 
@@ -84,20 +89,51 @@ std::string Action(const v1::CommandRecord& c) {
   return s.str();
 }
 
+// Data parallel: the first of these events of `kind` that names a rank, or nullptr.
+const v1::Event* Named(const std::vector<const v1::Event*>& events, const char* kind) {
+  for (const auto* e : events) {
+    if (e->kind() == kind && e->has_rank()) return e;
+  }
+  return nullptr;
+}
+
 // The fix that fits an incident of these kinds (plain names), from the healthy steps before it.
 void Suggest(std::ostringstream& out, const std::vector<std::string>& kinds, const Window& before, uint64_t first,
-             const std::string& leader) {
+             const std::string& leader, const std::vector<const v1::Event*>& events) {
   auto has = [&](const char* kind) { return std::find(kinds.begin(), kinds.end(), kind) != kinds.end(); };
+  // "rank R" as the incident's first event of `kind` names it, else `otherwise`.
+  auto who = [&](const char* kind, const char* otherwise) {
+    const v1::Event* e = Named(events, kind);
+    return e ? "rank " + std::to_string(e->rank()) : std::string(otherwise);
+  };
   const bool exploded = has("gradient explosion");
   const bool collapsed = has("collapse") || has("validation collapse");
   out << "  Suggested fix: ";
-  if (has("learning-rate jump") || (has("oversized update") && !exploded)) {
+  if (has("rank lost")) {
+    out << "find why " << who("rank_lost", "the rank") << " ended (its log, the host's kernel log for the "
+           "OOM killer, the scheduler's record of the task); the other ranks wait for it until their collective "
+           "times out: restart the job from its last checkpoint";
+  } else if (has("hang")) {
+    const v1::Event* hung = Named(events, "hang");
+    out << (hung ? "see where rank " + std::to_string(hung->rank()) + " is stuck while the others wait"
+                 : std::string("see where every rank is stuck"))
+        << " (py-spy dump --pid PID, or gdb -p PID -batch -ex 'thread apply all bt') before the collective's "
+           "timeout kills the job; then restart it from its last checkpoint";
+  } else if (has("learning-rate jump") || (has("oversized update") && !exploded)) {
     out << "find what raised the learning rate (schedule, warm restart, a scaled LR) or made the update "
            "this large; gated mode vetoes such steps before they land";
   } else if (has("suspect data")) {
     out << "inspect the batches of the steps named (corrupt or extreme samples); clipping only hides them";
   } else if (has("no progress")) {
     out << "raise the learning rate, or check that the model can fit the data (labels, inputs, loss)";
+  } else if (has("rank departure")) {
+    const v1::Event* departed = Named(events, "rank_departure");
+    out << "inspect the batch " << who("rank_departure", "the named rank") << " trained on at step "
+        << (departed ? departed->step() : first)
+        << " (its data shard: corrupt, extreme or mislabelled samples): one rank's batch is the cause";
+    if (exploded && before.norm_max > 0)
+      out << "; clip the global gradient norm at ~" << Fmt(std::max(before.norm_max, 2 * before.norm_median))
+          << " so that one rank's batch cannot blow up the averaged update";
   } else if (exploded && before.norm_max > 0) {
     double clip = std::max(before.norm_max, 2 * before.norm_median);
     out << "clip the global gradient norm at ~" << Fmt(clip) << " (healthy norms: median "
@@ -110,6 +146,12 @@ void Suggest(std::ostringstream& out, const std::vector<std::string>& kinds, con
   } else if (collapsed) {
     out << "roll back to a checkpoint before step " << first << " and lower the learning rate; clip the "
            "gradient norm so one bad step cannot saturate the output";
+  } else if (has("straggler")) {
+    out << "look at " << who("straggler", "the slow rank") << "'s host (a slower or throttled GPU, a busy "
+           "CPU, its input pipeline, its network link): every step of the job waits for it";
+  } else if (has("rank lag")) {
+    out << "check " << who("rank_lag", "the lagging rank") << "'s connection to the monitor and its "
+           "reporter's spool: its reports reach the monitor late, so what is shown of it is behind";
   } else {
     out << "lower the learning rate, or clip the gradient norm";
   }
@@ -159,7 +201,7 @@ void Incident(std::ostringstream& out, uint64_t id, const std::vector<const v1::
         << " over the last " << end.n << " steps: "
         << (recovered ? "recovered" : dead ? "not recovered (the gradient is gone)" : "not recovered") << ".\n";
   }
-  Suggest(out, kinds, before, first, leader);
+  Suggest(out, kinds, before, first, leader, events);
 }
 
 }  // namespace

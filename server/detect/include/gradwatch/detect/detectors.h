@@ -252,6 +252,89 @@ class DataSuspectDetector {
   bool fired_ = false;
 };
 
+// Data parallel: the rank a step's trouble comes from. For each rank, its value against the
+// median of the other ranks' values (with 2 ranks: the other rank's). Non-finite values sort
+// above every finite one.
+struct RankLead {
+  uint32_t rank = 0;
+  double value = kNaN;          // the rank's own value
+  double others_median = kNaN;  // the median of the other ranks' values
+  double ratio = kNaN;          // value / others_median; +inf for a non-finite value
+};
+// The rank whose value is the largest multiple of the others' median, if that is at least
+// min_ratio; a non-finite value against a finite median leads at once (min_ratio = +inf: only
+// such a rank). Nothing for v null, n < 2, or a median that is not positive and finite.
+std::optional<RankLead> LeadingRank(const double* v, size_t n, double min_ratio);
+
+// Rank departure: the rank whose batch went bad, from rank 0's step (StepSample::rank_grad_norms
+// and rank_losses; nothing without them or with fewer than 2 ranks). A rank departs when
+//   its local grad norm is >= rank_departure_ratio x the median of the other ranks' and
+//   >= rank_departure_self x its own healthy level (from its first healthy norm on); or is
+//   non-finite while that median is finite (critical: the averaged norm survived it); or
+//   its loss (all ranks' losses positive and finite) has log(loss / the others' median) at
+//   least rank_loss_departure σ above that log ratio's healthy mean (σ floored at
+//   loss_std_floor; after spike_warmup healthy steps), and is >= rank_loss_ratio x both the
+//   others' median and its own healthy level.
+// The own-level tests keep a rank from "departing" because another rank's value fell (with 2
+// ranks the other rank is the median). One event per rank per episode, warning unless
+// non-finite; an episode holds while the rank's norm ratios stay at their square roots or its
+// loss z at half its limit with the loss ratios at their square roots (hysteresis). Event
+// value: the norm (else the loss) / the others' median; Event::rank names the rank.
+// Per-rank levels learn from healthy steps only (Learn). O(n log n) per step, n = ranks.
+class RankDepartureDetector {
+ public:
+  explicit RankDepartureDetector(const Thresholds& t);
+  void OnStep(const StepSample& s, std::vector<Event>* out);
+  // Learns every rank's levels from s, a healthy step (after OnStep(s)).
+  void Learn(const StepSample& s);
+  bool quiet() const { return on_ == 0; }
+
+ private:
+  struct Rank {
+    Ewma norm;    // log local grad norm
+    Ewma loss;    // log loss
+    Ewma spread;  // log(loss / the others' median loss)
+    Latch latch;
+  };
+  struct Check {  // one rank on one step
+    bool nonfinite = false, norm = false, loss = false, hold = false;
+    double norm_ratio = kNaN, loss_ratio = kNaN, loss_z = 0;
+  };
+  Check Judge(const StepSample& s, size_t r, bool losses_ok) const;
+  Event Departure(const StepSample& s, size_t r, const Check& c) const;
+
+  Thresholds t_;
+  std::vector<Rank> ranks_;
+  size_t on_ = 0;  // ranks whose episode is on
+  // The other ranks' medians on the last step seen (reused: no allocation per step).
+  std::vector<double> norm_median_, loss_median_;
+  std::vector<std::pair<double, size_t>> scratch_;
+};
+
+// Stragglers: rank r's compute seconds (StepSample::rank_compute_seconds) at least
+// straggler_ratio x the median of the other ranks' and straggler_min_seconds above it, for
+// straggler_steps consecutive steps; the episode ends after straggler_steps consecutive steps
+// below sqrt(straggler_ratio) x (or less than straggler_min_seconds above) that median. A
+// missing (NaN) value is not slow. Warning, Event::rank names the rank, value = the ratio on
+// the step it fired. Says nothing of the gradients: it does not keep a step from the healthy
+// statistics.
+class StragglerDetector {
+ public:
+  explicit StragglerDetector(const Thresholds& t);
+  void OnStep(const StepSample& s, std::vector<Event>* out);
+
+ private:
+  struct Rank {
+    uint64_t slow = 0;  // consecutive slow steps (while off)
+    uint64_t fast = 0;  // consecutive steps below the hold level (while on)
+    bool on = false;
+  };
+  Thresholds t_;
+  std::vector<Rank> ranks_;
+  std::vector<double> median_;
+  std::vector<std::pair<double, size_t>> scratch_;
+};
+
 // User scalars against the run's limits (Thresholds::scalar_max / scalar_min): a warning when a
 // named scalar goes above its max or below its min, naming the scalar and the limit; once per
 // excursion, again after a report within its limits. A NaN crosses no limit. Event value: the

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,13 +29,23 @@ enum class EventKind {
   kUpdateSize,   // the update would move the weights far more than usual (||dw|| / ||w||)
   kNoProgress,   // the loss has not fallen since the start of the run
   kDataSuspect,  // many separate gradient spikes: suspect the batches, not the optimizer
+  // Data parallel, from rank 0's step (RunDetector):
+  kRankDeparture,  // one rank's local grad norm or loss far from the other ranks' (its batch)
+  kStraggler,      // one rank's compute time a multiple of the others' for several steps
   kScalarLimit,  // a named user scalar crossed the run's scalar_max.NAME or scalar_min.NAME
+  // Data parallel, from the streams and the clock (JobWatch):
+  kHang,      // no rank reports a new step while every rank is connected
+  kRankLag,   // a connected rank's reports far behind the job's
+  kRankLost,  // a rank's stream ended without a goodbye while others still run
 };
 
 // Stable lower_snake names, fit for metric label values and logs:
 // "non_finite", "grad_spike", "loss_spike", "divergence", "collapse", "vanishing", "val_collapse",
-// "lr_jump", "update_size", "no_progress", "data_suspect", "scalar_limit".
+// "lr_jump", "update_size", "no_progress", "data_suspect", "rank_departure", "straggler",
+// "scalar_limit", "hang", "rank_lag", "rank_lost".
 const char* ToString(EventKind kind);
+// Every kind in declaration order, e.g. to create a series per kind up front.
+const std::vector<EventKind>& AllEventKinds();
 // "warning", "critical".
 const char* ToString(Severity severity);
 
@@ -64,6 +75,16 @@ struct StepSample {
   size_t n_samples = 0;
   // Named user scalars of the step (name, value), for Thresholds::scalar_max / scalar_min.
   std::vector<std::pair<std::string, double>> scalars;
+  // Data parallel: rank 0's report of a job of n_ranks >= 2 ranks carries every rank's values
+  // on this step, indexed by rank: its loss, its local grad norm before the all-reduce, and its
+  // compute seconds before it entered the all-reduce. Not owned, read only during the call;
+  // each is null (not reported) or holds n_ranks values. n_ranks = 0 for a single process.
+  // `loss` is then the run-level loss: the plain mean of rank_losses (NaN if any is NaN), and
+  // grad_norm the averaged gradient's norm.
+  const double* rank_losses = nullptr;
+  const double* rank_grad_norms = nullptr;
+  const double* rank_compute_seconds = nullptr;
+  size_t n_ranks = 0;
 };
 
 // One evaluation (validation) report; NaN = not reported.
@@ -87,6 +108,9 @@ struct Event {
   // A consequence of an earlier violent event (a dead network after an explosion): that event's
   // step, which a rollback must go back before. 0 = none.
   uint64_t cause_step = 0;
+  // Data parallel: the rank the event names (a departed, slow, hung, lagging or lost rank, or
+  // the rank a grad spike, loss spike or non-finite step came from); none = the job as a whole.
+  std::optional<uint32_t> rank;
 };
 
 // What policy needs to derive thresholds: statistics over healthy steps only (steps with no

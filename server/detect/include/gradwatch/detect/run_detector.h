@@ -21,12 +21,17 @@ class RunDetector {
  public:
   RunDetector(RunInfo info, Thresholds t);
 
-  // Runs every step detector on s (the scalar limits also on a non-finite step). Events come
-  // in EventKind order, each with top_layers and
-  // first_layer filled when s carries per-layer norms; incident_id is left 0. A step with a
-  // non-finite loss or grad norm yields only the non-finite event (once per episode) and is not
+  // Runs every step detector on s (stragglers and the scalar limits also on a non-finite step).
+  // Events come in EventKind order, each with top_layers and first_layer filled when s carries
+  // per-layer norms; incident_id is left 0. A step with a non-finite loss or grad norm yields
+  // only the non-finite event (once per episode; plus stragglers and scalar limits) and is not
   // learned from. A step with s.rolled_back first restores the statistics of s.rolled_back_to
   // (RestoreTo).
+  // Data parallel (s.n_ranks >= 2): a grad spike, loss spike or non-finite event also names the
+  // rank it came from (Event::rank, and "on rank R" in its message): the rank whose local grad
+  // norm (loss for a loss spike) is the largest multiple of the other ranks' median, if that is
+  // at least sqrt(rank_departure_ratio) (rank_loss_ratio for the loss), or whose value is
+  // non-finite while the others' median is not; none when the whole job moved together.
   std::vector<Event> OnStep(const StepSample& s);
   // Runs the validation detectors on e.
   std::vector<Event> OnEval(const EvalSample& e);
@@ -59,6 +64,7 @@ class RunDetector {
     UpdateDetector update;
     NoProgressDetector progress;
     DataSuspectDetector data;
+    RankDepartureDetector ranks;
     ScalarLimitDetector scalars;
     LayerAttribution layers;
     Ewma healthy_grad;
@@ -76,6 +82,8 @@ class RunDetector {
   RunInfo info_;
   Thresholds t_;
   State s_;
+  // Compute times say nothing of the trajectory: a rollback does not restore them.
+  StragglerDetector stragglers_;
   std::deque<std::pair<uint64_t, State>> snapshots_;  // (step, state), oldest first
 };
 

@@ -166,6 +166,55 @@ struct Thresholds {
   uint64_t snapshot_every = 50;
   uint64_t snapshots_kept = 8;
 
+  // --- Data parallel: rank departure (StepSample::rank_grad_norms / rank_losses, n_ranks >= 2).
+  // A rank's local grad norm at this multiple of the median of the other ranks' local norms
+  // (with 2 ranks: the other rank's)... Megatron's 10x-the-max, applied across ranks.
+  double rank_departure_ratio = 10.0;
+  // ...and at this multiple of its own healthy level (the geometric EWMA of its local norm over
+  // healthy steps), so that one rank's unusually small norm does not make the other "depart"
+  // (with 2 ranks the other rank is the median). On 30 healthy 10,000-step jobs of 2 ranks
+  // with lognormal(σ 0.4) local noise, 10x the others and 3x its level fired 4 times, 5x its
+  // level once; at σ 0.3 neither fired. 5x finds as many x20 faults as 3x (gradwatch).
+  double rank_departure_self = 5.0;
+  // A rank's loss departs when log(its loss / the other ranks' median loss) is this many σ
+  // above its usual value (an EWMA of that log ratio over healthy steps, σ floored at
+  // loss_std_floor; after spike_warmup healthy steps): the test scales with how much the
+  // ranks' losses usually differ (OLMo-core's 6σ, across ranks). With lognormal(σ 0.2)
+  // per-rank losses a x5 loss on one rank of 8 is found 9 times in 10, none on healthy jobs.
+  double rank_loss_departure = 6.0;
+  // ...and its loss is at least this multiple of both the others' median and its own healthy
+  // level, so a very steady job's 6σ (a 1.3x loss) is not a bad batch (llm-foundry's 2x).
+  double rank_loss_ratio = 2.0;
+
+  // --- Data parallel: stragglers (StepSample::rank_compute_seconds). A rank whose compute
+  // seconds are this multiple of the other ranks' median (the others wait in the all-reduce)...
+  double straggler_ratio = 3.0;
+  // ...for this many consecutive steps (a single slow step, e.g. a checkpoint write or a GC
+  // pause, is not a straggler)...
+  uint64_t straggler_steps = 5;
+  // ...and at least this many seconds slower than that median (micro-noise on ~1 ms steps).
+  // The episode ends after straggler_steps consecutive steps below sqrt(straggler_ratio) or
+  // straggler_min_seconds (gradwatch).
+  double straggler_min_seconds = 0.05;
+
+  // --- Data parallel: the job as a whole (JobWatch, on the monitor's clock).
+  // Hang: no rank reported a new step for max(hang_min_seconds, hang_factor x the median
+  // interval between rank 0's recent steps) while every rank is connected. 5 minutes: longer
+  // than most evaluations and checkpoint writes, shorter than NCCL's 10-minute watchdog, so the
+  // hung rank is still alive to be inspected (gradwatch).
+  double hang_min_seconds = 300;
+  double hang_factor = 20;
+  // A connected rank whose last heartbeat is older than this has stopped (the reporter sends
+  // one every second or so while a rank is inside a phase).
+  double hang_heartbeat_seconds = 15;
+  // Lag: a connected rank's last reported step this many steps behind the job's highest
+  // (ranks step together; a reporter that fell this far behind is stuck or backlogged). The
+  // episode ends when it is back within half of it.
+  uint64_t rank_lag_steps = 100;
+  // Lost: a rank's stream closed without a goodbye for this long while another rank is still
+  // connected (0 = at the first check: a rank that died while the others wait for it).
+  double rank_lost_seconds = 0;
+
   // --- User scalars (StepSample::scalars): no limit unless the run sets one. A warning when the
   // scalar NAME goes above scalar_max.NAME or below scalar_min.NAME (override keys), once per
   // excursion: again only after it came back within its limits.
