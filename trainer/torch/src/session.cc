@@ -522,7 +522,8 @@ void Session::AfterUpdate() {
 }
 
 void Session::ReportEval(const EvalRecord& eval) {
-  if (link_) link_->Report(eval);
+  // Data parallel: the run's evaluation is rank 0's (every rank holds the same parameters).
+  if (link_ && rank_ == 0) link_->Report(eval);
 }
 
 void Session::Finish(std::chrono::milliseconds deadline) {

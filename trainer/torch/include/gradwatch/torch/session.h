@@ -169,6 +169,7 @@ class Session {
   bool BeforeUpdate(const StepInputs& in);
   // After the update (or its skip): checkpoints every K steps when the step was healthy.
   void AfterUpdate();
+  // Reported by rank 0 only in a data-parallel job: the ranks' parameters are the same.
   void ReportEval(const EvalRecord& eval);
   // Waits (bounded) for the monitor to store everything, then closes the stream.
   void Finish(std::chrono::milliseconds deadline = std::chrono::seconds(10));
