@@ -119,9 +119,9 @@ int main(int argc, char** argv) {
   int nproc = 0;
   app.add_option("--nproc", nproc,
                  "data parallel on this host: start N rank processes (torchrun's variables set, a free "
-                 "port on 127.0.0.1); --batch is the global batch, split evenly. Under torchrun or "
-                 "Slurm (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS set) leave it out: each process "
-                 "is one rank")
+                 "port on 127.0.0.1); --batch is the global batch, split evenly. Started by torchrun or "
+                 "Slurm as several processes (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS), each "
+                 "process is one rank: leave it out")
       ->check(CLI::Range(1, 1024));
   double nproc_grace = 10;
   app.add_option("--nproc-grace", nproc_grace,
@@ -153,12 +153,14 @@ int main(int argc, char** argv) {
     std::cerr << "gradwatch-train: data-parallel environment: " << e.what() << "\n";
     return 2;
   }
-  if (nproc > 0 && dist.source != "none" && nproc != dist.world_size) {
+  // A launcher's environment of one process (a Slurm job of one task) may start --nproc ranks;
+  // one of several ranks must not start more.
+  if (nproc > 0 && dist.distributed() && nproc != dist.world_size) {
     std::cerr << "gradwatch-train: --nproc " << nproc << ", but the launcher's environment (" << dist.source
               << ") says " << dist.world_size << " ranks\n";
     return 2;
   }
-  if (nproc > 1 && dist.source == "none") {
+  if (nproc > 1 && !dist.distributed()) {
     if (config.batch % nproc != 0) {
       std::cerr << "gradwatch-train: invalid configuration:\n  batch: " << config.batch
                 << " items do not split evenly over --nproc " << nproc << " ranks\n";
