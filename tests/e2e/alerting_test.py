@@ -3,8 +3,11 @@ real run with an injected explosion:
 
 - Prometheus scrapes gradwatchd; the explosion alert reaches a webhook receiver (this
   test's own HTTP server) and gradwatchd's event log within 15 s of the spike;
+- a 2-rank data-parallel job whose rank 1 hangs (never reaches step 30's collectives): the
+  hang alert, naming the run, reaches the receiver within 15 s of the hang bound
+  (hang_min_seconds 3, set with `gradwatch policy`) passing;
 - then every panel query of both Grafana dashboards, with their variables substituted,
-  returns data from that Prometheus.
+  returns data from that Prometheus (the per-rank panels from the data-parallel job).
 """
 import http.server
 import json
@@ -78,6 +81,24 @@ def dashboard_queries(run_id):
                     expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "5s")
                     expr = expr.replace("$__range", "5m")
                     yield name, panel.get("title", "?"), expr
+
+
+def hang_job(mon):
+    """A 2-rank job whose rank 1 hangs at step 30, with the hang bound lowered to 3 s."""
+    job = subprocess.Popen(
+        [str(gwtest.BIN / "gradwatch-train"), "--nproc", "2", "--nproc-grace", "2", "--monitor", mon.address,
+         "--run-id", "hung", "--steps", "400", "--log-every", "0", "--fault", "hang@30,rank=1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    gwtest.wait_for_steps(mon.address, "hung", 3, trainer=job, timeout=120)
+    gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "policy", "hung",
+                "--threshold", "hang_min_seconds=3"])
+    return job
+
+
+def job_stalled(mon):
+    """The time the hung job's last step (30) was seen, once it was."""
+    run = json.loads(gwtest.run([gwtest.BIN / "gradwatch", "--server", mon.address, "--json", "run", "hung"]).stdout)
+    return time.monotonic() if run["last_step"] >= 30 else None
 
 
 def main():
@@ -157,11 +178,23 @@ scrape_configs:
                        lambda: [e for e in events() if e["kind"] == "alert" and "GradwatchGradientExplosion" in e["message"]],
                        15)
             trainer.wait(timeout=300)
-            time.sleep(3)  # a few more scrapes after the run's last step
+            procs.append(hang_job(mon))
+
+            def hang_alert():
+                return [(t, a) for t, a in Receiver.alerts
+                        if a["labels"].get("alertname") == "GradwatchRankHang" and a["labels"].get("run_id") == "hung"]
+            stalled_at = wait_until("the hung job's last step", lambda: job_stalled(mon), 120)
+            (t, alert), = hang_alert()[:1] or [wait_until("the hang alert at the receiver", hang_alert, 30)[0]]
+            delay = t - stalled_at
+            print(f"hang alert at the webhook receiver {delay:.1f} s after the job's last step (bound 3 s)")
+            assert delay <= 3 + 15, f"the hang alert took {delay:.1f} s (limit 3 s + 15 s)"
+            time.sleep(3)  # a few more scrapes after the runs' last steps
 
             empty = []
             total = 0
             for dash, title, expr in dashboard_queries("alerted"):
+                if "gradwatch_rank_" in expr:  # per-rank panels: the data-parallel job's
+                    expr = expr.replace('"alerted"', '"hung"')
                 total += 1
                 if not query(prom_port, expr):
                     empty.append(f"{dash} / {title}: {expr}")

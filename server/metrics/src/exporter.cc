@@ -194,7 +194,7 @@ Exporter::Exporter(ExporterOptions options)
   }
   for (const char* reason : {"step_range", "eval_ahead", "layer_count", "second_hello", "bad_hello", "run_taken",
                              "too_many_runs", "no_hello", "empty_message", "too_many_streams", "unauthorized",
-                             "scalar_count", "scalar_name", "eval_rank"}) {
+                             "scalar_count", "scalar_name", "eval_rank", "rank_values"}) {
     f_->rejected_by_reason[reason] = &f_->rejected.Add({{"reason", reason}});
   }
 }

@@ -227,8 +227,8 @@ void Hub::Bind(RunState& run, const v1::Hello& hello) {
     run.run.set_trainer_instance(hello.trainer_instance());
   }
   run.run.set_world_size(hello.world_size() >= 2 ? hello.world_size() : 0);
-  while (run.run.ranks_size() < static_cast<int>(run.run.world_size())) {
-    run.run.add_ranks()->set_rank(static_cast<uint32_t>(run.run.ranks_size()));
+  for (int rank = run.run.ranks_size(); rank < static_cast<int>(run.run.world_size()); ++rank) {
+    run.run.add_ranks()->set_rank(static_cast<uint32_t>(rank));
   }
   if (!run.detector) StartDetectors(run);
   exporter_.AddRun(hello.run_id(), std::vector<std::string>(hello.layer_names().begin(), hello.layer_names().end()));

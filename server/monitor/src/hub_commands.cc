@@ -170,6 +170,11 @@ Status Hub::UpdatePolicy(const std::string& run_id, const std::map<std::string, 
     for (const auto& [k, v] : thresholds) (*next.mutable_thresholds())[k] = v;
     for (const auto& [k, v] : policy) (*next.mutable_policy())[k] = v;
     if (Status bad = CheckOverrides(next); !bad.ok()) return bad;
+    if (run->job_watch) {  // keeps what it learned (the step interval, open episodes)
+      detect::Thresholds t;
+      t.Apply(std::map<std::string, double>(next.thresholds().begin(), next.thresholds().end()));
+      run->job_watch->SetThresholds(t);
+    }
     *run->run.mutable_config() = std::move(next);
     Persist(*run);
   }

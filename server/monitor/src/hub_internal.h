@@ -35,9 +35,9 @@ inline v1::MonitorMessage AckMessage(uint64_t through) {
 
 inline std::string Fmt(double v) { return FormatNumber(v, 4); }
 
-// Why a step report cannot be taken ("" when it can), for a run of `layers` layers;
-// `reason` gets the rejection counter's label.
-std::string StepRefusal(const v1::StepReport& step, int layers, const char** reason);
+// Why a step report cannot be taken ("" when it can), for a run of `layers` layers and
+// `world` ranks; `reason` gets the rejection counter's label.
+std::string StepRefusal(const v1::StepReport& step, int layers, uint32_t world, const char** reason);
 
 // Both override maps of a run config, checked by name and range.
 Status CheckOverrides(const v1::RunConfig& config);

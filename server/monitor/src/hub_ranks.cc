@@ -33,7 +33,7 @@ Status Hub::CheckRankTakeover(const RunState& run, const v1::Hello& hello) const
 // rank's values for those.
 void Hub::OnRankStep(RunState& run, uint32_t rank, const v1::StepReport& step, StreamSink& sink) {
   const char* reason = "";
-  if (std::string why = StepRefusal(step, run.run.layer_names_size(), &reason); !why.empty()) {
+  if (std::string why = StepRefusal(step, run.run.layer_names_size(), run.run.world_size(), &reason); !why.empty()) {
     exporter_.MessageRejected(reason);
     sink.Send(Rejection(step.step(), why));
     return;

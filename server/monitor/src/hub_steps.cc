@@ -83,7 +83,20 @@ std::string ScalarRefusal(const v1::StepReport& step, const char** reason) {
 }  // namespace
 
 // Why `step` cannot be taken, "" when it can.
-std::string StepRefusal(const v1::StepReport& step, int layers, const char** reason) {
+// Rank 0's gathered values of a data-parallel step: each field none or one value per rank.
+std::string RankValuesRefusal(const v1::StepReport& step, uint32_t world, const char** reason) {
+  for (const auto& [field, n] : {std::pair{"rank_losses", step.rank_losses_size()},
+                                 {"rank_grad_norms", step.rank_grad_norms_size()},
+                                 {"rank_compute_seconds", step.rank_compute_seconds_size()}}) {
+    if (n == 0 || (world >= 2 && n == static_cast<int>(world))) continue;
+    *reason = "rank_values";
+    return "step " + std::to_string(step.step()) + " has " + std::to_string(n) + " " + field + ", the run has " +
+           std::to_string(std::max(world, 1u)) + " rank(s)";
+  }
+  return "";
+}
+
+std::string StepRefusal(const v1::StepReport& step, int layers, uint32_t world, const char** reason) {
   if (step.step() == 0 || step.step() > kMaxStep) {
     *reason = "step_range";
     return "step report has step " + std::to_string(step.step()) + "; steps run from 1 to " +
@@ -94,7 +107,8 @@ std::string StepRefusal(const v1::StepReport& step, int layers, const char** rea
     return "step " + std::to_string(step.step()) + " has " + std::to_string(step.layer_grad_norms_size()) +
            " layer norms, hello declared " + std::to_string(layers) + " layers";
   }
-  return ScalarRefusal(step, reason);
+  std::string bad = RankValuesRefusal(step, world, reason);
+  return bad.empty() ? ScalarRefusal(step, reason) : bad;
 }
 
 void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink, uint32_t rank) {
@@ -104,7 +118,7 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   std::lock_guard<std::mutex> lock(run.mu);
   if (rank != 0) return OnRankStep(run, rank, step, sink);
   const char* reason = "";
-  if (std::string why = StepRefusal(step, run.run.layer_names_size(), &reason); !why.empty()) {
+  if (std::string why = StepRefusal(step, run.run.layer_names_size(), run.run.world_size(), &reason); !why.empty()) {
     exporter_.MessageRejected(reason);
     sink.Send(Rejection(step.step(), why));
     return;

@@ -210,6 +210,18 @@ TEST_F(HubRanksTest, says_a_rank_was_lost_while_the_others_run_and_finishes_with
   EXPECT_EQ(hub_->GetRun("job")->state(), v1::RUN_STATE_FINISHED);
 }
 
+TEST_F(HubRanksTest, refuses_gathered_values_that_are_not_one_per_rank) {
+  auto r0 = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(RankHello("job", 0), r0).ok());
+  v1::StepReport s = RankStep(1, 0, {0.2, 0.2}, {0.5, 0.5});
+  s.add_rank_losses(0.5);  // three losses in a job of two ranks
+  hub_->OnStep("job", s, *r0, 0);
+  auto refused = r0->Where([](const v1::MonitorMessage& m) { return m.has_rejection(); });
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].rejection().reason(), "step 1 has 3 rank_losses, the run has 2 rank(s)");
+  EXPECT_EQ(hub_->GetRun("job")->steps(), 0u);
+}
+
 TEST_F(HubRanksTest, takes_evals_from_rank_zero_only) {
   auto r0 = std::make_shared<FakeSink>(), r1 = std::make_shared<FakeSink>();
   ASSERT_TRUE(hub_->OnHello(RankHello("job", 0), r0).ok());
