@@ -5,13 +5,13 @@
 // Session that has no monitor (gradient statistics still computed, nothing sent). The
 // ratio of their median step times is `overhead_ratio`. `norm_speedup` compares the
 // fused gradient statistics (one _foreach_norm, one copy) with a .item() per parameter.
-// The data-parallel arm does the same in a 2-rank Gloo job (two ranks as threads of this
-// process, each with its shard of a global batch of 8: 4 items a rank, the single arms' work
-// per process): per rank a telemetry-off and a telemetry-on Session (each pair of ranks one
-// job with its own group), stepped in interleaved blocks; `dp2_overhead_ratio` is rank 0's
-// median step time on / off. It also times the collectives the Session adds: the gradient
-// all-reduce's buffer, the length-only broadcast a step without commands would cost had the
-// commands not ridden in the all-reduce, and a command's two broadcasts.
+// The data-parallel arm (CPU only) does the same in a 2-rank Gloo job (two ranks as threads
+// of this process, each with its shard of a global batch of 8: 4 items a rank, the single
+// arms' work per process): per rank a telemetry-off and a telemetry-on Session (each pair of
+// ranks one job with its own group), stepped in interleaved blocks; `dp2_overhead_ratio` is
+// rank 0's median step time on / off. It also times the collectives the Session adds: the
+// gradient all-reduce's buffer, the length-only broadcast a step without commands would cost
+// had the commands not ridden in the all-reduce, and a command's two broadcasts.
 // Prints one JSON line. Flags: --steps N (per arm, default 600), --block N (default 20),
 // --dp-steps N (per data-parallel arm, default 300, 0 = none), --device cpu|cuda|auto,
 // --threads N, --monitor HOST:PORT (a running gradwatchd instead of one in-process).
@@ -219,7 +219,8 @@ int main(int argc, char** argv) {
       "\"norm_fused_us\": %.2f, \"norm_per_item_us\": %.2f, \"norm_speedup\": %.2f",
       device.str().c_str(), threads, on.seconds.size(), params.size(), med_off * 1e3, med_on * 1e3,
       med_on / med_off, fused * 1e6, per_item * 1e6, per_item / fused);
-  if (dp_steps > 0 && torchmon::Group::Available()) {
+  // CPU only: two ranks on one GPU would share it, which NCCL refuses.
+  if (dp_steps > 0 && torchmon::Group::Available() && !device.is_cuda()) {
     DataParallel dp = TwoRanks(dp_steps, block, train_set, device, monitor_address);
     std::printf(
         ", \"dp2_steps_per_arm\": %d, \"dp2_step_ms_off\": %.4f, \"dp2_step_ms_on\": %.4f, "

@@ -1,7 +1,8 @@
 // The ranks of one data-parallel job and the few collectives gradwatch's Session needs, on
 // LibTorch's c10d: Gloo for CPU tensors; NCCL for CUDA tensors when LibTorch has CUDA and
 // NCCL's headers were found at build time (GRADWATCH_TORCH_NCCL), else Gloo for those too.
-// c10d stays inside group.cc: this header has only ATen's Tensor.
+// c10d stays inside group.cc: this header has only ATen's Tensor. NCCL wants a GPU of its own
+// for each rank of a host (gradwatch-train gives rank LOCAL_RANK the device LOCAL_RANK).
 //
 //   DistEnv env = ReadDistEnv();                      // dist_env.h: torchrun's or Slurm's variables
 //   std::shared_ptr<Group> group = Group::Join(env);  // rank 0 hosts the rendezvous store
