@@ -27,6 +27,7 @@ enum Slot {
   kValJacSoft,
   kValJacHard,
   kValAcc,
+  kRank,  // a data-parallel export: rows of rank >= 1 are that rank's own, not the run's
   kSlots
 };
 
@@ -49,6 +50,7 @@ constexpr ColumnName kGradwatchColumns[] = {
     {"val_jaccard_soft", kValJacSoft},
     {"val_jaccard_hard", kValJacHard},
     {"val_accuracy", kValAcc},
+    {"rank", kRank},
 };
 
 constexpr ColumnName kKerasColumns[] = {
@@ -156,6 +158,9 @@ bool Parser::ReadHeader(const CsvLine& header) {
 bool Parser::ReadRow(const CsvLine& line) {
   if (line.cells.size() != names_.size())
     return Fail(line, Format("%zu cells, the header has %zu", line.cells.size(), names_.size()));
+  // A data-parallel export (`gradwatch export`): rank 0's rows carry the run's values (the
+  // averaged gradient's norm); the other ranks' rows are replayed by no detector.
+  if (column_[kRank] != kNone && line.cells[column_[kRank]] != "0") return true;
   StepSample head;
   Values values;
   if (!ReadStep(line, &head) || !ReadValues(line, &values)) return false;

@@ -98,6 +98,22 @@ TEST(ParseCsv, reads_gradwatch_rows_with_optional_columns) {
   EXPECT_DOUBLE_EQ(r.records[1].eval->jaccard_soft, 0.15);
 }
 
+// `gradwatch export` of a data-parallel run: rank 0's rows (the run's values) are replayed,
+// the other ranks' own rows are not.
+TEST(ParseCsv, takes_rank_zeros_rows_of_a_data_parallel_export) {
+  ParseResult r = ParseCsv(
+      "step,rank,epoch,loss,lr,grad_norm,local_grad_norm\n"
+      "1,0,0,0.9,0.01,0.25,0.2\n"
+      "2,0,0,0.8,0.01,0.22,0.21\n"
+      "1,1,0,0.7,0.01,0.25,0.3\n"
+      "2,1,0,0.6,0.01,0.22,400\n",
+      "dp.csv");
+  ASSERT_TRUE(r.ok()) << r.error;
+  ASSERT_EQ(r.records.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.records[0].step.loss, 0.9);
+  EXPECT_DOUBLE_EQ(r.records[1].step.grad_norm, 0.22);
+}
+
 TEST(ParseCsv, empty_grad_norm_is_not_reported_but_nan_is_non_finite) {
   ParseResult r = ParseCsv("step,loss,grad_norm\n1,0.5,\n2,0.5,nan\n3,inf,-inf\n", "run.csv");
   ASSERT_TRUE(r.ok()) << r.error;
