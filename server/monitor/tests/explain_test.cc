@@ -65,6 +65,21 @@ TEST(ExplainRun, names_the_explosion_its_leading_layer_the_collapse_and_a_clip_t
   EXPECT_NE(text.find("clip the global gradient norm at ~0.44"), std::string::npos) << text;
 }
 
+// Data parallel: the events that name a rank say which rank to look at.
+TEST(ExplainRun, names_the_hung_rank_and_the_rank_whose_batch_departed) {
+  auto steps = Steps(60, 700, 700);
+  v1::Event hang = Event(40, "hang", "");
+  hang.set_rank(1);
+  std::string hung = ExplainRun(MakeRun(60, 0.05), {hang}, {}, steps);
+  EXPECT_NE(hung.find("hang"), std::string::npos) << hung;
+  EXPECT_NE(hung.find("see where rank 1 is stuck while the others wait"), std::string::npos) << hung;
+  v1::Event departed = Event(30, "rank_departure", "");
+  departed.set_rank(3);
+  std::string bad_batch = ExplainRun(MakeRun(60, 0.05), {departed}, {}, steps);
+  EXPECT_NE(bad_batch.find("rank 3"), std::string::npos) << bad_batch;
+  EXPECT_EQ(bad_batch.find("rank 1"), std::string::npos) << bad_batch;
+}
+
 TEST(ExplainRun, says_when_the_run_recovered) {
   auto steps = Steps(600, 352, 360);
   std::string text = ExplainRun(MakeRun(600, 0.05), {Event(351, "grad_spike", "head.weight")}, {}, steps);
