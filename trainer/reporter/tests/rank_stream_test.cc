@@ -26,7 +26,14 @@ class ScriptedMonitor final : public v1::Telemetry::Service {
     builder.RegisterService(this);
     server_ = builder.BuildAndStart();
   }
-  ~ScriptedMonitor() override { server_->Shutdown(std::chrono::system_clock::now() + 2s); }
+  ~ScriptedMonitor() override {
+    server_->Shutdown(std::chrono::system_clock::now() + 2s);  // waits for the handler to return
+    server_.reset();
+    // The handler's last writes were under mu_: taking it orders them before the members go
+    // (what ThreadSanitizer can see; gRPC's own threads are not instrumented).
+    std::lock_guard<std::mutex> lock(mu_);
+    received_.clear();
+  }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
