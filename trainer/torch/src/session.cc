@@ -128,14 +128,17 @@ void Session::SetPhase(uint64_t step, Phase phase) {
 }
 
 bool Session::BeginStep(uint64_t step) {
-  if (world_ == 1 && stop_wanted_) return !(stopped_ = true);  // at once: no one to agree with
+  if (world_ == 1 && stop_wanted_) {  // at once: no other rank to agree with
+    stopped_ = true;
+    return false;
+  }
   step_ = step;
   const auto start = std::chrono::steady_clock::now();
   SetPhase(step, Phase::kCompute);
   for (const auto& command : TakeCommands()) Apply(command, step);
   if (stop_requested_) {
     stopped_ = stopped_by_command_ = true;
-  } else if (stop_agreed_ || (world_ == 1 && stop_wanted_)) {
+  } else if (stop_agreed_) {
     stopped_ = true;
   }
   step_start_ = data_ready_ = std::chrono::steady_clock::now();
