@@ -39,13 +39,13 @@ v1::Hello MakeHello(const std::string& run_id, int layers, v1::Mode mode) {
 }
 
 // Noise of a few percent around healthy values, so that no detector fires.
-StepSource::StepSource(int layers) {
+StepSource::StepSource(int layers, double loss) {
   std::mt19937 rng(42);
   std::normal_distribution<double> noise(0.0, 0.03);
   for (int k = 0; k < kPoolSize; ++k) {
     v1::StepReport s;
     s.set_epoch(1);
-    s.set_loss(0.30 * (1 + noise(rng)));
+    s.set_loss(loss * (1 + noise(rng)));
     s.set_learning_rate(0.01);
     double sum_squares = 0;
     for (int i = 0; i < layers; ++i) {

@@ -18,9 +18,10 @@ namespace gradwatch::bench {
 v1::Hello MakeHello(const std::string& run_id, int layers, v1::Mode mode);
 
 // Healthy step reports with some variety, built once: Next() only stamps step and time.
+// `loss` is the level the losses vary around (a few percent of noise).
 class StepSource {
  public:
-  explicit StepSource(int layers);
+  explicit StepSource(int layers, double loss = 0.30);
   const v1::StepReport& Next(uint64_t step, bool awaiting_verdict = false);
 
  private:

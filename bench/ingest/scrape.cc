@@ -50,6 +50,24 @@ double Histogram::Quantile(double q) const {
   return std::numeric_limits<double>::infinity();
 }
 
+std::string ScrapeMetrics(int port) { return HttpGet(port, "/metrics"); }
+
+std::optional<double> SumSamples(const std::string& text, const std::string& name, const std::string& labels) {
+  std::istringstream lines(text);
+  std::optional<double> sum;
+  for (std::string line; std::getline(lines, line);) {
+    // e.g. gradwatch_messages_received_total{type="step"} 42, or gradwatch_store_lag_records 0
+    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
+    char next = line[name.size()];
+    if (next != ' ' && next != '{') continue;
+    size_t value = next == '{' ? line.find("} ", name.size()) : name.size();
+    if (value == std::string::npos) continue;
+    if (!labels.empty() && line.substr(name.size(), value - name.size()).find(labels) == std::string::npos) continue;
+    sum = sum.value_or(0) + std::strtod(line.c_str() + value + (next == '{' ? 2 : 1), nullptr);
+  }
+  return sum;
+}
+
 std::optional<Histogram> ScrapeHistogram(int port, const std::string& name) {
   std::istringstream text(HttpGet(port, "/metrics"));
   const std::string prefix = name + "_bucket{le=\"";

@@ -1,6 +1,6 @@
-// Reads one Prometheus histogram from the monitor's /metrics endpoint, so that the bench
-// can tell time spent handling a report inside the monitor from time spent getting it
-// there and back.
+// Reads the monitor's /metrics endpoint: one Prometheus histogram, so that the bench can
+// tell time spent handling a report inside the monitor from time spent getting it there
+// and back, or the sum of a metric's samples (a gauge, a counter over its labels).
 #pragma once
 
 #include <optional>
@@ -23,5 +23,12 @@ struct Histogram {
 // GET http://127.0.0.1:<port>/metrics and parse the buckets of `name` (a histogram with
 // no labels). nullopt when the endpoint cannot be read or has no such histogram.
 std::optional<Histogram> ScrapeHistogram(int port, const std::string& name);
+
+// The body of GET http://127.0.0.1:<port>/metrics, "" when it cannot be read.
+std::string ScrapeMetrics(int port);
+// The sum of the samples of metric `name` in the exposition `text` whose label set contains
+// `labels` (e.g. `type="step"`; "" = every sample); nullopt when there is none.
+std::optional<double> SumSamples(const std::string& text, const std::string& name,
+                                 const std::string& labels = "");
 
 }  // namespace gradwatch::bench
