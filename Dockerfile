@@ -49,7 +49,7 @@ RUN apt-get update \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
       libsqlite3-0 \
-      libtorch1.13 \
+      libtorch1.13 libgloo0 \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /opt/gradwatch/bin/ /usr/local/bin/
