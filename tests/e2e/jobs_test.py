@@ -77,7 +77,10 @@ def stop_within_grace(mon):
     assert "job long-job stopped (exit code 143)" in p.stdout, p.stdout
     assert took < grace_s, f"stopping took {took:.1f} s, the grace period is {grace_s} s"
     assert "stopping on signal 15" in cli(mon, "logs", "long-job").stdout
-    print(f"stop: stopped in {took:.2f} s (grace {grace_s} s), exit code 143, SIGTERM handled by the trainer")
+    # The run, too, says stopped: the trainer's goodbye says it ended on request.
+    wait_for("the run stopped", lambda: show(mon, "long-job")["state"] == "stopped", 30)
+    print(f"stop: stopped in {took:.2f} s (grace {grace_s} s), exit code 143, SIGTERM handled by the trainer, "
+          f"run stopped")
 
 
 def survives_restart(mon, data, tokens):

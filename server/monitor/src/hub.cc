@@ -190,7 +190,9 @@ Status Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
     if (Ended(run->run.state()) && live_.load() >= options_.max_runs) return full();
   }
   const bool history = !run->detector && run->max_step_seen > 0;  // back after a restart or eviction
-  Bind(*run, hello);
+  // Another rank of a run already bound leaves the run's view (config, mode) alone: a rank
+  // that reconnects must not undo a mode or policy set since.
+  if (hello.rank() == 0 || !run->detector) Bind(*run, hello);
   if (history) QueueRebuild(run, nullptr);  // warm the detectors on what is stored, off this thread
   const uint32_t rank = hello.rank();
   StreamSink& out = *sink;
@@ -235,7 +237,7 @@ void Hub::Bind(RunState& run, const v1::Hello& hello) {
   run.metrics_removed = false;
 }
 
-void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean, uint32_t rank) {
+void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean, uint32_t rank, bool stopped) {
   std::shared_ptr<RunState> run = Find(run_id);
   if (!run) return;
   std::lock_guard<std::mutex> lock(run->mu);
@@ -261,7 +263,9 @@ void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool
     return;
   }
   if (run->run.state() == v1::RUN_STATE_RUNNING) {
-    SetState(*run, clean ? v1::RUN_STATE_FINISHED : empty ? v1::RUN_STATE_FAILED : v1::RUN_STATE_DISCONNECTED);
+    SetState(*run, clean     ? (stopped ? v1::RUN_STATE_STOPPED : v1::RUN_STATE_FINISHED)
+                   : empty ? v1::RUN_STATE_FAILED
+                           : v1::RUN_STATE_DISCONNECTED);
   }
   if (!clean) run->disconnected_millis = clock_.NowMillis();
   for (auto& p : run->ledger.TakeAll()) {

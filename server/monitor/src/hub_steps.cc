@@ -165,7 +165,6 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
 
 void Hub::HandleEvents(RunState& run, const v1::StepReport& step, const detect::StepSample* sample,
                        std::vector<detect::Event> found, StreamSink& sink) {
-  const std::string& run_id = run.run.run_id();
   const detect::HealthyStats stats = run.detector->stats();
   policy::GuardPolicy::Verdict verdict;
   if (step.awaiting_verdict() && sample != nullptr && run.run.mode() == v1::MODE_GATED) {

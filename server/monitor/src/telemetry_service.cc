@@ -125,7 +125,7 @@ class IngestStream final : public Reactor {
     HappensAfter(this);
     // Finished only when the trainer said so: a half-close without a goodbye, or a
     // message gRPC could not parse (which also ends the reads), leaves it disconnected.
-    if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), goodbye_ && !cancelled_, rank_);
+    if (!run_id_.empty()) hub_.OnStreamClosed(run_id_, outbox_.get(), goodbye_ && !cancelled_, rank_, stopped_);
     outbox_->Detach();
     exporter_.StreamClosed();
     --streams_;
@@ -166,6 +166,7 @@ class IngestStream final : public Reactor {
         if (!RequireHello("goodbye")) return false;
         exporter_.MessageReceived("goodbye");
         goodbye_ = true;
+        stopped_ = in_.goodbye().stopped();
         return true;
       default:
         exporter_.MessageRejected("empty_message");
@@ -224,6 +225,7 @@ class IngestStream final : public Reactor {
   std::string run_id_;
   uint32_t rank_ = 0;     // the hello's: which stream of a data-parallel run this is
   bool goodbye_ = false;  // reactions on one stream are serialised
+  bool stopped_ = false;  // the goodbye said the run was stopped
   std::atomic<bool> cancelled_{false};
 };
 

@@ -27,6 +27,20 @@ TEST_F(HubTest, refuses_a_second_trainer_on_a_run_that_holds_steps_and_says_how_
   EXPECT_EQ(hub_->GetRun("r")->state(), v1::RUN_STATE_RUNNING);
 }
 
+// A trainer stopped on request (a signal: `gradwatch stop`, the scheduler) says so in its
+// goodbye, and the run shows stopped rather than finished.
+TEST_F(HubTest, a_goodbye_that_says_stopped_leaves_the_run_stopped) {
+  auto stopped = std::make_shared<FakeSink>(), finished = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("s"), stopped).ok());
+  ASSERT_TRUE(hub_->OnHello(Hello("f"), finished).ok());
+  Healthy("s", 1, 5, *stopped);
+  Healthy("f", 1, 5, *finished);
+  hub_->OnStreamClosed("s", stopped.get(), /*clean=*/true, 0, /*stopped=*/true);
+  hub_->OnStreamClosed("f", finished.get(), /*clean=*/true, 0, /*stopped=*/false);
+  EXPECT_EQ(hub_->GetRun("s")->state(), v1::RUN_STATE_STOPPED);
+  EXPECT_EQ(hub_->GetRun("f")->state(), v1::RUN_STATE_FINISHED);
+}
+
 TEST_F(HubTest, takes_back_the_same_trainer_after_its_run_ended) {
   auto sink = std::make_shared<FakeSink>(), again = std::make_shared<FakeSink>();
   ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());

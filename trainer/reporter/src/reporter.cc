@@ -99,6 +99,7 @@ struct Reporter::Impl {
   bool stream_done = false;
   bool stream_accepted = false;  // the monitor answered the hello
   bool closing = false;
+  bool stopped_early = false;  // Close(stopped): the goodbye says the run was stopped
   bool stopping = false;
   bool give_up = false;  // the monitor refused the hello: reconnecting cannot help
   bool warned = false;
@@ -379,6 +380,7 @@ void Reporter::Impl::SendLoop() {
       if (closing && Delivered() && acks.empty()) {
         v1::TrainerMessage bye;  // the run is over, not broken (ignored once half-closed)
         bye.mutable_goodbye()->set_last_step(stats.last_reported_step);
+        bye.mutable_goodbye()->set_stopped(stopped_early);
         stream->Write(bye);
         stream->HalfClose();
       }
@@ -517,13 +519,14 @@ bool Reporter::Flush(std::chrono::milliseconds deadline) {
   return s.changed.wait_for(lock, deadline, [&] { return s.Delivered() || s.give_up; }) && s.Delivered();
 }
 
-void Reporter::Close(std::chrono::milliseconds deadline) {
+void Reporter::Close(std::chrono::milliseconds deadline, bool stopped) {
   if (!impl_->sender.joinable()) return;
   bool delivered = Flush(deadline);
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     Impl& s = *impl_;
     s.closing = true;
+    s.stopped_early = stopped;
     if (!s.Delivered()) s.stopping = true;  // out of time: do not wait further
     if (!delivered && s.spool) {
       // Keep what was not delivered: `gradwatch replay SPOOL` sends it later.

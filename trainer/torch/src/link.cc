@@ -80,7 +80,7 @@ std::optional<Verdict> MonitorLink::AwaitVerdict(uint64_t step, std::chrono::mil
   return out;
 }
 
-void MonitorLink::Close(std::chrono::milliseconds deadline) { reporter_->Close(deadline); }
+void MonitorLink::Close(std::chrono::milliseconds deadline, bool stopped) { reporter_->Close(deadline, stopped); }
 
 LinkStats MonitorLink::stats() const {
   auto s = reporter_->stats();

@@ -534,7 +534,9 @@ void Session::Finish(std::chrono::milliseconds deadline) {
   link_->SetPhase(step_, Phase::kNone);
   // With no monitor up, waiting the whole deadline would only delay the end of training.
   if (!link_->stats().connected) deadline = std::min(deadline, std::chrono::milliseconds(1000));
-  link_->Close(deadline);
+  // Stopped on request (RequestStop: a signal) says so in the goodbye; a stop command's run
+  // is stopped by the command's ack already.
+  link_->Close(deadline, stopped_ && !stopped_by_command_);
   auto s = link_->stats();
   if (s.acked_through < step_ && options_.log) {
     std::cerr << "gradwatch: the monitor stored steps up to " << s.acked_through << " of " << step_ << " ("

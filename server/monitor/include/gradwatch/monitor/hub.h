@@ -115,9 +115,11 @@ class Hub {
   void OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink, uint32_t rank = 0);
   void OnCommandAck(const std::string& run_id, const v1::CommandAck& ack, uint32_t rank = 0);
   void OnHeartbeat(const std::string& run_id, const v1::Heartbeat& heartbeat, uint32_t rank);
-  // The stream ended: `clean` when the trainer said goodbye (finished), false when it
-  // broke. A run that never reported a step ends at once either way (nothing to resume).
-  void OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean, uint32_t rank = 0);
+  // The stream ended: `clean` when the trainer said goodbye (finished, or stopped when the
+  // goodbye says `stopped`), false when it broke. A run that never reported a step ends at
+  // once either way (nothing to resume).
+  void OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool clean, uint32_t rank = 0,
+                      bool stopped = false);
 
   // Called by the store after a commit: acknowledges stored steps to their streams.
   void OnStored(const std::map<store::StreamKey, uint64_t>& stored_through);

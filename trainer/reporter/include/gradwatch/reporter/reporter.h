@@ -107,7 +107,9 @@ class Reporter {
   // Waits until every report is acknowledged or `deadline` passes; true if all were.
   bool Flush(std::chrono::milliseconds deadline);
   // Flushes, then half-closes the stream (the run is finished) and stops the thread.
-  void Close(std::chrono::milliseconds deadline);
+  // `stopped`: the training ended early on request (Goodbye.stopped): the monitor shows the
+  // run stopped rather than finished.
+  void Close(std::chrono::milliseconds deadline, bool stopped = false);
 
   ReporterStats stats() const;
 

@@ -50,7 +50,7 @@ class MonitorLink {
   void SetPhase(uint64_t step, Phase phase);
   // Gated mode: the verdict on `step`, or nullopt on timeout or without a stream.
   std::optional<Verdict> AwaitVerdict(uint64_t step, std::chrono::milliseconds deadline);
-  void Close(std::chrono::milliseconds deadline);
+  void Close(std::chrono::milliseconds deadline, bool stopped = false);  // Reporter::Close
   LinkStats stats() const;
 
  private:
