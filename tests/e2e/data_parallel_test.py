@@ -38,16 +38,6 @@ def events(mon, run_id):
     return [json.loads(line) for line in cli(mon, "events", run_id).splitlines()]
 
 
-def wait_until(what, fn, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = fn()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def case(tmp, mon):
     alone, _ = train(tmp, "alone", "--no-monitor", "--fault", FAULT)
     print(f"unguarded: final loss {alone[0]['final_train_loss']:.4f}, collapsed {alone[0]['collapsed']}")
@@ -104,10 +94,11 @@ def hang(mon):
     try:
         gwtest.wait_for_steps(mon.address, "dp-hang", 5, trainer=trainer, timeout=120)
         cli(mon, "policy", "dp-hang", "--threshold", "hang_min_seconds=4")
-        wait_until("the job's last step", lambda: json.loads(cli(mon, "run", "dp-hang"))["last_step"] >= 40, 120)
+        gwtest.wait_until("the job's last step",
+                          lambda: json.loads(cli(mon, "run", "dp-hang"))["last_step"] >= 40, 120)
         stopped_at = time.monotonic()
-        found = wait_until("the hang event",
-                           lambda: [e for e in events(mon, "dp-hang") if e["kind"] == "hang"], 30)
+        found = gwtest.wait_until("the hang event",
+                                  lambda: [e for e in events(mon, "dp-hang") if e["kind"] == "hang"], 30)
         delay = time.monotonic() - stopped_at
         print(f"hang flagged {delay:.1f} s after the job's last step (bound 4 s + 3 s): {found[0]['message']}")
         assert found[0].get("rank") == 1, found

@@ -91,6 +91,17 @@ def wait_for_steps(address, run_id, at_least, trainer=None, timeout=60):
     raise AssertionError(f"run {run_id} did not reach {at_least} steps in {timeout} s")
 
 
+def wait_until(what, fn, timeout=120, interval=0.1):
+    """fn()'s first truthy value, asked every `interval` s; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def metric_value(text, name, **labels):
     """The value of the one sample of `name` whose labels include `labels`, or None."""
     for line in text.splitlines():

@@ -29,14 +29,7 @@ def show(mon, run_id):
     return json.loads(cli(mon, "--json", "run", run_id).stdout)
 
 
-def wait_for(what, predicate, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen in {timeout} s")
+wait_for = gwtest.wait_until
 
 
 def launch_succeeds(mon, tmp):

@@ -9,6 +9,7 @@
 #include <memory>
 #include <thread>
 
+#include "gradwatch/common/log_line.h"
 #include "gradwatch/common/file.h"
 #include "gradwatch/common/version.h"
 #include "gradwatch/torch/dist_env.h"
@@ -18,17 +19,9 @@
 
 namespace {
 
+using gradwatch::LogLine;
 using gradwatch::train::TrainConfig;
 
-// One line on stderr in a single write: the lines of ranks sharing a terminal or a launcher's
-// pipe stay whole.
-template <typename... Parts>
-void Log(const Parts&... parts) {
-  std::ostringstream line;
-  (line << ... << parts);
-  line << '\n';
-  std::cerr << line.str() << std::flush;
-}
 
 // The path given to --config, found before the full parse so that the file is loaded first
 // and every other flag lands on top of it. "" when not given.
@@ -196,12 +189,12 @@ int main(int argc, char** argv) {
     // R > 0 of a job writes summary-rankR.json beside it.
     const std::string summary_path = gradwatch::train::RankPath(config.summary_json, dist.rank);
     if (!summary_path.empty()) gradwatch::WriteFileAtomically(summary_path, json + "\n");
-    Log(tag, "done: ", summary.steps_run, " steps in ", summary.seconds, " s, final train loss ",
+    LogLine(tag, "done: ", summary.steps_run, " steps in ", summary.seconds, " s, final train loss ",
         summary.final_train_loss, ", val Jaccard (hard) ", summary.val_jaccard_hard,
         summary.collapsed ? " — COLLAPSED" : "");
     return summary.stopped_by_signal ? 128 + summary.stopped_by_signal : 0;
   } catch (const std::exception& e) {
-    Log(tag, e.what());
+    LogLine(tag, e.what());
     return 1;
   }
 }

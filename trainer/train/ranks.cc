@@ -1,3 +1,4 @@
+#include "gradwatch/common/log_line.h"
 #include "ranks.h"
 
 #include <arpa/inet.h>
@@ -23,15 +24,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// One line on stderr in a single write: the lines of ranks sharing a terminal or a launcher's
-// pipe stay whole.
-template <typename... Parts>
-void Log(const Parts&... parts) {
-  std::ostringstream line;
-  (line << ... << parts);
-  line << '\n';
-  std::cerr << line.str() << std::flush;
-}
 
 // A port nothing listens on now: bound to 127.0.0.1:0, read back, released. Rank 0 binds it a
 // moment later; another process could take it first (the rendezvous then fails, naming it).
@@ -109,7 +101,7 @@ int RunRanks(int nproc, char** argv, std::chrono::milliseconds grace) {
     std::vector<std::string> env = RankEnvironment(rank, nproc, port);
     const pid_t pid = StartRank(argv, env, original);
     alive[pid] = rank;
-    Log("gradwatch-train: started rank ", rank, " of ", nproc, " (pid ", pid,
+    LogLine("gradwatch-train: started rank ", rank, " of ", nproc, " (pid ", pid,
         ", MASTER_ADDR=127.0.0.1 MASTER_PORT=", port, ")");
   }
 
@@ -129,7 +121,7 @@ int RunRanks(int nproc, char** argv, std::chrono::milliseconds grace) {
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
     const int sig = ::sigtimedwait(&watched, nullptr, &ts);
     if (sig == SIGTERM || sig == SIGINT) {
-      Log("gradwatch-train: ", ::strsignal(sig), ": stopping ", alive.size(), " rank(s)");
+      LogLine("gradwatch-train: ", ::strsignal(sig), ": stopping ", alive.size(), " rank(s)");
       if (result == 0) result = 128 + sig;
       stop_all(sig);
     }
@@ -141,13 +133,13 @@ int RunRanks(int nproc, char** argv, std::chrono::milliseconds grace) {
       const int rank = it->second, code = ExitCodeOf(status);
       alive.erase(it);
       if (code == 0 || stopping) continue;
-      Log("gradwatch-train: rank ", rank, " ", Describe(status), "; stopping the other ", alive.size(),
+      LogLine("gradwatch-train: rank ", rank, " ", Describe(status), "; stopping the other ", alive.size(),
           " rank(s)");
       result = code;
       stop_all(SIGTERM);
     }
     if (waiting_to_kill && Clock::now() >= kill_at && !alive.empty()) {
-      Log("gradwatch-train: ", alive.size(), " rank(s) still running after ",
+      LogLine("gradwatch-train: ", alive.size(), " rank(s) still running after ",
           std::chrono::duration<double>(grace).count(), " s: killing them");
       for (const auto& [p, rank] : alive) ::kill(p, SIGKILL);
       kill_at = Clock::time_point::max();

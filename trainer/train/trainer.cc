@@ -1,3 +1,4 @@
+#include "gradwatch/common/log_line.h"
 #include "train/trainer.h"
 
 #include <torch/torch.h>
@@ -27,15 +28,6 @@
 namespace gradwatch::train {
 namespace {
 
-// One line on stderr in a single write: the lines of ranks sharing a terminal or a launcher's
-// pipe stay whole.
-template <typename... Parts>
-void Log(const Parts&... parts) {
-  std::ostringstream line;
-  (line << ... << parts);
-  line << '\n';
-  std::cerr << line.str() << std::flush;
-}
 
 // The CUDA device of a rank is its local rank's (modulo the devices there are).
 torch::Device PickDevice(const std::string& wanted, int local_rank) {
@@ -136,12 +128,12 @@ void InjectDelays(const std::vector<FaultConfig>& faults, int64_t step0, const s
   for (const auto& f : faults) {
     if (f.kind == "stall" && step0 >= f.step && step0 < f.step + f.count) {
       if (step0 == f.step) {
-        Log(tag, "step ", step0 + 1, ": stalling ", f.seconds, " s a step for ", f.count, " step(s)");
+        LogLine(tag, "step ", step0 + 1, ": stalling ", f.seconds, " s a step for ", f.count, " step(s)");
       }
       std::this_thread::sleep_for(std::chrono::duration<double>(f.seconds));
     }
     if (f.kind == "hang" && step0 == f.step) {
-      Log(tag, "step ", step0 + 1, ": hanging (never reaching the collectives) until killed");
+      LogLine(tag, "step ", step0 + 1, ": hanging (never reaching the collectives) until killed");
       for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
     }
   }
@@ -159,7 +151,7 @@ void InjectFaults(const std::vector<FaultConfig>& faults, int64_t step0, UNet& m
       for (auto& p : model->parameters()) {
         if (p.grad().defined()) p.grad().mul_(-f.factor);
       }
-      if (step0 == f.step) Log(tag, "step ", step0 + 1, ": gradient ascent x", f.factor, " from here on");
+      if (step0 == f.step) LogLine(tag, "step ", step0 + 1, ": gradient ascent x", f.factor, " from here on");
       continue;
     }
     if (f.step != step0) continue;
@@ -167,11 +159,11 @@ void InjectFaults(const std::vector<FaultConfig>& faults, int64_t step0, UNet& m
       for (auto& p : model->parameters()) {
         if (p.grad().defined()) p.grad().mul_(f.factor);
       }
-      Log(tag, "step ", step0 + 1, ": injected gradient x", f.factor);
+      LogLine(tag, "step ", step0 + 1, ": injected gradient x", f.factor);
     } else if (f.kind == "nan") {
       auto params = model->parameters();
       params.front().grad().view(-1)[0] = std::nan("");
-      Log(tag, "step ", step0 + 1, ": injected a NaN gradient");
+      LogLine(tag, "step ", step0 + 1, ": injected a NaN gradient");
     }
   }
 }
@@ -267,7 +259,7 @@ JobPlace JoinJob(const TrainConfig& config, const torchmon::DistEnv& dist, torch
     job.group = torchmon::Group::Join(dist, go);
     if (job.run_id.empty() && dist.rank == 0) job.run_id = GeneratedRunId();
     job.group->Broadcast(&job.run_id, 0);  // one run, whichever rank generated its id
-    Log(job.tag, "joined the job of ", dist.world_size, " ranks (", dist.source, ", ", job.group->backend(),
+    LogLine(job.tag, "joined the job of ", dist.world_size, " ranks (", dist.source, ", ", job.group->backend(),
         ", store ", dist.master_addr, ":", dist.master_port, ")");
   } else if (job.run_id.empty()) {
     job.run_id = GeneratedRunId();
@@ -324,7 +316,7 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt,
   ShardSampler sampler(train.size(), config.batch, config.seed, dist.rank, dist.world_size);
   TraceWriter trace(RankPath(config.trace_csv, dist.rank));
   std::vector<double> norms;
-  Log(tag, "run ", summary.run_id, " on ", summary.device, ", ", train.size(), " training / ", val.size(),
+  LogLine(tag, "run ", summary.run_id, " on ", summary.device, ", ", train.size(), " training / ", val.size(),
       " validation images, ", config.steps, " steps",
       dist.distributed() ? ", " + std::to_string(sampler.batch()) + " items a step on this rank" : "",
       so.monitor.empty() ? ", no monitor" : ", monitor " + so.monitor + " (" + config.mode + ")");
@@ -334,19 +326,19 @@ TrainSummary Train(const TrainConfig& config, const std::atomic<int>* interrupt,
   for (int64_t step = 1; step <= config.steps; ++step) {
     if (interrupt && interrupt->load() != 0 && signalled == 0) {
       signalled = interrupt->load();
-      Log(tag, "stopping on signal ", signalled, " before step ", (dist.distributed() ? std::to_string(step + 1) + " (the step boundary every rank agrees on)"
+      LogLine(tag, "stopping on signal ", signalled, " before step ", (dist.distributed() ? std::to_string(step + 1) + " (the step boundary every rank agrees on)"
                                        : std::to_string(step)));
       gw.RequestStop();
     }
     if (!gw.BeginStep(static_cast<uint64_t>(step))) {
       if (gw.stopped_by_command()) {
         summary.stopped_by_command = true;
-        Log(tag, "stopped by command before step ", step);
+        LogLine(tag, "stopped by command before step ", step);
       } else if (signalled != 0) {
         summary.stopped_by_signal = signalled;
       } else {
         summary.stopped_with_job = true;
-        Log(tag, "stopped with the job before step ", step, ": another rank was signalled");
+        LogLine(tag, "stopped with the job before step ", step, ": another rank was signalled");
       }
       break;
     }

@@ -1,3 +1,4 @@
+#include "gradwatch/common/log_line.h"
 #include "gradwatch/torch/session.h"
 
 #include <torch/torch.h>
@@ -22,15 +23,6 @@
 namespace gradwatch::torchmon {
 namespace {
 
-// One line on stderr in a single write: the lines of ranks sharing a terminal or a launcher's
-// pipe stay whole.
-template <typename... Parts>
-void Log(const Parts&... parts) {
-  std::ostringstream line;
-  (line << ... << parts);
-  line << '\n';
-  std::cerr << line.str() << std::flush;
-}
 
 constexpr double kSpikeZ = 3.0;      // above this a step is not healthy for statistics or checkpoints
 constexpr double kLogStdFloor = 1e-6;  // a constant norm must not make every change a spike
@@ -245,7 +237,7 @@ void Session::Apply(const Command& command, uint64_t step) {
   if (link_) link_->Ack({command.id, step, ok, detail.str()});
   applied_.push_back({command.id, ActionName(command.action), detail.str(), step, ok});
   if (options_.log) {
-    Log(world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ", step, ": ",
+    LogLine(world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ", step, ": ",
         ok ? "applied " : "rejected ", command.id, " (", command.issued_by, "): ", detail.str(), " — ",
         command.reason);
   }
@@ -507,7 +499,7 @@ void Session::ApplyVerdict(const Verdict& verdict, bool* update, Clip* applied) 
   }
   ++vetoes_;
   if (options_.log) {
-    Log(world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ", step_,
+    LogLine(world_ > 1 ? "gradwatch[rank " + std::to_string(rank_) + "]: step " : "gradwatch: step ", step_,
         ": veto: ", verdict.reason);
   }
 }
