@@ -27,11 +27,14 @@
 #include <thread>
 #include <vector>
 
+#include "../temp_dir.h"
 #include "../ingest/scrape.h"
 #include "monitor_process.h"
 #include "rank_load.h"
 
 namespace {
+
+using gradwatch::bench::TempDir;
 
 using namespace gradwatch;
 using namespace std::chrono_literals;
@@ -131,25 +134,6 @@ double LoadAverage() {
   return load;
 }
 
-// A private folder for the monitor's store, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "gradwatch-fanin-XXXXXX").string();
-    Require(::mkdtemp(pattern.data()) != nullptr, "cannot create a directory like " + pattern);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string Sub(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Each stream is a socket on both ends: both processes need the descriptors.
 void RaiseFileLimit(rlim_t needed) {
@@ -602,7 +586,7 @@ int main(int argc, char** argv) {
     const size_t streams = static_cast<size_t>(a.runs + 1) * a.ranks;
     RaiseFileLimit(2 * streams + 256);
     const double load_before = LoadAverage();
-    TempDir dir;
+    TempDir dir("gradwatch-fanin");
     bench::MonitorProcess monitor(
         a.gradwatchd, dir.Sub("monitor"),
         {"--max-streams", std::to_string(streams + 64), "--max-runs", std::to_string(a.runs + 64)}, 30s);

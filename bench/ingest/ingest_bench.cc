@@ -31,12 +31,15 @@
 #include <thread>
 #include <vector>
 
+#include "../temp_dir.h"
 #include "gradwatch/monitor/server.h"
 #include "load.h"
 #include "null_telemetry.h"
 #include "scrape.h"
 
 namespace {
+
+using gradwatch::bench::TempDir;
 
 using namespace gradwatch;
 using namespace std::chrono_literals;
@@ -139,25 +142,6 @@ double VmRssMb() {
   return 0;
 }
 
-// A private data directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "gradwatch-ingest-XXXXXX").string();
-    Require(::mkdtemp(pattern.data()) != nullptr, "cannot create a directory like " + pattern);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string Sub(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 // The host's 1-minute load average: other work on the machine shows in every figure.
 double LoadAverage() {
@@ -455,7 +439,7 @@ void PrintJson(const Args& a, const Memory& m, const Throughput& t, const Latenc
 int main(int argc, char** argv) {
   Args a = Parse(argc, argv);
   try {
-    TempDir dir;
+    TempDir dir("gradwatch-ingest");
     monitor::SystemClock clock;
     Totals totals;
     auto start = SteadyClock::now();

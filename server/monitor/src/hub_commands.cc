@@ -56,6 +56,12 @@ Status CheckOverrides(const v1::RunConfig& config) {
   return bad.ok() ? Status() : Status::Invalid("policy: " + bad.message());
 }
 
+detect::Thresholds ThresholdsOf(const v1::RunConfig& config) {
+  detect::Thresholds thresholds;
+  thresholds.Apply(std::map<std::string, double>(config.thresholds().begin(), config.thresholds().end()));
+  return thresholds;
+}
+
 bool ClipsByPolicy(const v1::Command& command) {
   return command.has_set_clipping() && command.set_clipping().kind() != v1::Clipping::KIND_OFF &&
          command.issued_by() == kPolicyIssuer;
@@ -170,11 +176,8 @@ Status Hub::UpdatePolicy(const std::string& run_id, const std::map<std::string, 
     for (const auto& [k, v] : thresholds) (*next.mutable_thresholds())[k] = v;
     for (const auto& [k, v] : policy) (*next.mutable_policy())[k] = v;
     if (Status bad = CheckOverrides(next); !bad.ok()) return bad;
-    if (run->job_watch) {  // keeps what it learned (the step interval, open episodes)
-      detect::Thresholds t;
-      t.Apply(std::map<std::string, double>(next.thresholds().begin(), next.thresholds().end()));
-      run->job_watch->SetThresholds(t);
-    }
+    // The job watch keeps what it learned (the step interval, open episodes).
+    if (run->job_watch) run->job_watch->SetThresholds(ThresholdsOf(next));
     *run->run.mutable_config() = std::move(next);
     Persist(*run);
   }

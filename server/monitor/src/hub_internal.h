@@ -6,6 +6,7 @@
 
 #include "gradwatch/common/format.h"
 #include "gradwatch/common/status.h"
+#include "gradwatch/detect/thresholds.h"
 #include "gradwatch/v1/runs.pb.h"
 #include "gradwatch/v1/telemetry.pb.h"
 
@@ -38,6 +39,10 @@ inline std::string Fmt(double v) { return FormatNumber(v, 4); }
 // Why a step report cannot be taken ("" when it can), for a run of `layers` layers and
 // `world` ranks; `reason` gets the rejection counter's label.
 std::string StepRefusal(const v1::StepReport& step, int layers, uint32_t world, const char** reason);
+
+// The run's detector thresholds: the defaults with its overrides (checked by CheckOverrides
+// when they came in).
+detect::Thresholds ThresholdsOf(const v1::RunConfig& config);
 
 // Both override maps of a run config, checked by name and range.
 Status CheckOverrides(const v1::RunConfig& config);

@@ -112,11 +112,7 @@ void Hub::OnHeartbeat(const std::string& run_id, const v1::Heartbeat& heartbeat,
 // The timer's look at a running data-parallel job as a whole.
 void Hub::WatchJob(RunState& run, int64_t now) {
   if (run.run.state() != v1::RUN_STATE_RUNNING) return;
-  if (!run.job_watch) {
-    detect::Thresholds t;
-    t.Apply(std::map<std::string, double>(run.run.config().thresholds().begin(), run.run.config().thresholds().end()));
-    run.job_watch = std::make_unique<detect::JobWatch>(t);
-  }
+  if (!run.job_watch) run.job_watch = std::make_unique<detect::JobWatch>(ThresholdsOf(run.run.config()));
   std::vector<detect::RankView> views;
   views.reserve(run.run.ranks_size());
   for (const v1::RankStatus& status : run.run.ranks()) {

@@ -24,8 +24,7 @@ Detectors MakeDetectors(const v1::Run& run) {
   detect::RunInfo info;
   info.layer_names.assign(run.layer_names().begin(), run.layer_names().end());
   info.loss_upper_bound = run.config().loss_upper_bound();
-  detect::Thresholds thresholds;
-  thresholds.Apply(std::map<std::string, double>(run.config().thresholds().begin(), run.config().thresholds().end()));
+  const detect::Thresholds thresholds = ThresholdsOf(run.config());
   return {std::make_unique<detect::RunDetector>(info, thresholds),
           detect::IncidentTracker(static_cast<uint64_t>(thresholds.incident_gap))};
 }
