@@ -10,7 +10,7 @@
 
 #include "gradwatch/common/printable.h"
 #include "gradwatch/common/version.h"
-#include "suggest.h"
+#include "gradwatch/common/suggest.h"
 #include "verbs.h"
 
 namespace gradwatch::cli {

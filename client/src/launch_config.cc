@@ -3,7 +3,7 @@
 #include "client.h"
 #include "gradwatch/common/file.h"
 #include "gradwatch/jobs/launch_config.h"
-#include "suggest.h"
+#include "gradwatch/common/suggest.h"
 #include "train/config.h"
 
 namespace gradwatch::cli {

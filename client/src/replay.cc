@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "gradwatch/common/name_value.h"
 #include "gradwatch/reporter/reporter.h"
 #include "gradwatch/reporter/spool.h"
 
@@ -171,13 +172,12 @@ int Replay(Context& ctx, const ReplayOptions& o) {
 std::map<std::string, double> ParseThresholds(const std::vector<std::string>& items) {
   std::map<std::string, double> out;
   for (const auto& item : items) {
-    auto eq = item.find('=');
-    char* end = nullptr;
-    double v = eq == std::string::npos ? 0 : std::strtod(item.c_str() + eq + 1, &end);
-    if (eq == std::string::npos || end == item.c_str() + eq + 1 || *end != '\0') {
+    std::string name;
+    double v = 0;
+    if (!ParseNameValue(item, &name, &v)) {
       throw Failure{"--threshold \"" + item + "\": expected NAME=NUMBER, e.g. spike_z_critical=6"};
     }
-    out[item.substr(0, eq)] = v;
+    out[name] = v;
   }
   return out;
 }

@@ -6,7 +6,6 @@
 
 #include "gradwatch/common/version.h"
 #include "run_cli.h"
-#include "suggest.h"
 
 namespace gradwatch::cli {
 namespace {
@@ -87,21 +86,6 @@ TEST(Arguments, a_malformed_threshold_is_a_failure_before_any_call) {
   auto r = Cli({"--server", "127.0.0.1:1", "policy", "r1", "--threshold", "spike_z_critical"});
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("expected NAME=NUMBER"), std::string::npos) << r.err;
-}
-
-TEST(Suggest, counts_a_swap_of_neighbours_as_one_edit) {
-  EXPECT_EQ(EditDistance("rnus", "runs"), 1u);
-  EXPECT_EQ(EditDistance("kitten", "sitting"), 3u);
-  EXPECT_EQ(EditDistance("", "abc"), 3u);
-  EXPECT_EQ(EditDistance("same", "same"), 0u);
-}
-
-TEST(Suggest, offers_a_name_only_when_it_is_close) {
-  std::vector<std::string> known{"runs", "run", "export", "replay"};
-  EXPECT_EQ(ClosestName("exprot", known), "export");
-  EXPECT_EQ(ClosestName("rn", known), "run");
-  EXPECT_EQ(ClosestName("zzzz", known), "");
-  EXPECT_EQ(DidYouMean("zzzz", known), "");
 }
 
 }  // namespace

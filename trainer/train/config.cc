@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gradwatch/common/name_value.h"
+
 namespace gradwatch::train {
 namespace {
 
@@ -83,6 +85,14 @@ class ObjectReader {
   void Convert(const json& v, const std::string& key, uint64_t& out) const {
     if (!v.is_number_unsigned()) Fail(Field(key), "a non-negative integer", &v);
     out = v.get<uint64_t>();
+  }
+  void Convert(const json& v, const std::string& key, std::map<std::string, double>& out) const {
+    if (!v.is_object()) Fail(Field(key), "an object of NAME: number", &v);
+    out.clear();
+    for (const auto& item : v.items()) {
+      if (!item.value().is_number()) Fail(Field(key) + "." + item.key(), "a number", &item.value());
+      out[item.key()] = item.value().get<double>();
+    }
   }
   template <typename Int>
   void Convert(const json& v, const std::string& key, Int& out) const {
@@ -188,6 +198,7 @@ void ParseTop(const json& j, const std::string& source, TrainConfig& c) {
   r.Read("summary_json", c.summary_json);
   r.Read("trace_csv", c.trace_csv);
   r.Read("spool", c.spool);
+  r.Read("thresholds", c.thresholds);
   r.Finish();
 }
 
@@ -229,7 +240,8 @@ std::string ToJson(const TrainConfig& c) {
       {"checkpoint_every", c.checkpoint_every}, {"checkpoint_dir", c.checkpoint_dir},
       {"monitor", c.monitor}, {"no_monitor", c.no_monitor}, {"mode", c.mode},
       {"gate_timeout_ms", c.gate_timeout_ms}, {"faults", faults}, {"scenario", c.scenario},
-      {"summary_json", c.summary_json}, {"trace_csv", c.trace_csv}, {"spool", c.spool}};
+      {"summary_json", c.summary_json}, {"trace_csv", c.trace_csv}, {"spool", c.spool},
+      {"thresholds", c.thresholds}};
   return j.dump(2);
 }
 
@@ -269,6 +281,14 @@ int64_t ValidationCount(int64_t items, double val_fraction) {
 
 bool MonitorEnabled(const TrainConfig& config) {
   return !config.no_monitor && !config.monitor.empty();
+}
+
+std::pair<std::string, double> ParseThresholdFlag(const std::string& item) {
+  std::pair<std::string, double> out;
+  if (!ParseNameValue(item, &out.first, &out.second)) {
+    throw std::invalid_argument("--threshold \"" + item + "\": expected NAME=NUMBER, e.g. spike_z_critical=6");
+  }
+  return out;
 }
 
 FaultConfig ParseFaultFlag(const std::string& spec) {

@@ -17,10 +17,12 @@
 //     "monitor": "127.0.0.1:7070", "no_monitor": false, "mode": "guard", "gate_timeout_ms": 200,
 //     "faults": [{"kind": "grad_spike", "step": 300, "factor": 1000, "rank": -1, "seconds": 1,
 //                 "count": 1}], "scenario": "",
-//     "summary_json": "", "trace_csv": "", "spool": "" }
+//     "summary_json": "", "trace_csv": "", "spool": "",
+//     "thresholds": {"spike_z_critical": 6, "scalar_min.output_mean": 0.05} }
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -111,6 +113,10 @@ struct TrainConfig {
   std::string trace_csv;               // "" = none; else every step as gradwatch CSV (for replay)
   std::string spool;                   // "" = none; else reports past the buffer, and all undelivered
                                        // at the end, go to this file (`gradwatch replay` sends it)
+  // The monitor's detector overrides for this run, by name (server/detect/thresholds.h;
+  // `gradwatch policy --threshold` changes them live). Sent in the hello; Validate checks
+  // every name and range, so a typo fails here, not at the monitor.
+  std::map<std::string, double> thresholds;
 };
 
 // Upper bounds Validate enforces, each far above what one host can usefully run, low enough
@@ -132,6 +138,8 @@ struct Limits {
   static constexpr int64_t kActivationBytes = int64_t{64} << 30;  // batch x model.base x size^2
                                                         // float32: the U-Net's first level alone
   static constexpr size_t kFaults = 1000;               // injected faults
+  static constexpr size_t kThresholds = 256;            // detector overrides (about 60 names exist,
+                                                        // plus scalar_max/min per scalar)
   static constexpr int64_t kRanks = 65'536;             // a fault's rank (torchmon::kMaxWorldSize)
   static constexpr int64_t kCheckpointFiles = 100'000;  // checkpoint pairs written to checkpoint_dir
                                                         // (steps / checkpoint_every): a disk's worth
@@ -164,6 +172,10 @@ int64_t ValidationCount(int64_t items, double val_fraction);
 
 // Whether the trainer should connect to a monitor: `monitor` is set and `no_monitor` is false.
 bool MonitorEnabled(const TrainConfig& config);
+
+// One detector override from the command line: NAME=NUMBER, e.g. "spike_z_critical=6". Throws
+// std::invalid_argument naming the flag when it is not of that form; Validate checks the name.
+std::pair<std::string, double> ParseThresholdFlag(const std::string& item);
 
 // One fault from the command line: KIND@STEP[,KEY=VALUE...] with keys factor, rank, seconds and
 // count, e.g. "stall@10,rank=1,seconds=2,count=5" or "grad_spike@300,factor=1000". Throws

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "gradwatch/common/run_id.h"
+#include "gradwatch/detect/thresholds.h"
 
 namespace gradwatch::train {
 namespace {
@@ -236,6 +237,19 @@ void validate_faults(const TrainConfig& c, std::vector<std::string>& out) {
   }
 }
 
+// Each override through the detectors' own table, so the names and ranges are the monitor's.
+void validate_thresholds(const TrainConfig& c, std::vector<std::string>& out) {
+  if (c.thresholds.size() > Limits::kThresholds) {
+    out.push_back("thresholds: must hold <= " + std::to_string(Limits::kThresholds) + " overrides, got " +
+                  std::to_string(c.thresholds.size()));
+    return;
+  }
+  for (const auto& [name, value] : c.thresholds) {
+    detect::Thresholds t;
+    if (Status bad = t.Apply({{name, value}}); !bad.ok()) out.push_back("thresholds: " + bad.message());
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> Validate(const TrainConfig& config) {
@@ -246,6 +260,7 @@ std::vector<std::string> Validate(const TrainConfig& config) {
   validate_optimizer(config, problems);
   validate_monitor(config, problems);
   validate_faults(config, problems);
+  validate_thresholds(config, problems);
   return problems;
 }
 

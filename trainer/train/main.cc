@@ -73,6 +73,20 @@ void AddTrainFlags(CLI::App& app, TrainConfig& config) {
   app.add_option("--checkpoint-dir", config.checkpoint_dir, "also write checkpoints here");
   app.add_option("--gate-timeout-ms", config.gate_timeout_ms, "gated mode: verdict deadline")->capture_default_str();
   app.add_option_function<std::vector<std::string>>(
+      "--threshold",
+      [&config](const std::vector<std::string>& items) {
+        for (const auto& item : items) {  // on top of the config file's overrides
+          try {
+            auto [name, value] = gradwatch::train::ParseThresholdFlag(item);
+            config.thresholds[name] = value;
+          } catch (const std::invalid_argument& e) {
+            throw CLI::ValidationError(e.what());
+          }
+        }
+      },
+      "a detector override for this run, NAME=NUMBER (repeatable; adds to the config's \"thresholds\"), "
+      "e.g. spike_z_critical=7 or scalar_min.output_mean=0.05 (the names, defaults and sources: server/detect/include/gradwatch/detect/thresholds.h)");
+  app.add_option_function<std::vector<std::string>>(
       "--fault",
       [&config](const std::vector<std::string>& specs) {
         config.faults.clear();  // the flags replace the config file's faults

@@ -73,6 +73,7 @@ torchmon::RunDescription Describe(const TrainConfig& c) {
   d.loss_upper_bound = 1.0;
   d.checkpoint_every = static_cast<uint32_t>(c.checkpoint_every);
   if (!c.scenario.empty()) d.labels["scenario"] = c.scenario;
+  d.thresholds = c.thresholds;
   return d;
 }
 

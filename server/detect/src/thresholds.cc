@@ -4,6 +4,9 @@
 #include <limits>
 
 #include "format.h"
+#include "gradwatch/common/printable.h"
+#include "gradwatch/common/run_id.h"
+#include "gradwatch/common/suggest.h"
 
 namespace gradwatch::detect {
 namespace {
@@ -105,6 +108,8 @@ bool SetScalarLimit(Thresholds& t, const std::string& key, double v, std::string
     if (key.compare(0, p.size(), p) != 0) continue;
     if (key.size() == p.size()) {
       *error = Format("threshold '%s' names no scalar: write %sNAME", key.c_str(), prefix);
+    } else if (!ValidScalarName(std::string_view(key).substr(p.size()))) {
+      *error = Format("threshold '%s': the scalar name is not %s", Printable(key).c_str(), kScalarNameRule);
     } else if (!std::isfinite(v)) {
       *error = Format("threshold '%s' = %g is not a finite number", key.c_str(), v);
     } else {
@@ -131,7 +136,7 @@ std::string Set(Thresholds& t, const std::string& key, double v) {
     }
     return "";
   }
-  return Format("unknown threshold '%s'", key.c_str());
+  return Format("unknown threshold '%s'", Printable(key).c_str()) + DidYouMean(key, Thresholds::Names());
 }
 
 }  // namespace

@@ -28,6 +28,12 @@ TEST(Thresholds, apply_rejects_an_unknown_key_by_name_and_changes_nothing) {
   EXPECT_EQ(t.spike_z_critical, 6);  // all or nothing
 }
 
+TEST(Thresholds, apply_names_the_closest_threshold_for_a_typo) {
+  Thresholds t;
+  EXPECT_EQ(t.Apply({{"spike_z_critcal", 8}}).message(),
+            "unknown threshold 'spike_z_critcal'; did you mean \"spike_z_critical\"?");
+}
+
 TEST(Thresholds, apply_rejects_values_out_of_range) {
   Thresholds t;
   EXPECT_EQ(t.Apply({{"spike_alpha", 1.5}}).message(), "threshold 'spike_alpha' = 1.5 is outside [0, 1]");
@@ -44,6 +50,10 @@ TEST(Thresholds, apply_sets_limits_on_named_scalars) {
   EXPECT_EQ(t.Apply({{"scalar_max.", 1}}).message(), "threshold 'scalar_max.' names no scalar: write scalar_max.NAME");
   EXPECT_EQ(t.Apply({{"scalar_min.x", NAN}}).message(), "threshold 'scalar_min.x' = nan is not a finite number");
   EXPECT_EQ(t.scalar_min.count("x"), 0u);
+  // The scalar's name follows the reports' rule: a name no report can carry is a typo.
+  EXPECT_EQ(t.Apply({{"scalar_max.data time", 1}}).message(),
+            "threshold 'scalar_max.data time': the scalar name is not 1 to 64 characters of [A-Za-z0-9_.:/-]");
+  EXPECT_EQ(t.scalar_max.count("data time"), 0u);
 }
 
 // A warning when a scalar crosses its limit, naming it; once per excursion; none without limits.

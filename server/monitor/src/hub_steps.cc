@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "convert.h"
+#include "gradwatch/common/run_id.h"
 #include "gradwatch/metrics/exporter.h"
 #include "gradwatch/monitor/hub.h"
 #include "gradwatch/store/store.h"
@@ -41,22 +42,12 @@ metrics::StepValues ValuesOf(const v1::StepReport& step, const detect::StepSampl
   v.cuda_reserved_bytes = opt(sys.has_cuda_reserved_bytes(), static_cast<double>(sys.cuda_reserved_bytes()));
   v.cuda_peak_allocated_bytes =
       opt(sys.has_cuda_peak_allocated_bytes(), static_cast<double>(sys.cuda_peak_allocated_bytes()));
+  v.device_utilization = opt(sys.has_device_utilization(), sys.device_utilization());
   return v;
 }
 
-// Bounds on a step's named scalars (telemetry.proto): how many, and their names.
+// At most this many named scalars a step (telemetry.proto); names follow ValidScalarName.
 constexpr int kMaxScalars = 64;
-constexpr size_t kMaxScalarName = 64;
-
-bool ValidScalarName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxScalarName) return false;
-  for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != ':' && c != '/' && c != '-') {
-      return false;
-    }
-  }
-  return true;
-}
 
 // Why the step's scalars cannot be taken, "" when they can.
 std::string ScalarRefusal(const v1::StepReport& step, const char** reason) {
@@ -69,13 +60,13 @@ std::string ScalarRefusal(const v1::StepReport& step, const char** reason) {
   for (const auto& [name, value] : step.scalars()) {
     if (ValidScalarName(name)) continue;
     *reason = "scalar_name";
-    std::string shown = name.substr(0, kMaxScalarName);
+    std::string shown = name.substr(0, kMaxScalarNameLength);
     for (char& c : shown) {
       if (!std::isprint(static_cast<unsigned char>(c))) c = '?';  // the reason stays printable UTF-8
     }
-    if (name.size() > kMaxScalarName) shown += "...";
-    return at + "scalars name \"" + shown + "\" (" + std::to_string(name.size()) +
-           " bytes) is not 1 to " + std::to_string(kMaxScalarName) + " characters of [A-Za-z0-9_.:/-]";
+    if (name.size() > kMaxScalarNameLength) shown += "...";
+    return at + "scalars name \"" + shown + "\" (" + std::to_string(name.size()) + " bytes) is not " +
+           kScalarNameRule;
   }
   return "";
 }

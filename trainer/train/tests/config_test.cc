@@ -68,6 +68,7 @@ TEST(TrainConfig, json_round_trip_keeps_every_field) {
   c.gate_timeout_ms = 500;
   c.faults = {{"lr_spike", 40, 100.0}, {"nan", 50, 1.0}, {"stall", 60, 1.0, 1, 2.5, 4}};
   c.summary_json = "/tmp/summary.json";
+  c.thresholds = {{"spike_z_critical", 7.5}, {"scalar_min.output_mean", 0.05}};
   const std::string json = ToJson(c);
   const TrainConfig back = ParseConfigJson(json, "round-trip");
   EXPECT_EQ(ToJson(back), json);
@@ -78,6 +79,7 @@ TEST(TrainConfig, json_round_trip_keeps_every_field) {
   EXPECT_EQ(back.faults[2].rank, 1);
   EXPECT_EQ(back.faults[2].seconds, 2.5);
   EXPECT_EQ(back.faults[2].count, 4);
+  EXPECT_EQ(back.thresholds, c.thresholds);
   EXPECT_NE(json, ToJson(TrainConfig{}));
 }
 
@@ -98,6 +100,36 @@ TEST(TrainConfig, wrong_types_are_rejected_with_field_and_type) {
             "config.json: threads: expected an integer in range");
   EXPECT_EQ(parse_error(R"([1, 2])"), "config.json: the top level: expected a JSON object, got array");
   EXPECT_EQ(parse_error(R"({"faults": {}})"), "config.json: faults: expected an array, got object");
+  EXPECT_EQ(parse_error(R"({"thresholds": [1]})"),
+            "config.json: thresholds: expected an object of NAME: number, got array");
+  EXPECT_EQ(parse_error(R"({"thresholds": {"loss_z": "6"}})"),
+            "config.json: thresholds.loss_z: expected a number, got string");
+}
+
+TEST(TrainConfig, thresholds_are_checked_against_the_detectors_names_and_ranges) {
+  TrainConfig c;
+  c.thresholds = {{"spike_z_critical", 7}, {"scalar_max.data_time_ms", 50}, {"rank_lag_steps", 20}};
+  EXPECT_TRUE(Validate(c).empty()) << Validate(c)[0];
+  c.thresholds = {{"spike_z_critcal", 7}, {"spike_alpha", 2}, {"scalar_max.a b", 1}, {"rank_lag_steps", 0.5}};
+  const std::vector<std::string> problems = Validate(c);
+  ASSERT_EQ(problems.size(), 4u);  // every one at once
+  EXPECT_EQ(problems[0], "thresholds: threshold 'rank_lag_steps' = 0.5 is outside [1, 1e+09]");
+  EXPECT_EQ(problems[1], "thresholds: threshold 'scalar_max.a b': the scalar name is not 1 to 64 characters of "
+                         "[A-Za-z0-9_.:/-]");
+  EXPECT_EQ(problems[2], "thresholds: threshold 'spike_alpha' = 2 is outside [0, 1]");
+  EXPECT_EQ(problems[3], "thresholds: unknown threshold 'spike_z_critcal'; did you mean \"spike_z_critical\"?");
+  for (int i = 0; i <= static_cast<int>(Limits::kThresholds); ++i) c.thresholds["scalar_max.s" + std::to_string(i)] = 1;
+  EXPECT_EQ(Validate(c).at(0).rfind("thresholds: must hold <= 256 overrides", 0), 0u) << Validate(c).at(0);
+}
+
+TEST(TrainConfig, threshold_flags_read_name_equals_number) {
+  EXPECT_EQ(ParseThresholdFlag("loss_z=6.5"), std::make_pair(std::string("loss_z"), 6.5));
+  try {
+    ParseThresholdFlag("loss_z");
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), R"(--threshold "loss_z": expected NAME=NUMBER, e.g. spike_z_critical=6)");
+  }
 }
 
 TEST(TrainConfig, invalid_json_names_the_source) {

@@ -1,8 +1,8 @@
-#include "suggest.h"
+#include "gradwatch/common/suggest.h"
 
 #include <algorithm>
 
-namespace gradwatch::cli {
+namespace gradwatch {
 
 size_t EditDistance(std::string_view a, std::string_view b) {
   // d[i][j]: distance between a's first i and b's first j characters, three rows kept.
@@ -39,4 +39,4 @@ std::string DidYouMean(std::string_view typed, const std::vector<std::string>& k
   return best.empty() ? "" : "; did you mean \"" + best + "\"?";
 }
 
-}  // namespace gradwatch::cli
+}  // namespace gradwatch

@@ -5,7 +5,7 @@
 #include <string_view>
 #include <vector>
 
-namespace gradwatch::cli {
+namespace gradwatch {
 
 // Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
 // adjacent characters each cost 1 ("rnus" is 1 from "runs").
@@ -18,4 +18,4 @@ std::string ClosestName(std::string_view typed, const std::vector<std::string>& 
 // "; did you mean \"runs\"?" for ClosestName, or "" when nothing is close.
 std::string DidYouMean(std::string_view typed, const std::vector<std::string>& known);
 
-}  // namespace gradwatch::cli
+}  // namespace gradwatch
