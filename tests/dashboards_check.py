@@ -47,6 +47,7 @@ EXPORTED_METRICS = {
     "gradwatch_step_seconds",
     "gradwatch_process_resident_bytes",
     "gradwatch_cuda_memory_bytes",
+    "gradwatch_device_utilization_ratio",
     "gradwatch_step_duration_seconds",
     "gradwatch_layer_grad_norm",
     "gradwatch_rank_local_grad_norm",

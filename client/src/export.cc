@@ -21,7 +21,7 @@ struct SystemField {
   double value;
 };
 
-constexpr size_t kSystemFields = 7;
+constexpr size_t kSystemFields = 8;
 
 std::vector<SystemField> SystemFields(const v1::StepReport& s) {
   const v1::SystemMetrics& m = s.system();
@@ -32,7 +32,8 @@ std::vector<SystemField> SystemFields(const v1::StepReport& s) {
           {"cuda_allocated_bytes", m.has_cuda_allocated_bytes(), static_cast<double>(m.cuda_allocated_bytes())},
           {"cuda_reserved_bytes", m.has_cuda_reserved_bytes(), static_cast<double>(m.cuda_reserved_bytes())},
           {"cuda_peak_allocated_bytes", m.has_cuda_peak_allocated_bytes(),
-           static_cast<double>(m.cuda_peak_allocated_bytes())}};
+           static_cast<double>(m.cuda_peak_allocated_bytes())},
+          {"device_utilization", m.has_device_utilization(), m.device_utilization()}};
 }
 
 // One column per scalar name of the whole run (sorted, "scalar.NAME") and per system metric

@@ -159,13 +159,14 @@ TEST_F(WithFakeMonitor, export_has_a_column_per_scalar_name_and_reported_system_
   b.set_step(2);
   (*b.mutable_scalars())["alpha"] = -1.5;
   (*b.mutable_scalars())["zeta"] = 2e-21;
+  b.mutable_system()->set_device_utilization(0.5);
   auto r = Gradwatch({"export", "r"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out,
             "step,epoch,loss,lr,grad_norm,jaccard_soft,jaccard_hard,accuracy,clip_kind,clip_threshold,update_skipped,"
-            "data_seconds,resident_bytes,scalar.alpha,scalar.zeta\n"
-            "1,0,0,0,0,,,,KIND_OFF,0,false,0.25,123456789,,0.30000000000000004\n"
-            "2,0,0,0,0,,,,KIND_OFF,0,false,,,-1.5,2e-21\n");
+            "data_seconds,resident_bytes,device_utilization,scalar.alpha,scalar.zeta\n"
+            "1,0,0,0,0,,,,KIND_OFF,0,false,0.25,123456789,,,0.30000000000000004\n"
+            "2,0,0,0,0,,,,KIND_OFF,0,false,,,0.5,-1.5,2e-21\n");
   auto j = Gradwatch({"export", "r", "--format", "jsonl"});
   ASSERT_EQ(j.code, 0) << j.err;
   std::istringstream lines(j.out);

@@ -59,6 +59,8 @@ struct Exporter::Families {
         resident(G(r, "gradwatch_process_resident_bytes", "The trainer process's resident set size.")),
         cuda_memory(G(r, "gradwatch_cuda_memory_bytes",
                       "The trainer's CUDA caching allocator by kind (allocated|reserved|peak_allocated).")),
+        device_utilization(G(r, "gradwatch_device_utilization_ratio",
+                             "Share of the training GPU's last NVML sample period in which a kernel ran.")),
         anomalies(C(r, "gradwatch_anomalies_total", "Anomaly events by kind and severity; counted as they happen.")),
         commands(C(r, "gradwatch_commands_total", "Commands sent to the run by action and result.")),
         gate_timeouts(C(r, "gradwatch_gate_timeouts_total", "Gated steps whose verdict came too late.")),
@@ -104,6 +106,7 @@ struct Exporter::Families {
   Family<Gauge>& phase_seconds;
   Family<Gauge>& resident;
   Family<Gauge>& cuda_memory;
+  Family<Gauge>& device_utilization;
   Family<Counter>& anomalies;
   Family<Counter>& commands;
   Family<Counter>& gate_timeouts;
@@ -154,10 +157,11 @@ struct Exporter::RunSeries {
   Counter* scalars_unexported = nullptr;
   bool scalars_capped = false;                           // said so on stderr
   // System series, created on the first report of each: data, forward_backward, report;
-  // RSS; CUDA allocated, reserved, peak_allocated.
+  // RSS; CUDA allocated, reserved, peak_allocated; GPU utilisation.
   Gauge* phase[3] = {nullptr, nullptr, nullptr};
   Gauge* resident = nullptr;
   Gauge* cuda[3] = {nullptr, nullptr, nullptr};
+  Gauge* device_utilization = nullptr;
   std::map<std::string, Gauge*> states, modes;
   std::map<std::string, Counter*> anomalies, commands;  // created on first use
   std::map<uint32_t, RankGauges> ranks;  // data parallel: ranks below the cap, created on first use
@@ -350,6 +354,7 @@ void Exporter::SetSystem(RunSeries& r, const StepValues& v) {
   set(r.cuda[0], f_->cuda_memory, {{"kind", "allocated"}}, v.cuda_allocated_bytes);
   set(r.cuda[1], f_->cuda_memory, {{"kind", "reserved"}}, v.cuda_reserved_bytes);
   set(r.cuda[2], f_->cuda_memory, {{"kind", "peak_allocated"}}, v.cuda_peak_allocated_bytes);
+  set(r.device_utilization, f_->device_utilization, {}, v.device_utilization);
 }
 
 void Exporter::ObserveEval(const std::string& run_id, const EvalValues& v) {

@@ -156,6 +156,8 @@ TEST(Exporter, exports_system_metrics_a_step_reports) {
   EXPECT_TRUE(Has(text, "gradwatch_step_seconds{phase=\"report\",run_id=\"r\"} 0.125"));
   EXPECT_TRUE(Has(text, "gradwatch_process_resident_bytes{run_id=\"r\"} 1048576"));
   EXPECT_FALSE(Has(text, "gradwatch_cuda_memory_bytes{"));
+  EXPECT_FALSE(Has(text, "gradwatch_device_utilization_ratio{"));
+  v.device_utilization = 0.75;
   v.cuda_allocated_bytes = 4096;
   v.cuda_reserved_bytes = 8192;
   v.cuda_peak_allocated_bytes = 6144;
@@ -163,6 +165,7 @@ TEST(Exporter, exports_system_metrics_a_step_reports) {
   text = Scrape(e);
   EXPECT_TRUE(Has(text, "gradwatch_cuda_memory_bytes{kind=\"allocated\",run_id=\"r\"} 4096")) << text;
   EXPECT_TRUE(Has(text, "gradwatch_cuda_memory_bytes{kind=\"peak_allocated\",run_id=\"r\"} 6144"));
+  EXPECT_TRUE(Has(text, "gradwatch_device_utilization_ratio{run_id=\"r\"} 0.75")) << text;
   e.RemoveRun("r");
   EXPECT_FALSE(Has(Scrape(e), "gradwatch_step_seconds{"));
 }

@@ -63,6 +63,7 @@ json SystemJson(const v1::StepReport& s) {
   if (m.has_cuda_allocated_bytes()) out["cuda_allocated_bytes"] = m.cuda_allocated_bytes();
   if (m.has_cuda_reserved_bytes()) out["cuda_reserved_bytes"] = m.cuda_reserved_bytes();
   if (m.has_cuda_peak_allocated_bytes()) out["cuda_peak_allocated_bytes"] = m.cuda_peak_allocated_bytes();
+  if (m.has_device_utilization()) out["device_utilization"] = m.device_utilization();
   return out;
 }
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "gradwatch/common/file.h"
+#include "gradwatch/torch/device_utilization.h"
 #include "gradwatch/torch/grad_stats.h"
 #include "gradwatch/torch/group.h"
 #include "gradwatch/torch/link.h"
@@ -75,6 +76,11 @@ Session::Session(torch::nn::Module& model, torch::optim::Optimizer& optimizer, S
     rank_ = group_->rank();
     world_ = group_->size();
     if (rank_ != 0) options_.checkpoint_dir.clear();  // rank 0's files hold every rank's parameters
+  }
+  if (const int cuda = CudaIndex(options_.device); cuda >= 0) {
+    std::string why;
+    utilization_ = DeviceUtilization::Open(NvmlDeviceOf(cuda, std::getenv("CUDA_VISIBLE_DEVICES")), &why);
+    if (!utilization_) LogLine("gradwatch: reporting no device utilisation: ", why);
   }
   if (!options_.monitor.empty()) {
     LinkOptions lo;
@@ -184,7 +190,7 @@ void Session::DataReady() {
 void Session::Scalar(const std::string& name, double value) { scalars_[name] = value; }
 
 // The step's time by phase and the process's memory; `entered` is when BeforeUpdate began.
-SystemSample Session::MeasureSystem(std::chrono::steady_clock::time_point entered) const {
+SystemSample Session::MeasureSystem(std::chrono::steady_clock::time_point entered) {
   using Seconds = std::chrono::duration<double>;
   const auto now = std::chrono::steady_clock::now();
   SystemSample s;
@@ -193,6 +199,7 @@ SystemSample Session::MeasureSystem(std::chrono::steady_clock::time_point entere
   s.report_seconds = begin_seconds_ + Seconds(now - entered).count();
   s.resident_bytes = ResidentBytes();
   CudaMemory(options_.device, &s);
+  if (utilization_) s.device_utilization = utilization_->Fraction(now);
   return s;
 }
 

@@ -22,12 +22,20 @@ int64_t ResidentBytes() {
   return static_cast<int64_t>(resident) * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
+int CudaIndex(const std::string& device) {
+  if (device == "cuda") return 0;
+  if (device.rfind("cuda:", 0) != 0 || device.size() == 5 || device.size() > 9) return -1;
+  for (size_t i = 5; i < device.size(); ++i) {
+    if (device[i] < '0' || device[i] > '9') return -1;
+  }
+  return std::atoi(device.c_str() + 5);
+}
+
 void CudaMemory(const std::string& device, SystemSample* out) {
-  if (device.rfind("cuda", 0) != 0) return;
+  const int index = CudaIndex(device);
+  if (index < 0) return;
 #if GRADWATCH_TORCH_CUDA
-  int index = 0;
-  if (device.size() > 5 && device[4] == ':') index = std::atoi(device.c_str() + 5);
-  if (index < 0 || index >= static_cast<int>(c10::cuda::device_count())) return;
+  if (index >= static_cast<int>(c10::cuda::device_count())) return;
   auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
   // Index 0 is StatType::AGGREGATE (all pools), in every LibTorch that has the allocator stats.
   out->cuda_allocated_bytes = stats.allocated_bytes[0].current;

@@ -108,6 +108,7 @@ v1::SystemMetrics ToWire(const SystemSample& s) {
   if (s.cuda_peak_allocated_bytes >= 0) {
     w.set_cuda_peak_allocated_bytes(static_cast<uint64_t>(s.cuda_peak_allocated_bytes));
   }
+  if (std::isfinite(s.device_utilization)) w.set_device_utilization(s.device_utilization);
   return w;
 }
 

@@ -47,6 +47,7 @@ struct StepValues {
   double data_seconds = NAN, compute_seconds = NAN, report_seconds = NAN;
   double resident_bytes = NAN;
   double cuda_allocated_bytes = NAN, cuda_reserved_bytes = NAN, cuda_peak_allocated_bytes = NAN;
+  double device_utilization = NAN;  // 0..1
 };
 
 // Data parallel: one rank's own values on its last step; NaN = not reported (kept).

@@ -101,6 +101,7 @@ namespace gradwatch::torchmon {
 
 class MonitorLink;
 class Group;
+class DeviceUtilization;
 struct GradStats;
 
 struct SessionOptions {
@@ -226,7 +227,7 @@ class Session {
   void ClipGradients(double total_norm);
   void ApplyVerdict(const Verdict& verdict, bool* update, Clip* applied);
   double AdaptiveThreshold() const;
-  SystemSample MeasureSystem(std::chrono::steady_clock::time_point entered) const;
+  SystemSample MeasureSystem(std::chrono::steady_clock::time_point entered);
 
   torch::nn::Module& model_;
   torch::optim::Optimizer& optimizer_;
@@ -234,6 +235,7 @@ class Session {
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_;  // in names_ order
   std::unique_ptr<MonitorLink> link_;
+  std::unique_ptr<DeviceUtilization> utilization_;  // on a CUDA device with NVML; else null
   Clip clipping_;
   double lr_scale_ = 1.0;
   double lr_ = 0;

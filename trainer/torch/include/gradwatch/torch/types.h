@@ -47,6 +47,7 @@ struct SystemSample {
   double report_seconds = NAN;   // gradwatch's own work before the report: commands, gradient statistics
   int64_t resident_bytes = -1;   // process RSS
   int64_t cuda_allocated_bytes = -1, cuda_reserved_bytes = -1, cuda_peak_allocated_bytes = -1;
+  double device_utilization = NAN;  // CUDA: share of NVML's last sample period a kernel ran, 0..1
 };
 
 // One step as reported; NaN in a metric means "not reported".

@@ -1,0 +1,3 @@
+#pragma once
+// Syntax-check shim: see cuda.h.
+#include "cuda.h"
