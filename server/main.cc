@@ -62,6 +62,11 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_option("--max-jobs", config.max_jobs, "launched jobs running at once; more wait, queued")
       ->capture_default_str();
+  app.add_option("--max-job-ranks", config.max_job_ranks,
+                 "ranks one launched job may ask for (resources: nodes x tasks_per_node); the local "
+                 "launcher runs them on this host with gradwatch-train --nproc")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 18));
   app.add_option("--max-queued-jobs", config.max_queued_jobs,
                  "launched jobs waiting at once; past it a launch is refused (RESOURCE_EXHAUSTED)")
       ->capture_default_str();

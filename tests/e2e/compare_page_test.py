@@ -142,6 +142,9 @@ def check_run_page(base):
     assert heat["layers"] == len(LAYERS) and heat["steps"] == STEPS and heat["columns"] >= 100, heat
     assert heat["lo"] < -18 and heat["hi"] > 0, f"heat map range 1e{heat['lo']:.1f}..1e{heat['hi']:.1f}"
     assert state["charts"]["norm"]["annotations"] >= 1, "no event marked on the gradient chart"
+    # The hover text of the last column's first layer: the collapsed run's norm there, ~1e-20.
+    cell = re.fullmatch(rf"{re.escape(LAYERS[0])}, steps? \d+(–\d+)?: grad norm (\S+)", heat["last_cell"])
+    assert cell and float(cell.group(2)) < 1e-15, f"heat map hover: {heat['last_cell']!r}"
 
 
 def check_refusals(base):

@@ -50,6 +50,24 @@ def launch_succeeds(mon, tmp):
     print(f"launch: succeeded, exit code 0, 40 steps stored, {len(logs)} bytes of log")
 
 
+def launch_two_ranks(mon, data, run_id, model_args):
+    """A job of 2 ranks (resources.tasks_per_node 2) is one run of 2 ranks whose parameters
+    are equal at the end; returns the run and the checksum."""
+    steps = 60
+    p = cli(mon, "launch", "--run-id", run_id, "--set", f"steps={steps}", "--set", "log_every=0",
+            "--set", 'resources={"nodes": 1, "tasks_per_node": 2}', *model_args, timeout=300)
+    assert f"job {run_id} succeeded (exit code 0)" in p.stderr, p.stderr
+    run = show(mon, run_id)
+    assert run.get("world_size") == 2, run
+    last = {k["rank"]: k["last_step"] for k in run["ranks"]}
+    assert sorted(last) == [0, 1] and len(set(last.values())) == 1 and last[0] >= steps - 1, run["ranks"]
+    folder = os.path.join(data, "jobs", run_id)
+    sums = [json.load(open(os.path.join(folder, name)))["parameter_checksum"]["fnv1a64"]
+            for name in ("summary.json", "summary-rank1.json")]
+    assert sums[0] == sums[1], sums
+    return run, sums[0]
+
+
 def launch_fails(mon):
     p = cli(mon, "launch", "--run-id", "bad-data", "--set", "data.dir=broken", "--set", "steps=10", check=False)
     assert p.returncode == 1, (p.returncode, p.stderr)
@@ -118,6 +136,9 @@ def main():
     mon = gwtest.Monitor(data_dir=data, extra_args=("--tokens", tokens, "--datasets-dir", datasets))
     try:
         launch_succeeds(mon, tmp)
+        tiny_args = ["--set", "model=" + json.dumps(TINY["model"]), "--set", "data=" + json.dumps(TINY["data"])]
+        _, checksum = launch_two_ranks(mon, data, "ranks-job", tiny_args)
+        print(f"launch: 2 ranks on this host (gradwatch-train --nproc 2), parameter checksums equal ({checksum})")
         launch_fails(mon)
         stop_within_grace(mon)
         mon.stop()
@@ -125,8 +146,8 @@ def main():
         mon = survives_restart(mon, data, tokens)
         jobs = cli(mon, "--json", "jobs").stdout.splitlines()
         states = {json.loads(j)["job_id"]: json.loads(j)["state"] for j in jobs}
-        assert states == {"ok-job": "succeeded", "bad-data": "failed", "long-job": "stopped",
-                          "restart-job": "succeeded"}, states
+        assert states == {"ok-job": "succeeded", "ranks-job": "succeeded", "bad-data": "failed",
+                          "long-job": "stopped", "restart-job": "succeeded"}, states
         print(f"every job kept across restarts: {states}")
     except BaseException:
         print("--- gradwatchd output ---\n" + mon.output())

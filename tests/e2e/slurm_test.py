@@ -3,6 +3,7 @@ slurmd in a temporary folder on free ports), through the `gradwatch` client and 
 with --launcher slurm and reporter tokens:
 - the case's scenario (seed, guard mode) launched through sbatch finishes healthy, and
   `gradwatch run` and `gradwatch jobs` show the Slurm job id;
+- a job of 2 ranks (tasks_per_node 2) is one run of 2 ranks with equal parameters at the end;
 - a long job is stopped with `gradwatch stop` (scancel --signal=TERM) within the grace (10 s);
 - a job whose trainer fails ends failed with Slurm's reason; one sbatch refuses (a GPU on a
   node without any) ends failed with sbatch's words;
@@ -109,6 +110,13 @@ def survives_restart(mon, data, env_args):
     return mon
 
 
+def two_ranks(mon, data):
+    """srun starts the 2 tasks, each a rank from Slurm's environment (SLURM_PROCID, the
+    rendezvous on the first node)."""
+    run, checksum = jobs_test.launch_two_ranks(mon, data, "slurm-ranks", TINY)
+    print(f"2 ranks through Slurm job {run['job']['scheduler_job_id']}: parameter checksums equal ({checksum})")
+
+
 def main():
     why = slurm_cluster.available()
     if why:
@@ -125,10 +133,11 @@ def main():
             stop_within_grace(mon)
             failures(mon)
             seed_finishes_healthy(mon, data)
+            two_ranks(mon, data)
             mon = survives_restart(mon, data, args)
             states = {json.loads(j)["job_id"]: json.loads(j)["state"] for j in cli(mon, "--json", "jobs").stdout.splitlines()}
             assert states == {"long-job": "stopped", "slurm-bad-data": "failed", "slurm-no-gpu": "failed",
-                              "slurm-seed": "succeeded", "slurm-restart": "succeeded"}, states
+                              "slurm-seed": "succeeded", "slurm-ranks": "succeeded", "slurm-restart": "succeeded"}, states
         except BaseException:
             print("--- gradwatchd output ---\n" + mon.output())
             print(cluster.logs())

@@ -198,7 +198,8 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
 v1::Job Jobs::LaunchLocked(const std::string& id, const std::string& config_json) {
   auto e = std::make_unique<Entry>();
   e->dir = fs::path(options_.dir) / id;
-  LaunchContext ctx{e->dir.string(), options_.monitor_address, options_.datasets_dir, options_.max_threads};
+  LaunchContext ctx{e->dir.string(), options_.monitor_address, options_.datasets_dir, options_.max_threads,
+                    options_.max_ranks, launcher_.max_nodes()};
   std::string config = PrepareLaunchConfig(config_json, id, ctx);  // throws InvalidLaunch
   e->job.set_job_id(id);
   e->job.set_run_id(id);

@@ -106,7 +106,7 @@ std::string RenderKubernetesJob(const std::string& config_json, const std::strin
   Check(o);
   std::string id = RequestedRunId(config_json, run_id);
   if (id.empty()) throw InvalidLaunch("run_id", "a Kubernetes job needs a run id (--run-id, or run_id in the config)");
-  LaunchContext ctx{kJobDir, o.monitor_address, "", 0, kMaxRenderedRanks};
+  LaunchContext ctx{kJobDir, o.monitor_address, "", 0, kMaxRenderedRanks, kMaxRenderedRanks};  // a pod per rank
   const std::string config = PrepareLaunchConfig(config_json, id, ctx);
   const v1::JobResources resources = LaunchResources(config_json, ctx);
   const int ranks = static_cast<int>(resources.nodes() * resources.tasks_per_node());

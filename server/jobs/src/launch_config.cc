@@ -151,7 +151,7 @@ std::string RunIdOf(const json& doc, const std::string& run_id) {
 }
 
 // "resources" checked field by field against kResourceLimits.
-v1::JobResources ResourcesOf(const json& doc, int max_ranks) {
+v1::JobResources ResourcesOf(const json& doc, const LaunchContext& context) {
   v1::JobResources r;
   json given = doc.contains("resources") ? doc["resources"] : json::object();
   if (!given.is_object()) throw InvalidLaunch("resources", "must be an object such as {\"nodes\": 1}");
@@ -177,12 +177,16 @@ v1::JobResources ResourcesOf(const json& doc, int max_ranks) {
     }
     reflection->SetUInt32(&r, r.GetDescriptor()->FindFieldByName(l.field), v);
   }
+  if (r.nodes() > static_cast<uint32_t>(std::max(1, context.max_nodes))) {
+    throw InvalidLaunch("resources.nodes", std::to_string(r.nodes()) + " asked; this monitor's launcher runs " +
+                                               "every rank on one host (gradwatchd --launcher slurm spreads them)");
+  }
   const uint64_t ranks = uint64_t{r.nodes()} * r.tasks_per_node();
-  if (ranks > static_cast<uint64_t>(std::max(1, max_ranks))) {
+  if (ranks > static_cast<uint64_t>(std::max(1, context.max_ranks))) {
     throw InvalidLaunch("resources", std::to_string(ranks) + " ranks asked (nodes " + std::to_string(r.nodes()) +
                                          " x tasks_per_node " + std::to_string(r.tasks_per_node()) + "); this monitor " +
-                                         "launches at most " + std::to_string(std::max(1, max_ranks)) +
-                                         " (the trainer does not run data-parallel yet)");
+                                         "launches at most " + std::to_string(std::max(1, context.max_ranks)) +
+                                         " (gradwatchd --max-job-ranks)");
   }
   return r;
 }
@@ -190,7 +194,7 @@ v1::JobResources ResourcesOf(const json& doc, int max_ranks) {
 }  // namespace
 
 v1::JobResources LaunchResources(const std::string& config_json, const LaunchContext& context) {
-  return ResourcesOf(ParseObject(config_json), context.max_ranks);
+  return ResourcesOf(ParseObject(config_json), context);
 }
 
 std::string OutputDir(const std::string& job_dir) { return (fs::path(job_dir) / "out").string(); }
@@ -207,7 +211,7 @@ std::string PrepareLaunchConfig(const std::string& config_json, const std::strin
     if (doc.contains(field)) throw InvalidLaunch(field, "a launched job reports to this monitor; leave it out");
   }
   if (doc.contains("summary_json")) throw InvalidLaunch("summary_json", "set by the launcher; leave it out");
-  ResourcesOf(doc, context.max_ranks);  // the scheduler's, not the trainer's
+  const v1::JobResources resources = ResourcesOf(doc, context);  // the scheduler's, not the trainer's
   doc.erase("resources");
 
   train::TrainConfig config;
@@ -217,9 +221,17 @@ std::string PrepareLaunchConfig(const std::string& config_json, const std::strin
     Rethrow(e.what());
   }
   config.run_id = id;
-  if (context.max_threads > 0 && config.threads > context.max_threads) {
-    throw InvalidLaunch("threads", "must be <= " + std::to_string(context.max_threads) +
-                                       " (this monitor's limit for one job), got " + std::to_string(config.threads));
+  // One host runs tasks_per_node ranks of `threads` each.
+  const int64_t host_threads = int64_t{config.threads} * resources.tasks_per_node();
+  if (context.max_threads > 0 && host_threads > context.max_threads) {
+    throw InvalidLaunch("threads", resources.tasks_per_node() > 1
+                                       ? std::to_string(config.threads) + " x " +
+                                             std::to_string(resources.tasks_per_node()) + " ranks a host is " +
+                                             std::to_string(host_threads) + "; must be <= " +
+                                             std::to_string(context.max_threads) + " (this monitor's limit for one job)"
+                                       : "must be <= " + std::to_string(context.max_threads) +
+                                             " (this monitor's limit for one job), got " +
+                                             std::to_string(config.threads));
   }
   auto problems = train::Validate(config);
   if (!problems.empty()) {

@@ -102,8 +102,12 @@ std::unique_ptr<Process> LocalLauncher::Start(const LaunchSpec& spec) {
   posix_spawnattr_t attr;
   InitSpawnAttributes(&attr, POSIX_SPAWN_SETSID);
 
+  std::vector<std::string> args = spec.args;
+  if (const uint32_t ranks = spec.resources.tasks_per_node(); ranks > 1) {
+    args.insert(args.end(), {"--nproc", std::to_string(ranks)});  // the trainer starts its ranks
+  }
   std::vector<char*> argv{const_cast<char*>(spec.program.c_str())};
-  for (const auto& a : spec.args) argv.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   std::vector<char*> envp;
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));

@@ -76,6 +76,16 @@ TEST_F(LocalLauncherTest, arguments_are_not_interpreted_by_a_shell) {
   EXPECT_EQ(Log(), "$(id) ; `uname`\n");
 }
 
+TEST_F(LocalLauncherTest, a_job_of_several_ranks_has_the_trainer_start_them_with_nproc) {
+  LaunchSpec spec = Spec("/bin/echo", {"--config", "c.json"});
+  spec.resources.set_nodes(1);
+  spec.resources.set_tasks_per_node(4);
+  WaitEnd(*launcher_.Start(spec));
+  spec.resources.set_tasks_per_node(1);
+  WaitEnd(*launcher_.Start(spec));
+  EXPECT_EQ(Log(), "--config c.json --nproc 4\n--config c.json\n");
+}
+
 TEST_F(LocalLauncherTest, reports_a_non_zero_exit) {
   auto p = launcher_.Start(Spec("/bin/false", {}));
   EXPECT_EQ(WaitEnd(*p).code, 1);

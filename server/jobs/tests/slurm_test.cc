@@ -364,7 +364,7 @@ TEST_F(SlurmJobsTest, a_launch_config_cannot_inject_script_lines_options_or_envi
 }
 
 TEST(LaunchResources, fills_defaults_and_bounds_each_field) {
-  LaunchContext ctx{"/j", "127.0.0.1:1", "", 0, 8};
+  LaunchContext ctx{"/j", "127.0.0.1:1", "", 0, 8, 4};
   v1::JobResources r = LaunchResources("{}", ctx);
   EXPECT_EQ(r.nodes(), 1u);
   EXPECT_EQ(r.tasks_per_node(), 1u);
@@ -386,6 +386,25 @@ TEST(LaunchResources, fills_defaults_and_bounds_each_field) {
     EXPECT_EQ(e.field(), "resources");
     EXPECT_NE(std::string(e.what()).find("2 ranks asked"), std::string::npos) << e.what();
   }
+  ctx.max_ranks = 8;
+  ctx.max_nodes = 1;  // the local launcher: every rank on this host
+  try {
+    LaunchResources(R"({"resources": {"nodes": 2}})", ctx);
+    FAIL();
+  } catch (const InvalidLaunch& e) {
+    EXPECT_EQ(e.field(), "resources.nodes");
+  }
+  EXPECT_EQ(LaunchResources(R"({"resources": {"tasks_per_node": 4}})", ctx).tasks_per_node(), 4u);
+  // One host's ranks share the monitor's thread limit.
+  ctx.max_threads = 4;
+  EXPECT_NO_THROW(PrepareLaunchConfig(R"({"threads": 2, "resources": {"tasks_per_node": 2}})", "r", ctx));
+  try {
+    PrepareLaunchConfig(R"({"threads": 3, "resources": {"tasks_per_node": 2}})", "r", ctx);
+    FAIL();
+  } catch (const InvalidLaunch& e) {
+    EXPECT_EQ(std::string(e.what()), "threads: 3 x 2 ranks a host is 6; must be <= 4 (this monitor's limit for one job)");
+  }
+  ctx.max_threads = 0;
   // The trainer never sees "resources".
   auto config = nlohmann::json::parse(PrepareLaunchConfig(R"({"resources": {"nodes": 1}})", "r", ctx));
   EXPECT_FALSE(config.contains("resources"));

@@ -161,6 +161,7 @@ struct Server::Impl {
     o.datasets_dir = config.datasets_dir;
     o.max_running = config.max_jobs;
     o.max_queued = config.max_queued_jobs;
+    o.max_ranks = config.max_job_ranks;
     o.default_grace_ms = config.stop_grace_ms;
     o.reporter_tokens = tokens;
     o.now_ms = [&clock] { return clock.NowMillis(); };

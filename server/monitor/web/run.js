@@ -72,7 +72,7 @@ function drawHeatmap() {
   canvas.height = rowHeight * layers + 24;
   const plotWidth = canvas.width - labelWidth - barWidth;
   const {columns, means, lo, hi} = heatBins(plotWidth);
-  Object.assign(heat, {lo, hi, columns, geometry: {labelWidth, plotWidth, rowHeight}});
+  Object.assign(heat, {lo, hi, columns, means, geometry: {labelWidth, plotWidth, rowHeight}});
   const image = new ImageData(columns, layers);
   for (let l = 0; l < layers; l++) {
     for (let c = 0; c < columns; c++) {
@@ -115,10 +115,18 @@ document.getElementById('heatmap').addEventListener('mousemove', ev => {
   const canvas = ev.target, rect = canvas.getBoundingClientRect(), g = heat.geometry;
   if (!g) return;
   const x = (ev.clientX - rect.left) * canvas.width / rect.width, y = (ev.clientY - rect.top) * canvas.height / rect.height;
-  const l = Math.floor(y / g.rowHeight), bin = heat.binSteps[Math.floor((x - g.labelWidth) / g.plotWidth * heat.columns)];
-  document.getElementById('heatmap-hover').textContent = bin && l >= 0 && l < heat.layers.length ?
-    `${heat.layers[l]}, steps ${bin[0]}–${bin[1]}` : '';
+  const l = Math.floor(y / g.rowHeight), c = Math.floor((x - g.labelWidth) / g.plotWidth * heat.columns);
+  document.getElementById('heatmap-hover').textContent = heatCell(c, l);
 });
+// What the cell of column c, layer l shows on hover: the layer, its steps, and the geometric
+// mean of the layer's gradient norms over them; '' outside the map.
+function heatCell(c, l) {
+  const bin = c >= 0 && c < heat.columns ? heat.binSteps[c] : undefined;
+  if (!bin || l < 0 || l >= heat.layers.length) return '';
+  const v = heat.means[c * heat.layers.length + l];
+  return `${heat.layers[l]}, ` + (bin[0] === bin[1] ? `step ${bin[0]}` : `steps ${bin[0]}–${bin[1]}`) +
+    `: grad norm ${isNaN(v) ? 'not reported' : gw.formatNumber(10 ** v)}`;
+}
 
 let after = 0, charted = 0;
 const lastLoss = {}, lastNorm = {};
@@ -175,6 +183,7 @@ async function poll() {
   if (newSteps) drawHeatmap();
   gw.publish({charts: {loss: gw.describe(loss), jaccard: gw.describe(jac), norm: gw.describe(norm),
                        scalars: scalars ? gw.describe(scalars) : null},
-              heatmap: {layers: heat.layers.length, steps: heat.rows.length, columns: heat.columns, lo: heat.lo, hi: heat.hi}});
+              heatmap: {layers: heat.layers.length, steps: heat.rows.length, columns: heat.columns, lo: heat.lo, hi: heat.hi,
+                        last_cell: heatCell(heat.columns - 1, 0)}});
 }
 poll(); setInterval(poll, 1000);

@@ -46,6 +46,7 @@ struct JobsOptions {
   size_t max_running = 2;        // jobs running at once; the rest wait, queued
   size_t max_queued = 64;        // jobs waiting at once; past it Launch is refused (kResourceExhausted)
   int max_threads = 0;           // a job's `threads` at most; 0 = 2 x this host's CPUs, <= 256
+  int max_ranks = 64;            // a job's ranks (nodes x tasks_per_node) at most
   int64_t default_grace_ms = 10'000;  // stop: SIGTERM, then SIGKILL after this long
   bool reporter_tokens = false;  // give each job its own reporter token (GRADWATCH_TOKEN)
   std::vector<std::string> env;  // the jobs' environment, KEY=VALUE (GRADWATCH_TOKEN is set per job)

@@ -51,10 +51,12 @@ struct LaunchContext {
   std::string job_dir;          // absolute; the job's folder (the monitor's files)
   std::string monitor_address;  // host:port the trainer reports to
   std::string datasets_dir;     // absolute, or "" = synthetic data only
-  int max_threads = 0;          // threads above this are refused; 0 = the trainer's own bound
-  // Ranks a job may ask for (nodes x tasks_per_node). 1 until the trainer runs data-parallel:
-  // more would start that many independent copies of one run.
+  int max_threads = 0;          // threads of one host's ranks above this are refused; 0 = the
+                                // trainer's own bound
+  // Ranks a job may ask for (nodes x tasks_per_node), and nodes: a scheduler spreads ranks
+  // over nodes, the local launcher runs them all on this host (max_nodes 1).
   int max_ranks = 1;
+  int max_nodes = 1;
 };
 
 // The bounds of each "resources" field, inclusive.

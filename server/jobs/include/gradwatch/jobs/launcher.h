@@ -24,7 +24,8 @@ struct LaunchSpec {
   std::string log_path;           // stdout and stderr are appended here
   std::string job_dir;            // the job's folder (a scheduler's job script goes here)
   std::string name;               // the job's id: a run id (gradwatch/common/run_id.h)
-  v1::JobResources resources;     // what a scheduler is asked for; LocalLauncher ignores it
+  v1::JobResources resources;     // what a scheduler is asked for; LocalLauncher runs
+                                  // tasks_per_node ranks with `--nproc` (nodes is 1)
 };
 
 struct ExitStatus {
@@ -65,6 +66,8 @@ class Launcher {
   // nullptr when it is gone.
   virtual std::unique_ptr<Process> Adopt(const std::string& identity) = 0;
   virtual std::string name() const = 0;  // "local", "slurm": shown with each job
+  // Nodes one job may span: a scheduler's, or 1 where every rank runs on this host.
+  virtual int max_nodes() const { return 1; }
 };
 
 class LocalLauncher final : public Launcher {

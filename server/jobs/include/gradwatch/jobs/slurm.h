@@ -102,6 +102,7 @@ class SlurmLauncher final : public Launcher {
   // ended) is followed; one it cannot be asked about now (controller down) is followed too.
   std::unique_ptr<Process> Adopt(const std::string& identity) override;
   std::string name() const override { return "slurm"; }
+  int max_nodes() const override { return 1024; }
 
   // Runs the scancels asked for, then asks scontrol about every followed job once (the
   // thread's work; tests call it).

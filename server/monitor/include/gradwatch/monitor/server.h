@@ -25,7 +25,8 @@ struct ServerConfig {
   std::string data_dir = "gradwatch-data";        // holds gradwatch.db
   std::string ports_file;                         // when set, the bound ports are written here as JSON
   HubOptions hub;
-  size_t max_streams = 1024;             // telemetry streams at once; more are refused
+  size_t max_streams = 4096;             // telemetry streams at once; more are refused (64 jobs
+                                         // of 16 ranks are 1,024: room for their reconnects)
   int max_message_bytes = 4 << 20;       // a larger message ends its stream
   size_t metrics_max_layers = 32;
   int tick_ms = 100;                              // housekeeping period
@@ -46,6 +47,7 @@ struct ServerConfig {
   std::string datasets_dir;              // a launch's data.dir resolves below this; "" = synthetic only
   size_t max_jobs = 2;                   // jobs running at once
   size_t max_queued_jobs = 64;           // jobs waiting at once; past it Launch is RESOURCE_EXHAUSTED
+  int max_job_ranks = 64;                // ranks of one launched job (nodes x tasks_per_node)
   int64_t stop_grace_ms = 10'000;        // a stopped job is killed after this long
   std::string launcher = "local";        // "local": on this host; "slurm": sbatch (gradwatch/jobs/slurm.h)
   // The Slurm launcher's sbatch --partition, --account, --time ("" = Slurm's default) and
