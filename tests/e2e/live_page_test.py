@@ -56,7 +56,7 @@ def main():
             listing = chromium("--dump-dom", f"http://127.0.0.1:{mon.metrics_port}/").stdout
             assert 'href="/runs/live"' in listing, listing[:2000]
             if args.screenshot:
-                chromium(f"--screenshot={args.screenshot}", "--window-size=1400,900", "--hide-scrollbars", url)
+                chromium(f"--screenshot={args.screenshot}", "--window-size=1400,1750", "--hide-scrollbars", url)
                 print(f"screenshot: {args.screenshot}")
         finally:
             trainer.kill()
