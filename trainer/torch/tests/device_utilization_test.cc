@@ -8,19 +8,13 @@
 
 #include <cmath>
 
+#include "fake_nvml.h"
+
 namespace gradwatch::torchmon {
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-struct FakeNvmlState {
-  int* init_result;
-  int* utilization_calls;
-  int* shutdowns;
-  unsigned int* gpu_percent[4];
-  int* utilization_result[4];
-};
 
 // The fake's counters, reached through the same loaded copy DeviceUtilization uses.
 class FakeNvml : public ::testing::Test {

@@ -1,6 +1,8 @@
 // A stand-in for libnvidia-ml.so with four devices, for device_utilization_test: the entry
 // points DeviceUtilization uses, plus FakeNvml(), which the test reaches with dlsym to set
 // answers and count calls.
+#include "fake_nvml.h"
+
 #include <cstring>
 
 namespace {
@@ -23,14 +25,6 @@ State state;
 }  // namespace
 
 extern "C" {
-
-struct FakeNvmlState {
-  int* init_result;
-  int* utilization_calls;
-  int* shutdowns;
-  unsigned int* gpu_percent[4];
-  int* utilization_result[4];
-};
 
 FakeNvmlState FakeNvml() {
   FakeNvmlState s{&state.init_result, &state.utilization_calls, &state.shutdowns, {}, {}};
