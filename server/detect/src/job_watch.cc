@@ -147,9 +147,14 @@ void JobWatch::CheckLag(const std::vector<RankView>& ranks, std::vector<Event>* 
 
 void JobWatch::CheckLost(const std::vector<RankView>& ranks, int64_t now, std::vector<Event>* out) {
   const size_t live = static_cast<size_t>(std::count_if(ranks.begin(), ranks.end(), Live));
+  if (live > 0 && first_live_millis_ < 0) first_live_millis_ = now;
   for (const RankView& v : ranks) {
     Rank& k = ranks_[v.rank];
     if (v.connected) k.seen = true;
+    if (!k.seen && !v.finished && first_live_millis_ >= 0) {
+      CheckJoined(v, live, now, &k, out);
+      continue;
+    }
     if (v.connected || v.finished || !k.seen) {
       k.gone = k.lost = false;
       continue;
@@ -175,6 +180,28 @@ void JobWatch::CheckLost(const std::vector<RankView>& ranks, int64_t now, std::v
     }
     k.lost = on;
   }
+}
+
+// A rank never seen connected: lost once rank_join_seconds passed since the first rank was.
+void JobWatch::CheckJoined(const RankView& v, size_t live, int64_t now, Rank* k, std::vector<Event>* out) const {
+  const double waited = Seconds(now - first_live_millis_);
+  const bool on = live > 0 && waited >= t_.rank_join_seconds;
+  if (on && !k->lost) {
+    Event e;
+    e.step = v.last_step;
+    e.kind = EventKind::kRankLost;
+    e.severity = Severity::kCritical;
+    e.value = waited;
+    e.rank = v.rank;
+    e.message = Format(
+        "rank %u has not connected to this monitor %.0f s after the job's first rank did, while %zu other "
+        "rank(s) run%s: it never started, cannot reach the monitor, or died while the monitor was down; the "
+        "others will wait for it in their next collective",
+        v.rank, waited, live,
+        v.last_step > 0 ? Format(" (its last stored step is %llu)", Ull(v.last_step)).c_str() : "");
+    out->push_back(std::move(e));
+  }
+  k->lost = on;
 }
 
 }  // namespace gradwatch::detect

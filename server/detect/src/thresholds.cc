@@ -98,6 +98,7 @@ std::vector<Field> Fields() {
       Real("hang_heartbeat_seconds", &T::hang_heartbeat_seconds, 0, kInf),
       Count("rank_lag_steps", &T::rank_lag_steps, 1),
       Real("rank_lost_seconds", &T::rank_lost_seconds, 0, kInf),
+      Real("rank_join_seconds", &T::rank_join_seconds, 0, kInf),
   };
 }
 

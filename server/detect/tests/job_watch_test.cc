@@ -236,6 +236,42 @@ TEST(JobWatch, a_rank_is_not_lost_when_it_finished_never_connected_or_nobody_wai
   EXPECT_TRUE(all_gone.Check(ended.ranks, 101 * kSecond).empty());
 }
 
+TEST(JobWatch, a_rank_that_never_joined_is_lost_after_the_join_grace_while_the_others_run) {
+  JobWatch w(Fast());  // rank_join_seconds 120
+  Job job(3, 40, 100);
+  job.ranks[1].connected = false;  // never seen: e.g. it died while the monitor was down
+  job.ranks[1].last_step = 37;     // its stored steps
+  EXPECT_TRUE(w.Check(job.ranks, 100 * kSecond).empty());
+  EXPECT_TRUE(w.Check(job.ranks, 219 * kSecond).empty());
+  std::vector<Event> events = w.Check(job.ranks, 220 * kSecond);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, EventKind::kRankLost);
+  EXPECT_EQ(*events[0].rank, 1u);
+  EXPECT_EQ(events[0].step, 37u);
+  EXPECT_DOUBLE_EQ(events[0].value, 120);
+  EXPECT_EQ(events[0].message,
+            "rank 1 has not connected to this monitor 120 s after the job's first rank did, while 2 other rank(s) "
+            "run (its last stored step is 37): it never started, cannot reach the monitor, or died while the "
+            "monitor was down; the others will wait for it in their next collective");
+  EXPECT_TRUE(w.Check(job.ranks, 221 * kSecond).empty());  // once
+  job.ranks[1].connected = true;                           // it joins late: from now on a rank like any
+  for (RankView& v : job.ranks) v.last_step_millis = 221 * kSecond;  // and the job steps again (no hang)
+  EXPECT_TRUE(w.Check(job.ranks, 222 * kSecond).empty());
+  job.ranks[1].connected = false;
+  EXPECT_EQ(w.Check(job.ranks, 223 * kSecond).size(), 1u);  // and lost at once when it goes
+}
+
+TEST(JobWatch, a_rank_that_never_joined_is_not_lost_while_no_other_rank_runs_or_it_finished) {
+  JobWatch w(Fast());
+  Job job(2, 0, 0);
+  for (RankView& v : job.ranks) v.connected = false;
+  EXPECT_TRUE(w.Check(job.ranks, 500 * kSecond).empty());  // nobody ran yet: no clock started
+  job.ranks[0].connected = true;
+  job.ranks[1].finished = true;  // its goodbye stored before the restart
+  EXPECT_TRUE(w.Check(job.ranks, 501 * kSecond).empty());
+  EXPECT_TRUE(w.Check(job.ranks, 900 * kSecond).empty());
+}
+
 TEST(JobWatch, rank_lost_seconds_tolerates_a_quick_reconnect) {
   Thresholds t = Fast();
   ASSERT_TRUE(t.Apply({{"rank_lost_seconds", 10}}).ok());

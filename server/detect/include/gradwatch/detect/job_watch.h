@@ -44,9 +44,12 @@ struct RankView {
 //     Value: the steps behind.
 //   rank_lost (critical): a rank that was seen connected is not connected and did not finish,
 //     for rank_lost_seconds (0: at the first Check), while at least one other rank is connected
-//     and not finished. Clears when it reconnects or finishes, or no other rank is left. A rank
-//     never seen connected by this watch (not started yet, or gone across a monitor restart) is
-//     not reported. Value: seconds since its last step or heartbeat (0 if none).
+//     and not finished. Clears when it reconnects or finishes, or no other rank is left. Value:
+//     seconds since its last step or heartbeat (0 if none).
+//     A rank this watch never saw connected (it never started, or was gone across a monitor
+//     restart) is rank_lost once rank_join_seconds have passed since the watch first saw any
+//     rank connected, while another rank runs; the message says it never joined. Value: the
+//     seconds since that first rank.
 // Event::step is the job's highest step (hang) or the rank's last step; Event::rank the rank.
 class JobWatch {
  public:
@@ -80,6 +83,7 @@ class JobWatch {
   Event Hang(const std::vector<RankView>& ranks, int64_t now, uint64_t step, double since) const;
   void CheckLag(const std::vector<RankView>& ranks, std::vector<Event>* out);
   void CheckLost(const std::vector<RankView>& ranks, int64_t now, std::vector<Event>* out);
+  void CheckJoined(const RankView& v, size_t live, int64_t now, Rank* k, std::vector<Event>* out) const;
 
   Thresholds t_;
   Window intervals_;  // seconds per step between rank 0's recent steps
@@ -87,6 +91,7 @@ class JobWatch {
   uint64_t leader_step_ = 0;
   int64_t leader_millis_ = 0;
   bool hung_ = false;
+  int64_t first_live_millis_ = -1;  // when a rank was first seen connected; -1 = not yet
   std::map<uint32_t, Rank> ranks_;
 };
 

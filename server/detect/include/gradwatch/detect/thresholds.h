@@ -214,6 +214,11 @@ struct Thresholds {
   // Lost: a rank's stream closed without a goodbye for this long while another rank is still
   // connected (0 = at the first check: a rank that died while the others wait for it).
   double rank_lost_seconds = 0;
+  // Never joined: a rank of the job that has not connected this long after the first of its
+  // ranks did, while others run (it never started, cannot reach the monitor, or died while the
+  // monitor was down). torchrun and srun start every rank within seconds; a monitor restart's
+  // reconnects take at most the reporter's backoff, 30 s (gradwatch).
+  double rank_join_seconds = 120;
 
   // --- User scalars (StepSample::scalars): no limit unless the run sets one. A warning when the
   // scalar NAME goes above scalar_max.NAME or below scalar_min.NAME (override keys), once per
