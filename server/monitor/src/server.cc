@@ -11,6 +11,7 @@
 #include <malloc.h>
 
 #include <condition_variable>
+#include <functional>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -82,7 +83,10 @@ struct Server::Impl {
     std::string host = HostOf(config.listen);
     if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
     jobs->SetMonitorAddress(host + ":" + std::to_string(grpc_port));
-    ticker = std::thread([this] { TickLoop(); });
+    ticker = std::thread([this] { TickLoop([this](uint64_t tick) { HubTick(tick); }); });
+    // Jobs on a timer of their own: a scheduler that is slow to answer (sbatch, scontrol,
+    // bounded at 30 s) must not hold up the runs' stall, hang and gate timers.
+    job_ticker = std::thread([this] { TickLoop([this](uint64_t) { jobs->Tick(); jobs_service->Tick(); }); });
     WritePortsFile();
   }
 
@@ -181,19 +185,22 @@ struct Server::Impl {
     return o;
   }
 
-  void TickLoop() {
+  // Calls `tick(n)` every tick_ms until Shutdown.
+  void TickLoop(const std::function<void(uint64_t)>& tick) {
     std::unique_lock<std::mutex> lock(mu);
-    for (uint64_t tick = 1; !stopping; ++tick) {
+    for (uint64_t n = 1; !stopping; ++n) {
       cv.wait_for(lock, std::chrono::milliseconds(config.tick_ms));
       lock.unlock();
-      hub->Tick();
-      jobs->Tick();
-      jobs_service->Tick();
-      // Give freed memory back every second: glibc keeps what the stream and store
-      // threads freed in per-thread arenas, which reads as growth over millions of reports.
-      if (tick % 10 == 0) malloc_trim(0);
+      tick(n);
       lock.lock();
     }
+  }
+
+  void HubTick(uint64_t tick) {
+    hub->Tick();
+    // Give freed memory back every second: glibc keeps what the stream and store
+    // threads freed in per-thread arenas, which reads as growth over millions of reports.
+    if (tick % 10 == 0) malloc_trim(0);
   }
 
   void WritePortsFile() {
@@ -214,6 +221,7 @@ struct Server::Impl {
     // Cancel streams after a short grace; store drains in its destructor.
     grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     ticker.join();
+    job_ticker.join();
     hub->Tick();
     store->Flush();
   }
@@ -232,7 +240,7 @@ struct Server::Impl {
   std::unique_ptr<HttpServer> http;  // after what its handlers use: destroyed first
   std::unique_ptr<grpc::Server> grpc_server;
   int grpc_port = 0;
-  std::thread ticker;
+  std::thread ticker, job_ticker;
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;
