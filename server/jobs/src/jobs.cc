@@ -31,7 +31,17 @@ struct Jobs::Entry {
   bool stop_requested = false;
   int64_t kill_at_ms = 0;  // SIGKILL when still running by then; 0 = not stopping
   bool killed = false;
+  bool starting = false;   // the launcher is starting it, outside mu_
   std::unique_ptr<Process> process;
+
+  bool occupies_slot() const { return process != nullptr || starting; }
+  bool waiting() const { return job.state() == v1::JOB_STATE_QUEUED && !occupies_slot(); }
+};
+
+// A queued job the launcher is to start: the entry (never erased) and what to start.
+struct Jobs::Start {
+  Entry* entry;
+  LaunchSpec spec;
 };
 
 namespace {
@@ -170,10 +180,9 @@ std::string Jobs::NewId() {
   }
 }
 
-v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
-                     const std::function<bool(const std::string&)>& run_exists) {
+v1::Job Jobs::LaunchChecked(const std::string& config_json, const std::string& run_id,
+                            const std::function<bool(const std::string&)>& run_exists) {
   std::string id = RequestedRunId(config_json, run_id);
-  std::lock_guard<std::mutex> lock(mu_);
   if (options_.trainer.empty()) {
     throw JobError(JobError::Code::kUnavailable, "this monitor has no trainer program to launch (gradwatchd --trainer)");
   }
@@ -184,8 +193,8 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
   }
   size_t running = 0, queued = 0;
   for (const auto& [_, e] : jobs_) {
-    running += e->process != nullptr;
-    queued += e->job.state() == v1::JOB_STATE_QUEUED && !e->process;
+    running += e->occupies_slot();
+    queued += e->waiting();
   }
   if (running >= options_.max_running && queued >= options_.max_queued) {
     throw JobError(JobError::Code::kResourceExhausted,
@@ -193,6 +202,20 @@ v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
                        std::to_string(options_.max_queued) + "); launch again once one started, or stop one");
   }
   return LaunchLocked(id, config_json);
+}
+
+v1::Job Jobs::Launch(const std::string& config_json, const std::string& run_id,
+                     const std::function<bool(const std::string&)>& run_exists) {
+  std::vector<Start> starts;
+  std::string id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = LaunchChecked(config_json, run_id, run_exists).job_id();
+    starts = TakeStartsLocked();
+  }
+  RunStarts(std::move(starts));
+  std::lock_guard<std::mutex> lock(mu_);
+  return jobs_.at(id)->job;  // as it is now: running, failed to start, or still queued
 }
 
 v1::Job Jobs::LaunchLocked(const std::string& id, const std::string& config_json) {
@@ -220,11 +243,10 @@ v1::Job Jobs::LaunchLocked(const std::string& id, const std::string& config_json
   }
   Entry& entry = *e;
   jobs_[id] = std::move(e);
-  StartQueuedLocked();
   return entry.job;
 }
 
-void Jobs::StartLocked(Entry& e) {
+Jobs::Start Jobs::PrepareStartLocked(Entry& e) {
   LaunchSpec spec;
   spec.program = options_.trainer;
   spec.args = {"--config", (e.dir / "config.json").string()};
@@ -238,21 +260,41 @@ void Jobs::StartLocked(Entry& e) {
   spec.name = e.job.job_id();
   spec.resources = e.job.resources();
   e.job.set_started_unix_millis(options_.now_ms());
-  try {
-    e.process = launcher_.Start(spec);
-  } catch (const std::exception& ex) {
+  e.starting = true;
+  return Start{&e, std::move(spec)};
+}
+
+void Jobs::FinishStartLocked(Entry& e, std::unique_ptr<Process> process, const std::string& error) {
+  e.starting = false;
+  if (!process) {
     e.job.set_state(v1::JOB_STATE_FAILED);
     e.job.set_exit_code(-1);
-    e.job.set_error(Clean(ex.what()));
+    e.job.set_error(Clean(error));
     e.job.set_ended_unix_millis(options_.now_ms());
     SaveOrLogLocked(e);
     return;
   }
+  e.process = std::move(process);
   e.identity = e.process->identity();
   e.job.set_pid(e.process->pid());
   e.job.set_scheduler_job_id(e.process->scheduler_job_id());
+  if (e.stop_requested) e.process->Signal(SIGTERM);  // stopped while it was being started
   FollowLocked(e);
   SaveOrLogLocked(e);
+}
+
+void Jobs::RunStarts(std::vector<Start> starts) {
+  for (Start& s : starts) {
+    std::unique_ptr<Process> process;
+    std::string error;
+    try {
+      process = launcher_.Start(s.spec);
+    } catch (const std::exception& ex) {
+      error = ex.what();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    FinishStartLocked(*s.entry, std::move(process), error);
+  }
 }
 
 // The job's state as its process says: a scheduler's job may still wait (queued); true when
@@ -334,7 +376,7 @@ v1::Job Jobs::Stop(const std::string& job_id, int64_t grace_ms) {
   Entry& e = *it->second;
   if (v1::JobEnded(e.job.state()) || e.stop_requested) return e.job;
   e.stop_requested = true;
-  if (e.job.state() == v1::JOB_STATE_QUEUED && !e.process) {
+  if (e.waiting()) {
     e.job.set_state(v1::JOB_STATE_STOPPED);
     e.job.set_ended_unix_millis(options_.now_ms());
     e.job.set_error("stopped before it started");
@@ -347,7 +389,7 @@ v1::Job Jobs::Stop(const std::string& job_id, int64_t grace_ms) {
 }
 
 void Jobs::Tick() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   const int64_t now = options_.now_ms();
   for (auto& [_, e] : jobs_) {
     if (!e->process) continue;
@@ -361,25 +403,29 @@ void Jobs::Tick() {
       e->killed = true;
     }
   }
-  StartQueuedLocked();
+  std::vector<Start> starts = TakeStartsLocked();
+  lock.unlock();
+  RunStarts(std::move(starts));
 }
 
-void Jobs::StartQueuedLocked() {
+std::vector<Jobs::Start> Jobs::TakeStartsLocked() {
   size_t running = 0;
-  for (const auto& [_, e] : jobs_) running += e->process != nullptr;
+  for (const auto& [_, e] : jobs_) running += e->occupies_slot();
   // Queued jobs start in the order they came.
   std::vector<Entry*> queued;
   for (auto& [_, e] : jobs_) {
-    if (e->job.state() == v1::JOB_STATE_QUEUED && !e->process) queued.push_back(e.get());
+    if (e->waiting()) queued.push_back(e.get());
   }
   std::stable_sort(queued.begin(), queued.end(), [](const Entry* a, const Entry* b) {
     return a->job.created_unix_millis() < b->job.created_unix_millis();
   });
+  std::vector<Start> starts;
   for (Entry* e : queued) {
     if (running >= options_.max_running) break;
-    StartLocked(*e);
-    running += e->process != nullptr;
+    starts.push_back(PrepareStartLocked(*e));
+    ++running;
   }
+  return starts;
 }
 
 void Jobs::SetMonitorAddress(const std::string& address) {

@@ -5,8 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "gradwatch/jobs/launch_config.h"
 #include "jobs_fixture.h"
@@ -39,6 +41,45 @@ TEST_F(JobsTest, runs_the_trainer_with_the_validated_config_and_records_success)
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(job.exit_code(), 0);
   EXPECT_EQ(job.ended_unix_millis() - job.started_unix_millis(), 1000);
+}
+
+// A scheduler that takes its time (sbatch against a busy controller): Start blocks until the
+// test lets it go.
+class SlowLauncher final : public Launcher {
+ public:
+  explicit SlowLauncher(Launcher& inner) : inner_(inner) {}
+  std::unique_ptr<Process> Start(const LaunchSpec& spec) override {
+    entered.set_value();
+    release.get_future().wait();
+    return inner_.Start(spec);
+  }
+  std::unique_ptr<Process> Adopt(const std::string& identity) override { return inner_.Adopt(identity); }
+  std::string name() const override { return "slow"; }
+
+  std::promise<void> entered, release;
+
+ private:
+  Launcher& inner_;
+};
+
+TEST_F(JobsTest, a_slow_start_holds_up_neither_the_other_calls_nor_a_stop_which_reaches_the_job_once_started) {
+  SlowLauncher slow(launcher_);
+  Jobs jobs(Options(), slow);
+  auto launched = std::async(std::launch::async, [&] { return jobs.Launch(R"({"steps": 40})", "slow-1"); });
+  slow.entered.get_future().wait();  // the launcher is inside Start, outside the jobs' lock
+  ASSERT_EQ(jobs.List().size(), 1u);  // would wait on the lock for as long as Start takes
+  EXPECT_EQ(jobs.Get("slow-1")->state(), v1::JOB_STATE_QUEUED);
+  jobs.Tick();                                        // starts nothing twice, reaps, returns
+  v1::Job stopping = jobs.Stop("slow-1", 1000);       // while it is being started
+  EXPECT_NE(stopping.state(), v1::JOB_STATE_STOPPED);  // not "stopped before it started": it is starting
+  slow.release.set_value();
+  v1::Job job = launched.get();
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  ASSERT_EQ(launcher_.started.size(), 1u);  // started once
+  EXPECT_EQ(launcher_.started[0]->signals, std::vector<int>{SIGTERM});  // the stop, delivered on start
+  now_ += 1000;
+  jobs.Tick();
+  EXPECT_EQ(launcher_.started[0]->signals, (std::vector<int>{SIGTERM, SIGKILL}));  // the grace still holds
 }
 
 TEST_F(JobsTest, a_failure_carries_the_trainers_last_words) {

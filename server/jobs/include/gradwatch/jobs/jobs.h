@@ -77,7 +77,8 @@ class Jobs {
   Jobs& operator=(const Jobs&) = delete;
 
   // Validates the config, writes the job's folder and queues it (starting it at once when
-  // a slot is free). Throws InvalidLaunch, JobError (kAlreadyExists, kUnavailable,
+  // a slot is free). The launcher starts jobs outside this object's lock: a scheduler slow to
+  // take a job (sbatch) holds up that start only, never List, Get, Stop or Tick's reaping. Throws InvalidLaunch, JobError (kAlreadyExists, kUnavailable,
   // kResourceExhausted when max_queued jobs wait already) or std::runtime_error when the
   // job's folder cannot be written (then nothing of it is left).
   // `run_exists` says whether a run of that id is already known elsewhere (the hub).
@@ -100,13 +101,20 @@ class Jobs {
 
  private:
   struct Entry;
-  void StartLocked(Entry& e);
+  struct Start;
+  Start PrepareStartLocked(Entry& e);
+  void FinishStartLocked(Entry& e, std::unique_ptr<Process> process, const std::string& error);
   bool FollowLocked(Entry& e);
-  void StartQueuedLocked();  // oldest first, while fewer than max_running run
+  // Queued jobs to start now, oldest first, while fewer than max_running run or start; each
+  // marked starting. RunStarts starts them, called without mu_.
+  std::vector<Start> TakeStartsLocked();
+  void RunStarts(std::vector<Start> starts);
   void EndLocked(Entry& e, const ExitStatus& status);
   void SaveLocked(const Entry& e) const;       // throws std::runtime_error
   void SaveOrLogLocked(const Entry& e) const;  // where no caller can be told
   v1::Job LaunchLocked(const std::string& id, const std::string& config_json);
+  v1::Job LaunchChecked(const std::string& config_json, const std::string& run_id,
+                        const std::function<bool(const std::string&)>& run_exists);
   void Load();
   void Quarantine(const std::string& folder, const std::string& reason);
   std::string NewId();
