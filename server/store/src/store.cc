@@ -118,13 +118,17 @@ Store::Store(StoreOptions options) : options_(std::move(options)) {
                        options_.busy_timeout_ms));
   ThrowIf(Exec(write_db_.get(), kSchema, "cannot create the schema"), path);
   ThrowIf(AddExtraColumn(write_db_.get()), path);
-  // Every step and eval goes through these: prepared once, reset after each row.
-  insert_step_ = std::make_unique<Stmt>(write_db_.get(),
-                                        "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-  insert_eval_ = std::make_unique<Stmt>(write_db_.get(), "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)");
-  insert_rank_step_ = std::make_unique<Stmt>(write_db_.get(), "INSERT OR IGNORE INTO rank_steps VALUES (?,?,?,?)");
-  for (const Stmt* s : {insert_step_.get(), insert_eval_.get(), insert_rank_step_.get()}) {
-    if (!s->prepared()) ThrowIf("cannot prepare an insert: " + s->error(), path);
+  // Every record goes through one of these: prepared once, reset after each row.
+  sqlite3* db = write_db_.get();
+  insert_step_ = std::make_unique<Stmt>(db, "INSERT OR IGNORE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  insert_eval_ = std::make_unique<Stmt>(db, "INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?)");
+  insert_rank_step_ = std::make_unique<Stmt>(db, "INSERT OR IGNORE INTO rank_steps VALUES (?,?,?,?)");
+  put_run_ = std::make_unique<Stmt>(db, "INSERT OR REPLACE INTO runs (run_id, run) VALUES (?, ?)");
+  insert_event_ = std::make_unique<Stmt>(
+      db, "INSERT INTO events (run_id, step, kind, severity, message, event) VALUES (?,?,?,?,?,?)");
+  put_command_ = std::make_unique<Stmt>(db, "INSERT OR REPLACE INTO commands VALUES (?,?,?,?,?,?,?)");
+  for (const auto* s : {&insert_step_, &insert_eval_, &insert_rank_step_, &put_run_, &insert_event_, &put_command_}) {
+    if (!(*s)->prepared()) ThrowIf("cannot prepare an insert: " + (*s)->error(), path);
   }
   read_db_.reset(Open(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, options_.busy_timeout_ms));
   writer_ = std::thread([this] { WriterLoop(); });
@@ -140,12 +144,14 @@ Store::~Store() {
   writer_.join();
 }
 
+// The writer waits for a first record, then (group commit) for the interval or a full
+// batch: only those two moments wake it, not every record.
 template <typename R>
 void Store::Enqueue(R&& record) {
   std::lock_guard<std::mutex> lock(mu_);
   queue_.emplace_back(std::forward<R>(record));
   ++enqueued_;
-  cv_.notify_one();
+  if (queue_.size() == 1 || queue_.size() == options_.max_batch) cv_.notify_one();
 }
 
 void Store::PutRun(const v1::Run& run) { Enqueue(run); }
@@ -159,7 +165,10 @@ void Store::PutCommand(const v1::CommandRecord& record) { Enqueue(record); }
 bool Store::Flush() {
   std::unique_lock<std::mutex> lock(mu_);
   uint64_t target = enqueued_;
+  ++flushing_;
+  cv_.notify_one();  // the writer stops waiting out the group-commit interval
   flushed_cv_.wait(lock, [&] { return committed_ >= target || !health_.ok; });
+  --flushing_;
   return committed_ >= target;
 }
 
@@ -176,46 +185,58 @@ StoreHealth Store::Health() const {
 }
 
 // Never throws: a failed batch is kept and retried in order until it commits, or until
-// the destructor's deadline passes while it still fails.
+// the destructor's deadline passes while it still fails. The queue is taken whole and
+// written in transactions of up to max_batch records.
 void Store::WriterLoop() {
   using std::chrono::milliseconds;
   const milliseconds first_backoff(std::max(options_.retry_initial_ms, 1)), max_backoff(options_.retry_max_ms);
-  std::vector<Record> batch;
+  const size_t max_batch = std::max<size_t>(options_.max_batch, 1);
+  std::vector<Record> taken;  // swapped out of queue_; [0, done) committed
+  size_t done = 0;
   milliseconds backoff(0);
   for (;;) {
-    if (batch.empty() && !TakeBatch(batch)) return;  // stopping and drained
+    if (done == taken.size()) {
+      taken.clear();  // its capacity goes back to queue_ on the swap...
+      if (taken.capacity() > 2 * max_batch) taken = {};  // ...unless a backlog grew it
+      done = 0;
+      if (!TakeQueue(taken)) return;  // stopping and drained
+    }
+    const Batch batch{taken.cbegin() + done, taken.cbegin() + done + std::min(taken.size() - done, max_batch)};
     std::map<StreamKey, uint64_t> stored;
     std::string error = WriteBatch(batch, stored);
     if (error.empty()) {
       Committed(batch.size(), stored);
-      batch.clear();
+      done += batch.size();
       backoff = milliseconds(0);
       continue;
     }
-    Failed(error, batch.size());
+    Failed(error, taken.size() - done);
     backoff = std::min(std::max(backoff * 2, first_backoff), max_backoff);
-    if (!WaitToRetry(backoff)) return GiveUp(batch.size());
+    if (!WaitToRetry(backoff)) return GiveUp(taken.size() - done);
   }
 }
 
-// Moves up to max_batch records from the queue into `batch`; false when stopping and drained.
-bool Store::TakeBatch(std::vector<Record>& batch) {
+// Swaps the whole queue into `taken` (empty): at once when stopping, flushing or holding a
+// full batch, else once commit_interval_ms has passed since the last take. False when
+// stopping and drained.
+bool Store::TakeQueue(std::vector<Record>& taken) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+  const auto due = last_take_ + std::chrono::milliseconds(options_.commit_interval_ms);
+  cv_.wait_until(lock, due, [&] { return stopping_ || flushing_ > 0 || queue_.size() >= options_.max_batch; });
   if (queue_.empty()) return false;
-  size_t n = std::min(queue_.size(), options_.max_batch);
-  batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
-  queue_.erase(queue_.begin(), queue_.begin() + n);
+  taken.swap(queue_);
+  last_take_ = std::chrono::steady_clock::now();
   return true;
 }
 
 // One transaction. Returns "" once committed; else rolls back and returns the error.
-std::string Store::WriteBatch(const std::vector<Record>& batch, std::map<StreamKey, uint64_t>& stored) {
+std::string Store::WriteBatch(Batch batch, std::map<StreamKey, uint64_t>& stored) {
   sqlite3* db = write_db_.get();
   // IMMEDIATE takes the write lock up front: another writer shows as "database is locked"
   // here, after the busy timeout, rather than halfway through the batch.
   std::string error = Exec(db, "BEGIN IMMEDIATE", "BEGIN");
-  for (size_t i = 0; error.empty() && i < batch.size(); ++i) error = Apply(batch[i], stored);
+  for (auto it = batch.begin; error.empty() && it != batch.end; ++it) error = Apply(*it, stored);
   if (error.empty()) error = Exec(db, "COMMIT", "COMMIT");
   if (error.empty()) return "";
   stored.clear();
@@ -226,10 +247,8 @@ std::string Store::WriteBatch(const std::vector<Record>& batch, std::map<StreamK
 }
 
 std::string Store::Apply(const Record& record, std::map<StreamKey, uint64_t>& stored) {
-  sqlite3* db = write_db_.get();
   if (auto* run = std::get_if<v1::Run>(&record)) {
-    return Stmt(db, "INSERT OR REPLACE INTO runs (run_id, run) VALUES (?, ?)")
-        .Bind(1, run->run_id()).Bind(2, run->SerializeAsString()).Run("insert run " + run->run_id());
+    return put_run_->Bind(1, run->run_id()).Bind(2, run->SerializeAsString()).Run("insert run " + run->run_id());
   }
   if (auto* row = std::get_if<StepRow>(&record)) {
     static_assert(sizeof(float) == 4);
@@ -262,14 +281,12 @@ std::string Store::Apply(const Record& record, std::map<StreamKey, uint64_t>& st
         .Bind(6, Opt(e.has_accuracy(), e.accuracy())).Run("insert eval");
   }
   if (auto* ev = std::get_if<v1::Event>(&record)) {
-    return Stmt(db, "INSERT INTO events (run_id, step, kind, severity, message, event) VALUES (?,?,?,?,?,?)")
-        .Bind(1, ev->run_id()).Bind(2, ev->step()).Bind(3, ev->kind())
+    return insert_event_->Bind(1, ev->run_id()).Bind(2, ev->step()).Bind(3, ev->kind())
         .Bind(4, int64_t{ev->severity()}).Bind(5, ev->message())
         .Bind(6, ev->SerializeAsString()).Run("insert event");
   }
   const auto& cmd = std::get<v1::CommandRecord>(record);
-  return Stmt(db, "INSERT OR REPLACE INTO commands VALUES (?,?,?,?,?,?,?)")
-      .Bind(1, cmd.command().id()).Bind(2, cmd.run_id()).Bind(3, cmd.issued_unix_millis())
+  return put_command_->Bind(1, cmd.command().id()).Bind(2, cmd.run_id()).Bind(3, cmd.issued_unix_millis())
       .Bind(4, cmd.command().issued_by()).Bind(5, cmd.command().reason())
       .Bind(6, cmd.ack().applied_at_step()).Bind(7, cmd.SerializeAsString()).Run("insert command");
 }

@@ -1,10 +1,13 @@
 // The monitor's durable record: runs, every step with every reported field (per-layer
 // norms included), eval reports, events and commands, in one SQLite file in WAL mode.
 //
-// Writes go through a single writer thread that commits in batches (one transaction per
-// batch), so the stream path only enqueues. Steps are idempotent on (run_id, rank, step)
-// and evals on (run_id, step): a resent step is ignored. After each commit the writer
-// calls the `on_committed` callback with the highest step stored per stream it touched.
+// Writes go through a single writer thread, so the stream path only enqueues. The writer
+// commits by group: one transaction takes everything queued (up to max_batch records), and
+// while records keep coming a transaction starts at most every commit_interval_ms, so that
+// each commit (its WAL pages, its acknowledgements) carries many records rather than a few.
+// Steps are idempotent on (run_id, rank, step) and evals on (run_id, step): a resent step
+// is ignored. After each commit the writer calls the `on_committed` callback with the
+// highest step stored per stream it touched.
 //
 // Data parallel: the `steps` table holds rank 0's reports, which carry the run-level
 // values (a single-process run is rank 0); `rank_steps` holds the other ranks' reports,
@@ -24,7 +27,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -60,7 +62,11 @@ using ErrorFn = std::function<void(const std::string& message)>;
 
 struct StoreOptions {
   std::string path;                 // the SQLite file; created with its folder
-  size_t max_batch = 512;           // records per transaction at most
+  size_t max_batch = 4096;          // records per transaction at most
+  // Group commit: while records keep coming, a transaction starts at most this long after
+  // the previous one began; a full batch, Flush() and the destructor do not wait for it.
+  // Acknowledgements wait up to this long. 0 commits whatever is queued at once.
+  int commit_interval_ms = 10;
   CommittedFn on_committed;         // may be empty
   ErrorFn on_error;                 // may be empty
   std::function<void()> on_recovered;  // the first commit after failures; writer thread; may be empty
@@ -101,7 +107,8 @@ class Store {
   void PutEvent(const v1::Event& event);
   void PutCommand(const v1::CommandRecord& record);  // insert or replace by command id
 
-  // Blocks until everything enqueued before the call is committed and returns true.
+  // Blocks until everything enqueued before the call is committed and returns true; the
+  // writer commits at once rather than at the end of the group-commit interval.
   // Returns false, without waiting further, once a write attempt fails (or at once while
   // the store is failing): see Health().
   bool Flush();
@@ -134,11 +141,17 @@ class Store {
   struct CloseDb { void operator()(sqlite3* db) const; };
   using Db = std::unique_ptr<sqlite3, CloseDb>;
 
+  // Records [begin, end) of the writer's taken queue: one transaction.
+  struct Batch {
+    std::vector<Record>::const_iterator begin, end;
+    size_t size() const { return static_cast<size_t>(end - begin); }
+  };
+
   template <typename R> void Enqueue(R&& record);
   // Writer thread.
   void WriterLoop();
-  bool TakeBatch(std::vector<Record>& batch);
-  std::string WriteBatch(const std::vector<Record>& batch, std::map<StreamKey, uint64_t>& stored);
+  bool TakeQueue(std::vector<Record>& taken);
+  std::string WriteBatch(Batch batch, std::map<StreamKey, uint64_t>& stored);
   std::string Apply(const Record& record, std::map<StreamKey, uint64_t>& stored);
   void Committed(size_t records, const std::map<StreamKey, uint64_t>& stored);
   void Failed(const std::string& error, size_t batch);
@@ -149,14 +162,18 @@ class Store {
 
   StoreOptions options_;
   Db write_db_;                                       // before its statements: closed after them
-  std::unique_ptr<Stmt> insert_step_, insert_eval_, insert_rank_step_;  // writer thread only
+  // Writer thread only: one prepared statement per record kind.
+  std::unique_ptr<Stmt> insert_step_, insert_eval_, insert_rank_step_, put_run_, insert_event_, put_command_;
   Db read_db_;
   mutable std::mutex read_mu_;  // one reader connection, serialised
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable flushed_cv_;
-  std::deque<Record> queue_;
+  // Filled by Enqueue, swapped out whole by the writer (so pushes reuse its capacity).
+  std::vector<Record> queue_;
+  SteadyTime last_take_;    // when the writer last took the queue: the group-commit clock
+  int flushing_ = 0;        // Flush() calls waiting: the writer does not wait out the interval
   uint64_t enqueued_ = 0;
   uint64_t committed_ = 0;
   bool stopping_ = false;
