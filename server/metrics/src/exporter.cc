@@ -342,19 +342,20 @@ void Exporter::SetScalars(RunSeries& r, const StepValues& v) {
 
 // Sets `g` to v when v is reported, creating its series on the first report. Requires mu_.
 void Exporter::SetSystem(RunSeries& r, const StepValues& v) {
-  auto set = [&](Gauge*& g, Family<Gauge>& family, Labels labels, double value) {
+  // The label (name, value) is only made into Labels when the series is created: not per step.
+  auto set = [&](Gauge*& g, Family<Gauge>& family, const char* name, const char* label, double value) {
     if (std::isnan(value)) return;
-    if (!g) g = r.AddG(family, std::move(labels));
+    if (!g) g = r.AddG(family, name ? Labels{{name, label}} : Labels{});
     g->Set(value);
   };
-  set(r.phase[0], f_->phase_seconds, {{"phase", "data"}}, v.data_seconds);
-  set(r.phase[1], f_->phase_seconds, {{"phase", "forward_backward"}}, v.compute_seconds);
-  set(r.phase[2], f_->phase_seconds, {{"phase", "report"}}, v.report_seconds);
-  set(r.resident, f_->resident, {}, v.resident_bytes);
-  set(r.cuda[0], f_->cuda_memory, {{"kind", "allocated"}}, v.cuda_allocated_bytes);
-  set(r.cuda[1], f_->cuda_memory, {{"kind", "reserved"}}, v.cuda_reserved_bytes);
-  set(r.cuda[2], f_->cuda_memory, {{"kind", "peak_allocated"}}, v.cuda_peak_allocated_bytes);
-  set(r.device_utilization, f_->device_utilization, {}, v.device_utilization);
+  set(r.phase[0], f_->phase_seconds, "phase", "data", v.data_seconds);
+  set(r.phase[1], f_->phase_seconds, "phase", "forward_backward", v.compute_seconds);
+  set(r.phase[2], f_->phase_seconds, "phase", "report", v.report_seconds);
+  set(r.resident, f_->resident, nullptr, nullptr, v.resident_bytes);
+  set(r.cuda[0], f_->cuda_memory, "kind", "allocated", v.cuda_allocated_bytes);
+  set(r.cuda[1], f_->cuda_memory, "kind", "reserved", v.cuda_reserved_bytes);
+  set(r.cuda[2], f_->cuda_memory, "kind", "peak_allocated", v.cuda_peak_allocated_bytes);
+  set(r.device_utilization, f_->device_utilization, nullptr, nullptr, v.device_utilization);
 }
 
 void Exporter::ObserveEval(const std::string& run_id, const EvalValues& v) {

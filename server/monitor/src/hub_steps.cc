@@ -51,10 +51,10 @@ constexpr int kMaxScalars = 64;
 
 // Why the step's scalars cannot be taken, "" when they can.
 std::string ScalarRefusal(const v1::StepReport& step, const char** reason) {
-  const std::string at = "step " + std::to_string(step.step()) + ": ";
+  auto at = [&] { return "step " + std::to_string(step.step()) + ": "; };  // only for a refusal
   if (step.scalars_size() > kMaxScalars) {
     *reason = "scalar_count";
-    return at + "scalars has " + std::to_string(step.scalars_size()) + " entries; at most " +
+    return at() + "scalars has " + std::to_string(step.scalars_size()) + " entries; at most " +
            std::to_string(kMaxScalars);
   }
   for (const auto& [name, value] : step.scalars()) {
@@ -65,7 +65,7 @@ std::string ScalarRefusal(const v1::StepReport& step, const char** reason) {
       if (!std::isprint(static_cast<unsigned char>(c))) c = '?';  // the reason stays printable UTF-8
     }
     if (name.size() > kMaxScalarNameLength) shown += "...";
-    return at + "scalars name \"" + shown + "\" (" + std::to_string(name.size()) + " bytes) is not " +
+    return at() + "scalars name \"" + shown + "\" (" + std::to_string(name.size()) + " bytes) is not " +
            kScalarNameRule;
   }
   return "";
@@ -145,9 +145,11 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
     if (run.job_watch) run.job_watch->OnLeaderStep(step.step(), clock_.NowMillis());
   }
 
-  v1::RunUpdate update;
-  *update.mutable_step() = step;
-  Publish(run, update);
+  if (!run.watchers.empty()) {  // the update copies the whole report: only for a watcher
+    v1::RunUpdate update;
+    *update.mutable_step() = step;
+    Publish(run, update);
+  }
   const bool quiet = found.empty();
   HandleEvents(run, step, &sample, std::move(found), sink);
   // Guard actions that a quiet run has earned back (clipping released).

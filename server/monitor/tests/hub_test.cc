@@ -79,6 +79,26 @@ TEST_F(HubTest, acknowledges_stored_steps_cumulatively) {
   EXPECT_EQ(acks.back().ack().stored_through_step(), 40u);
 }
 
+// Steps are published only while someone watches (the update copies the whole report).
+TEST_F(HubTest, a_watcher_gets_each_step_reported_while_it_watches) {
+  struct Steps : Watcher {
+    void Push(const v1::RunUpdate& u) override {
+      if (u.has_step()) seen.push_back(u.step().step());
+    }
+    void End() override {}
+    std::vector<uint64_t> seen;
+  } watcher;
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  Healthy("r", 1, 3, *sink);
+  ASSERT_TRUE(hub_->Watch("r", &watcher));
+  Healthy("r", 4, 6, *sink);
+  hub_->Unwatch("r", &watcher);
+  Healthy("r", 7, 8, *sink);
+  EXPECT_EQ(watcher.seen, (std::vector<uint64_t>{4, 5, 6}));
+  EXPECT_EQ(hub_->GetRun("r")->steps(), 8u);
+}
+
 TEST_F(HubTest, ignores_resent_steps) {
   auto sink = std::make_shared<FakeSink>();
   ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
