@@ -164,7 +164,8 @@ class Reporter:
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)     # the connection thread and the writer
-        self._changed = threading.Condition(self._lock)  # flush, await_verdict, await_commands
+        self._changed = threading.Condition(self._lock)  # flush, await_verdict
+        self._commanded = threading.Condition(self._lock)  # await_commands
         self._buffer: Deque[pb.TrainerMessage] = collections.deque()  # unacknowledged, in order
         self._next_send = 0                               # index in _buffer of the next to send
         self._spool: Optional[spool_mod.Spool] = None     # older reports that did not fit
@@ -211,7 +212,7 @@ class Reporter:
     def await_commands(self, timeout: float) -> List["pb.Command"]:
         """As take_commands, but waits up to `timeout` seconds for at least one."""
         with self._lock:
-            self._changed.wait_for(lambda: self._commands, timeout)
+            self._commanded.wait_for(lambda: self._commands, timeout)
             out, self._commands = self._commands, []
             return out
 
@@ -315,16 +316,20 @@ class Reporter:
         with self._lock:
             kind = m.WhichOneof("kind")
             if kind == "ack":
+                # The writer waits for the first (then it sends) and, closing, for the last (then
+                # it says goodbye); an ack per report in between would only wake it for nothing.
+                if not stream.accepted or self._closing:
+                    self._wake.notify_all()
                 self._on_ack(stream, m.ack.stored_through_step)
             elif kind == "command":
                 self._commands.append(m.command)
+                self._commanded.notify_all()
             elif kind == "verdict":
                 self._verdicts[m.verdict.step] = m.verdict
             elif kind == "rejection":
                 self._stats.rejections += 1
                 self._warn("the monitor refused a report: " + m.rejection.reason)
             self._changed.notify_all()
-            self._wake.notify_all()
 
     def _on_ack(self, stream: _Stream, through: int) -> None:
         if not stream.accepted:

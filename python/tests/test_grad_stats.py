@@ -8,6 +8,41 @@ import torch
 from fakes import TinyNet, backward
 from gradwatch.torch import grad_stats, predict_update
 from gradwatch.torch.grad_stats import grad_stats_per_item
+from gradwatch.torch.step_stats import step_stats
+
+
+@torch.no_grad()
+def per_tensor_update(opt: torch.optim.Optimizer) -> float:
+    """||dw|| / ||w|| the slow way, one tensor at a time as torch.optim's _single_tensor_sgd and
+    _single_tensor_adam compute it (the per-tensor loop predict_update replaced)."""
+    dw, w = [], []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g = -p.grad if group.get("maximize", False) else p.grad
+            if group["weight_decay"] != 0:
+                g = g.add(p, alpha=group["weight_decay"])
+            state = opt.state.get(p) or {}
+            if isinstance(opt, torch.optim.SGD):
+                d, m = g, group["momentum"]
+                if m != 0:
+                    buf = state.get("momentum_buffer")
+                    buf = g.clone() if buf is None else buf.mul(m).add_(g, alpha=1 - group["dampening"])
+                    d = g.add(buf, alpha=m) if group["nesterov"] else buf
+                dw.append(group["lr"] * float(d.double().norm()))
+            else:
+                b1, b2 = group["betas"]
+                step = float(state["step"]) + 1 if "exp_avg" in state else 1.0
+                m = state["exp_avg"].mul(b1).add_(g, alpha=1 - b1) if "exp_avg" in state else g.mul(1 - b1)
+                v = state["exp_avg_sq"].mul(b2).addcmul_(g, g, value=1 - b2) if "exp_avg" in state \
+                    else g.mul(g).mul_(1 - b2)
+                if group["amsgrad"] and state.get("max_exp_avg_sq") is not None:
+                    v = torch.maximum(v, state["max_exp_avg_sq"])
+                denom = v.sqrt().div_(math.sqrt(1 - b2 ** step)).add_(group["eps"])
+                dw.append(group["lr"] / (1 - b1 ** step) * float(m.div(denom).double().norm()))
+            w.append(float(p.double().norm()))
+    return math.sqrt(math.fsum(x * x for x in dw)) / math.sqrt(math.fsum(x * x for x in w))
 
 
 class GradStatsTest(unittest.TestCase):
@@ -94,6 +129,61 @@ class UpdateSizeTest(unittest.TestCase):
         self.check(lambda p: torch.optim.Adam(p, lr=0.01), warm_steps=0)
         self.check(lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True, weight_decay=0.1))
 
+    def test_fused_prediction_equals_the_per_tensor_one(self):
+        def two_groups(make, **first):
+            return lambda model: make([{"params": model.fc1.parameters(), **first},
+                                       {"params": list(model.fc2.parameters()) + list(model.unused.parameters())}])
+        cases = {
+            "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+            "sgd wd maximize": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, weight_decay=0.1, maximize=True),
+            "nesterov wd": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                                                     weight_decay=0.01),
+            "momentum dampening maximize": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.5,
+                                                                     dampening=0.3, maximize=True),
+            "full dampening": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.5, dampening=1.0),
+            "sgd groups": two_groups(lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9), lr=0.3, nesterov=True),
+            "adam": lambda m: torch.optim.Adam(m.parameters(), lr=0.01),
+            "adam wd maximize": lambda m: torch.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.1, maximize=True),
+            "amsgrad": lambda m: torch.optim.Adam(m.parameters(), lr=0.01, amsgrad=True, betas=(0.5, 0.9)),
+            "adam beta1 0": lambda m: torch.optim.Adam(m.parameters(), lr=0.01, betas=(0.0, 0.99)),
+            "adam groups": two_groups(lambda g: torch.optim.Adam(g, lr=0.01), lr=0.03, weight_decay=0.2),
+        }
+        for name, make in cases.items():
+            for warm_steps in (0, 1, 3):
+                with self.subTest(name, warm_steps=warm_steps):
+                    torch.manual_seed(7)
+                    model = TinyNet()
+                    opt = make(model)
+                    for s in range(warm_steps):
+                        opt.zero_grad()
+                        backward(model, seed=s)
+                        opt.step()
+                    opt.zero_grad()
+                    backward(model, seed=42)
+                    slow = per_tensor_update(opt)
+                    self.assertAlmostEqual(predict_update(opt).ratio, slow, delta=1e-5 * slow)
+                    self.assertAlmostEqual(step_stats(list(model.parameters()), opt)[1].ratio, slow, delta=1e-5 * slow)
+
+    def test_tensors_with_state_and_without_in_one_group(self):
+        # fc2.weight missed the first step (for Adam: a step count of its own), fc2.bias both
+        # (no momentum buffer, no Adam moments yet).
+        for make in (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+                     lambda p: torch.optim.Adam(p, lr=0.01)):
+            torch.manual_seed(8)
+            model = TinyNet()
+            opt = make(model.parameters())
+            for s in range(2):
+                opt.zero_grad()
+                backward(model, seed=s)
+                model.fc2.bias.grad = None
+                if s == 0:
+                    model.fc2.weight.grad = None
+                opt.step()
+            opt.zero_grad()
+            backward(model, seed=9)
+            slow = per_tensor_update(opt)
+            self.assertAlmostEqual(predict_update(opt).ratio, slow, delta=1e-5 * slow)
+
     def test_other_optimizers_are_not_measured(self):
         model = TinyNet()
         backward(model)
@@ -109,6 +199,47 @@ class UpdateSizeTest(unittest.TestCase):
         after = opt.state_dict()
         for k, v in state["state"].items():
             self.assertTrue(torch.equal(v["momentum_buffer"], after["state"][k]["momentum_buffer"]))
+
+
+class StepStatsTest(unittest.TestCase):
+    """Gradient norms and the update size together, as the session takes them each step."""
+
+    def setUp(self) -> None:
+        torch.manual_seed(4)
+        self.model = TinyNet()
+        self.params = list(self.model.parameters())
+
+    def test_equals_grad_stats_and_predict_update(self):
+        for opt in (torch.optim.SGD(self.params, lr=0.1, momentum=0.9, nesterov=True),
+                    torch.optim.SGD(self.params, lr=0.1), torch.optim.Adam(self.params, lr=0.01)):
+            opt.zero_grad()
+            backward(self.model)
+            opt.step()
+            opt.zero_grad()
+            backward(self.model, seed=1)
+            grads, update = step_stats(self.params, opt)
+            self.assertEqual(grads, grad_stats(self.params))
+            self.assertAlmostEqual(update.ratio, predict_update(opt).ratio, delta=1e-12)
+
+    def test_without_an_optimizer_only_the_gradients(self):
+        backward(self.model)
+        grads, update = step_stats(self.params, None)
+        self.assertEqual(grads, grad_stats(self.params))
+        self.assertTrue(math.isnan(update.ratio))
+
+    def test_one_host_copy_for_everything(self):
+        opt = torch.optim.Adam(self.params, lr=0.01)
+        backward(self.model)
+        opt.step()
+        backward(self.model, seed=1)
+        calls = []
+        original = torch.Tensor.tolist
+        torch.Tensor.tolist = lambda t: calls.append(t.shape) or original(t)
+        try:
+            step_stats(self.params, opt)
+        finally:
+            torch.Tensor.tolist = original
+        self.assertEqual(calls, [torch.Size([12])])  # 4 gradients, 4 directions, 4 weights
 
 
 if __name__ == "__main__":

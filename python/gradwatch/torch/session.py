@@ -14,10 +14,11 @@ C++ `gradwatch::torchmon::Session` (trainer/torch/include/gradwatch/torch/sessio
 
 begin_step (which steps() calls) applies every command received since the last step (clipping,
 learning-rate scale, skip, rollback, stop, mode) and acknowledges it with this step. before_update
-measures the gradients (one fused torch._foreach_norm, one device-to-host copy) and the size of
-the update the optimizer proposes (||dw||/||w||: one more), queues the report for the background
-sender, in gated mode waits for the verdict (fail-open on timeout) and applies it (skip, clip, or
-this step's learning rate scaled down), and clips; it returns whether to apply the update.
+measures the gradients and the size of the update the optimizer proposes (||dw||/||w||) in one
+fused torch._foreach_norm and one device-to-host copy for both (step_stats.py), queues the
+report for the background sender, in gated mode waits for the verdict (fail-open on timeout)
+and applies it (skip, clip, or this step's learning rate scaled down), and clips; it returns
+whether to apply the update.
 after_update restores a learning rate a verdict scaled and keeps a checkpoint every K healthy
 steps for rollback (and one of the initial state, step 0, from the start).
 
@@ -44,8 +45,7 @@ import torch
 
 from gradwatch.reporter import Reporter, ReporterOptions, ReporterStats, TlsFiles
 from gradwatch.reporter_process import ProcessReporter
-from gradwatch.torch.grad_stats import grad_stats
-from gradwatch.torch.update_size import predict_update
+from gradwatch.torch.step_stats import step_stats
 from gradwatch.v1 import telemetry_pb2 as pb
 
 __all__ = ["AppliedCommand", "CheckpointError", "Clip", "Session", "SessionError"]
@@ -339,17 +339,17 @@ class Session:
                                f"{'was already measured' if self._phase == 'measured' else 'has not begun'})")
         self._phase = "measured"
         loss_value = float(loss.detach().item() if isinstance(loss, torch.Tensor) else loss)
-        global_norm, layer_norms = grad_stats(self._params)
-        self.last_grad_norm, self.last_layer_norms = global_norm, layer_norms
-        self._update_health(global_norm, loss_value)
-
         update = True
         applied = self._clipping
         if self._skip_pending > 0:
             self._skip_pending -= 1
             update = False
         # Before clipping and before any verdict: the update as the optimizer proposes it.
-        self.last_update_ratio = predict_update(self._optimizer).ratio if update and self._measure_update else math.nan
+        (global_norm, layer_norms), proposed = step_stats(
+            self._params, self._optimizer if update and self._measure_update else None)
+        self.last_grad_norm, self.last_layer_norms = global_norm, layer_norms
+        self.last_update_ratio = proposed.ratio
+        self._update_health(global_norm, loss_value)
         if self._reporter is not None:
             report = pb.StepReport(
                 step=self._step, epoch=epoch, loss=loss_value, learning_rate=float(self._optimizer.param_groups[0]["lr"]),

@@ -4,22 +4,28 @@ the optimizer's state, so that a monitor can veto an oversized update before it 
 session's update_size.h, for torch.optim as of PyTorch 1.13).
 
 No copy of the weights is kept. The update direction is rebuilt as torch.optim.SGD and Adam build
-it, with fused foreach ops, in temporaries that live only during the call:
+it, in temporaries that live only during the call:
   SGD   d = g + wd*w; buf' = momentum*buf + (1 - dampening)*d (buf' = d on the first step);
         dw = -lr * (nesterov ? d + momentum*buf' : buf')     (momentum 0: dw = -lr * d)
   Adam  m' = b1*m + (1-b1)*g; v' = b2*v + (1-b2)*g^2 (g with wd*w added);
         dw = -lr/(1-b1^t) * m' / (sqrt(v')/sqrt(1-b2^t) + eps)   (amsgrad: max(v', vmax))
-(`maximize` negates g.) Then one fused reduction over the directions and the weights together and
-one device-to-host copy. Other optimizers (AdamW included) are not measured: NaN.
+(`maximize` negates g.) Only norms are needed, so each direction is built up to a constant factor
+that the host applies to its norm: a few fused multi-tensor ops (torch._foreach_*) over all of a
+group's tensors, never a Python loop of tensor ops per parameter. Then one fused reduction over
+the directions and the weights together and one device-to-host copy (step_stats.py folds both
+into the gradient norms'). Other optimizers (AdamW included) are not measured: NaN.
 """
 import math
-from typing import List, NamedTuple
+import operator
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from gradwatch.torch.grad_stats import _host_values
-
 NAN = float("nan")
+
+# A run of Directions.tensors and the factor that turns their global norm into ||dw|| of their
+# parameters: (number of tensors, factor).
+_Chunk = Tuple[int, float]
 
 
 class UpdateSize(NamedTuple):
@@ -28,84 +34,139 @@ class UpdateSize(NamedTuple):
     weight_norm: float = NAN  # ||w||
 
 
-def _grads(group: dict, params: List[torch.Tensor]) -> List[torch.Tensor]:
-    grads = [p.grad for p in params]
-    if group.get("maximize", False):
-        grads = torch._foreach_neg(grads)
-    if group.get("weight_decay", 0) != 0:
-        grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-    return grads
+class Directions(NamedTuple):
+    """The update, ready for one fused norm: tensors in chunks, each chunk's ||dw|| its factor
+    times the global norm of its tensors; weights, the parameters these move."""
+    tensors: List[torch.Tensor]
+    chunks: List[_Chunk]
+    weights: List[torch.Tensor]
 
 
-def _sgd(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor]) -> List[torch.Tensor]:
-    d = _grads(group, params)
-    momentum = group.get("momentum", 0)
-    if momentum == 0:
-        return d
-    state = optimizer.state
-    bufs = [state[p].get("momentum_buffer") if p in state else None for p in params]
-    nesterov, dampening = group.get("nesterov", False), group.get("dampening", 0)
-    if all(b is not None for b in bufs):  # every step but the first: two fused ops
-        if nesterov:  # d + momentum*(momentum*buf + (1 - dampening)*d), expanded
-            out = torch._foreach_mul(bufs, momentum * momentum)
-            torch._foreach_add_(out, d, alpha=1 + momentum * (1 - dampening))
+def _combine(base: List[torch.Tensor], *terms: Tuple[float, Optional[List[torch.Tensor]]]) -> List[torch.Tensor]:
+    """base + sum(alpha * xs) in fused ops, in a new list; `base` itself when every alpha is 0."""
+    out = base
+    for alpha, xs in terms:
+        if alpha == 0 or xs is None:
+            continue
+        if out is base:
+            out = list(torch._foreach_add(base, xs, alpha=alpha))
         else:
-            out = torch._foreach_mul(bufs, momentum)
-            torch._foreach_add_(out, d, alpha=1 - dampening)
-        return out
-    have = [i for i, b in enumerate(bufs) if b is not None]
-    new_bufs = list(d)  # the first step: buf' = d
-    if have:
-        moved = torch._foreach_add(torch._foreach_mul([bufs[i] for i in have], momentum), [d[i] for i in have],
-                                   alpha=1 - dampening)
-        for i, b in zip(have, moved):
-            new_bufs[i] = b
-    return torch._foreach_add(d, new_bufs, alpha=momentum) if nesterov else new_bufs
-
-
-def _adam(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor]) -> List[torch.Tensor]:
-    g = _grads(group, params)
-    b1, b2 = group["betas"]
-    out = []
-    for p, gi in zip(params, g):  # per tensor: each may have its own step count
-        state = optimizer.state.get(p, {})
-        if "exp_avg" in state:
-            step = float(state["step"]) + 1
-            m = state["exp_avg"].mul(b1).add_(gi, alpha=1 - b1)
-            v = state["exp_avg_sq"].mul(b2).addcmul_(gi, gi, value=1 - b2)
-            if group.get("amsgrad", False) and state.get("max_exp_avg_sq") is not None:
-                v = torch.maximum(v, state["max_exp_avg_sq"])
-        else:
-            step, m, v = 1.0, gi.mul(1 - b1), gi.mul(gi).mul_(1 - b2)
-        denom = v.sqrt_().div_(math.sqrt(1 - b2 ** step)).add_(group["eps"])
-        out.append(m.div_(denom).mul_(1 / (1 - b1 ** step)))  # the bias correction of lr
+            torch._foreach_add_(out, xs, alpha=alpha)
     return out
 
 
-@torch.no_grad()
-def predict_update(optimizer: torch.optim.Optimizer) -> UpdateSize:
+def _subsets(keys: List[object]) -> List[Tuple[object, Optional[List[int]]]]:
+    """(key, indices with that key) in order of first appearance; indices None when every key is
+    the same (the usual case: one subset, no copying)."""
+    if keys.count(keys[0]) == len(keys):
+        return [(keys[0], None)]
+    groups: Dict[object, List[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return [(keys[ix[0]], ix) for ix in sorted(groups.values(), key=lambda ix: ix[0])]
+
+
+def _take(xs: List, index: Optional[List[int]]) -> List:
+    return xs if index is None else [xs[i] for i in index]
+
+
+def _sgd(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor], out: Directions) -> None:
+    # With s = -1 for maximize: d = s*(g + s*wd*w), and dw/-lr = c*d + a*buf (a = 0 without a
+    # buffer), so ||dw|| = lr*|c| * ||g + s*wd*w + (s*a/c)*buf||: one or two fused adds.
+    s = -1.0 if group.get("maximize", False) else 1.0
+    wd, m = group.get("weight_decay", 0), group.get("momentum", 0)
+    dampening, nesterov = group.get("dampening", 0), group.get("nesterov", False)
+    bufs = [(optimizer.state.get(p) or {}).get("momentum_buffer") if m != 0 else None for p in params]
+    for has_buf, index in _subsets([b is not None for b in bufs]):  # with a buffer, without
+        ps = _take(params, index)
+        if has_buf:
+            b = _take(bufs, index)
+            c, a = (1 + m * (1 - dampening), m * m) if nesterov else (1 - dampening, m)
+        else:  # the first step: buf' = d
+            b, c, a = None, (1 + m if nesterov else 1.0), 0.0
+        if c == 0:  # full dampening: dw = -lr*m*buf
+            tensors, factor = b, abs(a)
+        else:
+            tensors, factor = _combine([p.grad for p in ps], (s * wd, ps), (s * a / c, b)), abs(c)
+        out.tensors.extend(tensors)
+        out.chunks.append((len(tensors), group["lr"] * factor))
+
+
+def _adam(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor], out: Directions) -> None:
+    # Per step count t (each tensor may have its own), with u = g + s*wd*w, m' = sm*M, v' = sv*V:
+    #   ||dw|| = lr*sm/(bc1*k) * ||M / (sqrt(V) + eps/k)||,  k = sqrt(sv/bc2).
+    s = -1.0 if group.get("maximize", False) else 1.0
+    (b1, b2), eps, wd = group["betas"], group["eps"], group.get("weight_decay", 0)
+    states = [optimizer.state.get(p) or {} for p in params]
+    counts = iter(_step_counts([st["step"] for st in states if "exp_avg" in st]))
+    # The step this update makes: t = the state's count + 1; 0 = no state yet (then t = 1).
+    for t, index in _subsets([next(counts) + 1 if "exp_avg" in st else 0.0 for st in states]):
+        ps, sts = _take(params, index), _take(states, index)
+        u = _combine([p.grad for p in ps], (s * wd, ps))
+        if t and b1 != 0:
+            m_hat, sm = torch._foreach_add([st["exp_avg"] for st in sts], u, alpha=s * (1 - b1) / b1), b1
+        else:  # m = 0 (or b1 = 0): m' = s*(1-b1)*u
+            m_hat, sm = u, 1 - b1
+        if t and b2 != 0:
+            v_hat, sv = torch._foreach_addcmul([st["exp_avg_sq"] for st in sts], u, u, value=(1 - b2) / b2), b2
+        else:
+            v_hat, sv = torch._foreach_mul(u, u), 1 - b2
+        vmax = [st.get("max_exp_avg_sq") for st in sts] if t and group.get("amsgrad", False) else []
+        if vmax and all(v is not None for v in vmax):
+            torch._foreach_maximum_(v_hat, torch._foreach_div(vmax, sv))
+        t = t or 1.0
+        k = math.sqrt(sv / (1 - b2 ** t))
+        torch._foreach_sqrt_(v_hat)
+        torch._foreach_add_(v_hat, eps / k)
+        out.tensors.extend(torch._foreach_div(m_hat, v_hat))
+        out.chunks.append((len(ps), group["lr"] * sm / ((1 - b1 ** t) * k)))
+
+
+def _step_counts(steps: List[object]) -> List[float]:
+    """Adam's state["step"] values: CPU tensors, read without a device copy; with capturable=True
+    they live on the device, and are read in one copy for all."""
+    if all(not isinstance(x, torch.Tensor) or x.device.type == "cpu" for x in steps):
+        return [float(x) for x in steps]
+    return torch.stack([x.reshape(()).double() for x in steps]).tolist()
+
+
+def directions(optimizer: torch.optim.Optimizer) -> Optional[Directions]:
     """The update `optimizer.step()` would apply now, with the gradients as they are (before any
-    clipping) and each parameter group's current learning rate."""
+    clipping) and each parameter group's current learning rate, as tensors to take norms of;
+    None for an optimizer that is not measured or no parameter with a gradient. Call under
+    torch.no_grad()."""
     if type(optimizer) is torch.optim.SGD:
         direction = _sgd
     elif type(optimizer) is torch.optim.Adam:
         direction = _adam
     else:
-        return UpdateSize()
-    dirs: List[torch.Tensor] = []
-    weights: List[torch.Tensor] = []
-    lrs: List[float] = []
+        return None
+    out = Directions([], [], [])
     for group in optimizer.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            continue
-        dirs += direction(optimizer, group, params)
-        weights += params
-        lrs += [float(group["lr"])] * len(params)
-    if not dirs:
-        return UpdateSize()
-    norms = _host_values(dirs + weights, torch.float64)
-    n = len(dirs)
-    update = math.sqrt(math.fsum((lr * x) ** 2 for lr, x in zip(lrs, norms[:n])))
-    weight = math.sqrt(math.fsum(x * x for x in norms[n:]))
+        if params:
+            direction(optimizer, group, params, out)
+            out.weights.extend(params)
+    return out if out.tensors else None
+
+
+def update_size(d: Directions, norms: Sequence[float]) -> UpdateSize:
+    """From the norms of d.tensors, then of d.weights, in order, on the host."""
+    update_sq, start = [], 0
+    for count, factor in d.chunks:
+        xs = norms[start:start + count]
+        update_sq.append(factor * factor * math.fsum(map(operator.mul, xs, xs)))
+        start += count
+    xs = norms[start:]
+    update, weight = math.sqrt(math.fsum(update_sq)), math.sqrt(math.fsum(map(operator.mul, xs, xs)))
     return UpdateSize(update / weight if weight > 0 else NAN, update, weight)
+
+
+@torch.no_grad()
+def predict_update(optimizer: torch.optim.Optimizer) -> UpdateSize:
+    """directions(optimizer), measured: one fused reduction and one device-to-host copy."""
+    d = directions(optimizer)
+    if d is None:
+        return UpdateSize()
+    norms = torch.stack(torch._foreach_norm(d.tensors + d.weights, 2)).to("cpu", torch.float64).tolist()
+    return update_size(d, norms)

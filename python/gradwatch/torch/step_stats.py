@@ -1,0 +1,33 @@
+"""Everything the session measures in a step, in one device-to-host copy: the gradient norms
+(grad_stats.py) and the predicted update size (update_size.py) from one fused torch._foreach_norm
+over the gradients, the update directions and the weights together, stacked and copied once."""
+import array
+import math
+import operator
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from gradwatch.torch.grad_stats import GradStats
+from gradwatch.torch.update_size import UpdateSize, directions, update_size
+
+
+@torch.no_grad()
+def step_stats(params: Sequence[torch.Tensor],
+               optimizer: Optional[torch.optim.Optimizer]) -> Tuple[GradStats, UpdateSize]:
+    """grad_stats(params) and, unless optimizer is None, predict_update(optimizer), with the same
+    values: `params` in the hello's layer order."""
+    grads = [p.grad for p in params]
+    present = [g for g in grads if g is not None]
+    d = directions(optimizer) if optimizer is not None and present else None
+    tensors = present if d is None else present + d.tensors + d.weights
+    if not tensors:
+        return GradStats(0.0, [0.0] * len(params)), UpdateSize()
+    values = torch.stack(torch._foreach_norm(tensors, 2)).to("cpu", torch.float64).tolist()
+    n = len(present)
+    layer_norms = array.array("f", values[:n]).tolist()  # float32, as grad_stats reads them
+    if n < len(grads):
+        found = iter(layer_norms)
+        layer_norms = [0.0 if g is None else next(found) for g in grads]
+    stats = GradStats(math.sqrt(math.fsum(map(operator.mul, layer_norms, layer_norms))), layer_norms)
+    return stats, (UpdateSize() if d is None else update_size(d, values[n:]))
