@@ -274,22 +274,29 @@ void Hub::OnStreamClosed(const std::string& run_id, const StreamSink* sink, bool
   Persist(*run);
 }
 
+// The acks are written after the run's lock is released: a write is a syscall on this (the
+// store's) thread, and the stream's own reports wait on that lock meanwhile. Acks stay in
+// order: this thread is their only sender outside the lock, and a stream's own thread reads
+// stored_through under it, so it never sends one older than what was sent before.
 void Hub::OnStored(const std::map<store::StreamKey, uint64_t>& stored_through) {
   exporter_.SetStoreLag(static_cast<double>(store_.Lag()));
   for (const auto& [key, step] : stored_through) {
     std::shared_ptr<RunState> run = Find(key.run_id);
     if (!run) continue;
-    std::lock_guard<std::mutex> lock(run->mu);
-    uint64_t* through = &run->stored_through;
-    StreamSink* sink = run->sink.get();
-    if (key.rank != 0) {
-      RankStream& stream = run->ranks[key.rank];
-      through = &stream.stored_through;
-      sink = stream.sink.get();
+    std::shared_ptr<StreamSink> sink;
+    {
+      std::lock_guard<std::mutex> lock(run->mu);
+      uint64_t* through = &run->stored_through;
+      sink = run->sink;
+      if (key.rank != 0) {
+        RankStream& stream = run->ranks[key.rank];
+        through = &stream.stored_through;
+        sink = stream.sink;
+      }
+      // Equal is re-acknowledged: an eval stored after its step's ack needs one too.
+      if (step < *through) continue;
+      *through = step;
     }
-    // Equal is re-acknowledged: an eval stored after its step's ack needs one too.
-    if (step < *through) continue;
-    *through = step;
     if (sink) sink->Send(AckMessage(step));
   }
 }

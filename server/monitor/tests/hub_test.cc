@@ -1,6 +1,10 @@
 // The hub's report, command and policy paths.
 #include "hub_fixture.h"
 
+#include <atomic>
+#include <chrono>
+#include <future>
+
 namespace gradwatch::monitor {
 namespace {
 
@@ -77,6 +81,40 @@ TEST_F(HubTest, acknowledges_stored_steps_cumulatively) {
   auto acks = sink->Where([](auto& m) { return m.has_ack(); });
   ASSERT_FALSE(acks.empty());
   EXPECT_EQ(acks.back().ack().stored_through_step(), 40u);
+}
+
+// The store's thread writes each ack after releasing the run's lock, so that a slow write
+// does not hold up the run's own reports: while an ack is being sent, another thread can
+// still read the run (which takes that lock). A lock held would show as a read that does
+// not finish within 10 s.
+TEST_F(HubTest, writes_acks_with_the_runs_lock_released) {
+  struct ProbingSink : FakeSink {
+    void Send(const v1::MonitorMessage& m) override {
+      FakeSink::Send(m);
+      Hub* h = hub.load();
+      if (!m.has_ack() || !h) return;
+      auto read = std::async(std::launch::async, [h] { return h->GetRun("r").has_value(); });
+      ++probed;
+      if (read.wait_for(std::chrono::seconds(10)) == std::future_status::ready) return;
+      ++blocked;
+      std::lock_guard<std::mutex> lock(mu);
+      late.push_back(std::move(read));  // finishes once the lock is released: not waited on here
+    }
+    std::atomic<Hub*> hub{nullptr};  // set after the hello, whose own ack is sent under the lock
+    std::atomic<int> probed{0}, blocked{0};
+    std::vector<std::future<bool>> late;
+  };
+  auto sink = std::make_shared<ProbingSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  sink->hub = hub_.get();
+  Healthy("r", 1, 20, *sink);
+  store_->Flush();
+  EXPECT_GT(sink->probed.load(), 0);
+  EXPECT_EQ(sink->blocked.load(), 0) << "an ack was written while the run's lock was held";
+  for (auto& read : sink->late) read.wait();
+  auto acks = sink->Where([](auto& m) { return m.has_ack(); });
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().ack().stored_through_step(), 20u);
 }
 
 // Steps are published only while someone watches (the update copies the whole report).
