@@ -45,6 +45,16 @@ Stmt& Stmt::BindBlob(int i, const void* data, size_t n) {
   return *this;
 }
 
+Stmt& Stmt::BindRef(int i, const std::string& v) {
+  if (stmt_) sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  return *this;
+}
+
+Stmt& Stmt::BindBlobRef(int i, const void* data, size_t n) {
+  if (stmt_) sqlite3_bind_blob(stmt_, i, data, static_cast<int>(n), SQLITE_STATIC);
+  return *this;
+}
+
 bool Stmt::Next() {
   if (!stmt_) return false;  // error_ holds the prepare's message
   int rc = sqlite3_step(stmt_);

@@ -35,6 +35,10 @@ class Stmt {
   Stmt& Bind(int i, int64_t v);
   Stmt& Bind(int i, uint64_t v) { return Bind(i, static_cast<int64_t>(v)); }
   Stmt& BindBlob(int i, const void* data, size_t n);
+  // As Bind / BindBlob without SQLite's copy: the data must stay valid and unchanged until
+  // Run() returns (the writer's inserts, whose data lives in the record being written).
+  Stmt& BindRef(int i, const std::string& v);
+  Stmt& BindBlobRef(int i, const void* data, size_t n);
 
   // Steps once: true while a row is ready; false at the end or on an error (error() says).
   bool Next();

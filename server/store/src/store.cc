@@ -256,26 +256,27 @@ std::string Store::Apply(const Record& record, std::map<StreamKey, uint64_t>& st
     Raise(stored, row->run_id, s.step(), row->rank);
     if (row->rank != 0) {
       const std::string report = s.SerializeAsString();
-      return insert_rank_step_->Bind(1, row->run_id).Bind(2, int64_t{row->rank}).Bind(3, s.step())
-          .BindBlob(4, report.data(), report.size()).Run("insert rank step");
+      return insert_rank_step_->BindRef(1, row->run_id).Bind(2, int64_t{row->rank}).Bind(3, s.step())
+          .BindBlobRef(4, report.data(), report.size()).Run("insert rank step");
     }
     const std::string extra = ExtraOf(s);
-    return insert_step_->Bind(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
+    // The row's text and blobs are bound without a copy: `row` and `extra` outlive Run().
+    return insert_step_->BindRef(1, row->run_id).Bind(2, s.step()).Bind(3, int64_t{s.epoch()}).Bind(4, s.loss())
         .Bind(5, s.learning_rate()).Bind(6, s.grad_norm())
-        .BindBlob(7, s.layer_grad_norms().data(), s.layer_grad_norms_size() * sizeof(float))
+        .BindBlobRef(7, s.layer_grad_norms().data(), s.layer_grad_norms_size() * sizeof(float))
         .Bind(8, Opt(s.has_jaccard_soft(), s.jaccard_soft()))
         .Bind(9, Opt(s.has_jaccard_hard(), s.jaccard_hard()))
         .Bind(10, Opt(s.has_accuracy(), s.accuracy()))
         .Bind(11, int64_t{s.clipping().kind()}).Bind(12, s.clipping().threshold())
         .Bind(13, s.step_seconds()).Bind(14, s.unix_millis())
         .Bind(15, int64_t{s.update_skipped()}).Bind(16, s.rolled_back_to())
-        .BindBlob(17, extra.data(), extra.size())
+        .BindBlobRef(17, extra.data(), extra.size())
         .Run("insert step");
   }
   if (auto* row = std::get_if<EvalRow>(&record)) {
     const auto& e = row->eval;
     Raise(stored, row->run_id, e.step());  // an eval is acknowledged like its step
-    return insert_eval_->Bind(1, row->run_id).Bind(2, e.step()).Bind(3, e.loss())
+    return insert_eval_->BindRef(1, row->run_id).Bind(2, e.step()).Bind(3, e.loss())
         .Bind(4, Opt(e.has_jaccard_soft(), e.jaccard_soft()))
         .Bind(5, Opt(e.has_jaccard_hard(), e.jaccard_hard()))
         .Bind(6, Opt(e.has_accuracy(), e.accuracy())).Run("insert eval");
