@@ -83,7 +83,7 @@ class Commits {
   std::vector<std::string> acked_before_stored_;
 };
 
-TEST(StoreGroupCommit, one_transaction_takes_everything_queued_and_acks_each_stream_after_it) {
+TEST(Store, one_transaction_takes_everything_queued_and_acks_each_stream_after_it) {
   Commits commits;
   StoreOptions o{TempDb("group")};
   o.commit_interval_ms = 0;
@@ -111,7 +111,7 @@ TEST(StoreGroupCommit, one_transaction_takes_everything_queued_and_acks_each_str
   EXPECT_EQ(store.Lag(), 0u);
 }
 
-TEST(StoreGroupCommit, splits_a_backlog_into_transactions_of_max_batch_in_order) {
+TEST(Store, splits_a_backlog_into_transactions_of_max_batch_in_order) {
   Commits commits;
   StoreOptions o{TempDb("slices")};
   o.commit_interval_ms = 0;
@@ -134,7 +134,7 @@ TEST(StoreGroupCommit, splits_a_backlog_into_transactions_of_max_batch_in_order)
 
 // With an interval of ten minutes, only Flush() and the destructor can make these commits
 // come soon; the bounds below are far above what either takes.
-TEST(StoreGroupCommit, flush_and_shutdown_do_not_wait_out_the_commit_interval) {
+TEST(Store, flush_and_shutdown_do_not_wait_out_the_commit_interval) {
   StoreOptions o{TempDb("interval")};
   o.commit_interval_ms = 600'000;
   auto store = std::make_unique<Store>(o);
