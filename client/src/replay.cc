@@ -175,7 +175,7 @@ std::map<std::string, double> ParseThresholds(const std::vector<std::string>& it
     std::string name;
     double v = 0;
     if (!ParseNameValue(item, &name, &v)) {
-      throw Failure{"--threshold \"" + item + "\": expected NAME=NUMBER, e.g. spike_z_critical=6"};
+      throw Failure{ThresholdFlagError(item)};
     }
     out[name] = v;
   }

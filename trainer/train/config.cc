@@ -286,7 +286,7 @@ bool MonitorEnabled(const TrainConfig& config) {
 std::pair<std::string, double> ParseThresholdFlag(const std::string& item) {
   std::pair<std::string, double> out;
   if (!ParseNameValue(item, &out.first, &out.second)) {
-    throw std::invalid_argument("--threshold \"" + item + "\": expected NAME=NUMBER, e.g. spike_z_critical=6");
+    throw std::invalid_argument(ThresholdFlagError(item));
   }
   return out;
 }

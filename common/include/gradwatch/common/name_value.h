@@ -20,4 +20,9 @@ inline bool ParseNameValue(const std::string& item, std::string* name, double* v
   return true;
 }
 
+// What a --threshold flag that ParseNameValue refuses is told: '--threshold "x": expected ...'.
+inline std::string ThresholdFlagError(const std::string& item) {
+  return "--threshold \"" + item + "\": expected NAME=NUMBER, e.g. spike_z_critical=6";
+}
+
 }  // namespace gradwatch
