@@ -66,6 +66,19 @@ struct Reporter::Impl {
   void OnMessage(const v1::MonitorMessage& m);
   void OnStreamDone(const grpc::Status& status);
   void Feed(std::unique_lock<std::mutex>& lock);
+  // Messages waiting for the sender's tick on an accepted stream. Requires mu.
+  bool Backlog() const {
+    return stream && stream_accepted &&
+           (next_send < buffer.size() || spool_next < spool_resend.size() || !acks.empty() || closing);
+  }
+  // How long an idle sender sleeps: a heartbeat goes out at most this late.
+  std::chrono::milliseconds IdleTick() const {
+    return std::max(options.send_interval, options.heartbeat_interval / 8);
+  }
+  // Writes what is pending now, from the calling thread, if the stream is accepted and only
+  // the newest report is unsent (always, for a gated one); else the sender's tick does.
+  // Requires mu.
+  void FeedFromCaller(bool must_send);
   void Heartbeat();  // requires mu and an accepted stream
   // Rank > 0 of a data-parallel job: commands and verdicts are rank 0's alone.
   bool follower() const { return hello.world_size() > 1 && hello.rank() != 0; }
@@ -155,6 +168,7 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
 
   void OnWriteDone(bool ok) override {
     HappensAfter(this);
+    bool wake_sender = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       queue_.pop_front();
@@ -167,8 +181,11 @@ class Stream final : public grpc::ClientBidiReactor<v1::TrainerMessage, v1::Moni
       } else if (half_closed_) {
         WritesDone();
       }
+      // The sender is needed only when Feed stopped at the window: wake it once the queue
+      // is down to half of it, not on every completion (a context switch per report).
+      wake_sender = queue_.size() + 1 == kWriteWindow / 2;
     }
-    impl_->wake.notify_all();
+    if (wake_sender) impl_->wake.notify_all();
   }
 
   void OnReadDone(bool ok) override {
@@ -222,6 +239,7 @@ void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
   switch (m.kind_case()) {
     case v1::MonitorMessage::kAck: {
       uint64_t through = m.ack().stored_through_step();
+      const bool was_accepted = stream_accepted;
       if (!stream_accepted) {
         stream_accepted = true;
         spool_next = 0;
@@ -234,6 +252,7 @@ void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
                          std::to_string(buffer.size()) + " buffered reports");
         warned = false;
       }
+      if (!was_accepted || closing) wake.notify_one();  // a backlog to send; Delivered may now hold
       stats.acked_through = std::max(stats.acked_through, through);
       while (!buffer.empty() && StepOf(buffer.front()) <= through) {
         buffer.pop_front();
@@ -385,9 +404,11 @@ void Reporter::Impl::SendLoop() {
         stream->HalfClose();
       }
     }
-    // Reports are picked up on this tick rather than by waking the thread per report:
-    // a wake-up per step costs the training thread a context switch.
-    wake.wait_for(lock, options.send_interval);
+    // Report() writes a step itself when nothing older is waiting, so this thread ticks at
+    // send_interval only while there is a backlog (a reconnect's resend, the spool, evals,
+    // command acks, a close); otherwise it sleeps until a heartbeat may be due or it is woken
+    // (a stream accepted or ended, a write window half drained, Flush, Close).
+    wake.wait_for(lock, Backlog() ? options.send_interval : IdleTick());
   }
   if (stream) {
     Stream* s = stream;
@@ -433,24 +454,29 @@ void Reporter::Report(const v1::StepReport& step) {
   v1::TrainerMessage m;
   *m.mutable_step() = step;
   s.Enqueue(std::move(m));
-  if (step.awaiting_verdict()) {
-    // The trainer waits on this one: write it now rather than hand it to the sender
-    // thread (one thread hop less). Feed keeps the order: it sends from next_send on.
-    if (s.stream && s.stream_accepted && !s.stream_done) {
-      std::unique_lock<std::mutex> held(s.mu, std::adopt_lock);
-      s.Feed(held);
-      held.release();
-    } else {
-      s.wake.notify_one();
-    }
+  // A gated trainer waits on this one: written now whatever is before it.
+  s.FeedFromCaller(step.awaiting_verdict());
+}
+
+void Reporter::Impl::FeedFromCaller(bool must_send) {
+  if (!stream || !stream_accepted || stream_done) {
+    if (must_send) wake.notify_one();
+    return;
   }
+  // Nothing older waits: one write here, and no thread hop. With a backlog the sender is
+  // ticking; Feed keeps the order either way (it sends from next_send on).
+  if (!must_send && (next_send + 1 != buffer.size() || spool_next < spool_resend.size() || !acks.empty())) return;
+  std::unique_lock<std::mutex> held(mu, std::adopt_lock);
+  Feed(held);
+  held.release();
 }
 
 void Reporter::Report(const v1::EvalReport& eval) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   v1::TrainerMessage m;
   *m.mutable_eval() = eval;
-  impl_->Enqueue(std::move(m));  // sent on the sender's next tick
+  impl_->Enqueue(std::move(m));
+  impl_->FeedFromCaller(false);
 }
 
 std::vector<v1::Command> Reporter::TakeCommands() {

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <future>
+#include <thread>
 
 #include "gradwatch/monitor/server.h"
 
@@ -75,6 +76,28 @@ TEST(Reporter, streams_steps_that_the_monitor_stores_and_acknowledges) {
   ASSERT_TRUE(run.has_value());
   EXPECT_EQ(run->steps(), 100u);
   EXPECT_EQ(run->state(), v1::RUN_STATE_FINISHED);
+}
+
+// Report() writes a step itself once the stream is up, and the stream's acceptance wakes the
+// sender for what was buffered before: neither waits for the sender's tick.
+TEST(Reporter, sends_each_step_without_waiting_for_the_senders_tick) {
+  Monitor m("no-tick");
+  ReporterOptions o = Options(m.address());
+  o.send_interval = std::chrono::hours(1);
+  o.heartbeat_interval = std::chrono::hours(1);
+  Reporter r(o, MakeHello("no-tick"));
+  r.Report(MakeStep(1));  // before the hello's answer: buffered
+  const auto acked = [&](uint64_t step) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (r.stats().acked_through < step && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    return r.stats().acked_through >= step;
+  };
+  ASSERT_TRUE(acked(1)) << "the buffered step waited for the tick";
+  for (uint64_t i = 2; i <= 20; ++i) r.Report(MakeStep(i));
+  ASSERT_TRUE(acked(20)) << "acked through " << r.stats().acked_through;
+  EXPECT_EQ(r.stats().sent, 20u);  // each once
 }
 
 TEST(Reporter, keeps_reports_while_the_monitor_is_away_and_resends_them) {

@@ -1,9 +1,11 @@
 // The trainer's side of Telemetry.Stream, with no torch dependency: any training loop
 // can report steps through it.
 //
-// It never blocks the training thread. Report() appends to a bounded buffer and returns;
-// a sender thread owns the connection (gRPC callback API), sends the hello, streams the
-// buffer, and reconnects with exponential backoff and jitter when the monitor is away.
+// It never blocks the training thread. Report() appends to a bounded buffer and, when the
+// stream is up and nothing older waits, starts the report's write itself (gRPC queues it;
+// no thread is woken per step), then returns. A sender thread owns the connection (gRPC
+// callback API): it sends the hello, sends any backlog, and reconnects with exponential
+// backoff and jitter when the monitor is away.
 // Reports stay in the buffer until the monitor acknowledges them as stored and are
 // resent after a reconnect (the monitor deduplicates on (run_id, step)). When the buffer
 // is full the oldest report is dropped and counted, never silently.
@@ -41,8 +43,10 @@ struct ReporterOptions {
   size_t max_buffered = 100'000;              // unacknowledged reports kept for resend
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{5'000};
-  // Buffered reports are sent on this tick (gated reports at once): bounds the delay to
-  // the monitor while sparing the training thread a wake-up per step.
+  // Report() writes a report to the stream itself when nothing older is waiting (a gated
+  // report always), so no thread wakes per step. A backlog (a reconnect's resend, the spool,
+  // command acks) is sent by the sender thread on this tick; an idle sender wakes every
+  // max(send_interval, heartbeat_interval / 8) for heartbeats.
   std::chrono::milliseconds send_interval{5};
   bool log_warnings = true;                   // one line on stderr when the monitor is unreachable
   // Beyond max_buffered, and for whatever is undelivered at Close, reports go to this
