@@ -170,6 +170,9 @@ class Reporter:
         self._next_send = 0                               # index in _buffer of the next to send
         self._spool: Optional[spool_mod.Spool] = None     # older reports that did not fit
         self._spooled_through = 0
+        self._spooled_evals_through = 0  # highest step of an eval in the spool
+        self._eval_acks = False          # the monitor acknowledges evals apart from steps
+        self._evals_acked_through = 0
         self._spool_resend: List[pb.TrainerMessage] = []  # the spool, loaded for this stream
         self._spool_next = 0
         self._acks: Deque[pb.TrainerMessage] = collections.deque()
@@ -302,6 +305,8 @@ class Reporter:
         if self._spool is not None and self._spool.append(m):
             self._stats.spooled += 1
             self._spooled_through = max(self._spooled_through, _step_of(m))
+            if m.HasField("eval"):
+                self._spooled_evals_through = max(self._spooled_evals_through, m.eval.step)
         else:
             self._stats.dropped += 1
 
@@ -320,7 +325,7 @@ class Reporter:
                 # it says goodbye); an ack per report in between would only wake it for nothing.
                 if not stream.accepted or self._closing:
                     self._wake.notify_all()
-                self._on_ack(stream, m.ack.stored_through_step)
+                self._on_ack(stream, m.ack)
             elif kind == "command":
                 self._commands.append(m.command)
                 self._commanded.notify_all()
@@ -331,7 +336,15 @@ class Reporter:
                 self._warn("the monitor refused a report: " + m.rejection.reason)
             self._changed.notify_all()
 
-    def _on_ack(self, stream: _Stream, through: int) -> None:
+    def _acked(self, m: "pb.TrainerMessage") -> bool:
+        """Whether the monitor has stored m: a step by its step's ack; an eval by the evals' own
+        ack, or with its step from a monitor that does not send one (Ack in telemetry.proto)."""
+        if m.HasField("step") or not self._eval_acks:
+            return _step_of(m) <= self._stats.acked_through
+        return m.eval.step <= self._evals_acked_through
+
+    def _on_ack(self, stream: _Stream, ack: "pb.Ack") -> None:
+        through = ack.stored_through_step
         if not stream.accepted:
             stream.accepted = True
             self._spool_next = 0
@@ -346,11 +359,16 @@ class Reporter:
                            f"{len(self._buffer)} buffered reports")
             self._warned = False
         self._stats.acked_through = max(self._stats.acked_through, through)
-        while self._buffer and _step_of(self._buffer[0]) <= through:
+        if ack.HasField("stored_evals_through_step"):
+            self._eval_acks = True
+            self._evals_acked_through = max(self._evals_acked_through, ack.stored_evals_through_step)
+        while self._buffer and self._acked(self._buffer[0]):
             self._buffer.popleft()
             if self._next_send > 0:
                 self._next_send -= 1
-        if (self._spool is not None and self._spool.records > 0 and through >= self._spooled_through
+        spool_stored = self._stats.acked_through >= self._spooled_through and (
+            not self._eval_acks or self._evals_acked_through >= self._spooled_evals_through)
+        if (self._spool is not None and self._spool.records > 0 and spool_stored
                 and self._spool_next >= len(self._spool_resend)):
             self._spool.clear()  # everything spooled is stored
             self._spool_resend, self._spool_next = [], 0
@@ -399,7 +417,7 @@ class Reporter:
         while self._spool_next < len(self._spool_resend):  # older first
             m = self._spool_resend[self._spool_next]
             self._spool_next += 1
-            if _step_of(m) > self._stats.acked_through:
+            if not self._acked(m):
                 return m
         if self._next_send < len(self._buffer):
             m = self._buffer[self._next_send]

@@ -5,6 +5,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 import unittest
 from concurrent import futures
 
@@ -31,6 +32,10 @@ class FakeMonitor(pb_grpc.TelemetryServicer):
         self.refuse = None       # a status code for every hello
         self.commands = {}       # step -> Command sent after that step arrives
         self.verdicts = {}       # step -> Verdict
+        self.eval_acks = False   # acks carry stored_evals_through_step (a current monitor)
+        self.hold_evals = False  # with eval_acks: store evals only once this is False again
+        self.evals = set()       # evals stored
+        self.held = set()        # evals received while held
 
     def Stream(self, requests, context):
         with self.cond:
@@ -46,6 +51,10 @@ class FakeMonitor(pb_grpc.TelemetryServicer):
                 if self.refuse:
                     context.abort(self.refuse, "run r already holds steps up to 3")
                 yield pb.MonitorMessage(ack=pb.Ack(stored_through_step=max(self.stored, default=0)))
+            elif kind == "eval" and self.eval_acks:
+                with self.cond:
+                    (self.held if self.hold_evals else self.evals).add(m.eval.step)
+                yield pb.MonitorMessage(ack=self.ack(max(self.stored, default=0)))
             elif kind == "step":
                 n = m.step.step
                 if first and self.break_after == n:
@@ -54,11 +63,20 @@ class FakeMonitor(pb_grpc.TelemetryServicer):
                     continue
                 with self.cond:
                     self.stored.add(n)
-                yield pb.MonitorMessage(ack=pb.Ack(stored_through_step=n))
+                    if not self.hold_evals:
+                        self.evals |= self.held
+                        self.held.clear()
+                yield pb.MonitorMessage(ack=self.ack(n))
                 if n in self.verdicts:
                     yield pb.MonitorMessage(verdict=self.verdicts[n])
                 if n in self.commands:
                     yield pb.MonitorMessage(command=self.commands[n])
+
+    def ack(self, through: int) -> pb.Ack:
+        if not self.eval_acks:
+            return pb.Ack(stored_through_step=through)
+        with self.cond:
+            return pb.Ack(stored_through_step=through, stored_evals_through_step=max(self.evals, default=0))
 
     def wait_for(self, predicate):
         with self.cond:
@@ -106,6 +124,23 @@ class ReporterTest(unittest.TestCase):
         self.assertEqual(self.monitor.streams[0][-1].goodbye.last_step, 20)
         s = rep.stats()
         self.assertEqual((s.acked_through, s.reported, s.connects, s.dropped), (20, 20, 1, 0))
+
+    def test_an_eval_is_released_by_the_evals_ack_not_by_its_steps(self):
+        self.monitor.eval_acks = self.monitor.hold_evals = True
+        rep = self.reporter()
+        rep.report_step(self.step(1))
+        rep.report_eval(pb.EvalReport(step=1, loss=0.1))
+        rep.report_step(self.step(2))
+        deadline = time.monotonic() + WAIT
+        while rep.stats().acked_through < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # waiting for the other thread, bounded: not a timing
+        self.assertEqual(rep.stats().acked_through, 2)
+        self.assertFalse(rep.flush(0.0), "the eval was released by its step's ack")
+        self.monitor.hold_evals = False
+        rep.report_step(self.step(3))  # the monitor stores the held eval with it
+        self.assertTrue(rep.flush(WAIT))
+        rep.close(WAIT)
+        self.assertEqual(self.monitor.evals, {1})
 
     def test_a_broken_stream_is_resumed_and_every_unacknowledged_step_resent(self):
         self.monitor.ack_upto, self.monitor.break_after = 3, 6

@@ -130,19 +130,20 @@ Status Hub::OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink) {
   if (history) QueueRebuild(run, nullptr);  // warm the detectors on what is stored, off this thread
   const uint32_t rank = hello.rank();
   StreamSink& out = *sink;
-  uint64_t stored = run->stored_through;
+  uint64_t stored = run->stored_through, evals_stored = run->evals_stored_through;
   if (rank == 0) {
     run->sink = std::move(sink);
   } else {
     RankStream& stream = run->ranks[rank];
     stream.sink = std::move(sink);
     stored = stream.stored_through;
+    evals_stored = 0;
   }
   MarkRank(*run, rank, &hello, true, false);
   SetState(*run, v1::RUN_STATE_RUNNING);
   exporter_.SetMode(run->run.run_id(), ModeName(run->run.mode()));
   Persist(*run);
-  out.Send(AckMessage(stored));
+  out.Send(AckMessage(stored, evals_stored));
   return {};
 }
 
@@ -218,20 +219,24 @@ void Hub::OnStored(const std::map<store::StreamKey, uint64_t>& stored_through) {
     std::shared_ptr<RunState> run = Find(key.run_id);
     if (!run) continue;
     std::shared_ptr<StreamSink> sink;
+    v1::MonitorMessage ack;
     {
       std::lock_guard<std::mutex> lock(run->mu);
-      uint64_t* through = &run->stored_through;
-      sink = run->sink;
-      if (key.rank != 0) {
+      if (key.rank != 0) {  // evals come from rank 0 only
         RankStream& stream = run->ranks[key.rank];
-        through = &stream.stored_through;
+        if (key.evals || step <= stream.stored_through) continue;
+        stream.stored_through = step;
         sink = stream.sink;
+        ack = AckMessage(step, 0);
+      } else {
+        uint64_t& through = key.evals ? run->evals_stored_through : run->stored_through;
+        if (step <= through) continue;
+        through = step;
+        sink = run->sink;
+        ack = AckMessage(run->stored_through, run->evals_stored_through);
       }
-      // Equal is re-acknowledged: an eval stored after its step's ack needs one too.
-      if (step < *through) continue;
-      *through = step;
     }
-    if (sink) sink->Send(AckMessage(step));
+    if (sink) sink->Send(ack);
   }
 }
 

@@ -28,9 +28,11 @@ inline v1::MonitorMessage Rejection(uint64_t step, const std::string& reason) {
   return m;
 }
 
-inline v1::MonitorMessage AckMessage(uint64_t through) {
+// Steps stored through `through`, evals through `evals_through` (see Ack in telemetry.proto).
+inline v1::MonitorMessage AckMessage(uint64_t through, uint64_t evals_through) {
   v1::MonitorMessage m;
   m.mutable_ack()->set_stored_through_step(through);
+  m.mutable_ack()->set_stored_evals_through_step(evals_through);
   return m;
 }
 

@@ -41,7 +41,7 @@ void Hub::OnRankStep(RunState& run, uint32_t rank, const v1::StepReport& step, S
   RankStream& stream = run.ranks[rank];
   if (step.step() <= stream.max_step_seen) {
     exporter_.MessageReceived("duplicate_step");
-    if (step.step() <= stream.stored_through) sink.Send(AckMessage(stream.stored_through));
+    if (step.step() <= stream.stored_through) sink.Send(AckMessage(stream.stored_through, 0));
     return;
   }
   stream.max_step_seen = step.step();

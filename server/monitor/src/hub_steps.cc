@@ -118,7 +118,7 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
     // A resend after reconnect: already processed. Stored steps are acked on commit; a
     // step at or below what is stored gets its ack now.
     exporter_.MessageReceived("duplicate_step");
-    if (step.step() <= run.stored_through) sink.Send(AckMessage(run.stored_through));
+    if (step.step() <= run.stored_through) sink.Send(AckMessage(run.stored_through, run.evals_stored_through));
     return;
   }
   run.max_step_seen = step.step();

@@ -45,6 +45,7 @@ struct RunState {
   uint64_t clipping_commands = 0;
   uint64_t max_step_seen = 0;
   uint64_t stored_through = 0;
+  uint64_t evals_stored_through = 0;  // of this stream's evals (rank 0's: evals are the leader's)
   std::set<Watcher*> watchers;
   CommandLedger ledger;
   int64_t ended_millis = 0;          // when it left running, for retention

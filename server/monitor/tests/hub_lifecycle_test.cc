@@ -117,6 +117,24 @@ TEST_F(HubTest, rejects_steps_past_int64_in_band_and_keeps_taking_later_steps) {
   EXPECT_EQ(sink->Where([](auto& m) { return m.has_ack(); }).back().ack().stored_through_step(), 3u);
 }
 
+TEST_F(HubTest, acknowledges_evals_apart_from_steps_on_every_ack) {
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
+  Healthy("r", 1, 3, *sink);
+  store_->Flush();
+  v1::EvalReport eval;
+  eval.set_step(3);
+  eval.set_loss(0.3);
+  hub_->OnEval("r", eval, *sink);
+  store_->Flush();
+  auto acks = sink->Where([](auto& m) { return m.has_ack(); });
+  ASSERT_GE(acks.size(), 3u);
+  for (const auto& m : acks) EXPECT_TRUE(m.ack().has_stored_evals_through_step()) << "an ack without the evals' mark";
+  EXPECT_EQ(acks[acks.size() - 2].ack().stored_evals_through_step(), 0u) << "the steps' ack claimed the eval";
+  EXPECT_EQ(acks.back().ack().stored_through_step(), 3u);
+  EXPECT_EQ(acks.back().ack().stored_evals_through_step(), 3u);
+}
+
 TEST_F(HubTest, rejects_an_eval_ahead_of_the_steps_and_never_acks_it) {
   auto sink = std::make_shared<FakeSink>();
   ASSERT_TRUE(hub_->OnHello(Hello("r"), sink).ok());
@@ -128,6 +146,7 @@ TEST_F(HubTest, rejects_an_eval_ahead_of_the_steps_and_never_acks_it) {
   EXPECT_TRUE(store_->ListEvals("r").empty());
   for (const auto& m : sink->Where([](auto& m) { return m.has_ack(); })) {
     EXPECT_EQ(m.ack().stored_through_step(), 0u);
+    EXPECT_EQ(m.ack().stored_evals_through_step(), 0u);
   }
   auto rejections = sink->Where([](auto& m) { return m.has_rejection(); });
   ASSERT_EQ(rejections.size(), 1u);

@@ -96,8 +96,9 @@ sqlite3* Open(const std::string& path, int flags, int busy_timeout_ms) {
 // Optional metrics: absent is stored as NULL (read back as NaN, then left unset).
 double Opt(bool has, double v) { return has ? v : std::nan(""); }
 
-void Raise(std::map<StreamKey, uint64_t>& stored, const std::string& run_id, uint64_t step, uint32_t rank = 0) {
-  uint64_t& high = stored[StreamKey{run_id, rank}];
+void Raise(std::map<StreamKey, uint64_t>& stored, const std::string& run_id, uint64_t step, uint32_t rank = 0,
+           bool evals = false) {
+  uint64_t& high = stored[StreamKey{run_id, rank, evals}];
   high = std::max(high, step);
 }
 
@@ -275,7 +276,7 @@ std::string Store::Apply(const Record& record, std::map<StreamKey, uint64_t>& st
   }
   if (auto* row = std::get_if<EvalRow>(&record)) {
     const auto& e = row->eval;
-    Raise(stored, row->run_id, e.step());  // an eval is acknowledged like its step
+    Raise(stored, row->run_id, e.step(), 0, /*evals=*/true);
     return insert_eval_->BindRef(1, row->run_id).Bind(2, e.step()).Bind(3, e.loss())
         .Bind(4, Opt(e.has_jaccard_soft(), e.jaccard_soft()))
         .Bind(5, Opt(e.has_jaccard_hard(), e.jaccard_hard()))

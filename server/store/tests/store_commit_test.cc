@@ -46,7 +46,9 @@ class Commits {
       std::unique_lock<std::mutex> lock(mu_);
       calls_.push_back(stored);
       for (const auto& [key, step] : stored) {
-        uint64_t high = key.rank == 0 ? store_->StepCount(key.run_id).second : store_->RankHighs(key.run_id)[key.rank];
+        uint64_t high = key.evals ? HighestEval(key.run_id)
+                        : key.rank == 0 ? store_->StepCount(key.run_id).second
+                                        : store_->RankHighs(key.run_id)[key.rank];
         if (high < step) acked_before_stored_.push_back(key.run_id + "/" + std::to_string(key.rank));
       }
       cv_.notify_all();
@@ -75,6 +77,12 @@ class Commits {
   }
 
  private:
+  uint64_t HighestEval(const std::string& run_id) const {
+    uint64_t high = 0;
+    for (const auto& e : store_->ListEvals(run_id)) high = std::max(high, e.step());
+    return high;
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
   Store* store_ = nullptr;
@@ -109,6 +117,32 @@ TEST(Store, one_transaction_takes_everything_queued_and_acks_each_stream_after_i
   EXPECT_TRUE(commits.acked_before_stored().empty()) << "a stream was acknowledged before its steps were readable";
   EXPECT_EQ(store.StepCount("c"), std::make_pair(uint64_t{250}, uint64_t{250}));
   EXPECT_EQ(store.Lag(), 0u);
+}
+
+// An eval comes after its step's report; acknowledged with the step, it could be released by
+// the trainer before its own commit. Its stream's evals have an acknowledgement of their own.
+TEST(Store, acknowledges_a_streams_evals_apart_from_its_steps) {
+  Commits commits;
+  StoreOptions o{TempDb("evals")};
+  o.commit_interval_ms = 0;
+  commits.Hook(o);
+  Store store(o);
+  commits.Attach(store);
+  store.PutStep("r", MakeStep(1));
+  ASSERT_TRUE(commits.WaitForCalls(1));  // held inside the first commit
+  store.PutStep("r", MakeStep(2));
+  v1::EvalReport eval;
+  eval.set_step(2);
+  eval.set_loss(0.25);
+  store.PutEval("r", eval);
+  store.PutStep("r", MakeStep(3));
+  commits.Open();
+  ASSERT_TRUE(store.Flush());
+  auto calls = commits.calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0], (std::map<StreamKey, uint64_t>{{{"r", 0}, 1}})) << "no eval in the first commit";
+  EXPECT_EQ(calls[1], (std::map<StreamKey, uint64_t>{{{"r", 0}, 3}, {{"r", 0, true}, 2}}));
+  EXPECT_TRUE(commits.acked_before_stored().empty()) << "acknowledged before readable";
 }
 
 TEST(Store, splits_a_backlog_into_transactions_of_max_batch_in_order) {

@@ -63,6 +63,12 @@ struct Reporter::Impl {
   void Enqueue(v1::TrainerMessage m);   // the bounded buffer, overflowing to the spool; requires mu
   // Everything reported is acknowledged, the spool included. Requires mu.
   bool Delivered() const { return buffer.empty() && (!spool || spool->records() == 0); }
+  // Whether the monitor has stored `m`: a step by its step's ack; an eval by the evals' own
+  // ack, or with its step from a monitor that does not send one (see Ack in telemetry.proto).
+  bool Acked(const v1::TrainerMessage& m) const {
+    if (m.has_step() || !eval_acks) return StepOf(m) <= stats.acked_through;
+    return m.eval().step() <= evals_acked_through;
+  }
   void OnMessage(const v1::MonitorMessage& m);
   void OnStreamDone(const grpc::Status& status);
   void Feed(std::unique_lock<std::mutex>& lock);
@@ -101,6 +107,9 @@ struct Reporter::Impl {
   std::deque<v1::TrainerMessage> buffer;  // unacknowledged steps and evals, in order
   std::unique_ptr<Spool> spool;           // older reports that did not fit in the buffer
   uint64_t spooled_through = 0;           // highest step in the spool
+  uint64_t spooled_evals_through = 0;     // highest step of an eval in the spool
+  bool eval_acks = false;                 // the monitor acknowledges evals apart from steps
+  uint64_t evals_acked_through = 0;
   std::vector<v1::TrainerMessage> spool_resend;  // the spool, loaded for this stream
   size_t spool_next = 0;
   size_t next_send = 0;                   // index in buffer of the next to send on this stream
@@ -254,11 +263,17 @@ void Reporter::Impl::OnMessage(const v1::MonitorMessage& m) {
       }
       if (!was_accepted || closing) wake.notify_one();  // a backlog to send; Delivered may now hold
       stats.acked_through = std::max(stats.acked_through, through);
-      while (!buffer.empty() && StepOf(buffer.front()) <= through) {
+      if (m.ack().has_stored_evals_through_step()) {
+        eval_acks = true;
+        evals_acked_through = std::max(evals_acked_through, m.ack().stored_evals_through_step());
+      }
+      while (!buffer.empty() && Acked(buffer.front())) {
         buffer.pop_front();
         if (next_send > 0) --next_send;
       }
-      if (spool && spool->records() > 0 && through >= spooled_through && spool_next >= spool_resend.size()) {
+      const bool spool_stored = stats.acked_through >= spooled_through &&
+                                (!eval_acks || evals_acked_through >= spooled_evals_through);
+      if (spool && spool->records() > 0 && spool_stored && spool_next >= spool_resend.size()) {
         spool->Clear();  // everything spooled is stored
         spool_resend.clear();
         spool_next = 0;
@@ -324,7 +339,7 @@ void Reporter::Impl::Feed(std::unique_lock<std::mutex>& lock) {
   }
   while (spool_next < spool_resend.size() && stream->queued() < kWriteWindow) {  // older first
     const v1::TrainerMessage& m = spool_resend[spool_next++];
-    if (StepOf(m) <= stats.acked_through) continue;
+    if (Acked(m)) continue;
     stream->Write(m);
     ++stats.sent;
   }
@@ -427,6 +442,7 @@ void Reporter::Impl::Overflow(v1::TrainerMessage m) {
   if (spool && spool->Append(m)) {
     ++stats.spooled;
     spooled_through = std::max(spooled_through, step);
+    if (m.has_eval()) spooled_evals_through = std::max(spooled_evals_through, step);
   } else {
     ++stats.dropped;
   }

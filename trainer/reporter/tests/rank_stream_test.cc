@@ -1,11 +1,14 @@
 // The reporter's data-parallel duties against a scripted monitor (a fake Telemetry service on
 // 127.0.0.1:0 that records what arrives and sends what the test tells it): heartbeats from the
-// sender thread while a phase lasts, and commands and verdicts taken by rank 0 only.
+// sender thread while a phase lasts, and commands and verdicts taken by rank 0 only; and how an
+// eval report is acknowledged (apart from its step, or with it by an older monitor).
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <condition_variable>
 #include <mutex>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include "gradwatch/reporter/reporter.h"
@@ -51,6 +54,7 @@ class ScriptedMonitor final : public v1::Telemetry::Service {
       if (in.has_step()) {  // stored at once
         v1::MonitorMessage ack;
         ack.mutable_ack()->set_stored_through_step(in.step().step());
+        if (evals_stored_) ack.mutable_ack()->set_stored_evals_through_step(*evals_stored_);
         stream->Write(ack);
       }
       received_.push_back(in);
@@ -66,6 +70,13 @@ class ScriptedMonitor final : public v1::Telemetry::Service {
   bool WaitFor(Pred done) {
     std::unique_lock<std::mutex> lock(mu_);
     return changed_.wait_for(lock, 10s, [&] { return done(received_); });
+  }
+
+  // From now on every step's ack says that evals are stored through `step` (a monitor that
+  // acknowledges evals apart); without it, acks carry steps only (an older monitor).
+  void AckEvalsThrough(uint64_t step) {
+    std::lock_guard<std::mutex> lock(mu_);
+    evals_stored_ = step;
   }
 
   void Send(const v1::MonitorMessage& m) {
@@ -90,6 +101,7 @@ class ScriptedMonitor final : public v1::Telemetry::Service {
   std::condition_variable changed_;
   std::vector<v1::TrainerMessage> received_;
   grpc::ServerReaderWriter<v1::MonitorMessage, v1::TrainerMessage>* stream_ = nullptr;
+  std::optional<uint64_t> evals_stored_;
 };
 
 size_t CountHeartbeats(const std::vector<v1::TrainerMessage>& ms, v1::Heartbeat::Phase phase, uint64_t step) {
@@ -192,6 +204,43 @@ TEST(Reporter, rank_zero_takes_commands_and_verdicts) {
   ASSERT_TRUE(verdict.has_value());
   EXPECT_EQ(verdict->decision(), v1::Verdict::DECISION_SKIP);
   EXPECT_EQ(r.stats().ignored_commands, 0u);
+}
+
+v1::EvalReport Eval(uint64_t step) {
+  v1::EvalReport e;
+  e.set_step(step);
+  e.set_loss(0.5);
+  return e;
+}
+
+// An eval comes after its step and may be stored a commit later: the step's ack must not
+// release it, or a monitor that dies in between loses it.
+TEST(Reporter, keeps_an_eval_until_the_monitor_acknowledges_evals_through_its_step) {
+  ScriptedMonitor m;
+  m.AckEvalsThrough(0);
+  Reporter r(Options(m.address(), 1h), RankHello(0, 1));
+  r.Report(Step(1));
+  r.Report(Eval(1));
+  r.Report(Step(2));
+  ASSERT_TRUE(m.WaitFor([](const auto& ms) { return ms.size() >= 4; }));  // hello, step, eval, step
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (r.stats().acked_through < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(r.stats().acked_through, 2u);
+  EXPECT_FALSE(r.Flush(0ms)) << "the eval was released by its step's ack";
+  v1::MonitorMessage ack;
+  ack.mutable_ack()->set_stored_through_step(2);
+  ack.mutable_ack()->set_stored_evals_through_step(1);
+  m.Send(ack);
+  EXPECT_TRUE(r.Flush(10s));
+}
+
+TEST(Reporter, takes_an_eval_as_stored_with_its_step_from_a_monitor_that_acks_steps_only) {
+  ScriptedMonitor m;
+  Reporter r(Options(m.address(), 1h), RankHello(0, 1));
+  r.Report(Step(1));
+  r.Report(Eval(1));
+  r.Report(Step(2));
+  EXPECT_TRUE(r.Flush(10s));
 }
 
 }  // namespace

@@ -33,6 +33,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -45,16 +46,20 @@ namespace gradwatch::store {
 
 class Stmt;  // a prepared SQLite statement (src/stmt.h)
 
-// One telemetry stream of a run: its rank (0 for a single process).
+// One telemetry stream of a run: its rank (0 for a single process), and whether the value
+// is the stream's steps or its evals (acknowledged apart: see Ack in telemetry.proto).
 struct StreamKey {
   std::string run_id;
   uint32_t rank = 0;
-  bool operator<(const StreamKey& o) const { return rank != o.rank ? rank < o.rank : run_id < o.run_id; }
-  bool operator==(const StreamKey& o) const { return rank == o.rank && run_id == o.run_id; }
+  bool evals = false;
+  bool operator<(const StreamKey& o) const {
+    return std::tie(rank, run_id, evals) < std::tie(o.rank, o.run_id, o.evals);
+  }
+  bool operator==(const StreamKey& o) const { return rank == o.rank && run_id == o.run_id && evals == o.evals; }
 };
 
-// Called on the writer thread after a batch commits: stream -> highest step stored
-// (a step, or an eval taken at that step).
+// Called on the writer thread after a batch commits: stream -> highest step stored (of a
+// step report, or with `evals` of an eval report).
 using CommittedFn = std::function<void(const std::map<StreamKey, uint64_t>&)>;
 // Called on the writer thread after each failed write attempt, with the message
 // ("<operation>: <SQLite's message>", e.g. "COMMIT: database or disk is full").
