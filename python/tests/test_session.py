@@ -288,6 +288,21 @@ class MisuseTest(unittest.TestCase):
         with self.assertRaisesRegex(SessionError, "after_update\\(\\) for step 5"):
             gw.begin_step()
 
+    def test_an_eval_is_taken_after_a_reported_step_only(self):
+        rep = FakeReporter()
+        gw = Session(self.model, self.opt, reporter=rep, log=False)
+        with self.assertRaisesRegex(ValueError, "no step reported yet"):
+            gw.report_eval(0.5)
+        gw.begin_step()
+        backward(self.model)
+        gw.before_update(1.0)
+        gw.after_update()
+        gw.begin_step()  # step 2 begun, not reported
+        gw.report_eval(0.4)  # after step 1
+        with self.assertRaisesRegex(ValueError, r"last step reported \(1\), got 2"):
+            gw.report_eval(0.4, step=2)
+        self.assertEqual([e.step for e in rep.evals], [1])
+
     def test_bad_arguments(self):
         cases = [(dict(mode="paranoid"), ValueError, "mode"), (dict(run_id="a b"), ValueError, "run_id"),
                  (dict(checkpoint_every=-1), ValueError, "checkpoint_every"),

@@ -225,7 +225,7 @@ class TraceWriter {
 };
 
 void RecordEval(const torchmon::EvalRecord& e, torchmon::Session& gw, TrainSummary& summary) {
-  gw.ReportEval(e);
+  if (e.step > 0) gw.ReportEval(e);  // stopped before a first step: nothing to evaluate after
   summary.val_loss = e.loss;
   summary.val_jaccard_soft = e.jaccard_soft;
   summary.val_jaccard_hard = e.jaccard_hard;

@@ -393,11 +393,18 @@ class Session:
     def report_eval(self, loss: Union[float, torch.Tensor], *, step: Optional[int] = None,
                     jaccard_soft: Optional[float] = None, jaccard_hard: Optional[float] = None,
                     accuracy: Optional[float] = None) -> None:
-        """Metrics on the validation split, taken after `step` (default: the last step begun)."""
+        """Metrics on the validation split, taken after `step` (default: the last step reported,
+        i.e. measured by before_update). Raises ValueError for a step not reported yet: the
+        monitor refuses an eval ahead of its step's report."""
         self._check_open("report_eval")
+        reported = self._step - 1 if self._phase == "begun" else self._step
+        at = reported if step is None else step
+        if not isinstance(at, int) or isinstance(at, bool) or not 1 <= at <= reported:
+            raise ValueError(f"report_eval: step must be an int from 1 to the last step reported ({reported}), "
+                             f"got {at!r}" + (" (no step reported yet)" if reported < 1 else ""))
         if self._reporter is None:
             return
-        report = pb.EvalReport(step=self._step if step is None else step,
+        report = pb.EvalReport(step=at,
                                loss=float(loss.item() if isinstance(loss, torch.Tensor) else loss))
         _set_metrics(report, jaccard_soft, jaccard_hard, accuracy)
         self._reporter.report_eval(report)

@@ -370,6 +370,7 @@ void Session::AverageGradients(const StepInputs& in, std::chrono::steady_clock::
 
 bool Session::BeforeUpdate(const StepInputs& in) {
   const auto entered = std::chrono::steady_clock::now();
+  reported_step_ = in.step;
   GradStats stats;
   if (world_ > 1) {
     AverageGradients(in, entered, &stats);
@@ -524,6 +525,11 @@ void Session::AfterUpdate() {
 }
 
 void Session::ReportEval(const EvalRecord& eval) {
+  if (eval.step == 0 || eval.step > reported_step_) {
+    throw std::invalid_argument("ReportEval: step " + std::to_string(eval.step) +
+                                " has not been reported (last step reported: " + std::to_string(reported_step_) +
+                                "); report an eval after its step's BeforeUpdate");
+  }
   // Data parallel: the run's evaluation is rank 0's (every rank holds the same parameters).
   if (link_ && rank_ == 0) link_->Report(eval);
 }

@@ -167,6 +167,19 @@ class SessionTest : public ::testing::Test {
   std::unique_ptr<Session> session_;
 };
 
+TEST_F(SessionTest, an_eval_is_refused_before_its_step_is_reported) {
+  EXPECT_THROW(session_->ReportEval({1, 0.5}), std::invalid_argument);
+  Step(1);
+  session_->ReportEval({1, 0.5});
+  ASSERT_TRUE(session_->BeginStep(2));
+  try {
+    session_->ReportEval({2, 0.5});
+    ADD_FAILURE() << "an eval of a step not reported yet was taken";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("last step reported: 1"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(SessionTest, clipping_is_in_force_from_the_acknowledged_step) {
   uint64_t step = 0;
   Command c;

@@ -171,6 +171,8 @@ class Session {
   // After the update (or its skip): checkpoints every K steps when the step was healthy.
   void AfterUpdate();
   // Reported by rank 0 only in a data-parallel job: the ranks' parameters are the same.
+  // Throws std::invalid_argument for a step not reported yet (0, or past the last
+  // BeforeUpdate): the monitor refuses an eval ahead of its step's report.
   void ReportEval(const EvalRecord& eval);
   // Waits (bounded) for the monitor to store everything, then closes the stream.
   void Finish(std::chrono::milliseconds deadline = std::chrono::seconds(10));
@@ -241,6 +243,7 @@ class Session {
   double lr_ = 0;
   uint32_t skip_pending_ = 0;
   uint64_t step_ = 0;
+  uint64_t reported_step_ = 0;  // the last step BeforeUpdate measured
   uint64_t rolled_back_to_ = 0;
   bool rolled_back_ = false;
   std::vector<double> saved_lrs_;  // per parameter group, while a verdict scaled them
