@@ -91,14 +91,28 @@ class Commits {
   std::vector<std::string> acked_before_stored_;
 };
 
-TEST(Store, one_transaction_takes_everything_queued_and_acks_each_stream_after_it) {
+// A store with no commit interval, whose writer commits step 1 of `gate_run` and is then
+// held inside that commit's callback until commits.Open(): what a test queues meanwhile goes
+// in the commits after it. `commits` outlives the store, whose writer calls it.
+struct HeldStore {
+  HeldStore(const std::string& name, const std::string& gate_run, size_t max_batch = 0) {
+    StoreOptions o{TempDb(name)};
+    o.commit_interval_ms = 0;
+    if (max_batch > 0) o.max_batch = max_batch;
+    commits.Hook(o);
+    store = std::make_unique<Store>(o);
+    commits.Attach(*store);
+    store->PutStep(gate_run, MakeStep(1));
+  }
+
   Commits commits;
-  StoreOptions o{TempDb("group")};
-  o.commit_interval_ms = 0;
-  commits.Hook(o);
-  Store store(o);
-  commits.Attach(store);
-  store.PutStep("gate", MakeStep(1));
+  std::unique_ptr<Store> store;
+};
+
+TEST(Store, one_transaction_takes_everything_queued_and_acks_each_stream_after_it) {
+  HeldStore held("group", "gate");
+  Commits& commits = held.commits;
+  Store& store = *held.store;
   ASSERT_TRUE(commits.WaitForCalls(1));  // the writer is held inside the first commit
 
   for (uint64_t step = 1; step <= 250; ++step) {
@@ -122,13 +136,9 @@ TEST(Store, one_transaction_takes_everything_queued_and_acks_each_stream_after_i
 // An eval comes after its step's report; acknowledged with the step, it could be released by
 // the trainer before its own commit. Its stream's evals have an acknowledgement of their own.
 TEST(Store, acknowledges_a_streams_evals_apart_from_its_steps) {
-  Commits commits;
-  StoreOptions o{TempDb("evals")};
-  o.commit_interval_ms = 0;
-  commits.Hook(o);
-  Store store(o);
-  commits.Attach(store);
-  store.PutStep("r", MakeStep(1));
+  HeldStore held("evals", "r");
+  Commits& commits = held.commits;
+  Store& store = *held.store;
   ASSERT_TRUE(commits.WaitForCalls(1));  // held inside the first commit
   store.PutStep("r", MakeStep(2));
   v1::EvalReport eval;
@@ -146,14 +156,9 @@ TEST(Store, acknowledges_a_streams_evals_apart_from_its_steps) {
 }
 
 TEST(Store, splits_a_backlog_into_transactions_of_max_batch_in_order) {
-  Commits commits;
-  StoreOptions o{TempDb("slices")};
-  o.commit_interval_ms = 0;
-  o.max_batch = 100;
-  commits.Hook(o);
-  Store store(o);
-  commits.Attach(store);
-  store.PutStep("r", MakeStep(1));
+  HeldStore held("slices", "r", /*max_batch=*/100);
+  Commits& commits = held.commits;
+  Store& store = *held.store;
   ASSERT_TRUE(commits.WaitForCalls(1));
   for (uint64_t step = 2; step <= 351; ++step) store.PutStep("r", MakeStep(step));
   commits.Open();
