@@ -301,7 +301,14 @@ class MisuseTest(unittest.TestCase):
         gw.report_eval(0.4)  # after step 1
         with self.assertRaisesRegex(ValueError, r"last step reported \(1\), got 2"):
             gw.report_eval(0.4, step=2)
-        self.assertEqual([e.step for e in rep.evals], [1])
+        gw.begin_step(5)
+        backward(self.model)
+        gw.before_update(1.0)
+        gw.report_eval(0.3)  # after step 5
+        with self.assertRaisesRegex(ValueError, "step order: step 4 after an eval of step 5"):
+            gw.report_eval(0.3, step=4)
+        gw.report_eval(0.2, step=5)  # the same step again is in order
+        self.assertEqual([e.step for e in rep.evals], [1, 5, 5])
 
     def test_bad_arguments(self):
         cases = [(dict(mode="paranoid"), ValueError, "mode"), (dict(run_id="a b"), ValueError, "run_id"),

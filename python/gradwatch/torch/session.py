@@ -259,6 +259,7 @@ class Session:
         self.updates_skipped = self.updates_vetoed = 0
         self._log_mean = self._log_var = 0.0  # healthy grad-norm statistics (EWMA of log norm)
         self._healthy = 0
+        self._last_eval_step = 0
         self._checkpoints: Deque[_Checkpoint] = collections.deque()
         self.applied_commands: List[AppliedCommand] = []
 
@@ -395,13 +396,18 @@ class Session:
                     accuracy: Optional[float] = None) -> None:
         """Metrics on the validation split, taken after `step` (default: the last step reported,
         i.e. measured by before_update). Raises ValueError for a step not reported yet: the
-        monitor refuses an eval ahead of its step's report."""
+        monitor refuses an eval ahead of its step's report, and for a step before the last eval's
+        (evals are acknowledged in step order)."""
         self._check_open("report_eval")
         reported = self._step - 1 if self._phase == "begun" else self._step
         at = reported if step is None else step
         if not isinstance(at, int) or isinstance(at, bool) or not 1 <= at <= reported:
             raise ValueError(f"report_eval: step must be an int from 1 to the last step reported ({reported}), "
                              f"got {at!r}" + (" (no step reported yet)" if reported < 1 else ""))
+        if at < self._last_eval_step:
+            raise ValueError(f"report_eval: evals go in step order: step {at} after an eval of step "
+                             f"{self._last_eval_step}")
+        self._last_eval_step = at
         if self._reporter is None:
             return
         report = pb.EvalReport(step=at,

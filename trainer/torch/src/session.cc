@@ -530,6 +530,11 @@ void Session::ReportEval(const EvalRecord& eval) {
                                 " has not been reported (last step reported: " + std::to_string(reported_step_) +
                                 "); report an eval after its step's BeforeUpdate");
   }
+  if (eval.step < last_eval_step_) {
+    throw std::invalid_argument("ReportEval: evals go in step order: step " + std::to_string(eval.step) +
+                                " after an eval of step " + std::to_string(last_eval_step_));
+  }
+  last_eval_step_ = eval.step;
   // Data parallel: the run's evaluation is rank 0's (every rank holds the same parameters).
   if (link_ && rank_ == 0) link_->Report(eval);
 }

@@ -167,7 +167,7 @@ class SessionTest : public ::testing::Test {
   std::unique_ptr<Session> session_;
 };
 
-TEST_F(SessionTest, an_eval_is_refused_before_its_step_is_reported) {
+TEST_F(SessionTest, an_eval_is_refused_before_its_step_is_reported_or_out_of_step_order) {
   EXPECT_THROW(session_->ReportEval({1, 0.5}), std::invalid_argument);
   Step(1);
   session_->ReportEval({1, 0.5});
@@ -178,6 +178,10 @@ TEST_F(SessionTest, an_eval_is_refused_before_its_step_is_reported) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("last step reported: 1"), std::string::npos) << e.what();
   }
+  Step(3);
+  session_->ReportEval({3, 0.4});
+  EXPECT_THROW(session_->ReportEval({2, 0.4}), std::invalid_argument) << "an eval out of step order was taken";
+  session_->ReportEval({3, 0.3});  // the same step again is in order
 }
 
 TEST_F(SessionTest, clipping_is_in_force_from_the_acknowledged_step) {

@@ -172,7 +172,8 @@ class Session {
   void AfterUpdate();
   // Reported by rank 0 only in a data-parallel job: the ranks' parameters are the same.
   // Throws std::invalid_argument for a step not reported yet (0, or past the last
-  // BeforeUpdate): the monitor refuses an eval ahead of its step's report.
+  // BeforeUpdate): the monitor refuses an eval ahead of its step's report; and for a step
+  // before the last eval's (evals are acknowledged in step order).
   void ReportEval(const EvalRecord& eval);
   // Waits (bounded) for the monitor to store everything, then closes the stream.
   void Finish(std::chrono::milliseconds deadline = std::chrono::seconds(10));
@@ -244,6 +245,7 @@ class Session {
   uint32_t skip_pending_ = 0;
   uint64_t step_ = 0;
   uint64_t reported_step_ = 0;  // the last step BeforeUpdate measured
+  uint64_t last_eval_step_ = 0;
   uint64_t rolled_back_to_ = 0;
   bool rolled_back_ = false;
   std::vector<double> saved_lrs_;  // per parameter group, while a verdict scaled them
