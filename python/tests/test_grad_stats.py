@@ -8,7 +8,9 @@ import torch
 from fakes import TinyNet, backward
 from gradwatch.torch import grad_stats, predict_update
 from gradwatch.torch.grad_stats import grad_stats_per_item
+import gradwatch.torch.step_stats as step_stats_module
 from gradwatch.torch.step_stats import step_stats
+from gradwatch.torch.update_size import host_floats
 
 
 @torch.no_grad()
@@ -227,19 +229,23 @@ class StepStatsTest(unittest.TestCase):
         self.assertEqual(grads, grad_stats(self.params))
         self.assertTrue(math.isnan(update.ratio))
 
-    def test_one_host_copy_for_everything(self):
+    def test_everything_is_read_to_the_host_at_once(self):
         opt = torch.optim.Adam(self.params, lr=0.01)
         backward(self.model)
         opt.step()
         backward(self.model, seed=1)
         calls = []
-        original = torch.Tensor.tolist
-        torch.Tensor.tolist = lambda t: calls.append(t.shape) or original(t)
+        original = step_stats_module.host_floats
+        step_stats_module.host_floats = lambda values: calls.append(len(values)) or original(values)
         try:
             step_stats(self.params, opt)
         finally:
-            torch.Tensor.tolist = original
-        self.assertEqual(calls, [torch.Size([12])])  # 4 gradients, 4 directions, 4 weights
+            step_stats_module.host_floats = original
+        self.assertEqual(calls, [12])  # 4 gradients, 4 directions, 4 weights
+
+    def test_host_floats_reads_cpu_values_as_the_stacked_copy_does(self):
+        values = list(torch._foreach_norm([torch.randn(5) * 10.0 ** k for k in range(-30, 31, 10)], 2))
+        self.assertEqual(host_floats(values), torch.stack(values).to("cpu", torch.float64).tolist())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Everything the session measures in a step, in one device-to-host copy: the gradient norms
 (grad_stats.py) and the predicted update size (update_size.py) from one fused torch._foreach_norm
-over the gradients, the update directions and the weights together, stacked and copied once."""
+over the gradients, the update directions and the weights together, read to the host at once
+(host_floats: on a device one stack and one copy)."""
 import array
 import math
 import operator
@@ -9,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from gradwatch.torch.grad_stats import GradStats
-from gradwatch.torch.update_size import UpdateSize, directions, update_size
+from gradwatch.torch.update_size import UpdateSize, directions, host_floats, update_size
 
 
 @torch.no_grad()
@@ -23,7 +24,7 @@ def step_stats(params: Sequence[torch.Tensor],
     tensors = present if d is None else present + d.tensors + d.weights
     if not tensors:
         return GradStats(0.0, [0.0] * len(params)), UpdateSize()
-    values = torch.stack(torch._foreach_norm(tensors, 2)).to("cpu", torch.float64).tolist()
+    values = host_floats(torch._foreach_norm(tensors, 2))
     n = len(present)
     layer_norms = array.array("f", values[:n]).tolist()  # float32, as grad_stats reads them
     if n < len(grads):
