@@ -7,10 +7,9 @@ import torch
 
 from fakes import TinyNet, backward
 from gradwatch.torch import grad_stats, predict_update
-from gradwatch.torch.grad_stats import grad_stats_per_item
+from gradwatch.torch.grad_stats import grad_stats_per_item, host_floats
 import gradwatch.torch.step_stats as step_stats_module
 from gradwatch.torch.step_stats import step_stats
-from gradwatch.torch.update_size import host_floats
 
 
 @torch.no_grad()
@@ -47,11 +46,17 @@ def per_tensor_update(opt: torch.optim.Optimizer) -> float:
     return math.sqrt(math.fsum(x * x for x in dw)) / math.sqrt(math.fsum(x * x for x in w))
 
 
-class GradStatsTest(unittest.TestCase):
+class TinyModelTest(unittest.TestCase):
+    """A TinyNet seeded with `seed`, and its parameters in order."""
+    seed = 3
+
     def setUp(self) -> None:
-        torch.manual_seed(3)
+        torch.manual_seed(self.seed)
         self.model = TinyNet()
         self.params = list(self.model.parameters())
+
+
+class GradStatsTest(TinyModelTest):
 
     def test_fused_norms_equal_one_norm_per_parameter(self):
         backward(self.model)
@@ -203,13 +208,9 @@ class UpdateSizeTest(unittest.TestCase):
             self.assertTrue(torch.equal(v["momentum_buffer"], after["state"][k]["momentum_buffer"]))
 
 
-class StepStatsTest(unittest.TestCase):
+class StepStatsTest(TinyModelTest):
     """Gradient norms and the update size together, as the session takes them each step."""
-
-    def setUp(self) -> None:
-        torch.manual_seed(4)
-        self.model = TinyNet()
-        self.params = list(self.model.parameters())
+    seed = 4
 
     def test_equals_grad_stats_and_predict_update(self):
         for opt in (torch.optim.SGD(self.params, lr=0.1, momentum=0.9, nesterov=True),

@@ -2,15 +2,12 @@
 (grad_stats.py) and the predicted update size (update_size.py) from one fused torch._foreach_norm
 over the gradients, the update directions and the weights together, read to the host at once
 (host_floats: on a device one stack and one copy)."""
-import array
-import math
-import operator
 from typing import Optional, Sequence, Tuple
 
 import torch
 
-from gradwatch.torch.grad_stats import GradStats
-from gradwatch.torch.update_size import UpdateSize, directions, host_floats, update_size
+from gradwatch.torch.grad_stats import GradStats, host_floats, layer_stats
+from gradwatch.torch.update_size import UpdateSize, directions, update_size
 
 
 @torch.no_grad()
@@ -26,9 +23,4 @@ def step_stats(params: Sequence[torch.Tensor],
         return GradStats(0.0, [0.0] * len(params)), UpdateSize()
     values = host_floats(torch._foreach_norm(tensors, 2))
     n = len(present)
-    layer_norms = array.array("f", values[:n]).tolist()  # float32, as grad_stats reads them
-    if n < len(grads):
-        found = iter(layer_norms)
-        layer_norms = [0.0 if g is None else next(found) for g in grads]
-    stats = GradStats(math.sqrt(math.fsum(map(operator.mul, layer_norms, layer_norms))), layer_norms)
-    return stats, (UpdateSize() if d is None else update_size(d, values[n:]))
+    return layer_stats(grads, values[:n]), (UpdateSize() if d is None else update_size(d, values[n:]))

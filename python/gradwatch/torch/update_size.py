@@ -21,6 +21,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from gradwatch.torch.grad_stats import host_floats
+
 NAN = float("nan")
 
 # A run of Directions.tensors and the factor that turns their global norm into ||dw|| of their
@@ -148,14 +150,6 @@ def directions(optimizer: torch.optim.Optimizer) -> Optional[Directions]:
             direction(optimizer, group, params, out)
             out.weights.extend(params)
     return out if out.tensors else None
-
-
-def host_floats(values: Sequence[torch.Tensor]) -> List[float]:
-    """0-dim tensors as Python floats: on the CPU one .item() each (half the time of a stack and a
-    copy for a few dozen); on a device one stack and one device-to-host copy for all."""
-    if values and values[0].device.type == "cpu":
-        return [v.item() for v in values]
-    return torch.stack(list(values)).to("cpu", torch.float64).tolist()
 
 
 def update_size(d: Directions, norms: Sequence[float]) -> UpdateSize:
