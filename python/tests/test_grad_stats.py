@@ -46,6 +46,21 @@ def per_tensor_update(opt: torch.optim.Optimizer) -> float:
     return math.sqrt(math.fsum(x * x for x in dw)) / math.sqrt(math.fsum(x * x for x in w))
 
 
+def warmed(make_optimizer, model_seed: int, warm_steps: int, grad_seed: int):
+    """A TinyNet (seeded with model_seed) and make_optimizer(model) after warm_steps updates, which
+    built its state (momentum, Adam moments) up; the gradient of grad_seed is in hand."""
+    torch.manual_seed(model_seed)
+    model = TinyNet()
+    opt = make_optimizer(model)
+    for s in range(warm_steps):
+        opt.zero_grad()
+        backward(model, seed=s)
+        opt.step()
+    opt.zero_grad()
+    backward(model, seed=grad_seed)
+    return model, opt
+
+
 class TinyModelTest(unittest.TestCase):
     """A TinyNet seeded with `seed`, and its parameters in order."""
     seed = 3
@@ -101,15 +116,7 @@ class UpdateSizeTest(unittest.TestCase):
     """The prediction equals the update optimizer.step() then applies."""
 
     def check(self, make_optimizer, warm_steps=2):
-        torch.manual_seed(5)
-        model = TinyNet()
-        opt = make_optimizer(model.parameters())
-        for s in range(warm_steps):  # optimizer state (momentum, Adam moments) built up
-            opt.zero_grad()
-            backward(model, seed=s)
-            opt.step()
-        opt.zero_grad()
-        backward(model, seed=99)
+        model, opt = warmed(lambda m: make_optimizer(m.parameters()), 5, warm_steps, 99)
         predicted = predict_update(opt)
         before = [p.detach().clone() for p in model.parameters()]
         opt.step()
@@ -158,15 +165,7 @@ class UpdateSizeTest(unittest.TestCase):
         for name, make in cases.items():
             for warm_steps in (0, 1, 3):
                 with self.subTest(name, warm_steps=warm_steps):
-                    torch.manual_seed(7)
-                    model = TinyNet()
-                    opt = make(model)
-                    for s in range(warm_steps):
-                        opt.zero_grad()
-                        backward(model, seed=s)
-                        opt.step()
-                    opt.zero_grad()
-                    backward(model, seed=42)
+                    model, opt = warmed(make, 7, warm_steps, 42)
                     slow = per_tensor_update(opt)
                     self.assertAlmostEqual(predict_update(opt).ratio, slow, delta=1e-5 * slow)
                     self.assertAlmostEqual(step_stats(list(model.parameters()), opt)[1].ratio, slow, delta=1e-5 * slow)
