@@ -219,7 +219,7 @@ void Hub::OnStored(const std::map<store::StreamKey, uint64_t>& stored_through) {
     std::shared_ptr<RunState> run = Find(key.run_id);
     if (!run) continue;
     std::shared_ptr<StreamSink> sink;
-    v1::MonitorMessage ack;
+    uint64_t steps_mark = step, evals_mark = 0;
     {
       std::lock_guard<std::mutex> lock(run->mu);
       if (key.rank != 0) {  // evals come from rank 0 only
@@ -227,16 +227,16 @@ void Hub::OnStored(const std::map<store::StreamKey, uint64_t>& stored_through) {
         if (key.evals || step <= stream.stored_through) continue;
         stream.stored_through = step;
         sink = stream.sink;
-        ack = AckMessage(step, 0);
       } else {
         uint64_t& through = key.evals ? run->evals_stored_through : run->stored_through;
         if (step <= through) continue;
         through = step;
         sink = run->sink;
-        ack = AckMessage(run->stored_through, run->evals_stored_through);
+        steps_mark = run->stored_through;
+        evals_mark = run->evals_stored_through;
       }
     }
-    if (sink) sink->Send(ack);
+    if (sink) sink->Send(AckMessage(steps_mark, evals_mark));
   }
 }
 
