@@ -1,5 +1,6 @@
 """Gradient norms from one fused computation, and the update size predicted before the step."""
 import copy
+import itertools
 import math
 import unittest
 
@@ -9,6 +10,7 @@ from fakes import TinyNet, backward
 from gradwatch.torch import grad_stats, predict_update
 from gradwatch.torch.grad_stats import grad_stats_per_item, host_floats
 import gradwatch.torch.step_stats as step_stats_module
+from gradwatch.torch import native
 from gradwatch.torch.step_stats import step_stats
 
 
@@ -61,6 +63,9 @@ def warmed(make_optimizer, model_seed: int, warm_steps: int, grad_seed: int):
     return model, opt
 
 
+MODES = (False, True)  # torch ops only; native sums (native.py)
+
+
 class TinyModelTest(unittest.TestCase):
     """A TinyNet seeded with `seed`, and its parameters in order."""
     seed = 3
@@ -75,12 +80,15 @@ class GradStatsTest(TinyModelTest):
 
     def test_fused_norms_equal_one_norm_per_parameter(self):
         backward(self.model)
-        fused, slow = grad_stats(self.params), grad_stats_per_item(self.params)
-        self.assertEqual(len(fused.layer_norms), len(self.params))
-        for a, b in zip(fused.layer_norms, slow.layer_norms):
-            self.assertAlmostEqual(a, b, places=6)
+        slow = grad_stats_per_item(self.params)
         flat = torch.cat([p.grad.flatten() for p in self.params if p.grad is not None]).double()
-        self.assertAlmostEqual(fused.global_norm, float(flat.norm()), places=5)
+        for mode in MODES:
+            with self.subTest(native=mode):
+                fused = grad_stats(self.params, native=mode)
+                self.assertEqual(len(fused.layer_norms), len(self.params))
+                for a, b in zip(fused.layer_norms, slow.layer_norms):
+                    self.assertAlmostEqual(a, b, places=6)
+                self.assertAlmostEqual(fused.global_norm, float(flat.norm()), places=5)
 
     def test_a_parameter_without_gradient_reports_zero(self):
         backward(self.model)
@@ -95,29 +103,48 @@ class GradStatsTest(TinyModelTest):
         backward(self.model)
         self.params[0].grad[0, 0] = math.nan
         self.params[2].grad[0, 0] = math.inf
-        stats = grad_stats(self.params)
-        self.assertTrue(math.isnan(stats.layer_norms[0]))
-        self.assertTrue(math.isinf(stats.layer_norms[2]))
-        self.assertTrue(math.isnan(stats.global_norm))
+        for mode in MODES:
+            with self.subTest(native=mode):
+                stats = grad_stats(self.params, native=mode)
+                self.assertTrue(math.isnan(stats.layer_norms[0]))
+                self.assertTrue(math.isinf(stats.layer_norms[2]))
+                self.assertTrue(math.isnan(stats.global_norm))
 
-    def test_one_host_copy(self):
-        backward(self.model)
-        calls = []
-        original = torch.Tensor.tolist
-        torch.Tensor.tolist = lambda t: calls.append(t.shape) or original(t)
-        try:
-            grad_stats(self.params)
-        finally:
-            torch.Tensor.tolist = original
-        self.assertEqual(calls, [torch.Size([4])])  # fc1.weight, fc1.bias, fc2.weight, fc2.bias
+
+class NativeSumsTest(unittest.TestCase):
+    """native.py: the library builds here, and answers only for tensors it can read."""
+
+    def test_the_library_is_built_and_loaded(self):
+        self.assertTrue(native.available())
+
+    def test_sums_of_squares_equal_torch_in_both_dtypes(self):
+        for dtype in (torch.float32, torch.float64):
+            xs = [torch.randn(7, 3, dtype=dtype), torch.randn(1, dtype=dtype) * 1e20, torch.zeros(0, dtype=dtype)]
+            want = [float(x.double().square().sum()) for x in xs]
+            for got, ref in zip(native.sumsq(xs), want):
+                self.assertAlmostEqual(got, ref, delta=1e-12 * ref)
+
+    def test_tensors_it_cannot_read_are_left_to_torch(self):
+        x = torch.randn(4, 5)
+        self.assertIsNone(native.sumsq([x.t()]))                       # not contiguous
+        self.assertIsNone(native.sumsq([x.half()]))                    # not float32/float64
+        self.assertIsNone(native.sumsq([x, x.double()]))               # two dtypes
+        self.assertIsNone(native.sgd_sumsq([x], [torch.randn(3)], None, 0.1, 0.0))  # sizes differ
+        self.assertAlmostEqual(native.sgd_sumsq([x], [x], None, 1.0, 0.0), float((2 * x).double().square().sum()),
+                               places=4)
 
 
 class UpdateSizeTest(unittest.TestCase):
     """The prediction equals the update optimizer.step() then applies."""
 
     def check(self, make_optimizer, warm_steps=2):
+        for mode in MODES:
+            with self.subTest(native=mode):
+                self.check_mode(make_optimizer, warm_steps, mode)
+
+    def check_mode(self, make_optimizer, warm_steps, mode):
         model, opt = warmed(lambda m: make_optimizer(m.parameters()), 5, warm_steps, 99)
-        predicted = predict_update(opt)
+        predicted = predict_update(opt, native=mode)
         before = [p.detach().clone() for p in model.parameters()]
         opt.step()
         moved = [p.grad is not None for p in model.parameters()]
@@ -162,13 +189,13 @@ class UpdateSizeTest(unittest.TestCase):
             "adam beta1 0": lambda m: torch.optim.Adam(m.parameters(), lr=0.01, betas=(0.0, 0.99)),
             "adam groups": two_groups(lambda g: torch.optim.Adam(g, lr=0.01), lr=0.03, weight_decay=0.2),
         }
-        for name, make in cases.items():
-            for warm_steps in (0, 1, 3):
-                with self.subTest(name, warm_steps=warm_steps):
-                    model, opt = warmed(make, 7, warm_steps, 42)
-                    slow = per_tensor_update(opt)
-                    self.assertAlmostEqual(predict_update(opt).ratio, slow, delta=1e-5 * slow)
-                    self.assertAlmostEqual(step_stats(list(model.parameters()), opt)[1].ratio, slow, delta=1e-5 * slow)
+        for (name, make), warm_steps, mode in itertools.product(cases.items(), (0, 1, 3), MODES):
+            with self.subTest(name, warm_steps=warm_steps, native=mode):
+                model, opt = warmed(make, 7, warm_steps, 42)
+                slow = per_tensor_update(opt)
+                self.assertAlmostEqual(predict_update(opt, native=mode).ratio, slow, delta=1e-5 * slow)
+                self.assertAlmostEqual(step_stats(list(model.parameters()), opt, native=mode)[1].ratio, slow,
+                                       delta=1e-5 * slow)
 
     def test_tensors_with_state_and_without_in_one_group(self):
         # fc2.weight missed the first step (for Adam: a step count of its own), fc2.bias both
@@ -188,7 +215,8 @@ class UpdateSizeTest(unittest.TestCase):
             opt.zero_grad()
             backward(model, seed=9)
             slow = per_tensor_update(opt)
-            self.assertAlmostEqual(predict_update(opt).ratio, slow, delta=1e-5 * slow)
+            for mode in MODES:
+                self.assertAlmostEqual(predict_update(opt, native=mode).ratio, slow, delta=1e-5 * slow)
 
     def test_other_optimizers_are_not_measured(self):
         model = TinyNet()
@@ -219,29 +247,34 @@ class StepStatsTest(TinyModelTest):
             opt.step()
             opt.zero_grad()
             backward(self.model, seed=1)
-            grads, update = step_stats(self.params, opt)
-            self.assertEqual(grads, grad_stats(self.params))
-            self.assertAlmostEqual(update.ratio, predict_update(opt).ratio, delta=1e-12)
+            for mode in MODES:
+                with self.subTest(type(opt).__name__, native=mode):
+                    grads, update = step_stats(self.params, opt, native=mode)
+                    self.assertEqual(grads, grad_stats(self.params, native=mode))
+                    self.assertAlmostEqual(update.ratio, predict_update(opt, native=mode).ratio, delta=1e-12)
 
     def test_without_an_optimizer_only_the_gradients(self):
         backward(self.model)
-        grads, update = step_stats(self.params, None)
-        self.assertEqual(grads, grad_stats(self.params))
-        self.assertTrue(math.isnan(update.ratio))
+        for mode in MODES:
+            grads, update = step_stats(self.params, None, native=mode)
+            self.assertEqual(grads, grad_stats(self.params, native=mode))
+            self.assertTrue(math.isnan(update.ratio))
 
     def test_everything_is_read_to_the_host_at_once(self):
         opt = torch.optim.Adam(self.params, lr=0.01)
         backward(self.model)
         opt.step()
         backward(self.model, seed=1)
-        calls = []
         original = step_stats_module.host_floats
-        step_stats_module.host_floats = lambda values: calls.append(len(values)) or original(values)
-        try:
-            step_stats(self.params, opt)
-        finally:
-            step_stats_module.host_floats = original
-        self.assertEqual(calls, [12])  # 4 gradients, 4 directions, 4 weights
+        # Torch ops: 4 gradients, 4 directions, 4 weights. Native sums: nothing left to torch.
+        for mode, reads in ((False, [12]), (True, [])):
+            calls = []
+            step_stats_module.host_floats = lambda values: calls.append(len(values)) or original(values)
+            try:
+                step_stats(self.params, opt, native=mode)
+            finally:
+                step_stats_module.host_floats = original
+            self.assertEqual(calls, reads, f"native={mode}")
 
     def test_host_floats_reads_cpu_values_as_the_stacked_copy_does(self):
         values = list(torch._foreach_norm([torch.randn(5) * 10.0 ** k for k in range(-30, 31, 10)], 2))

@@ -38,14 +38,10 @@ def layer_stats(grads: Sequence[Optional[torch.Tensor]], norms: Sequence[float])
     return GradStats(math.sqrt(math.fsum(map(operator.mul, present, present))), layer_norms)
 
 
-@torch.no_grad()
-def grad_stats(params: Sequence[torch.Tensor]) -> GradStats:
-    """`params` in a fixed order (the order of the hello's layer names)."""
-    grads = [p.grad for p in params]
-    present = [g for g in grads if g is not None]
-    if not present:
-        return GradStats(0.0, [0.0] * len(params))
-    return layer_stats(grads, stacked_to_host(torch._foreach_norm(present, 2)))
+def grad_stats(params: Sequence[torch.Tensor], native: Optional[bool] = None) -> GradStats:
+    """`params` in a fixed order (the order of the hello's layer names). native: as step_stats."""
+    from gradwatch.torch.step_stats import step_stats  # step_stats builds on this module
+    return step_stats(params, None, native)[0]
 
 
 @torch.no_grad()

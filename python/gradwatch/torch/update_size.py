@@ -13,7 +13,9 @@ it, in temporaries that live only during the call:
 that the host applies to its norm: a few fused multi-tensor ops (torch._foreach_*) over all of a
 group's tensors, never a Python loop of tensor ops per parameter. Then one fused reduction over
 the directions and the weights together and one device-to-host copy (step_stats.py folds both
-into the gradient norms'). Other optimizers (AdamW included) are not measured: NaN.
+into the gradient norms'). With native=True, CPU tensors skip the fused ops: each chunk's sum of
+squares comes from one native call (native.py), the same arithmetic in one loop. Other optimizers
+(AdamW included) are not measured: NaN.
 """
 import math
 import operator
@@ -21,13 +23,15 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from gradwatch.torch import native as native_sums
 from gradwatch.torch.grad_stats import host_floats
 
 NAN = float("nan")
 
 # A run of Directions.tensors and the factor that turns their global norm into ||dw|| of their
-# parameters: (number of tensors, factor).
-_Chunk = Tuple[int, float]
+# parameters: (number of tensors, factor, NaN); or, measured natively, (0, factor, the sum of
+# squares whose square root the factor scales).
+_Chunk = Tuple[int, float, float]
 
 
 class UpdateSize(NamedTuple):
@@ -38,10 +42,21 @@ class UpdateSize(NamedTuple):
 
 class Directions(NamedTuple):
     """The update, ready for one fused norm: tensors in chunks, each chunk's ||dw|| its factor
-    times the global norm of its tensors; weights, the parameters these move."""
+    times the global norm of its tensors (or of a sum measured natively); weights, the
+    parameters these move."""
     tensors: List[torch.Tensor]
     chunks: List[_Chunk]
     weights: List[torch.Tensor]
+    native: bool  # try native sums first
+
+    def add(self, factor: float, sumsq: Optional[float], tensors) -> None:
+        """One chunk: its native sum of squares, else tensors() to take norms of."""
+        if sumsq is not None:
+            self.chunks.append((0, factor, sumsq))
+        else:
+            xs = list(tensors())
+            self.tensors.extend(xs)
+            self.chunks.append((len(xs), factor, NAN))
 
 
 def _combine(base: List[torch.Tensor], *terms: Tuple[float, Optional[List[torch.Tensor]]]) -> List[torch.Tensor]:
@@ -87,11 +102,11 @@ def _sgd(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tenso
         else:  # the first step: buf' = d
             b, c, a = None, (1 + m if nesterov else 1.0), 0.0
         if c == 0:  # full dampening: dw = -lr*m*buf
-            tensors, factor = b, abs(a)
+            (x, cw, y, cb), factor = (b, 0.0, None, 0.0), abs(a)
         else:
-            tensors, factor = _combine([p.grad for p in ps], (s * wd, ps), (s * a / c, b)), abs(c)
-        out.tensors.extend(tensors)
-        out.chunks.append((len(tensors), group["lr"] * factor))
+            (x, cw, y, cb), factor = ([p.grad for p in ps], s * wd, b, s * a / c if b is not None else 0.0), abs(c)
+        sumsq = native_sums.sgd_sumsq(x, ps if cw else None, y, cw, cb) if out.native else None
+        out.add(group["lr"] * factor, sumsq, lambda: _combine(x, (cw, ps), (cb, y)))
 
 
 def _adam(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor], out: Directions) -> None:
@@ -104,24 +119,30 @@ def _adam(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tens
     # The step this update makes: t = the state's count + 1; 0 = no state yet (then t = 1).
     for t, index in _subsets([next(counts) + 1 if "exp_avg" in st else 0.0 for st in states]):
         ps, sts = _take(params, index), _take(states, index)
-        u = _combine([p.grad for p in ps], (s * wd, ps))
-        if t and b1 != 0:
-            m_hat, sm = torch._foreach_add([st["exp_avg"] for st in sts], u, alpha=s * (1 - b1) / b1), b1
-        else:  # m = 0 (or b1 = 0): m' = s*(1-b1)*u
-            m_hat, sm = u, 1 - b1
-        if t and b2 != 0:
-            v_hat, sv = torch._foreach_addcmul([st["exp_avg_sq"] for st in sts], u, u, value=(1 - b2) / b2), b2
-        else:
-            v_hat, sv = torch._foreach_mul(u, u), 1 - b2
+        grads, cw = [p.grad for p in ps], s * wd
+        # m = 0 (or b1 = 0): m' = s*(1-b1)*u; v = 0 (or b2 = 0): v' = (1-b2)*u^2.
+        m, cm, sm = ([st["exp_avg"] for st in sts], s * (1 - b1) / b1, b1) if t and b1 != 0 else (None, 0.0, 1 - b1)
+        v, cv, sv = ([st["exp_avg_sq"] for st in sts], (1 - b2) / b2, b2) if t and b2 != 0 else (None, 0.0, 1 - b2)
         vmax = [st.get("max_exp_avg_sq") for st in sts] if t and group.get("amsgrad", False) else []
-        if vmax and all(v is not None for v in vmax):
-            torch._foreach_maximum_(v_hat, torch._foreach_div(vmax, sv))
+        vmax = vmax if vmax and all(x is not None for x in vmax) else None
         t = t or 1.0
         k = math.sqrt(sv / (1 - b2 ** t))
-        torch._foreach_sqrt_(v_hat)
-        torch._foreach_add_(v_hat, eps / k)
-        out.tensors.extend(torch._foreach_div(m_hat, v_hat))
-        out.chunks.append((len(ps), group["lr"] * sm / ((1 - b1 ** t) * k)))
+        sumsq = native_sums.adam_sumsq(grads, ps if cw else None, m, v, vmax, cw, cm, cv, 1 / sv, eps / k) \
+            if out.native else None
+        out.add(group["lr"] * sm / ((1 - b1 ** t) * k), sumsq,
+                lambda: _adam_directions(grads, ps, cw, m, cm, v, cv, vmax, 1 / sv, eps / k))
+
+
+def _adam_directions(grads, ps, cw, m, cm, v, cv, vmax, kmax, eps) -> List[torch.Tensor]:
+    """M / (sqrt(V) + eps) per tensor in fused ops, with u, M and V as native.adam_sumsq has them."""
+    u = _combine(grads, (cw, ps))
+    m_hat = u if m is None else torch._foreach_add(m, u, alpha=cm)
+    v_hat = torch._foreach_mul(u, u) if v is None else torch._foreach_addcmul(v, u, u, value=cv)
+    if vmax is not None:
+        torch._foreach_maximum_(v_hat, torch._foreach_mul(vmax, kmax))
+    torch._foreach_sqrt_(v_hat)
+    torch._foreach_add_(v_hat, eps)
+    return torch._foreach_div(m_hat, v_hat)
 
 
 def _step_counts(steps: List[object]) -> List[float]:
@@ -132,43 +153,53 @@ def _step_counts(steps: List[object]) -> List[float]:
     return torch.stack([x.reshape(()).double() for x in steps]).tolist()
 
 
-def directions(optimizer: torch.optim.Optimizer) -> Optional[Directions]:
+def directions(optimizer: torch.optim.Optimizer, native: bool = False) -> Optional[Directions]:
     """The update `optimizer.step()` would apply now, with the gradients as they are (before any
-    clipping) and each parameter group's current learning rate, as tensors to take norms of;
-    None for an optimizer that is not measured or no parameter with a gradient. Call under
-    torch.no_grad()."""
+    clipping) and each parameter group's current learning rate, as tensors to take norms of (or,
+    with native, sums already taken where the tensors allow); None for an optimizer that is not
+    measured or no parameter with a gradient. Call under torch.no_grad()."""
     if type(optimizer) is torch.optim.SGD:
         direction = _sgd
     elif type(optimizer) is torch.optim.Adam:
         direction = _adam
     else:
         return None
-    out = Directions([], [], [])
+    out = Directions([], [], [], native)
     for group in optimizer.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
         if params:
             direction(optimizer, group, params, out)
             out.weights.extend(params)
-    return out if out.tensors else None
+    return out if out.chunks else None
 
 
-def update_size(d: Directions, norms: Sequence[float]) -> UpdateSize:
-    """From the norms of d.tensors, then of d.weights, in order, on the host."""
+def update_size(d: Directions, norms: Sequence[float], weight_sumsq: Optional[float] = None) -> UpdateSize:
+    """From the norms of d.tensors, then of d.weights, in order, on the host; with weight_sumsq
+    (the weights' sum of squares, measured natively) `norms` are d.tensors' alone."""
     update_sq, start = [], 0
-    for count, factor in d.chunks:
+    for count, factor, sumsq in d.chunks:
+        if count == 0:
+            update_sq.append(factor * factor * sumsq)
+            continue
         xs = norms[start:start + count]
         update_sq.append(factor * factor * math.fsum(map(operator.mul, xs, xs)))
         start += count
-    xs = norms[start:]
-    update, weight = math.sqrt(math.fsum(update_sq)), math.sqrt(math.fsum(map(operator.mul, xs, xs)))
+    if weight_sumsq is None:
+        xs = norms[start:]
+        weight_sumsq = math.fsum(map(operator.mul, xs, xs))
+    update, weight = math.sqrt(math.fsum(update_sq)), math.sqrt(weight_sumsq)
     return UpdateSize(update / weight if weight > 0 else NAN, update, weight)
 
 
 @torch.no_grad()
-def predict_update(optimizer: torch.optim.Optimizer) -> UpdateSize:
-    """directions(optimizer), measured: one fused reduction and one device-to-host copy."""
-    d = directions(optimizer)
+def predict_update(optimizer: torch.optim.Optimizer, native: Optional[bool] = None) -> UpdateSize:
+    """directions(optimizer), measured: one fused reduction and one device-to-host copy, or
+    native sums (None = where the library is available)."""
+    d = directions(optimizer, native_sums.available() if native is None else native)
     if d is None:
         return UpdateSize()
-    norms = host_floats(torch._foreach_norm(d.tensors + d.weights, 2))
-    return update_size(d, norms)
+    weight_sumsq = native_sums.sumsq(d.weights) if d.native else None
+    if weight_sumsq is not None:
+        return update_size(d, host_floats(torch._foreach_norm(d.tensors, 2)) if d.tensors else [],
+                           math.fsum(weight_sumsq))
+    return update_size(d, host_floats(torch._foreach_norm(d.tensors + d.weights, 2)))
