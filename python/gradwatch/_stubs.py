@@ -54,11 +54,17 @@ def generate(proto_root: pathlib.Path, out_dir: pathlib.Path) -> None:
         raise StubsUnavailable(f"gradwatch: protoc failed on {proto_root}:\n{p.stderr}")
 
 
-def _cache_root() -> pathlib.Path:
-    if os.environ.get("GRADWATCH_STUBS_DIR"):
-        return pathlib.Path(os.environ["GRADWATCH_STUBS_DIR"])
+def cache_folder(variable: str, name: str) -> pathlib.Path:
+    """$variable, else $XDG_CACHE_HOME/gradwatch/NAME, else ~/.cache/gradwatch/NAME: where the
+    source tree's generated files go (these stubs; gradwatch.torch's native library)."""
+    if os.environ.get(variable):
+        return pathlib.Path(os.environ[variable])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "gradwatch" / "stubs"
+    return pathlib.Path(base) / "gradwatch" / name
+
+
+def _cache_root() -> pathlib.Path:
+    return cache_folder("GRADWATCH_STUBS_DIR", "stubs")
 
 
 def _digest(proto_root: pathlib.Path) -> str:

@@ -30,6 +30,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from gradwatch._stubs import cache_folder
+
 _SOURCE = pathlib.Path(__file__).with_name("_sumsq.c")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _P = ctypes.c_void_p
@@ -39,13 +41,6 @@ _SIGNATURES = {  # name: (argument types, return type)
     "gw_sgd_sumsq": ([ctypes.c_int64, _P, _P, _P, _P, _D, _D], _D),
     "gw_adam_sumsq": ([ctypes.c_int64, _P, _P, _P, _P, _P, _P, _D, _D, _D, _D, _D], _D),
 }
-
-
-def _cache_dir() -> pathlib.Path:
-    if os.environ.get("GRADWATCH_NATIVE_DIR"):
-        return pathlib.Path(os.environ["GRADWATCH_NATIVE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "gradwatch" / "native"
 
 
 def compile_library(target: pathlib.Path) -> None:
@@ -61,7 +56,7 @@ def _library_path() -> Optional[pathlib.Path]:
         return installed[0]
     if not _SOURCE.is_file():
         return None
-    folder = _cache_dir() / hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
+    folder = cache_folder("GRADWATCH_NATIVE_DIR", "native") / hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
     target = folder / "libgwsumsq.so"
     if target.is_file():
         return target
