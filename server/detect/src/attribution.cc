@@ -18,6 +18,8 @@ void LayerAttribution::Score(uint64_t step, const float* norms, size_t n) {
     layers_.push_back({Ewma(t_.spike_alpha, t_.spike_var_alpha, t_.spike_warmup)});
   for (size_t i = 0; i < n; ++i) {
     Layer& layer = layers_[i];
+    layer.log_norm = std::isfinite(norms[i]) && norms[i] > 0 ? std::log(norms[i])
+                                                              : std::numeric_limits<double>::quiet_NaN();
     layer.z = LayerZ(layer, norms[i]);
     bool departed = layer.z >= t_.attr_z;
     if (departed && !layer.departed) layer.departed_at = step;
@@ -31,17 +33,16 @@ void LayerAttribution::Score(uint64_t step, const float* norms, size_t n) {
 double LayerAttribution::LayerZ(const Layer& layer, float norm) const {
   if (!std::isfinite(norm)) return std::numeric_limits<double>::infinity();
   if (norm <= 0) return 0;
-  return layer.log.Z(std::log(norm), t_.spike_std_floor);
+  return layer.log.Z(layer.log_norm, t_.spike_std_floor);
 }
 
 // A layer that departs while the run is healthy is clipped to the departure level before it is
 // learned, so it stays visible as departed for a while instead of becoming the new normal.
-void LayerAttribution::Learn(const float* norms, size_t n) {
-  if (norms == nullptr) return;
-  for (size_t i = 0; i < n && i < layers_.size(); ++i) {
-    if (!std::isfinite(norms[i]) || norms[i] <= 0) continue;
+void LayerAttribution::Learn() {
+  for (size_t i = 0; i < scored_; ++i) {
+    double x = layers_[i].log_norm;
+    if (std::isnan(x)) continue;
     Ewma& log = layers_[i].log;
-    double x = std::log(norms[i]);
     log.Add(log.ready() ? std::fmin(x, log.At(t_.attr_z, t_.spike_std_floor)) : x);
   }
 }

@@ -126,20 +126,19 @@ DivergenceDetector::Trend DivergenceDetector::Fit(size_t n) const {
   Trend out;
   if (!logs_.full() || n < 3) return out;
   const size_t first = logs_.size() - n;
-  double mx = (static_cast<double>(n) - 1) / 2, my = 0;
+  const double count = static_cast<double>(n);
+  double mx = (count - 1) / 2, my = 0;
   for (size_t i = 0; i < n; ++i) my += logs_[first + i];
-  my /= static_cast<double>(n);
-  double sxx = 0, sxy = 0;
+  my /= count;
+  // Centred sums in one more pass; sum of (i - mx)^2 over i < n is n(n^2 - 1)/12, and the
+  // residual sum of squares is syy - b*sxy.
+  double sxx = count * (count * count - 1) / 12, sxy = 0, syy = 0;
   for (size_t i = 0; i < n; ++i) {
-    double dx = static_cast<double>(i) - mx;
-    sxx += dx * dx;
-    sxy += dx * (logs_[first + i] - my);
+    double dy = logs_[first + i] - my;
+    sxy += (static_cast<double>(i) - mx) * dy;
+    syy += dy * dy;
   }
-  double b = sxy / sxx, ssr = 0;
-  for (size_t i = 0; i < n; ++i) {
-    double r = logs_[first + i] - my - b * (static_cast<double>(i) - mx);
-    ssr += r * r;
-  }
+  double b = sxy / sxx, ssr = std::fmax(syy - b * sxy, 0.0);
   out.n = n;
   double se = std::sqrt(ssr / static_cast<double>(n - 2) / sxx);
   out.rate = std::expm1(b);

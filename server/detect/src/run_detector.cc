@@ -116,10 +116,7 @@ std::vector<Event> RunDetector::OnStep(const StepSample& s) {
   s_.scalars.OnStep(s, &out);
   if (!learn) return out;
   Learn(s);
-  if (t_.snapshot_every > 0 && s.step % t_.snapshot_every == 0) {
-    snapshots_.emplace_back(s.step, s_);
-    while (snapshots_.size() > t_.snapshots_kept) snapshots_.pop_front();
-  }
+  if (t_.snapshot_every > 0 && s.step % t_.snapshot_every == 0) Snapshot(s.step);
   return out;
 }
 
@@ -167,12 +164,27 @@ void RunDetector::Learn(const StepSample& s) {
     s_.healthy_grad.Add(s.grad_norm);
     s_.healthy_max.Add(s.grad_norm);
   }
-  s_.layers.Learn(s.layer_norms, s.n_layers);
+  s_.layers.Learn();
   s_.ranks.Learn(s);
 }
 
 double RunDetector::HealthyGrad() const {
   return s_.healthy_grad.ready() ? s_.healthy_grad.mean() : 0;
+}
+
+// Once snapshots_kept are kept, the oldest is overwritten and moved to the back: assigning into
+// it reuses its vectors and strings, where a fresh copy would allocate them all again.
+void RunDetector::Snapshot(uint64_t step) {
+  if (snapshots_.size() < t_.snapshots_kept) {
+    snapshots_.emplace_back(step, s_);
+    return;
+  }
+  std::pair<uint64_t, State> oldest = std::move(snapshots_.front());
+  snapshots_.pop_front();
+  while (snapshots_.size() >= t_.snapshots_kept) snapshots_.pop_front();
+  oldest.first = step;
+  oldest.second = s_;
+  snapshots_.push_back(std::move(oldest));
 }
 
 uint64_t RunDetector::RestoreTo(uint64_t step) {

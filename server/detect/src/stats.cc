@@ -12,11 +12,7 @@ void Window::Push(double x) {
     return;
   }
   values_[next_] = x;
-  next_ = (next_ + 1) % capacity_;
-}
-
-double Window::operator[](size_t i) const {
-  return full() ? values_[(next_ + i) % capacity_] : values_[i];
+  if (++next_ == capacity_) next_ = 0;
 }
 
 double Window::Min() const {

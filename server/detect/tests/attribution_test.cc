@@ -20,7 +20,7 @@ uint64_t Warm(LayerAttribution& a, uint64_t steps) {
   for (uint64_t step = 1; step <= steps; ++step) {
     for (float& n : norms) n = static_cast<float>(0.1 * std::exp(normal(rng)));
     a.Score(step, norms.data(), norms.size());
-    a.Learn(norms.data(), norms.size());
+    a.Learn();
   }
   return steps + 1;
 }
@@ -101,7 +101,7 @@ TEST(LayerAttribution, names_unnamed_layers_by_index) {
   for (; step <= 50; ++step) {
     norms[2] = static_cast<float>(0.1 * (step % 2 ? 1.1 : 0.9));
     a.Score(step, norms.data(), norms.size());
-    a.Learn(norms.data(), norms.size());
+    a.Learn();
   }
   norms[2] = 10.0f;
   a.Score(step, norms.data(), norms.size());

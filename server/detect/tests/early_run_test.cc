@@ -103,6 +103,22 @@ TEST(RunDetector, restores_the_statistics_of_the_step_a_trainer_rolled_back_to) 
   EXPECT_EQ(d.stats().healthy_steps, reference.stats().healthy_steps);
 }
 
+TEST(RunDetector, keeps_only_the_newest_snapshots_and_each_holds_its_own_step) {
+  Thresholds th;
+  th.snapshot_every = 10;
+  th.snapshots_kept = 2;  // after step 30 every snapshot overwrites the oldest
+  testing::Trace t = testing::HealthyTrace(testing::Healthy{});
+  RunDetector d(RunInfo{}, th), at50(RunInfo{}, th);
+  for (uint64_t step = 1; step <= 60; ++step) {
+    d.OnStep(t.at(step));
+    if (step <= 50) at50.OnStep(t.at(step));
+  }
+  EXPECT_EQ(d.RestoreTo(55), 50u);
+  EXPECT_DOUBLE_EQ(d.stats().grad_norm_mean, at50.stats().grad_norm_mean);
+  EXPECT_EQ(d.stats().healthy_steps, at50.stats().healthy_steps);
+  EXPECT_EQ(d.RestoreTo(45), 0u);  // 40 and older were overwritten
+}
+
 TEST(RunDetector, a_rollback_to_step_0_starts_the_statistics_afresh) {
   RunDetector d(RunInfo{}, Thresholds{});
   FeedAll(d, EarlyExplosion());

@@ -21,8 +21,9 @@ class LayerAttribution {
   // Scores one step's per-layer norms against what was learned so far. n may differ from the
   // number of names; missing names are "layer<i>".
   void Score(uint64_t step, const float* norms, size_t n);
-  // Learns from the last scored step's norms. Call for healthy steps only.
-  void Learn(const float* norms, size_t n);
+  // Learns from the last scored step's norms (the logarithms Score took). Call for healthy steps
+  // only.
+  void Learn();
   // Fills e->top_layers and e->first_layer from the last scored step, if e is for that step.
   void Attribute(Event* e) const;
   double z(size_t layer) const { return layer < layers_.size() ? layers_[layer].z : 0; }
@@ -30,11 +31,12 @@ class LayerAttribution {
  private:
   struct Layer {
     Ewma log;
+    double log_norm = 0;  // of the last scored norm; NaN when it was not finite or not > 0
     double z = 0;
     bool departed = false;
     uint64_t departed_at = 0;  // the step this departure began
   };
-  double LayerZ(const Layer& layer, float norm) const;
+  double LayerZ(const Layer& layer, float norm) const;  // sets nothing; see Score
   std::vector<size_t> Departed() const;  // departed layers of the last step, largest z first
   std::string Name(size_t i) const;
 

@@ -77,6 +77,7 @@ class RunDetector {
   void NoteViolent(const StepSample& s, const std::vector<Event>& events);
   bool Quiet() const;
   void Learn(const StepSample& s);
+  void Snapshot(uint64_t step);  // keeps s_ as of `step`, the last snapshots_kept of them
   double HealthyGrad() const;
 
   RunInfo info_;

@@ -35,7 +35,12 @@ class Window {
   void Push(double x);
   size_t size() const { return values_.size(); }
   bool full() const { return values_.size() == capacity_; }
-  double operator[](size_t i) const;  // i = 0 is the oldest
+  // i = 0 is the oldest. Inline and without a division: detectors read whole windows each step.
+  double operator[](size_t i) const {
+    if (!full()) return values_[i];
+    size_t j = next_ + i;
+    return values_[j < capacity_ ? j : j - capacity_];
+  }
   double Min() const;                 // +inf when empty
 
  private:
