@@ -55,13 +55,14 @@ struct Args {
   std::string gradwatchd;  // "" = next to this executable
 };
 
-[[noreturn]] void Usage(const std::string& why) {
-  std::fprintf(stderr,
+// Exits 2 after `why` on stderr; with --help (status 0) the same on stdout.
+[[noreturn]] void Usage(const std::string& why, int status = 2) {
+  std::fprintf(status == 0 ? stdout : stderr,
                "fanin_bench: %s\nflags: --runs N --ranks N --layers N --steps-per-s X --gated-steps-per-s X "
                "--threads N --streams-per-connection N --warmup-s X --duration-s X --scrape-s X "
                "--gradwatchd PATH --quick\n",
                why.c_str());
-  std::exit(2);
+  std::exit(status);
 }
 
 void SetFlag(Args& a, const std::string& flag, const char* value) {
@@ -96,7 +97,9 @@ Args Parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
-    if (flag == "--quick") {
+    if (flag == "--help" || flag == "-h") {
+      Usage("the monitor under the fan-in of many data-parallel jobs, gradwatchd as a child process (bench/fanin/README.md)", 0);
+    } else if (flag == "--quick") {
       a.runs = 8, a.warmup_s = 2, a.duration_s = 5;
     } else if (i + 1 < argc) {
       SetFlag(a, flag, argv[++i]);

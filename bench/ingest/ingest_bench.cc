@@ -64,14 +64,15 @@ struct Args {
   bool Runs(const std::string& phase) const { return only.empty() || only == phase; }
 };
 
-[[noreturn]] void Usage(const std::string& why) {
-  std::fprintf(stderr,
+// Exits 2 after `why` on stderr; with --help (status 0) the same on stdout.
+[[noreturn]] void Usage(const std::string& why, int status = 2) {
+  std::fprintf(status == 0 ? stdout : stderr,
                "ingest_bench: %s\nflags: --runs N --reports N --rounds N --samples N "
                "--gate-period-us N --load-runs N --load-fraction X --load-rate X "
                "--rss-warmup N --rss-reports N --rss-chunk N --rss-budget-s X "
                "--only memory|full|null|latency --quick\n",
                why.c_str());
-  std::exit(2);
+  std::exit(status);
 }
 
 void SetQuick(Args& a) {
@@ -101,7 +102,9 @@ Args Parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
-    if (flag == "--quick") {
+    if (flag == "--help" || flag == "-h") {
+      Usage("what the monitor's ingest path sustains: throughput against a do-nothing server, gated latency idle and under load, memory (bench/ingest/README.md)", 0);
+    } else if (flag == "--quick") {
       SetQuick(a);
     } else if (i + 1 < argc) {
       SetFlag(a, flag, argv[++i]);
