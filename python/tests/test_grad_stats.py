@@ -129,6 +129,7 @@ class NativeSumsTest(unittest.TestCase):
         self.assertIsNone(native.sumsq([x.t()]))                       # not contiguous
         self.assertIsNone(native.sumsq([x.half()]))                    # not float32/float64
         self.assertIsNone(native.sumsq([x, x.double()]))               # two dtypes
+        self.assertIsNone(native.sumsq([x, x.to_sparse()]))            # sparse
         self.assertIsNone(native.sgd_sumsq([x], [torch.randn(3)], None, 0.1, 0.0))  # sizes differ
         self.assertAlmostEqual(native.sgd_sumsq([x], [x], None, 1.0, 0.0), float((2 * x).double().square().sum()),
                                places=4)

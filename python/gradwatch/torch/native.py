@@ -12,10 +12,10 @@ compiler ($CC, else cc) into a cache folder named after a hash of the source
 Without a compiler, or with GRADWATCH_NATIVE=0, available() is False and the callers use the
 fused torch ops: the same values, slower.
 
-Each function takes lists of tensors and returns None unless every tensor is on the CPU,
-contiguous, of one dtype (float32 or float64) and, for the lists that go together, of the same
-number of elements as its gradient: the caller then falls back to torch ops. The tensors are
-only read, and must not change during the call (the training thread's own tensors).
+Each function takes lists of tensors and returns None unless every tensor is on the CPU, dense
+and contiguous, of one dtype (float32 or float64) and, for the lists that go together, of the
+same number of elements as its gradient: the caller then falls back to torch ops. The tensors
+are only read, and must not change during the call (the training thread's own tensors).
 """
 import array
 import ctypes
@@ -34,6 +34,8 @@ from gradwatch._stubs import cache_folder
 
 _SOURCE = pathlib.Path(__file__).with_name("_sumsq.c")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_STRIDED = torch.strided
+_COMPILE_TIMEOUT_S = 120
 _P = ctypes.c_void_p
 _D = ctypes.c_double
 _SIGNATURES = {  # name: (argument types, return type)
@@ -44,10 +46,11 @@ _SIGNATURES = {  # name: (argument types, return type)
 
 
 def compile_library(target: pathlib.Path) -> None:
-    """Builds _sumsq.c into the shared library `target` (raises CalledProcessError/OSError)."""
+    """Builds _sumsq.c into the shared library `target` (raises CalledProcessError, TimeoutExpired
+    or OSError)."""
     cc = os.environ.get("CC") or "cc"
     subprocess.run([cc, "-O3", "-std=c11", "-shared", "-fPIC", "-o", str(target), str(_SOURCE), "-lm"],
-                   check=True, stdin=subprocess.DEVNULL, capture_output=True)
+                   check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=_COMPILE_TIMEOUT_S)
 
 
 def _library_path() -> Optional[pathlib.Path]:
@@ -66,7 +69,7 @@ def _library_path() -> Optional[pathlib.Path]:
     try:
         compile_library(pathlib.Path(tmp))
         os.replace(tmp, target)  # atomic: another process may build the same file
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.SubprocessError):
         return None
     finally:
         if os.path.exists(tmp):
@@ -113,8 +116,8 @@ class _Tables:
                 continue
             # List comprehensions, and t.is_cpu rather than t.device.type: these run for every
             # tensor of every step.
-            if len(xs) != len(first) or not all([t.is_cpu and t.dtype is dtype and t.is_contiguous() for t in xs]) \
-                    or (xs is not first and [t.numel() for t in xs] != lengths):
+            usable = [t.is_cpu and t.layout is _STRIDED and t.dtype is dtype and t.is_contiguous() for t in xs]
+            if len(xs) != len(first) or not all(usable) or (xs is not first and [t.numel() for t in xs] != lengths):
                 self.ok = False
                 return
             self.tables.append(array.array("Q", [t.data_ptr() for t in xs]))

@@ -15,7 +15,8 @@ C++ `gradwatch::torchmon::Session` (trainer/torch/include/gradwatch/torch/sessio
 begin_step (which steps() calls) applies every command received since the last step (clipping,
 learning-rate scale, skip, rollback, stop, mode) and acknowledges it with this step. before_update
 measures the gradients and the size of the update the optimizer proposes (||dw||/||w||) in one
-fused torch._foreach_norm and one device-to-host copy for both (step_stats.py), queues the
+fused torch._foreach_norm and one device-to-host copy for both (step_stats.py; CPU tensors in
+one native call each, native.py), queues the
 report for the background sender, in gated mode waits for the verdict (fail-open on timeout)
 and applies it (skip, clip, or this step's learning rate scaled down), and clips; it returns
 whether to apply the update.
