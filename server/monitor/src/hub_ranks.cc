@@ -31,7 +31,8 @@ Status Hub::CheckRankTakeover(const RunState& run, const v1::Hello& hello) const
 // A report of rank >= 1: validated and deduplicated like rank 0's, then stored, exported
 // and noted in the rank's status. It feeds no detector: rank 0's reports carry every
 // rank's values for those.
-void Hub::OnRankStep(RunState& run, uint32_t rank, const v1::StepReport& step, StreamSink& sink) {
+void Hub::OnRankStep(RunState& run, uint32_t rank, std::shared_ptr<const v1::StepReport> report, StreamSink& sink) {
+  const v1::StepReport& step = *report;
   const char* reason = "";
   if (std::string why = StepRefusal(step, run.run.layer_names_size(), run.run.world_size(), &reason); !why.empty()) {
     exporter_.MessageRejected(reason);
@@ -45,7 +46,7 @@ void Hub::OnRankStep(RunState& run, uint32_t rank, const v1::StepReport& step, S
     return;
   }
   stream.max_step_seen = step.step();
-  store_.PutStep(run.run.run_id(), step, rank);
+  store_.PutStep(run.run.run_id(), report, rank);
   NoteRankStep(run, rank, step);
 }
 

@@ -103,11 +103,17 @@ std::string StepRefusal(const v1::StepReport& step, int layers, uint32_t world, 
 }
 
 void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink, uint32_t rank) {
+  OnStep(run_id, std::make_shared<const v1::StepReport>(step), sink, rank);
+}
+
+void Hub::OnStep(const std::string& run_id, std::shared_ptr<const v1::StepReport> report, StreamSink& sink,
+                 uint32_t rank) {
   std::shared_ptr<RunState> state = Find(run_id);
   if (!state) return;
   RunState& run = *state;
   std::lock_guard<std::mutex> lock(run.mu);
-  if (rank != 0) return OnRankStep(run, rank, step, sink);
+  if (rank != 0) return OnRankStep(run, rank, std::move(report), sink);
+  const v1::StepReport& step = *report;
   const char* reason = "";
   if (std::string why = StepRefusal(step, run.run.layer_names_size(), run.run.world_size(), &reason); !why.empty()) {
     exporter_.MessageRejected(reason);
@@ -139,7 +145,7 @@ void Hub::OnStep(const std::string& run_id, const v1::StepReport& step, StreamSi
   run.run.set_last_loss(sample.loss);
   run.run.set_last_grad_norm(step.grad_norm());
   run.dirty = true;
-  store_.PutStep(run_id, step);
+  store_.PutStep(run_id, report);
   if (run.data_parallel()) {
     NoteRankStep(run, 0, step);
     if (run.job_watch) run.job_watch->OnLeaderStep(step.step(), clock_.NowMillis());

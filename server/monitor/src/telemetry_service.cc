@@ -145,7 +145,9 @@ class IngestStream final : public Reactor {
       case v1::TrainerMessage::kStep:
         if (!RequireHello("step")) return false;
         exporter_.MessageReceived("step");
-        hub_.OnStep(run_id_, in_.step(), *outbox_, rank_);
+        // Moved out, not copied: the next read replaces the step anyway.
+        hub_.OnStep(run_id_, std::make_shared<const v1::StepReport>(std::move(*in_.mutable_step())), *outbox_,
+                    rank_);
         return true;
       case v1::TrainerMessage::kEval:
         if (!RequireHello("eval")) return false;

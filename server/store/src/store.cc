@@ -156,8 +156,11 @@ void Store::Enqueue(R&& record) {
 }
 
 void Store::PutRun(const v1::Run& run) { Enqueue(run); }
+void Store::PutStep(const std::string& run_id, std::shared_ptr<const v1::StepReport> step, uint32_t rank) {
+  Enqueue(StepRow{run_id, std::move(step), rank});
+}
 void Store::PutStep(const std::string& run_id, const v1::StepReport& step, uint32_t rank) {
-  Enqueue(StepRow{run_id, step, rank});
+  PutStep(run_id, std::make_shared<const v1::StepReport>(step), rank);
 }
 void Store::PutEval(const std::string& run_id, const v1::EvalReport& eval) { Enqueue(EvalRow{run_id, eval}); }
 void Store::PutEvent(const v1::Event& event) { Enqueue(event); }
@@ -253,7 +256,7 @@ std::string Store::Apply(const Record& record, std::map<StreamKey, uint64_t>& st
   }
   if (auto* row = std::get_if<StepRow>(&record)) {
     static_assert(sizeof(float) == 4);
-    const auto& s = row->step;
+    const auto& s = *row->step;
     Raise(stored, row->run_id, s.step(), row->rank);
     if (row->rank != 0) {
       const std::string report = s.SerializeAsString();

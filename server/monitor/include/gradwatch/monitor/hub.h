@@ -111,6 +111,9 @@ class Hub {
   Status OnHello(const v1::Hello& hello, std::shared_ptr<StreamSink> sink);
   // Reports on a stream whose hello was accepted, from `rank` of the run. A bad report is
   // refused in-band with a Rejection naming what was wrong, and the stream stays open.
+  // The shared form hands the report on to the store as it is; the other copies it.
+  void OnStep(const std::string& run_id, std::shared_ptr<const v1::StepReport> step, StreamSink& sink,
+              uint32_t rank = 0);
   void OnStep(const std::string& run_id, const v1::StepReport& step, StreamSink& sink, uint32_t rank = 0);
   void OnEval(const std::string& run_id, const v1::EvalReport& eval, StreamSink& sink, uint32_t rank = 0);
   void OnCommandAck(const std::string& run_id, const v1::CommandAck& ack, uint32_t rank = 0);
@@ -187,7 +190,7 @@ class Hub {
 
   // Data parallel (hub_ranks.cc). All require run.mu.
   Status CheckRankTakeover(const RunState& run, const v1::Hello& hello) const;
-  void OnRankStep(RunState& run, uint32_t rank, const v1::StepReport& step, StreamSink& sink);
+  void OnRankStep(RunState& run, uint32_t rank, std::shared_ptr<const v1::StepReport> step, StreamSink& sink);
   void NoteRankStep(RunState& run, uint32_t rank, const v1::StepReport& step);
   void MarkRank(RunState& run, uint32_t rank, const v1::Hello* hello, bool connected, bool finished);
   void CloseRank(RunState& run, uint32_t rank, bool clean);

@@ -107,6 +107,9 @@ class Store {
 
   // Enqueue writes; they are applied in call order by the writer thread.
   void PutRun(const v1::Run& run);  // insert or replace the run's header
+  // The shared form keeps `step` as it is until the writer has stored it (no copy); the other
+  // copies it.
+  void PutStep(const std::string& run_id, std::shared_ptr<const v1::StepReport> step, uint32_t rank = 0);
   void PutStep(const std::string& run_id, const v1::StepReport& step, uint32_t rank = 0);
   void PutEval(const std::string& run_id, const v1::EvalReport& eval);
   void PutEvent(const v1::Event& event);
@@ -139,7 +142,7 @@ class Store {
   std::map<uint32_t, uint64_t> RankHighs(const std::string& run_id) const;
 
  private:
-  struct StepRow { std::string run_id; v1::StepReport step; uint32_t rank = 0; };
+  struct StepRow { std::string run_id; std::shared_ptr<const v1::StepReport> step; uint32_t rank = 0; };
   struct EvalRow { std::string run_id; v1::EvalReport eval; };
   using Record = std::variant<v1::Run, StepRow, EvalRow, v1::Event, v1::CommandRecord>;
   using SteadyTime = std::chrono::steady_clock::time_point;
