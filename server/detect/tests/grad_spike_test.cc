@@ -61,7 +61,9 @@ TEST(GradSpikeDetector, a_young_runs_noise_never_pages) {
       double level = 0.3 + 3 * std::exp(-static_cast<double>(step) / 15);
       double benign = u(rng) < 0.08 ? 1.5 + u(rng) : 1.0;
       auto e = d.OnNorm(step, level * benign * std::exp(normal(rng)));
-      if (e) EXPECT_EQ(e->severity, Severity::kWarning) << "seed " << seed << ": " << e->message;
+      if (e) {
+        EXPECT_EQ(e->severity, Severity::kWarning) << "seed " << seed << ": " << e->message;
+      }
     }
   }
 }
@@ -72,7 +74,9 @@ TEST(GradSpikeDetector, a_smooth_rise_is_not_critical) {
   for (; step <= 24; ++step) d.OnNorm(step, 0.05 * std::exp(0.02 * std::sin(step)));
   for (int i = 0; i < 30; ++i, ++step) {  // 0.05 -> 0.33 over 30 steps: 6.5% a step
     auto e = d.OnNorm(step, 0.05 * std::pow(1.065, i));
-    if (e) EXPECT_EQ(e->severity, Severity::kWarning) << e->message;
+    if (e) {
+      EXPECT_EQ(e->severity, Severity::kWarning) << e->message;
+    }
   }
 }
 

@@ -85,7 +85,9 @@ TEST(DivergenceDetector, a_short_excursion_is_a_warning_at_most) {
   int warnings = 0;
   for (int i = 0; i < 30; ++i) {
     auto e = d.OnLoss(step++, 3.0);
-    if (e) EXPECT_EQ(e->severity, Severity::kWarning);
+    if (e) {
+      EXPECT_EQ(e->severity, Severity::kWarning);
+    }
     warnings += e ? 1 : 0;
   }
   EXPECT_EQ(warnings, 1);
