@@ -14,17 +14,12 @@ class GradStats(NamedTuple):
     layer_norms: List[float]  # one per tensor, in the order given; 0 for a missing grad
 
 
-def stacked_to_host(values: Sequence[torch.Tensor]) -> List[float]:
-    """0-dim tensors as Python floats: one stack and one device-to-host copy for all."""
-    return torch.stack(list(values)).to("cpu", torch.float64).tolist()
-
-
 def host_floats(values: Sequence[torch.Tensor]) -> List[float]:
-    """As stacked_to_host, but on the CPU one .item() each (half the time of a stack and a copy
-    for a few dozen)."""
+    """0-dim tensors as Python floats: on a device one stack and one device-to-host copy for all;
+    on the CPU one .item() each (half the time of a stack and a copy for a few dozen)."""
     if values and values[0].device.type == "cpu":
         return [v.item() for v in values]
-    return stacked_to_host(values)
+    return torch.stack(list(values)).to("cpu", torch.float64).tolist()
 
 
 def layer_stats(grads: Sequence[Optional[torch.Tensor]], norms: Sequence[float]) -> GradStats:

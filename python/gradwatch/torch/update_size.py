@@ -24,7 +24,6 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 from gradwatch.torch import native as native_sums
-from gradwatch.torch.grad_stats import host_floats
 
 NAN = float("nan")
 
@@ -191,15 +190,8 @@ def update_size(d: Directions, norms: Sequence[float], weight_sumsq: Optional[fl
     return UpdateSize(update / weight if weight > 0 else NAN, update, weight)
 
 
-@torch.no_grad()
 def predict_update(optimizer: torch.optim.Optimizer, native: Optional[bool] = None) -> UpdateSize:
-    """directions(optimizer), measured: one fused reduction and one device-to-host copy, or
-    native sums (None = where the library is available)."""
-    d = directions(optimizer, native_sums.available() if native is None else native)
-    if d is None:
-        return UpdateSize()
-    weight_sumsq = native_sums.sumsq(d.weights) if d.native else None
-    if weight_sumsq is not None:
-        return update_size(d, host_floats(torch._foreach_norm(d.tensors, 2)) if d.tensors else [],
-                           math.fsum(weight_sumsq))
-    return update_size(d, host_floats(torch._foreach_norm(d.tensors + d.weights, 2)))
+    """directions(optimizer), measured as step_stats measures it (one fused reduction and one
+    device-to-host copy, or native sums; native None = where the library is available)."""
+    from gradwatch.torch.step_stats import step_stats  # step_stats builds on this module
+    return step_stats([p for group in optimizer.param_groups for p in group["params"]], optimizer, native)[1]

@@ -18,9 +18,7 @@ void LayerAttribution::Score(uint64_t step, const float* norms, size_t n) {
     layers_.push_back({Ewma(t_.spike_alpha, t_.spike_var_alpha, t_.spike_warmup)});
   for (size_t i = 0; i < n; ++i) {
     Layer& layer = layers_[i];
-    layer.log_norm = std::isfinite(norms[i]) && norms[i] > 0 ? std::log(norms[i])
-                                                              : std::numeric_limits<double>::quiet_NaN();
-    layer.z = LayerZ(layer, norms[i]);
+    Take(layer, norms[i]);
     bool departed = layer.z >= t_.attr_z;
     if (departed && !layer.departed) layer.departed_at = step;
     layer.departed = departed;
@@ -30,10 +28,12 @@ void LayerAttribution::Score(uint64_t step, const float* norms, size_t n) {
   any_scored_ = true;
 }
 
-double LayerAttribution::LayerZ(const Layer& layer, float norm) const {
-  if (!std::isfinite(norm)) return std::numeric_limits<double>::infinity();
-  if (norm <= 0) return 0;
-  return layer.log.Z(layer.log_norm, t_.spike_std_floor);
+// A norm that is not finite departs at once; one of 0 (a frozen layer) never does.
+void LayerAttribution::Take(Layer& layer, float norm) const {
+  const bool usable = std::isfinite(norm) && norm > 0;
+  layer.log_norm = usable ? std::log(norm) : std::numeric_limits<double>::quiet_NaN();
+  if (usable) layer.z = layer.log.Z(layer.log_norm, t_.spike_std_floor);
+  else layer.z = std::isfinite(norm) ? 0 : std::numeric_limits<double>::infinity();
 }
 
 // A layer that departs while the run is healthy is clipped to the departure level before it is

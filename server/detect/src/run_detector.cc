@@ -181,7 +181,6 @@ void RunDetector::Snapshot(uint64_t step) {
   }
   std::pair<uint64_t, State> oldest = std::move(snapshots_.front());
   snapshots_.pop_front();
-  while (snapshots_.size() >= t_.snapshots_kept) snapshots_.pop_front();
   oldest.first = step;
   oldest.second = s_;
   snapshots_.push_back(std::move(oldest));

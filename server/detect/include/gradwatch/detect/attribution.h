@@ -36,7 +36,7 @@ class LayerAttribution {
     bool departed = false;
     uint64_t departed_at = 0;  // the step this departure began
   };
-  double LayerZ(const Layer& layer, float norm) const;  // sets nothing; see Score
+  void Take(Layer& layer, float norm) const;  // the layer's log_norm and z for this norm
   std::vector<size_t> Departed() const;  // departed layers of the last step, largest z first
   std::string Name(size_t i) const;
 
