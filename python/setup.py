@@ -1,10 +1,13 @@
 """Build hook: generates gradwatch.v1 (the gRPC stubs of ../proto) into the build folder, so an
 installed package carries them and never needs protoc at import time; builds gradwatch.torch's
-native sums (gradwatch/torch/_sumsq.c, loaded with ctypes, see native.py) where a C compiler is
-found, and installs without them otherwise. Everything else is in pyproject.toml. `pip install ./python` (pip builds in the source tree, where ../proto is; or set
+native sums (gradwatch/torch/_native.cc, torch operators, see native.py) where torch is importable
+at build time (pip install --no-build-isolation, or python3 setup.py) and a C++ compiler is found,
+and installs without them otherwise (they are then compiled on first use). Everything else is in
+pyproject.toml. `pip install ./python` (pip builds in the source tree, where ../proto is; or set
 GRADWATCH_PROTO to the proto/ folder)."""
 import importlib.util
 import pathlib
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
@@ -31,8 +34,21 @@ class BuildWithStubs(build_py):
         stubs.generate(proto_root, pathlib.Path(self.build_lib))
 
 
-# A plain C library (no Python API), built as an extension so that setuptools finds the compiler.
-NATIVE = Extension("gradwatch.torch._sumsq", ["gradwatch/torch/_sumsq.c"], extra_compile_args=["-O3", "-std=c11"],
-                   libraries=["m"], optional=True)
+def _native_extension():
+    """The torch operators of native.py, as an optional extension (a library torch.ops loads, no
+    Python module in it); none when torch cannot be imported here."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return []
+    sys.path.insert(0, str(HERE))  # native.py imports gradwatch._stubs (no dependencies)
+    spec = importlib.util.spec_from_file_location("_gradwatch_native", HERE / "gradwatch" / "torch" / "native.py")
+    native = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(native)
+    flags = native.build_flags()
+    return [Extension("gradwatch.torch._native", ["gradwatch/torch/_native.cc"], language="c++",
+                      extra_compile_args=[f for f in flags if f.startswith(("-O", "-std", "-D", "-I"))],
+                      extra_link_args=[f for f in flags if f.startswith(("-L", "-Wl", "-l"))], optional=True)]
 
-setup(cmdclass={"build_py": BuildWithStubs}, ext_modules=[NATIVE])
+
+setup(cmdclass={"build_py": BuildWithStubs}, ext_modules=_native_extension())

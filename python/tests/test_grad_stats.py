@@ -2,6 +2,11 @@
 import copy
 import itertools
 import math
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
 import unittest
 
 import torch
@@ -117,22 +122,91 @@ class NativeSumsTest(unittest.TestCase):
     def test_the_library_is_built_and_loaded(self):
         self.assertTrue(native.available())
 
-    def test_sums_of_squares_equal_torch_in_both_dtypes(self):
-        for dtype in (torch.float32, torch.float64):
-            xs = [torch.randn(7, 3, dtype=dtype), torch.randn(1, dtype=dtype) * 1e20, torch.zeros(0, dtype=dtype)]
-            want = [float(x.double().square().sum()) for x in xs]
-            for got, ref in zip(native.sumsq(xs), want):
-                self.assertAlmostEqual(got, ref, delta=1e-12 * ref)
+    @staticmethod
+    def param(*shape, dtype=torch.float32, grad=True):
+        p = torch.nn.Parameter(torch.randn(*shape, dtype=dtype))
+        if grad:
+            p.grad = torch.randn(*shape, dtype=dtype)
+        return p
+
+    def test_gradient_and_weight_sums_equal_torch_in_both_dtypes(self):
+        # float32 is summed in float within blocks (relative error ~1e-7); values whose squares
+        # overflow or underflow in float are summed in double, as float64 always is.
+        for dtype, rel in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+            ps = [self.param(7, 3, dtype=dtype), self.param(1, dtype=dtype), self.param(0, dtype=dtype),
+                  self.param(2, dtype=dtype, grad=False), self.param(1000, dtype=dtype), self.param(300, dtype=dtype)]
+            ps[1].grad.fill_(1e20)     # its square overflows a float
+            ps[4].grad[500] = 3e19     # one element in a long tensor
+            ps[5].grad.mul_(1e-25)     # squares below a float's range
+            got = native.grad_sumsq(ps, ps)
+            moved = [p for p in ps if p.grad is not None]
+            want = [float(p.grad.double().square().sum()) if p.grad is not None else -1.0 for p in ps]
+            want.append(sum(float(p.detach().double().square().sum()) for p in moved))  # not the one without
+            self.assertEqual(len(got), len(want))
+            for g, w in zip(got, want):
+                self.assertAlmostEqual(g, w, delta=rel * abs(w))
+            ps[4].grad[7] = math.nan  # propagates
+            self.assertTrue(math.isnan(native.grad_sumsq(ps[4:5], [])[0]))
 
     def test_tensors_it_cannot_read_are_left_to_torch(self):
-        x = torch.randn(4, 5)
-        self.assertIsNone(native.sumsq([x.t()]))                       # not contiguous
-        self.assertIsNone(native.sumsq([x.half()]))                    # not float32/float64
-        self.assertIsNone(native.sumsq([x, x.double()]))               # two dtypes
-        self.assertIsNone(native.sumsq([x, x.to_sparse()]))            # sparse
-        self.assertIsNone(native.sgd_sumsq([x], [torch.randn(3)], None, 0.1, 0.0))  # sizes differ
-        self.assertAlmostEqual(native.sgd_sumsq([x], [x], None, 1.0, 0.0), float((2 * x).double().square().sum()),
-                               places=4)
+        p = self.param(4, 5)
+        self.assertIsNotNone(native.grad_sumsq([p], [p]))
+        for grad in (torch.randn(5, 4).t(), torch.randn(4, 5).to_sparse()):  # not contiguous; sparse
+            p.grad = grad
+            self.assertIsNone(native.grad_sumsq([p], []))
+        self.assertIsNone(native.grad_sumsq([self.param(3, dtype=torch.float16)], []))  # not float32/64
+        self.assertIsNone(native.grad_sumsq([self.param(3), self.param(3, dtype=torch.float64)], []))  # two dtypes
+        self.assertIsNone(native.grad_sumsq([self.param(3)], [self.param(3, dtype=torch.float64)]))
+        w = torch.nn.Parameter(torch.randn(2, 4).t())  # a weight that is not contiguous, with a gradient
+        w.grad = torch.randn(4, 2)
+        self.assertIsNone(native.grad_sumsq([self.param(3)], [w]))
+        w.grad = None  # without one it does not count
+        self.assertIsNotNone(native.grad_sumsq([self.param(3)], [w]))
+
+    def test_sgd_sums_take_each_layer_and_each_group_with_and_without_buffers(self):
+        ps = [self.param(3, 2), self.param(5), self.param(4, grad=False), self.param(2), self.param(6)]
+        bufs = [torch.randn(3, 2), None, torch.randn(4), None]
+        # Two groups: ps[0..2] and ps[3]; ps[4] is a layer no group moves.
+        coefficients = [1.0, 0.1, 0.9, 0.1, 0.0, 0.0, 1.0, -0.2]  # the second: full dampening
+        got = native.sgd_step_sumsq(ps, ps[:4], bufs, [3, 1], coefficients)
+        sq = lambda x: float(x.double().square().sum())  # noqa: E731
+        g, w = [p.grad.double() if p.grad is not None else None for p in ps], [p.detach().double() for p in ps]
+        want = [sq(ps[0].grad), sq(ps[1].grad), -1.0, sq(ps[3].grad), sq(ps[4].grad),
+                sq(w[0]) + sq(w[1]) + sq(w[3]),                          # the weights moved, with a gradient
+                sq(g[0] + 0.1 * w[0] + 0.9 * bufs[0].double()),         # group 1, with a buffer
+                sq(g[1] + 0.1 * w[1]),                                  # group 1, without
+                0.0, sq(g[3] - 0.2 * w[3])]                              # group 2
+        self.assertEqual(len(got), len(want))
+        for x, y in zip(got, want):
+            self.assertAlmostEqual(x, y, delta=1e-6 * abs(y))  # float32: summed in float
+
+    def test_lists_that_do_not_go_together_are_left_to_torch(self):
+        p, x = self.param(4), torch.randn(4)
+        self.assertIsNone(native.sgd_step_sumsq([p], [p, p], [x], [2], [1.0, 0.0, 0.9, 0.0]))      # fewer buffers
+        self.assertIsNone(native.sgd_step_sumsq([p], [p], [torch.randn(3)], [1], [1.0, 0.0, 0.9, 0.0]))  # sizes
+        self.assertIsNone(native.sgd_step_sumsq([p], [p], [x], [2], [1.0, 0.0, 0.9, 0.0]))         # groups
+        self.assertIsNone(native.sgd_step_sumsq([p], [p], [x], [1], [1.0, 0.0, 0.9]))              # coefficients
+        self.assertIsNone(native.sgd_step_sumsq([p], [p], [x.double()], [1], [1.0, 0.0, 0.9, 0.0]))  # dtypes
+        self.assertIsNotNone(native.sgd_step_sumsq([p], [p], [x], [1], [1.0, 0.0, 0.9, 0.0]))
+        self.assertIsNone(native.adam_sumsq([p], [x, x], None, None, 0.0, 0.1, 0.1, 1.0, 1e-8))
+        self.assertIsNone(native.adam_sumsq([p], None, [x.double()], None, 0.0, 0.1, 0.1, 1.0, 1e-8))
+        self.assertIsNone(native.adam_sumsq([self.param(4, grad=False)], None, None, None, 0.0, 0.1, 0.1, 1.0, 1e-8))
+        self.assertIsNotNone(native.adam_sumsq([p], [x], [x.abs()], None, 0.0, 0.1, 0.1, 1.0, 1e-8))
+
+    def test_a_library_that_does_not_compile_leaves_torch_ops_and_says_why(self):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, CXX="false", GRADWATCH_NATIVE_DIR=cache,
+                       PYTHONPATH=str(pathlib.Path(native.__file__).parents[2]))
+            p = subprocess.run([sys.executable, "-c", "from gradwatch.torch import native, grad_stats\n"
+                                "import torch\nx = torch.ones(3, requires_grad=True)\nx.sum().backward()\n"
+                                "print(native.available(), grad_stats([x]).global_norm)"],
+                               env=env, capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            available, norm = p.stdout.split()
+            self.assertEqual(available, "False")
+            self.assertAlmostEqual(float(norm), math.sqrt(3), places=6)
+            self.assertIn("the native step statistics did not compile (exit 1); measuring with torch ops", p.stderr)
+            self.assertEqual(list(pathlib.Path(cache).rglob("*.so")), [])  # nothing half-built is kept
 
 
 class UpdateSizeTest(unittest.TestCase):

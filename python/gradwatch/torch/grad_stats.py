@@ -22,14 +22,15 @@ def host_floats(values: Sequence[torch.Tensor]) -> List[float]:
     return torch.stack(list(values)).to("cpu", torch.float64).tolist()
 
 
-def layer_stats(grads: Sequence[Optional[torch.Tensor]], norms: Sequence[float]) -> GradStats:
-    """GradStats from the norms of the gradients that are not None, in order: each rounded to
-    float32 (as reported), 0 for a missing gradient."""
+def layer_stats(norms: Sequence[float], missing: Sequence[bool] = ()) -> GradStats:
+    """GradStats from the norms of the gradients present, in order, each rounded to float32 (as
+    reported); `missing` marks, one per layer, those without a gradient (0 in the report), () when
+    none is."""
     present = array.array("f", norms).tolist()
     layer_norms = present
-    if len(present) < len(grads):
+    if missing:
         found = iter(present)
-        layer_norms = [0.0 if g is None else next(found) for g in grads]
+        layer_norms = [0.0 if m else next(found) for m in missing]
     return GradStats(math.sqrt(math.fsum(map(operator.mul, present, present))), layer_norms)
 
 

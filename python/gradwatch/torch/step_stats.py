@@ -2,7 +2,7 @@
 (grad_stats.py) and the predicted update size (update_size.py) from one fused torch._foreach_norm
 over the gradients, the update directions and the weights together, read to the host at once
 (host_floats: on a device one stack and one copy). On the CPU, where the native library is
-available (native.py), sums of squares taken in one native call each replace the fused ops."""
+available (native.py), the same sums come from one native call per list of parameters instead."""
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -10,7 +10,7 @@ import torch
 
 from gradwatch.torch import native as native_sums
 from gradwatch.torch.grad_stats import GradStats, host_floats, layer_stats
-from gradwatch.torch.update_size import UpdateSize, directions, update_size
+from gradwatch.torch.update_size import UpdateSize, directions, sgd_native_sums, update_size
 
 
 @torch.no_grad()
@@ -19,20 +19,45 @@ def step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch.optim.O
     """grad_stats(params) and, unless optimizer is None, predict_update(optimizer), with the same
     values: `params` in the hello's layer order. native: use native sums where the tensors allow
     (None = where the library is available); False = torch ops only."""
+    if native_sums.available() if native is None else native:
+        measured = _native_step_stats(params, optimizer)
+        if measured is not None:
+            return measured
     grads = [p.grad for p in params]
     present = [g for g in grads if g is not None]
-    native = native_sums.available() if native is None else native
-    d = directions(optimizer, native) if optimizer is not None and present else None
-    n = len(present)
-    sums = native_sums.sumsq(present + ([] if d is None else d.weights)) if native and present else None
-    if sums is not None:
-        update = UpdateSize()
-        if d is not None:
-            rest = host_floats(torch._foreach_norm(d.tensors, 2)) if d.tensors else []
-            update = update_size(d, rest, math.fsum(sums[n:]))
-        return layer_stats(grads, [math.sqrt(x) for x in sums[:n]]), update
+    d = directions(optimizer) if optimizer is not None and present else None
     tensors = present if d is None else present + d.tensors + d.weights
     if not tensors:
         return GradStats(0.0, [0.0] * len(params)), UpdateSize()
     values = host_floats(torch._foreach_norm(tensors, 2))
-    return layer_stats(grads, values[:n]), (UpdateSize() if d is None else update_size(d, values[n:]))
+    n = len(present)
+    stats = layer_stats(values[:n], [g is None for g in grads] if n < len(grads) else ())
+    return stats, (UpdateSize() if d is None else update_size(d, values[n:]))
+
+
+def _native_step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch.optim.Optimizer]):
+    """step_stats from native sums: for SGD one pass over the gradients, weights and momentum
+    buffers; otherwise one call for the gradients and the weights (every parameter the optimizer
+    holds; those without a gradient do not count) and one per parameter group for the directions
+    (torch ops for a group it cannot read). None when the gradients or the weights cannot be read
+    natively."""
+    if type(optimizer) is torch.optim.SGD:
+        measured = sgd_native_sums(params, optimizer)
+        if measured is None:
+            return None
+        sums, weight_sumsq, d = measured
+    else:
+        weights = [p for group in optimizer.param_groups for p in group["params"]] if optimizer is not None else []
+        sums = native_sums.grad_sumsq(params, weights)
+        if sums is None:
+            return None
+        sums, weight_sumsq, d = sums[:-1], sums[-1], None
+    missing = [x == -1.0 for x in sums] if -1.0 in sums else ()
+    stats = layer_stats([math.sqrt(x) for x in sums if x != -1.0], missing)
+    if optimizer is None or (missing and all(missing)):  # nothing measured, nothing moves
+        return stats, UpdateSize()
+    d = d or directions(optimizer, native=True)
+    if d is None:
+        return stats, UpdateSize()
+    rest = host_floats(torch._foreach_norm(d.tensors, 2)) if d.tensors else []
+    return stats, update_size(d, rest, weight_sumsq)

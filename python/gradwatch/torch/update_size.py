@@ -42,20 +42,23 @@ class UpdateSize(NamedTuple):
 class Directions(NamedTuple):
     """The update, ready for one fused norm: tensors in chunks, each chunk's ||dw|| its factor
     times the global norm of its tensors (or of a sum measured natively); weights, the
-    parameters these move."""
+    parameters these move (measured with torch ops only: with native sums, step_stats measures
+    all the optimizer's parameters natively and this stays empty)."""
     tensors: List[torch.Tensor]
     chunks: List[_Chunk]
     weights: List[torch.Tensor]
     native: bool  # try native sums first
 
-    def add(self, factor: float, sumsq: Optional[float], tensors) -> None:
-        """One chunk: its native sum of squares, else tensors() to take norms of."""
-        if sumsq is not None:
-            self.chunks.append((0, factor, sumsq))
-        else:
-            xs = list(tensors())
-            self.tensors.extend(xs)
-            self.chunks.append((len(xs), factor, NAN))
+    def add(self, factor: float, tensors: List[torch.Tensor], weights: List[torch.Tensor]) -> None:
+        """One chunk measured with torch ops: `tensors` to take norms of, moving `weights`."""
+        self.tensors.extend(tensors)
+        self.chunks.append((len(tensors), factor, NAN))
+        if not self.native:
+            self.weights.extend(weights)
+
+    def add_sumsq(self, factor: float, sumsq: float) -> None:
+        """One chunk measured natively: its sum of squares."""
+        self.chunks.append((0, factor, sumsq))
 
 
 def _combine(base: List[torch.Tensor], *terms: Tuple[float, Optional[List[torch.Tensor]]]) -> List[torch.Tensor]:
@@ -86,39 +89,89 @@ def _take(xs: List, index: Optional[List[int]]) -> List:
     return xs if index is None else [xs[i] for i in index]
 
 
-def _sgd(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor], out: Directions) -> None:
+class _SgdTerms(NamedTuple):
+    """A group's SGD update as ||dw|| = factor * ||cg*g + cw*w + cb*buf|| over its parameters with
+    a momentum buffer, and first * ||g + cw0*w|| over those without (the first step: buf' = d)."""
+    with_buffer: Tuple[float, float, float]  # cg, cw, cb
+    factor: float
+    cw0: float
+    first: float
+
+
+def _sgd_terms(group: dict) -> _SgdTerms:
     # With s = -1 for maximize: d = s*(g + s*wd*w), and dw/-lr = c*d + a*buf (a = 0 without a
-    # buffer), so ||dw|| = lr*|c| * ||g + s*wd*w + (s*a/c)*buf||: one or two fused adds.
+    # buffer), so ||dw|| = lr*|c| * ||g + s*wd*w + (s*a/c)*buf||: one or two fused adds; c = 0 is
+    # full dampening, dw = -lr*a*buf.
     s = -1.0 if group.get("maximize", False) else 1.0
     wd, m = group.get("weight_decay", 0), group.get("momentum", 0)
-    dampening, nesterov = group.get("dampening", 0), group.get("nesterov", False)
-    bufs = [(optimizer.state.get(p) or {}).get("momentum_buffer") if m != 0 else None for p in params]
-    for has_buf, index in _subsets([b is not None for b in bufs]):  # with a buffer, without
-        ps = _take(params, index)
+    dampening, nesterov, lr = group.get("dampening", 0), group.get("nesterov", False), group["lr"]
+    c, a = (1 + m * (1 - dampening), m * m) if nesterov else (1 - dampening, m)
+    (cg, cw, cb), factor = ((0.0, 0.0, 1.0), abs(a)) if c == 0 else ((1.0, s * wd, s * a / c), abs(c))
+    return _SgdTerms((cg, cw, cb), lr * factor, s * wd, lr * (1 + m if nesterov else 1.0))
+
+
+def _sgd_buffers(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    if group.get("momentum", 0) == 0:
+        return [None] * len(params)
+    state = optimizer.state
+    return [(state.get(p) or {}).get("momentum_buffer") for p in params]
+
+
+def _sgd(optimizer: torch.optim.Optimizer, group: dict, out: Directions) -> None:
+    terms = _sgd_terms(group)
+    params = [p for p in group["params"] if p.grad is not None]
+    bufs = _sgd_buffers(optimizer, group, params)
+    (cg, cw, cb) = terms.with_buffer
+    for has_buf, subset in _subsets([b is not None for b in bufs]) if params else ():  # with a buffer, without
+        ps = _take(params, subset)
+        grads = [p.grad for p in ps]
         if has_buf:
-            b = _take(bufs, index)
-            c, a = (1 + m * (1 - dampening), m * m) if nesterov else (1 - dampening, m)
-        else:  # the first step: buf' = d
-            b, c, a = None, (1 + m if nesterov else 1.0), 0.0
-        if c == 0:  # full dampening: dw = -lr*m*buf
-            (x, cw, y, cb), factor = (b, 0.0, None, 0.0), abs(a)
+            b = _take(bufs, subset)
+            out.add(terms.factor, b if cg == 0 else _combine(grads, (cw, ps), (cb, b)), ps)
         else:
-            (x, cw, y, cb), factor = ([p.grad for p in ps], s * wd, b, s * a / c if b is not None else 0.0), abs(c)
-        sumsq = native_sums.sgd_sumsq(x, ps if cw else None, y, cw, cb) if out.native else None
-        out.add(group["lr"] * factor, sumsq, lambda: _combine(x, (cw, ps), (cb, y)))
+            out.add(terms.first, _combine(grads, (terms.cw0, ps)), ps)
 
 
-def _adam(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor], out: Directions) -> None:
+def sgd_native_sums(params: Sequence[torch.Tensor], optimizer: torch.optim.SGD
+                    ) -> Optional[Tuple[List[float], float, Directions]]:
+    """For step_stats, in one native pass over each parameter's gradient, weight and momentum
+    buffer (native.sgd_step_sumsq): the sum of squares of each of `params`' gradients (-1 for one
+    without), the weights' (those with a gradient) and the update's Directions (native chunks
+    only); None when the tensors cannot be read natively."""
+    moved: List[torch.Tensor] = []
+    bufs: List[Optional[torch.Tensor]] = []
+    sizes, coefficients, terms = [], [], []
+    for group in optimizer.param_groups:
+        t = _sgd_terms(group)
+        ps = group["params"]
+        moved.extend(ps)
+        bufs.extend(_sgd_buffers(optimizer, group, ps))
+        sizes.append(len(ps))
+        coefficients.extend(t.with_buffer + (t.cw0,))
+        terms.append(t)
+    sums = native_sums.sgd_step_sumsq(params, moved, bufs, sizes, coefficients)
+    if sums is None:
+        return None
+    n = len(params)
+    d = Directions([], [], [], True)
+    for k, t in enumerate(terms):
+        d.add_sumsq(t.factor, sums[n + 1 + 2 * k])
+        d.add_sumsq(t.first, sums[n + 2 + 2 * k])
+    return sums[:n], sums[n], d
+
+
+def _adam(optimizer: torch.optim.Optimizer, group: dict, out: Directions) -> None:
     # Per step count t (each tensor may have its own), with u = g + s*wd*w, m' = sm*M, v' = sv*V:
     #   ||dw|| = lr*sm/(bc1*k) * ||M / (sqrt(V) + eps/k)||,  k = sqrt(sv/bc2).
     s = -1.0 if group.get("maximize", False) else 1.0
     (b1, b2), eps, wd = group["betas"], group["eps"], group.get("weight_decay", 0)
+    params = [p for p in group["params"] if p.grad is not None]
     states = [optimizer.state.get(p) or {} for p in params]
     counts = iter(_step_counts([st["step"] for st in states if "exp_avg" in st]))
     # The step this update makes: t = the state's count + 1; 0 = no state yet (then t = 1).
-    for t, index in _subsets([next(counts) + 1 if "exp_avg" in st else 0.0 for st in states]):
+    for t, index in _subsets([next(counts) + 1 if "exp_avg" in st else 0.0 for st in states]) if params else ():
         ps, sts = _take(params, index), _take(states, index)
-        grads, cw = [p.grad for p in ps], s * wd
+        cw = s * wd
         # m = 0 (or b1 = 0): m' = s*(1-b1)*u; v = 0 (or b2 = 0): v' = (1-b2)*u^2.
         m, cm, sm = ([st["exp_avg"] for st in sts], s * (1 - b1) / b1, b1) if t and b1 != 0 else (None, 0.0, 1 - b1)
         v, cv, sv = ([st["exp_avg_sq"] for st in sts], (1 - b2) / b2, b2) if t and b2 != 0 else (None, 0.0, 1 - b2)
@@ -126,10 +179,12 @@ def _adam(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tens
         vmax = vmax if vmax and all(x is not None for x in vmax) else None
         t = t or 1.0
         k = math.sqrt(sv / (1 - b2 ** t))
-        sumsq = native_sums.adam_sumsq(grads, ps if cw else None, m, v, vmax, cw, cm, cv, 1 / sv, eps / k) \
-            if out.native else None
-        out.add(group["lr"] * sm / ((1 - b1 ** t) * k), sumsq,
-                lambda: _adam_directions(grads, ps, cw, m, cm, v, cv, vmax, 1 / sv, eps / k))
+        factor = group["lr"] * sm / ((1 - b1 ** t) * k)
+        sumsq = native_sums.adam_sumsq(ps, m, v, vmax, cw, cm, cv, 1 / sv, eps / k) if out.native else None
+        if sumsq is not None:
+            out.add_sumsq(factor, sumsq)
+        else:
+            out.add(factor, _adam_directions([p.grad for p in ps], ps, cw, m, cm, v, cv, vmax, 1 / sv, eps / k), ps)
 
 
 def _adam_directions(grads, ps, cw, m, cm, v, cv, vmax, kmax, eps) -> List[torch.Tensor]:
@@ -156,7 +211,7 @@ def directions(optimizer: torch.optim.Optimizer, native: bool = False) -> Option
     """The update `optimizer.step()` would apply now, with the gradients as they are (before any
     clipping) and each parameter group's current learning rate, as tensors to take norms of (or,
     with native, sums already taken where the tensors allow); None for an optimizer that is not
-    measured or no parameter with a gradient. Call under torch.no_grad()."""
+    measured. Call under torch.no_grad()."""
     if type(optimizer) is torch.optim.SGD:
         direction = _sgd
     elif type(optimizer) is torch.optim.Adam:
@@ -165,11 +220,8 @@ def directions(optimizer: torch.optim.Optimizer, native: bool = False) -> Option
         return None
     out = Directions([], [], [], native)
     for group in optimizer.param_groups:
-        params = [p for p in group["params"] if p.grad is not None]
-        if params:
-            direction(optimizer, group, params, out)
-            out.weights.extend(params)
-    return out if out.chunks else None
+        direction(optimizer, group, out)
+    return out
 
 
 def update_size(d: Directions, norms: Sequence[float], weight_sumsq: Optional[float] = None) -> UpdateSize:
