@@ -17,6 +17,7 @@ the socket close, flushes and spools what is undelivered as close() would, and e
 
 Thread-safety: every method may be called from any thread (one lock around the socket).
 """
+import mmap
 import os
 import pickle
 import select
@@ -105,6 +106,39 @@ class _Frames:
         return kind, payload
 
 
+class _PushCount:
+    """How many command frames the child has pushed, in 8 bytes of memory both processes map
+    (a memfd, Linux): take_commands reads it instead of asking the socket, a system call every
+    step. A hint only: the child counts a frame after writing it, so a count that moved means
+    the socket holds that frame; one not yet seen is seen at the next step."""
+    _COUNT = struct.Struct("=Q")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._map = mmap.mmap(fd, self._COUNT.size)
+
+    @staticmethod
+    def create() -> Optional["_PushCount"]:
+        """A fresh count, or None where memfd_create is not available (then every step asks the
+        socket)."""
+        try:
+            fd = os.memfd_create("gradwatch-reporter", os.MFD_CLOEXEC)
+            os.ftruncate(fd, _PushCount._COUNT.size)
+            return _PushCount(fd)
+        except (AttributeError, OSError):
+            return None
+
+    def read(self) -> int:
+        return self._COUNT.unpack_from(self._map)[0]
+
+    def add(self) -> None:
+        self._COUNT.pack_into(self._map, 0, self.read() + 1)  # the child alone writes
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self.fd)
+
+
 class ProcessReporter:
     """Reporter's interface, with the Reporter in a child process. Raises ValueError/OSError for
     options it cannot use (an empty address, a bad TLS pair or an unreadable file), as Reporter
@@ -122,13 +156,16 @@ class ProcessReporter:
             self._hello.trainer_instance = random_instance()
         self._log_warnings = options.log_warnings
         parent, child = socket.socketpair()
+        self._pushes = _PushCount.create()
+        self._pushes_seen = 0
+        fds = (child.fileno(),) + ((self._pushes.fd,) if self._pushes is not None else ())
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             self._proc = subprocess.Popen(
-                [python or sys.executable, "-m", "gradwatch.reporter_process", str(child.fileno())],
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
+                [python or sys.executable, "-m", "gradwatch.reporter_process", *map(str, fds)],
+                pass_fds=fds, stdin=subprocess.DEVNULL, env=env, close_fds=True)
         finally:
             child.close()
         self._sock = parent
@@ -154,7 +191,9 @@ class ProcessReporter:
     def take_commands(self) -> List["pb.Command"]:
         """Commands received and not yet taken, in arrival order (reads what the child pushed)."""
         with self._lock:
-            self._pump(0.0)
+            if self._pushes is None or self._pushes.read() != self._pushes_seen:
+                self._pushes_seen = self._pushes.read() if self._pushes is not None else 0
+                self._pump(0.0)
             out, self._commands = self._commands, []
             return out
 
@@ -203,6 +242,9 @@ class ProcessReporter:
         with self._lock:
             self._dead = True
             self._sock.close()
+            if self._pushes is not None:
+                self._pushes.close()
+                self._pushes = None
         try:
             self._proc.wait(5.0)
         except subprocess.TimeoutExpired:
@@ -294,13 +336,15 @@ class ProcessReporter:
 
 # ---- the child ----
 
-def _serve(sock: socket.socket) -> int:
+def _serve(sock: socket.socket, pushes: Optional[_PushCount]) -> int:
     frames = _Frames(sock)
     write_lock = threading.Lock()
 
     def send(kind: int, payload: bytes) -> None:
         with write_lock:
             sock.sendall(_frame(kind, payload))
+            if kind == _COMMANDS and pushes is not None:
+                pushes.add()
 
     while (f := frames.next()) is None:
         if not frames.read(None):
@@ -387,8 +431,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _no_wakeup_preemption()
     sock = socket.socket(fileno=int(sys.argv[1]))
+    pushes = _PushCount(int(sys.argv[2])) if len(sys.argv) > 2 else None
     try:
-        return _serve(sock)
+        return _serve(sock, pushes)
     finally:
         sock.close()
 

@@ -1,4 +1,5 @@
 """Gradient norms from one fused computation, and the update size predicted before the step."""
+import array
 import copy
 import itertools
 import math
@@ -116,6 +117,13 @@ class GradStatsTest(TinyModelTest):
                 self.assertTrue(math.isnan(stats.global_norm))
 
 
+def reported(sums):
+    """Layers' gradient norms as reported, from their sums of squares (-1: no gradient), then the
+    global norm from those: what the native operators answer first."""
+    norms = [array.array("f", [math.sqrt(x)])[0] if x != -1.0 else -1.0 for x in sums]
+    return norms + [math.sqrt(sum(x * x for x in norms if x != -1.0))]
+
+
 class NativeSumsTest(unittest.TestCase):
     """native.py: the library builds here, and answers only for tensors it can read."""
 
@@ -138,40 +146,40 @@ class NativeSumsTest(unittest.TestCase):
             ps[1].grad.fill_(1e20)     # its square overflows a float
             ps[4].grad[500] = 3e19     # one element in a long tensor
             ps[5].grad.mul_(1e-25)     # squares below a float's range
-            got = native.grad_sumsq(ps, ps)
+            got = native.grad_stats(ps, ps)
             moved = [p for p in ps if p.grad is not None]
-            want = [float(p.grad.double().square().sum()) if p.grad is not None else -1.0 for p in ps]
+            want = reported([float(p.grad.double().square().sum()) if p.grad is not None else -1.0 for p in ps])
             want.append(sum(float(p.detach().double().square().sum()) for p in moved))  # not the one without
             self.assertEqual(len(got), len(want))
             for g, w in zip(got, want):
                 self.assertAlmostEqual(g, w, delta=rel * abs(w))
             ps[4].grad[7] = math.nan  # propagates
-            self.assertTrue(math.isnan(native.grad_sumsq(ps[4:5], [])[0]))
+            self.assertTrue(math.isnan(native.grad_stats(ps[4:5], [])[0]))
 
     def test_tensors_it_cannot_read_are_left_to_torch(self):
         p = self.param(4, 5)
-        self.assertIsNotNone(native.grad_sumsq([p], [p]))
+        self.assertIsNotNone(native.grad_stats([p], [p]))
         for grad in (torch.randn(5, 4).t(), torch.randn(4, 5).to_sparse()):  # not contiguous; sparse
             p.grad = grad
-            self.assertIsNone(native.grad_sumsq([p], []))
-        self.assertIsNone(native.grad_sumsq([self.param(3, dtype=torch.float16)], []))  # not float32/64
-        self.assertIsNone(native.grad_sumsq([self.param(3), self.param(3, dtype=torch.float64)], []))  # two dtypes
-        self.assertIsNone(native.grad_sumsq([self.param(3)], [self.param(3, dtype=torch.float64)]))
+            self.assertIsNone(native.grad_stats([p], []))
+        self.assertIsNone(native.grad_stats([self.param(3, dtype=torch.float16)], []))  # not float32/64
+        self.assertIsNone(native.grad_stats([self.param(3), self.param(3, dtype=torch.float64)], []))  # two dtypes
+        self.assertIsNone(native.grad_stats([self.param(3)], [self.param(3, dtype=torch.float64)]))
         w = torch.nn.Parameter(torch.randn(2, 4).t())  # a weight that is not contiguous, with a gradient
         w.grad = torch.randn(4, 2)
-        self.assertIsNone(native.grad_sumsq([self.param(3)], [w]))
+        self.assertIsNone(native.grad_stats([self.param(3)], [w]))
         w.grad = None  # without one it does not count
-        self.assertIsNotNone(native.grad_sumsq([self.param(3)], [w]))
+        self.assertIsNotNone(native.grad_stats([self.param(3)], [w]))
 
     def test_sgd_sums_take_each_layer_and_each_group_with_and_without_buffers(self):
         ps = [self.param(3, 2), self.param(5), self.param(4, grad=False), self.param(2), self.param(6)]
         bufs = [torch.randn(3, 2), None, torch.randn(4), None]
         # Two groups: ps[0..2] and ps[3]; ps[4] is a layer no group moves.
         coefficients = [1.0, 0.1, 0.9, 0.1, 0.0, 0.0, 1.0, -0.2]  # the second: full dampening
-        got = native.sgd_step_sumsq(ps, ps[:4], bufs, [3, 1], coefficients)
+        got = native.sgd_step_stats(ps, ps[:4], bufs, [3, 1], coefficients)
         sq = lambda x: float(x.double().square().sum())  # noqa: E731
         g, w = [p.grad.double() if p.grad is not None else None for p in ps], [p.detach().double() for p in ps]
-        want = [sq(ps[0].grad), sq(ps[1].grad), -1.0, sq(ps[3].grad), sq(ps[4].grad),
+        want = reported([sq(ps[0].grad), sq(ps[1].grad), -1.0, sq(ps[3].grad), sq(ps[4].grad)]) + [
                 sq(w[0]) + sq(w[1]) + sq(w[3]),                          # the weights moved, with a gradient
                 sq(g[0] + 0.1 * w[0] + 0.9 * bufs[0].double()),         # group 1, with a buffer
                 sq(g[1] + 0.1 * w[1]),                                  # group 1, without
@@ -182,12 +190,12 @@ class NativeSumsTest(unittest.TestCase):
 
     def test_lists_that_do_not_go_together_are_left_to_torch(self):
         p, x = self.param(4), torch.randn(4)
-        self.assertIsNone(native.sgd_step_sumsq([p], [p, p], [x], [2], [1.0, 0.0, 0.9, 0.0]))      # fewer buffers
-        self.assertIsNone(native.sgd_step_sumsq([p], [p], [torch.randn(3)], [1], [1.0, 0.0, 0.9, 0.0]))  # sizes
-        self.assertIsNone(native.sgd_step_sumsq([p], [p], [x], [2], [1.0, 0.0, 0.9, 0.0]))         # groups
-        self.assertIsNone(native.sgd_step_sumsq([p], [p], [x], [1], [1.0, 0.0, 0.9]))              # coefficients
-        self.assertIsNone(native.sgd_step_sumsq([p], [p], [x.double()], [1], [1.0, 0.0, 0.9, 0.0]))  # dtypes
-        self.assertIsNotNone(native.sgd_step_sumsq([p], [p], [x], [1], [1.0, 0.0, 0.9, 0.0]))
+        self.assertIsNone(native.sgd_step_stats([p], [p, p], [x], [2], [1.0, 0.0, 0.9, 0.0]))      # fewer buffers
+        self.assertIsNone(native.sgd_step_stats([p], [p], [torch.randn(3)], [1], [1.0, 0.0, 0.9, 0.0]))  # sizes
+        self.assertIsNone(native.sgd_step_stats([p], [p], [x], [2], [1.0, 0.0, 0.9, 0.0]))         # groups
+        self.assertIsNone(native.sgd_step_stats([p], [p], [x], [1], [1.0, 0.0, 0.9]))              # coefficients
+        self.assertIsNone(native.sgd_step_stats([p], [p], [x.double()], [1], [1.0, 0.0, 0.9, 0.0]))  # dtypes
+        self.assertIsNotNone(native.sgd_step_stats([p], [p], [x], [1], [1.0, 0.0, 0.9, 0.0]))
         self.assertIsNone(native.adam_sumsq([p], [x, x], None, None, 0.0, 0.1, 0.1, 1.0, 1e-8))
         self.assertIsNone(native.adam_sumsq([p], None, [x.double()], None, 0.0, 0.1, 0.1, 1.0, 1e-8))
         self.assertIsNone(native.adam_sumsq([self.param(4, grad=False)], None, None, None, 0.0, 0.1, 0.1, 1.0, 1e-8))

@@ -1,5 +1,5 @@
 // Sums of squares for gradwatch.torch's per-step measurement of CPU tensors (native.py): the
-// torch operators gradwatch::grad_sumsq, gradwatch::sgd_step_sumsq and gradwatch::adam_sumsq, one
+// torch operators gradwatch::grad_stats, gradwatch::sgd_step_stats and gradwatch::adam_sumsq, one
 // call for a whole list of a step's parameters, where LibTorch 1.13 runs a kernel per tensor per
 // fused op.
 //
@@ -165,9 +165,22 @@ double SumOfSquares(const at::Tensor& x) {
   return SumSquares<T, 1>(x.numel(), [a](auto at) { return std::array{at(a)}; })[0];
 }
 
-// [the sum of squares of each parameter's gradient, -1 for a parameter without one; then that
-// of the `weights` that have a gradient, all together].
-std::vector<double> GradSumSq(at::TensorList params, at::TensorList weights) {
+// Turns out[0..n), the sums of squares of the layers' gradients (-1: none), into what is reported:
+// each layer's norm rounded to float32 (-1 stays), and inserts after them the global norm, from
+// the rounded norms.
+void ToLayerNorms(std::vector<double>& out, size_t n) {
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (out[i] == -1.0) continue;
+    out[i] = double(float(std::sqrt(out[i])));
+    total += out[i] * out[i];
+  }
+  out.insert(out.begin() + n, std::sqrt(total));
+}
+
+// [the norm of each parameter's gradient as reported (float32), -1 for a parameter without one;
+// the global norm; the sum of squares of the `weights` that have a gradient, all together].
+std::vector<double> GradStats(at::TensorList params, at::TensorList weights) {
   Tensors grads, moved;  // the gradients; the weights that have one
   for (const auto& p : params) {
     if (HasGrad(p)) grads.push_back(GradOf(p));
@@ -186,6 +199,7 @@ std::vector<double> GradSumSq(at::TensorList params, at::TensorList weights) {
     for (const auto& w : moved) total += SumOfSquares<T>(w);
     out.push_back(total);
   });
+  ToLayerNorms(out, params.size());
   return out;
 }
 
@@ -209,10 +223,11 @@ std::array<double, 3> SgdSums(const at::Tensor& p, const T* b, double cg, double
 // weight and momentum buffer. params: the layers, in report order. moved: every parameter of
 // every group, group after group (group_sizes), with its momentum buffer or None (buffers);
 // coefficients: four per group, cg, cw, cb for the parameters with a buffer (direction
-// cg*g + cw*w + cb*b) and cw0 for those without (g + cw0*w). Returns [the sum of squares of each
-// layer's gradient, -1 for one without; that of the weights moved (those with a gradient); then
-// per group, the direction's over the parameters with a buffer and over those without].
-std::vector<double> SgdStepSumSq(at::TensorList params, at::TensorList moved,
+// cg*g + cw*w + cb*b) and cw0 for those without (g + cw0*w). Returns [the norm of each layer's
+// gradient as reported (float32), -1 for one without; the global norm; the sum of squares of the
+// weights moved (those with a gradient); then per group, the direction's over the parameters with
+// a buffer and over those without].
+std::vector<double> SgdStepStats(at::TensorList params, at::TensorList moved,
                                  const c10::List<c10::optional<at::Tensor>>& buffers, at::IntArrayRef group_sizes,
                                  at::ArrayRef<double> coefficients) {
   const size_t groups = group_sizes.size();
@@ -275,6 +290,7 @@ std::vector<double> SgdStepSumSq(at::TensorList params, at::TensorList moved,
       if (!done[layer]) out[layer] = HasGrad(params[layer]) ? SumOfSquares<T>(GradOf(params[layer])) : -1.0;
     }
   });
+  ToLayerNorms(out, params.size());
   return out;
 }
 
@@ -333,10 +349,10 @@ std::vector<double> AdamSumSq(at::TensorList params, c10::optional<at::TensorLis
 }  // namespace
 
 TORCH_LIBRARY(gradwatch, m) {
-  m.def("grad_sumsq(Tensor[] params, Tensor[] weights) -> float[]", &GradSumSq);
-  m.def("sgd_step_sumsq(Tensor[] params, Tensor[] moved, Tensor?[] buffers, int[] group_sizes, "
+  m.def("grad_stats(Tensor[] params, Tensor[] weights) -> float[]", &GradStats);
+  m.def("sgd_step_stats(Tensor[] params, Tensor[] moved, Tensor?[] buffers, int[] group_sizes, "
         "float[] coefficients) -> float[]",
-        &SgdStepSumSq);
+        &SgdStepStats);
   m.def("adam_sumsq(Tensor[] params, Tensor[]? m, Tensor[]? v, Tensor[]? vmax, float cw, float cm, float cv, "
         "float kmax, float eps) -> float[]",
         &AdamSumSq);

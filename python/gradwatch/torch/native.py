@@ -1,5 +1,5 @@
 """Sums of squares of a step's CPU tensors in one native call per list (_native.cc: the torch
-operators gradwatch::grad_sumsq, sgd_step_sumsq and adam_sumsq).
+operators gradwatch::grad_stats, sgd_step_stats and adam_sumsq).
 
 On the CPU LibTorch 1.13 runs torch._foreach_norm and the other _foreach_* ops as one kernel per
 tensor, about 3 us of dispatch each: for the Python case (26 tensors, 29,681 values) the
@@ -123,29 +123,30 @@ def available() -> bool:
     return _ops() is not None
 
 
-def grad_sumsq(params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> Optional[List[float]]:
-    """[the sum of squares of each parameter's gradient, -1 for one without; then that of the
-    `weights` that have a gradient, together]; None = use torch ops."""
+def grad_stats(params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> Optional[List[float]]:
+    """[the norm of each parameter's gradient as reported (rounded to float32), -1 for one
+    without; the global norm, from those; the sum of squares of the `weights` that have a
+    gradient, together]; None = use torch ops."""
     ops = _ops()
     try:
-        return (ops.grad_sumsq(params, weights) or None) if ops is not None else None
+        return (ops.grad_stats(params, weights) or None) if ops is not None else None
     except RuntimeError:  # an argument the schema does not take
         return None
 
 
-def sgd_step_sumsq(params: Sequence[torch.Tensor], moved: Sequence[torch.Tensor],
+def sgd_step_stats(params: Sequence[torch.Tensor], moved: Sequence[torch.Tensor],
                    buffers: Sequence[Optional[torch.Tensor]], group_sizes: Sequence[int],
                    coefficients: Sequence[float]) -> Optional[List[float]]:
     """What step_stats measures for torch.optim.SGD, in one pass over each parameter's gradient g,
     weight w and momentum buffer b: params, the layers in report order; moved, every parameter of
     every group, group after group (group_sizes), with its buffer or None (buffers); coefficients,
     four per group: cg, cw, cb (the direction cg*g + cw*w + cb*b where there is a buffer) and cw0
-    (g + cw0*w where there is none). Returns [the sum of squares of each layer's gradient, -1 for
-    one without; that of the weights moved that have a gradient; per group, the direction's over
-    the parameters with a buffer, then over those without]; None = use torch ops."""
+    (g + cw0*w where there is none). Returns grad_stats' values (layer norms, global norm, weight
+    sum of squares), then per group the direction's sum of squares over the parameters with a
+    buffer and over those without; None = use torch ops."""
     ops = _ops()
     try:
-        return (ops.sgd_step_sumsq(params, moved, buffers, group_sizes, coefficients) or None) \
+        return (ops.sgd_step_stats(params, moved, buffers, group_sizes, coefficients) or None) \
             if ops is not None else None
     except RuntimeError:
         return None

@@ -3,14 +3,13 @@
 over the gradients, the update directions and the weights together, read to the host at once
 (host_floats: on a device one stack and one copy). On the CPU, where the native library is
 available (native.py), the same sums come from one native call per list of parameters instead."""
-import math
 from typing import Optional, Sequence, Tuple
 
 import torch
 
 from gradwatch.torch import native as native_sums
 from gradwatch.torch.grad_stats import GradStats, host_floats, layer_stats
-from gradwatch.torch.update_size import UpdateSize, directions, sgd_native_sums, update_size
+from gradwatch.torch.update_size import UpdateSize, directions, sgd_native_stats, update_size
 
 
 @torch.no_grad()
@@ -41,22 +40,25 @@ def _native_step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch
     holds; those without a gradient do not count) and one per parameter group for the directions
     (torch ops for a group it cannot read). None when the gradients or the weights cannot be read
     natively."""
+    d = None
     if type(optimizer) is torch.optim.SGD:
-        measured = sgd_native_sums(params, optimizer)
+        measured = sgd_native_stats(params, optimizer)
         if measured is None:
             return None
-        sums, weight_sumsq, d = measured
+        values, d = measured
     else:
         weights = [p for group in optimizer.param_groups for p in group["params"]] if optimizer is not None else []
-        sums = native_sums.grad_sumsq(params, weights)
-        if sums is None:
+        values = native_sums.grad_stats(params, weights)
+        if values is None:
             return None
-        sums, weight_sumsq, d = sums[:-1], sums[-1], None
-    missing = [x == -1.0 for x in sums] if -1.0 in sums else ()
-    stats = layer_stats([math.sqrt(x) for x in sums if x != -1.0], missing)
-    if optimizer is None or (missing and all(missing)):  # nothing measured, nothing moves
-        return stats, UpdateSize()
-    d = d or directions(optimizer, native=True)
+    n = len(params)
+    norms, global_norm, weight_sumsq = values[:n], values[n], values[n + 1]
+    if -1.0 in norms:  # layers without a gradient: 0 in the report
+        if norms.count(-1.0) == n:  # nothing measured, nothing moves
+            return GradStats(0.0, [0.0] * n), UpdateSize()
+        norms = [0.0 if x == -1.0 else x for x in norms]
+    stats = GradStats(global_norm, norms)
+    d = d or (directions(optimizer, native=True) if optimizer is not None else None)
     if d is None:
         return stats, UpdateSize()
     rest = host_floats(torch._foreach_norm(d.tensors, 2)) if d.tensors else []

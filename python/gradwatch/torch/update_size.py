@@ -132,12 +132,12 @@ def _sgd(optimizer: torch.optim.Optimizer, group: dict, out: Directions) -> None
             out.add(terms.first, _combine(grads, (terms.cw0, ps)), ps)
 
 
-def sgd_native_sums(params: Sequence[torch.Tensor], optimizer: torch.optim.SGD
-                    ) -> Optional[Tuple[List[float], float, Directions]]:
+def sgd_native_stats(params: Sequence[torch.Tensor], optimizer: torch.optim.SGD
+                     ) -> Optional[Tuple[List[float], Directions]]:
     """For step_stats, in one native pass over each parameter's gradient, weight and momentum
-    buffer (native.sgd_step_sumsq): the sum of squares of each of `params`' gradients (-1 for one
-    without), the weights' (those with a gradient) and the update's Directions (native chunks
-    only); None when the tensors cannot be read natively."""
+    buffer (native.sgd_step_stats): native.grad_stats' values for `params` and the optimizer's
+    weights, and the update's Directions (native chunks only); None when the tensors cannot be
+    read natively."""
     moved: List[torch.Tensor] = []
     bufs: List[Optional[torch.Tensor]] = []
     sizes, coefficients, terms = [], [], []
@@ -149,15 +149,15 @@ def sgd_native_sums(params: Sequence[torch.Tensor], optimizer: torch.optim.SGD
         sizes.append(len(ps))
         coefficients.extend(t.with_buffer + (t.cw0,))
         terms.append(t)
-    sums = native_sums.sgd_step_sumsq(params, moved, bufs, sizes, coefficients)
-    if sums is None:
+    values = native_sums.sgd_step_stats(params, moved, bufs, sizes, coefficients)
+    if values is None:
         return None
-    n = len(params)
+    n = len(params) + 2
     d = Directions([], [], [], True)
     for k, t in enumerate(terms):
-        d.add_sumsq(t.factor, sums[n + 1 + 2 * k])
-        d.add_sumsq(t.first, sums[n + 2 + 2 * k])
-    return sums[:n], sums[n], d
+        d.add_sumsq(t.factor, values[n + 2 * k])
+        d.add_sumsq(t.first, values[n + 1 + 2 * k])
+    return values[:n], d
 
 
 def _adam(optimizer: torch.optim.Optimizer, group: dict, out: Directions) -> None:
