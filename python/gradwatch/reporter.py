@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Deque, Dict, List, Optional, Union
+from typing import Any, Deque, Dict, List, Mapping, Optional, Union
 
 import collections
 
@@ -198,6 +198,12 @@ class Reporter:
             self._enqueue(pb.TrainerMessage(step=step))
             if step.awaiting_verdict or self._o.send_interval <= 0:
                 self._wake.notify_all()  # the trainer waits on this one, or there is no tick
+
+    def report_step_fields(self, fields: Mapping[str, Any]) -> None:
+        """report_step(pb.StepReport(**fields)): the report's fields by their names in the proto
+        (a message field as a dict of its fields). Raises ValueError/TypeError for a field the
+        message does not take."""
+        self.report_step(pb.StepReport(**fields))
 
     def report_eval(self, evaluation: "pb.EvalReport") -> None:
         """Queues an eval report (sent on the next tick)."""

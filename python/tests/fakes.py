@@ -36,6 +36,9 @@ class FakeReporter:
         self.steps.append(copy)
         self._stats.last_reported_step = step.step
 
+    def report_step_fields(self, fields) -> None:
+        self.report_step(pb.StepReport(**fields))
+
     def report_eval(self, evaluation: pb.EvalReport) -> None:
         self.evals.append(evaluation)
 

@@ -92,8 +92,9 @@ class Clip:
                 "value": f"clip values at {self.threshold:g}",
                 "adaptive": f"adaptive norm clipping at {self.threshold:g}"}[self.kind]
 
-    def to_wire(self) -> "pb.Clipping":
-        return pb.Clipping(kind=_CLIP_KINDS[self.kind], threshold=self.threshold)
+    def wire_fields(self) -> Dict[str, Any]:
+        """pb.Clipping's fields."""
+        return {"kind": _CLIP_KINDS[self.kind], "threshold": self.threshold}
 
     @staticmethod
     def from_wire(c: "pb.Clipping") -> "Clip":
@@ -135,12 +136,10 @@ def _check_mapping(name: str, values: Optional[Mapping[str, Any]], numbers: bool
     return out
 
 
-def _set_metrics(report: Any, jaccard_soft: Optional[float], jaccard_hard: Optional[float],
-                 accuracy: Optional[float]) -> None:
-    """The segmentation metrics of a step or eval report; None = not measured, left unset."""
-    for name, value in (("jaccard_soft", jaccard_soft), ("jaccard_hard", jaccard_hard), ("accuracy", accuracy)):
-        if value is not None:
-            setattr(report, name, float(value))
+def _metrics(jaccard_soft: Optional[float], jaccard_hard: Optional[float], accuracy: Optional[float]) -> Dict[str, float]:
+    """The segmentation metrics of a step or eval report, as its fields; None = not measured, left unset."""
+    return {name: float(value) for name, value in
+            (("jaccard_soft", jaccard_soft), ("jaccard_hard", jaccard_hard), ("accuracy", accuracy)) if value is not None}
 
 
 def _snapshot(value: Any) -> Any:
@@ -366,22 +365,25 @@ class Session:
         self.last_update_ratio = proposed.ratio
         self._update_health(global_norm, loss_value)
         if self._reporter is not None:
-            report = pb.StepReport(
-                step=self._step, epoch=epoch, loss=loss_value, learning_rate=float(self._optimizer.param_groups[0]["lr"]),
-                grad_norm=global_norm, layer_grad_norms=layer_norms, clipping=self._clipping.to_wire(),
-                step_seconds=time.monotonic() - self._step_start, unix_millis=int(time.time() * 1000),
-                update_skipped=not update, rolled_back_to=self._rolled_back_to, rolled_back=self._rolled_back,
-                awaiting_verdict=self.mode == "gated" and update)
-            _set_metrics(report, jaccard_soft, jaccard_hard, accuracy)
-            for name, value in named.items():
-                report.scalars[name] = float(value)
+            awaiting = self.mode == "gated" and update
+            # Fields rather than a message: the reporter's helper process builds it (see
+            # ProcessReporter.report_step_fields).
+            fields = dict(step=self._step, epoch=epoch, loss=loss_value,
+                          learning_rate=float(self._optimizer.param_groups[0]["lr"]), grad_norm=global_norm,
+                          layer_grad_norms=layer_norms, clipping=self._clipping.wire_fields(),
+                          step_seconds=time.monotonic() - self._step_start, unix_millis=int(time.time() * 1000),
+                          update_skipped=not update, rolled_back_to=self._rolled_back_to,
+                          rolled_back=self._rolled_back, awaiting_verdict=awaiting)
+            fields.update(_metrics(jaccard_soft, jaccard_hard, accuracy))
+            if named:
+                fields["scalars"] = {name: float(value) for name, value in named.items()}
             if not math.isnan(self.last_update_ratio):
-                report.update_ratio = self.last_update_ratio
+                fields["update_ratio"] = self.last_update_ratio
             if sample_ids is not None:
-                report.sample_ids.extend(int(i) for i in list(sample_ids)[:64])
+                fields["sample_ids"] = [int(i) for i in list(sample_ids)[:64]]
             self._rolled_back_to, self._rolled_back = 0, False
-            self._reporter.report_step(report)
-            if report.awaiting_verdict:
+            self._reporter.report_step_fields(fields)
+            if awaiting:
                 verdict = self._reporter.await_verdict(self._step, self._gate_timeout)
                 if verdict is not None:
                     update, applied = self._apply_verdict(verdict, update, applied)
@@ -424,9 +426,8 @@ class Session:
         self._last_eval_step = at
         if self._reporter is None:
             return
-        report = pb.EvalReport(step=at,
-                               loss=float(loss.item() if isinstance(loss, torch.Tensor) else loss))
-        _set_metrics(report, jaccard_soft, jaccard_hard, accuracy)
+        report = pb.EvalReport(step=at, loss=float(loss.item() if isinstance(loss, torch.Tensor) else loss),
+                               **_metrics(jaccard_soft, jaccard_hard, accuracy))
         self._reporter.report_eval(report)
 
     def finish(self, timeout: float = 10.0) -> None:
