@@ -176,7 +176,10 @@ class NativeSumsTest(unittest.TestCase):
         bufs = [torch.randn(3, 2), None, torch.randn(4), None]
         # Two groups: ps[0..2] and ps[3]; ps[4] is a layer no group moves.
         coefficients = [1.0, 0.1, 0.9, 0.1, 0.0, 0.0, 1.0, -0.2]  # the second: full dampening
-        got = native.sgd_step_stats(ps, ps[:4], bufs, [3, 1], coefficients)
+        # The state in another order than the parameters, and one for a parameter no group has.
+        order = [2, 3, 0, 1]
+        got = native.sgd_step_stats(ps, ps[:4], [3, 1], coefficients, [ps[i] for i in order] + [ps[4]],
+                                    [bufs[i] for i in order] + [torch.randn(6)])
         sq = lambda x: float(x.double().square().sum())  # noqa: E731
         g, w = [p.grad.double() if p.grad is not None else None for p in ps], [p.detach().double() for p in ps]
         want = reported([sq(ps[0].grad), sq(ps[1].grad), -1.0, sq(ps[3].grad), sq(ps[4].grad)]) + [
@@ -189,13 +192,14 @@ class NativeSumsTest(unittest.TestCase):
             self.assertAlmostEqual(x, y, delta=1e-6 * abs(y))  # float32: summed in float
 
     def test_lists_that_do_not_go_together_are_left_to_torch(self):
-        p, x = self.param(4), torch.randn(4)
-        self.assertIsNone(native.sgd_step_stats([p], [p, p], [x], [2], [1.0, 0.0, 0.9, 0.0]))      # fewer buffers
-        self.assertIsNone(native.sgd_step_stats([p], [p], [torch.randn(3)], [1], [1.0, 0.0, 0.9, 0.0]))  # sizes
-        self.assertIsNone(native.sgd_step_stats([p], [p], [x], [2], [1.0, 0.0, 0.9, 0.0]))         # groups
-        self.assertIsNone(native.sgd_step_stats([p], [p], [x], [1], [1.0, 0.0, 0.9]))              # coefficients
-        self.assertIsNone(native.sgd_step_stats([p], [p], [x.double()], [1], [1.0, 0.0, 0.9, 0.0]))  # dtypes
-        self.assertIsNotNone(native.sgd_step_stats([p], [p], [x], [1], [1.0, 0.0, 0.9, 0.0]))
+        p, x, c = self.param(4), torch.randn(4), [1.0, 0.0, 0.9, 0.0]
+        self.assertIsNone(native.sgd_step_stats([p], [p], [1], c, [p, p], [x]))                # fewer buffers
+        self.assertIsNone(native.sgd_step_stats([p], [p], [1], c, [p], [torch.randn(3)]))      # sizes differ
+        self.assertIsNone(native.sgd_step_stats([p], [p], [2], c, [p], [x]))                   # groups
+        self.assertIsNone(native.sgd_step_stats([p], [p], [1], c[:3], [p], [x]))               # coefficients
+        self.assertIsNone(native.sgd_step_stats([p], [p], [1], c, [p], [x.double()]))          # dtypes
+        self.assertIsNotNone(native.sgd_step_stats([p], [p], [1], c, [p], [x]))
+        self.assertIsNotNone(native.sgd_step_stats([p], [p], [1], c, [], []))                  # no state yet
         self.assertIsNone(native.adam_sumsq([p], [x, x], None, None, 0.0, 0.1, 0.1, 1.0, 1e-8))
         self.assertIsNone(native.adam_sumsq([p], None, [x.double()], None, 0.0, 0.1, 0.1, 1.0, 1e-8))
         self.assertIsNone(native.adam_sumsq([self.param(4, grad=False)], None, None, None, 0.0, 0.1, 0.1, 1.0, 1e-8))
@@ -225,8 +229,9 @@ class UpdateSizeTest(unittest.TestCase):
             with self.subTest(native=mode):
                 self.check_mode(make_optimizer, warm_steps, mode)
 
-    def check_mode(self, make_optimizer, warm_steps, mode):
+    def check_mode(self, make_optimizer, warm_steps, mode, then=lambda opt: None):
         model, opt = warmed(lambda m: make_optimizer(m.parameters()), 5, warm_steps, 99)
+        then(opt)
         predicted = predict_update(opt, native=mode)
         before = [p.detach().clone() for p in model.parameters()]
         opt.step()
@@ -243,6 +248,15 @@ class UpdateSizeTest(unittest.TestCase):
 
     def test_sgd_first_step_has_no_momentum_buffer(self):
         self.check(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), warm_steps=0)
+
+    def test_sgd_with_momentum_turned_off_leaves_its_buffers_out(self):
+        def momentum_off(opt):
+            for group in opt.param_groups:
+                group["momentum"] = 0
+        for mode in MODES:
+            with self.subTest(native=mode):
+                self.check_mode(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.3), 2, mode,
+                                then=momentum_off)
 
     def test_sgd_plain_with_weight_decay_and_dampening(self):
         self.check(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.5, dampening=0.3, weight_decay=0.01))

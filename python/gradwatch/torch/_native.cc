@@ -221,21 +221,36 @@ std::array<double, 3> SgdSums(const at::Tensor& p, const T* b, double cg, double
 
 // Everything step_stats measures for torch.optim.SGD, in one pass over each parameter's gradient,
 // weight and momentum buffer. params: the layers, in report order. moved: every parameter of
-// every group, group after group (group_sizes), with its momentum buffer or None (buffers);
-// coefficients: four per group, cg, cw, cb for the parameters with a buffer (direction
-// cg*g + cw*w + cb*b) and cw0 for those without (g + cw0*w). Returns [the norm of each layer's
-// gradient as reported (float32), -1 for one without; the global norm; the sum of squares of the
-// weights moved (those with a gradient); then per group, the direction's over the parameters with
-// a buffer and over those without].
-std::vector<double> SgdStepStats(at::TensorList params, at::TensorList moved,
-                                 const c10::List<c10::optional<at::Tensor>>& buffers, at::IntArrayRef group_sizes,
-                                 at::ArrayRef<double> coefficients) {
+// every group, group after group (group_sizes); coefficients: four per group, cg, cw, cb for the
+// parameters with a buffer (direction cg*g + cw*w + cb*b) and cw0 for those without (g + cw0*w);
+// state_keys and state_buffers: the optimizer's state, each parameter it holds and its momentum
+// buffer (None: none). Returns [the norm of each layer's gradient as reported (float32), -1 for
+// one without; the global norm; the sum of squares of the weights moved (those with a gradient);
+// then per group, the direction's over the parameters with a buffer and over those without].
+std::vector<double> SgdStepStats(at::TensorList params, at::TensorList moved, at::IntArrayRef group_sizes,
+                                 at::ArrayRef<double> coefficients, at::TensorList state_keys,
+                                 const c10::List<c10::optional<at::Tensor>>& state_buffers) {
   const size_t groups = group_sizes.size();
   int64_t listed = 0;
   for (int64_t n : group_sizes) listed += n;
-  if (buffers.size() != moved.size() || listed != int64_t(moved.size()) || coefficients.size() != 4 * groups) {
+  if (state_buffers.size() != state_keys.size() || listed != int64_t(moved.size()) ||
+      coefficients.size() != 4 * groups) {
     return {};
   }
+  // Each parameter's buffer, found by identity among the state's keys: they are in the order
+  // the optimizer first stepped the parameters, usually the groups' order, so the search
+  // starts after the last one found.
+  size_t next_key = 0;
+  auto buffer = [&](const at::Tensor& p) -> c10::optional<at::Tensor> {
+    for (size_t k = 0; k < state_keys.size(); ++k) {
+      size_t j = (next_key + k) % state_keys.size();
+      if (state_keys[j].unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) {
+        next_key = j + 1;
+        return state_buffers.get(j);
+      }
+    }
+    return c10::nullopt;
+  };
   // Check every tensor read first: nothing is summed unless all of it can be.
   Tensors layer_grads, grads, weights, bufs;  // bufs: those present
   std::vector<c10::optional<at::Tensor>> buffer_of(moved.size());
@@ -247,7 +262,7 @@ std::vector<double> SgdStepStats(at::TensorList params, at::TensorList moved,
     if (!HasGrad(moved[i])) continue;
     grads.push_back(GradOf(moved[i]));
     weights.push_back(moved[i]);
-    buffer_of[i] = buffers.get(i);
+    buffer_of[i] = buffer(moved[i]);
     if (buffer_of[i] && buffer_of[i]->defined()) {
       bufs.push_back(*buffer_of[i]);
       with_buffer_grads.push_back(GradOf(moved[i]));
@@ -350,8 +365,8 @@ std::vector<double> AdamSumSq(at::TensorList params, c10::optional<at::TensorLis
 
 TORCH_LIBRARY(gradwatch, m) {
   m.def("grad_stats(Tensor[] params, Tensor[] weights) -> float[]", &GradStats);
-  m.def("sgd_step_stats(Tensor[] params, Tensor[] moved, Tensor?[] buffers, int[] group_sizes, "
-        "float[] coefficients) -> float[]",
+  m.def("sgd_step_stats(Tensor[] params, Tensor[] moved, int[] group_sizes, float[] coefficients, "
+        "Tensor[] state_keys, Tensor?[] state_buffers) -> float[]",
         &SgdStepStats);
   m.def("adam_sumsq(Tensor[] params, Tensor[]? m, Tensor[]? v, Tensor[]? vmax, float cw, float cm, float cv, "
         "float kmax, float eps) -> float[]",

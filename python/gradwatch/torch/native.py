@@ -134,19 +134,21 @@ def grad_stats(params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) 
         return None
 
 
-def sgd_step_stats(params: Sequence[torch.Tensor], moved: Sequence[torch.Tensor],
-                   buffers: Sequence[Optional[torch.Tensor]], group_sizes: Sequence[int],
-                   coefficients: Sequence[float]) -> Optional[List[float]]:
+def sgd_step_stats(params: Sequence[torch.Tensor], moved: Sequence[torch.Tensor], group_sizes: Sequence[int],
+                   coefficients: Sequence[float], state_keys: Sequence[torch.Tensor],
+                   state_buffers: Sequence[Optional[torch.Tensor]]) -> Optional[List[float]]:
     """What step_stats measures for torch.optim.SGD, in one pass over each parameter's gradient g,
     weight w and momentum buffer b: params, the layers in report order; moved, every parameter of
-    every group, group after group (group_sizes), with its buffer or None (buffers); coefficients,
-    four per group: cg, cw, cb (the direction cg*g + cw*w + cb*b where there is a buffer) and cw0
-    (g + cw0*w where there is none). Returns grad_stats' values (layer norms, global norm, weight
-    sum of squares), then per group the direction's sum of squares over the parameters with a
-    buffer and over those without; None = use torch ops."""
+    every group, group after group (group_sizes); coefficients, four per group: cg, cw, cb (the
+    direction cg*g + cw*w + cb*b where there is a buffer) and cw0 (g + cw0*w where there is none);
+    state_keys and state_buffers, the optimizer's state: the parameters it holds and their buffers
+    (None: none), matched by identity natively (a lookup per parameter from Python would call
+    Tensor.__hash__, Python code, each time). Returns grad_stats' values (layer norms, global norm,
+    weight sum of squares), then per group the direction's sum of squares over the parameters
+    with a buffer and over those without; None = use torch ops."""
     ops = _ops()
     try:
-        return (ops.sgd_step_stats(params, moved, buffers, group_sizes, coefficients) or None) \
+        return (ops.sgd_step_stats(params, moved, group_sizes, coefficients, state_keys, state_buffers) or None) \
             if ops is not None else None
     except RuntimeError:
         return None

@@ -105,6 +105,8 @@ def _sgd_terms(group: dict) -> _SgdTerms:
     s = -1.0 if group.get("maximize", False) else 1.0
     wd, m = group.get("weight_decay", 0), group.get("momentum", 0)
     dampening, nesterov, lr = group.get("dampening", 0), group.get("nesterov", False), group["lr"]
+    if m == 0:  # no momentum: dw = -lr*d, whatever buffers the state may still hold
+        return _SgdTerms((1.0, s * wd, 0.0), lr, s * wd, lr)
     c, a = (1 + m * (1 - dampening), m * m) if nesterov else (1 - dampening, m)
     (cg, cw, cb), factor = ((0.0, 0.0, 1.0), abs(a)) if c == 0 else ((1.0, s * wd, s * a / c), abs(c))
     return _SgdTerms((cg, cw, cb), lr * factor, s * wd, lr * (1 + m if nesterov else 1.0))
@@ -139,17 +141,16 @@ def sgd_native_stats(params: Sequence[torch.Tensor], optimizer: torch.optim.SGD
     weights, and the update's Directions (native chunks only); None when the tensors cannot be
     read natively."""
     moved: List[torch.Tensor] = []
-    bufs: List[Optional[torch.Tensor]] = []
     sizes, coefficients, terms = [], [], []
     for group in optimizer.param_groups:
         t = _sgd_terms(group)
-        ps = group["params"]
-        moved.extend(ps)
-        bufs.extend(_sgd_buffers(optimizer, group, ps))
-        sizes.append(len(ps))
+        moved.extend(group["params"])
+        sizes.append(len(group["params"]))
         coefficients.extend(t.with_buffer + (t.cw0,))
         terms.append(t)
-    values = native_sums.sgd_step_stats(params, moved, bufs, sizes, coefficients)
+    state = optimizer.state  # a group without momentum has no buffers: None stays None
+    values = native_sums.sgd_step_stats(params, moved, sizes, coefficients, list(state),
+                                        [s.get("momentum_buffer") for s in state.values()])
     if values is None:
         return None
     n = len(params) + 2
