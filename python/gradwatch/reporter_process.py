@@ -63,27 +63,15 @@ class _Frames:
         self.sock, self.buf, self.eof = sock, bytearray(), False
 
     def read(self, timeout: Optional[float]) -> bool:
-        """Waits up to `timeout` seconds (None = no limit) for bytes; False on timeout or EOF."""
+        """Waits up to `timeout` seconds (None = no limit; 0 or less = not at all) for bytes;
+        False on timeout or EOF."""
         if self.eof:
             return False
-        if timeout is not None and not select.select([self.sock], [], [], max(timeout, 0))[0]:
+        wait = timeout is None or timeout > 0
+        if timeout is not None and wait and not select.select([self.sock], [], [], timeout)[0]:
             return False
         try:
-            data = self.sock.recv(1 << 16)
-        except OSError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buf += data
-        return True
-
-    def read_nowait(self) -> bool:
-        """What has arrived, without waiting; False when nothing had (or at EOF)."""
-        if self.eof:
-            return False
-        try:
-            data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            data = self.sock.recv(1 << 16, 0 if wait else socket.MSG_DONTWAIT)
         except BlockingIOError:
             return False
         except OSError:
@@ -200,8 +188,9 @@ class ProcessReporter:
     def take_commands(self) -> List["pb.Command"]:
         """Commands received and not yet taken, in arrival order (reads what the child pushed)."""
         with self._lock:
-            if self._pushes is None or self._pushes.read() != self._pushes_seen:
-                self._pushes_seen = self._pushes.read() if self._pushes is not None else 0
+            pushed = self._pushes.read() if self._pushes is not None else None
+            if pushed is None or pushed != self._pushes_seen:
+                self._pushes_seen = pushed or 0
                 self._pump(0.0)
             out, self._commands = self._commands, []
             return out
@@ -384,7 +373,7 @@ def _serve(sock: socket.socket, pushes: Optional[_PushCount]) -> int:
             f = frames.next()
             if f is None:
                 if time.monotonic() < poll_until:
-                    if not frames.read_nowait() and not frames.eof:
+                    if not frames.read(0) and not frames.eof:
                         time.sleep(_POLL_S)
                     continue
                 if not frames.read(None):

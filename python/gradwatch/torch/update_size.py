@@ -13,9 +13,9 @@ it, in temporaries that live only during the call:
 that the host applies to its norm: a few fused multi-tensor ops (torch._foreach_*) over all of a
 group's tensors, never a Python loop of tensor ops per parameter. Then one fused reduction over
 the directions and the weights together and one device-to-host copy (step_stats.py folds both
-into the gradient norms'). With native=True, CPU tensors skip the fused ops: each chunk's sum of
-squares comes from one native call (native.py), the same arithmetic in one loop. Other optimizers
-(AdamW included) are not measured: NaN.
+into the gradient norms'). Natively (native.py), CPU tensors skip the fused ops: SGD's terms go to
+one pass over every parameter's gradient, weight and buffer (sgd_native_stats), Adam's chunks
+each to one call. Other optimizers (AdamW included) are not measured: NaN.
 """
 import math
 import operator
