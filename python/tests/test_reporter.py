@@ -14,6 +14,7 @@ import grpc
 import fakes  # noqa: F401  (the package on sys.path)
 from gradwatch import spool
 from gradwatch.reporter import Reporter, ReporterOptions
+from gradwatch.reporter_process import ProcessReporter
 from gradwatch.v1 import telemetry_pb2 as pb
 from gradwatch.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -169,6 +170,37 @@ class ReporterTest(unittest.TestCase):
         self.monitor.wait_for(lambda: self.monitor.all_messages("command_ack") if self.monitor.streams else False)
         rep.close(WAIT)
         self.assertEqual(self.monitor.all_messages("command_ack")[0].command_ack.applied_at_step, 3)
+
+    def process_reporter(self) -> ProcessReporter:
+        return ProcessReporter(ReporterOptions(address=f"127.0.0.1:{self.port}", backoff_initial=0.01,
+                                               log_warnings=False), self.hello)
+
+    def test_a_report_given_as_fields_is_the_same_message_from_either_reporter(self):
+        fields = dict(step=1, loss=0.5, layer_grad_norms=[0.25, 0.5], update_ratio=0.01, scalars={"a": 1.5},
+                      clipping={"kind": pb.Clipping.KIND_NORM, "threshold": 2.0})
+        for step, make in enumerate((self.reporter, self.process_reporter), 1):  # a step the monitor lacks
+            rep = make()
+            rep.report_step_fields(dict(fields, step=step))
+            self.assertTrue(rep.flush(WAIT))
+            rep.close(WAIT)
+        self.assertEqual([m.step for m in self.monitor.all_messages("step")],
+                         [pb.StepReport(**dict(fields, step=step)) for step in (1, 2)])
+
+    def test_the_helper_process_hands_over_pushed_commands_without_being_asked(self):
+        # take_commands reads a count the helper keeps of the command frames it pushed, not the
+        # socket: a command pushed after the reports were acknowledged is still taken.
+        self.monitor.commands[2] = pb.Command(id="c-1", scale_learning_rate=0.5)
+        rep = self.process_reporter()
+        rep.report_step(self.step(1))
+        rep.report_step_fields(dict(step=2, loss=0.5, layer_grad_norms=[0.1]))
+        self.assertTrue(rep.flush(WAIT))
+        deadline, commands = time.monotonic() + WAIT, []
+        while not commands and time.monotonic() < deadline:  # no wait to block on: poll until taken
+            commands = rep.take_commands()
+            threading.Event().wait(0.005)
+        self.assertEqual([c.id for c in commands], ["c-1"])
+        self.assertEqual(rep.take_commands(), [])
+        rep.close(WAIT)
 
     def test_gated_verdict_arrives_and_a_missing_one_fails_open(self):
         self.monitor.verdicts[2] = pb.Verdict(step=2, decision=pb.Verdict.DECISION_SKIP)
