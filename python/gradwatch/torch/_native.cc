@@ -220,16 +220,18 @@ std::array<double, 3> SgdSums(const at::Tensor& p, const T* b, double cg, double
 }
 
 // Everything step_stats measures for torch.optim.SGD, in one pass over each parameter's gradient,
-// weight and momentum buffer. params: the layers, in report order. moved: every parameter of
-// every group, group after group (group_sizes); coefficients: four per group, cg, cw, cb for the
+// weight and momentum buffer. layers: the layers, in report order (layers_are_moved: `moved`
+// itself, the usual case, passed once). moved: every parameter of every group, group after group
+// (group_sizes); coefficients: four per group, cg, cw, cb for the
 // parameters with a buffer (direction cg*g + cw*w + cb*b) and cw0 for those without (g + cw0*w);
 // state_keys and state_buffers: the optimizer's state, each parameter it holds and its momentum
 // buffer (None: none). Returns [the norm of each layer's gradient as reported (float32), -1 for
 // one without; the global norm; the sum of squares of the weights moved (those with a gradient);
 // then per group, the direction's over the parameters with a buffer and over those without].
-std::vector<double> SgdStepStats(at::TensorList params, at::TensorList moved, at::IntArrayRef group_sizes,
-                                 at::ArrayRef<double> coefficients, at::TensorList state_keys,
-                                 const c10::List<c10::optional<at::Tensor>>& state_buffers) {
+std::vector<double> SgdStepStats(at::TensorList layers, bool layers_are_moved, at::TensorList moved,
+                                 at::IntArrayRef group_sizes, at::ArrayRef<double> coefficients,
+                                 at::TensorList state_keys, const c10::List<c10::optional<at::Tensor>>& state_buffers) {
+  const at::TensorList params = layers_are_moved ? moved : layers;
   const size_t groups = group_sizes.size();
   int64_t listed = 0;
   for (int64_t n : group_sizes) listed += n;
@@ -365,8 +367,8 @@ std::vector<double> AdamSumSq(at::TensorList params, c10::optional<at::TensorLis
 
 TORCH_LIBRARY(gradwatch, m) {
   m.def("grad_stats(Tensor[] params, Tensor[] weights) -> float[]", &GradStats);
-  m.def("sgd_step_stats(Tensor[] params, Tensor[] moved, int[] group_sizes, float[] coefficients, "
-        "Tensor[] state_keys, Tensor?[] state_buffers) -> float[]",
+  m.def("sgd_step_stats(Tensor[] layers, bool layers_are_moved, Tensor[] moved, int[] group_sizes, "
+        "float[] coefficients, Tensor[] state_keys, Tensor?[] state_buffers) -> float[]",
         &SgdStepStats);
   m.def("adam_sumsq(Tensor[] params, Tensor[]? m, Tensor[]? v, Tensor[]? vmax, float cw, float cm, float cv, "
         "float kmax, float eps) -> float[]",

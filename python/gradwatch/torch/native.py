@@ -25,6 +25,7 @@ training thread's own tensors).
 """
 import functools
 import hashlib
+import operator
 import os
 import pathlib
 import subprocess
@@ -148,9 +149,14 @@ def sgd_step_stats(params: Sequence[torch.Tensor], moved: Sequence[torch.Tensor]
     weight sum of squares), then per group the direction's sum of squares over the parameters
     with a buffer and over those without; None = use torch ops."""
     ops = _ops()
+    if ops is None:
+        return None
+    # The layers are usually the moved parameters themselves: passed once, each tensor in a list
+    # costs a conversion (~0.15 us).
+    same = len(params) == len(moved) and all(map(operator.is_, params, moved))
     try:
-        return (ops.sgd_step_stats(params, moved, group_sizes, coefficients, state_keys, state_buffers) or None) \
-            if ops is not None else None
+        return ops.sgd_step_stats([] if same else params, same, moved, group_sizes, coefficients, state_keys,
+                                  state_buffers) or None
     except RuntimeError:
         return None
 

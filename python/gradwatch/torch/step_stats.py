@@ -58,7 +58,8 @@ def _native_step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch
             return GradStats(0.0, [0.0] * n), UpdateSize()
         norms = [0.0 if x == -1.0 else x for x in norms]
     stats = GradStats(global_norm, norms)
-    d = d or (directions(optimizer, native=True) if optimizer is not None else None)
+    if d is None and optimizer is not None:
+        d = directions(optimizer, native=True)
     if d is None:
         return stats, UpdateSize()
     rest = host_floats(torch._foreach_norm(d.tensors, 2)) if d.tensors else []
