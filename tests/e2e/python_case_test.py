@@ -1,7 +1,8 @@
 """The case in Python (python/gradwatch/case), guarded by gradwatch.torch.Session against a real
 gradwatchd: unguarded, the x1000 gradient at step 351 collapses it (loss pinned at 1, Jaccard ~0);
 in guard mode the monitor names the explosion at step 351, switches clipping on (acknowledged at
-a step), rolls back, and the run finishes healthy, its stream ended with a goodbye (finished).
+a step), rolls back, and the run finishes healthy, its stream ended with a goodbye (finished); in
+gated mode the monitor's verdict vetoes the update of step 351 itself.
 """
 import json
 import sys
@@ -44,6 +45,18 @@ def main():
         steps = pycase.exported_steps(mon, "py-guarded")
         assert steps[clip["step"] - 1]["clip_kind"] == "KIND_NORM" and steps[clip["step"] - 2]["clip_kind"] == "KIND_OFF"
     print(f"explosion at step 351 found, clipping acknowledged at step {clip['step']}, run finished healthy")
+
+    # Gated: each update waits for the monitor's verdict (through the reporter's helper process),
+    # so the x1000 gradient of step 351 is vetoed before it lands, not a step later.
+    with gwtest.Monitor() as mon:
+        gated, log = pycase.run_case(tmp, "gated", "--monitor", mon.address, "--run-id", "py-gated",
+                                     "--mode", "gated")
+        print(f"gated mode: final loss {gated['final_train_loss']:.4f}, val hard Jaccard "
+              f"{gated['val_jaccard_hard']:.3f}, {gated['updates_vetoed']} update(s) vetoed, {gated['seconds']:.1f} s")
+        assert gated["collapsed"] is False and gated["val_jaccard_hard"] > 0.5, (gated, log)
+        assert gated["updates_vetoed"] >= 1 and "step 351: veto" in log, log
+        run = json.loads(pycase.cli(mon, "run", "py-gated").stdout)
+        assert run["steps"] == 600 and run["state"] == "finished", run
 
 
 if __name__ == "__main__":
