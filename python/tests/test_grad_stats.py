@@ -205,6 +205,30 @@ class NativeSumsTest(unittest.TestCase):
         self.assertIsNone(native.adam_sumsq([self.param(4, grad=False)], None, None, None, 0.0, 0.1, 0.1, 1.0, 1e-8))
         self.assertIsNotNone(native.adam_sumsq([p], [x], [x.abs()], None, 0.0, 0.1, 0.1, 1.0, 1e-8))
 
+    def test_while_the_library_compiles_the_steps_are_measured_with_torch_ops(self):
+        # The compiler waits on a FIFO until the child has measured once: compiling on first use
+        # never holds a step up.
+        with tempfile.TemporaryDirectory() as tmp:
+            gate, cxx = os.path.join(tmp, "gate"), os.path.join(tmp, "cxx")
+            os.mkfifo(gate)
+            with open(cxx, "w") as f:
+                f.write(f"#!/bin/sh\nread go < {gate}\nexec c++ \"$@\"\n")
+            os.chmod(cxx, 0o755)
+            env = dict(os.environ, CXX=cxx, GRADWATCH_NATIVE_DIR=os.path.join(tmp, "cache"),
+                       PYTHONPATH=str(pathlib.Path(native.__file__).parents[2]))
+            code = ("import torch\nfrom gradwatch.torch import native, grad_stats\n"
+                    "x = torch.ones(3, requires_grad=True)\nx.sum().backward()\n"
+                    "print(native.ready(), grad_stats([x]).global_norm)\n"
+                    f"open({gate!r}, 'w').write('go\\n')\n"
+                    "print(native.available(), native.ready(), grad_stats([x]).global_norm)\n")
+            p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            before, after = (line.split() for line in p.stdout.splitlines())
+            self.assertEqual(before[0], "False")                    # still compiling: torch ops
+            self.assertEqual(after[:2], ["True", "True"])          # then loaded
+            self.assertAlmostEqual(float(before[1]), math.sqrt(3), places=6)
+            self.assertAlmostEqual(float(after[2]), math.sqrt(3), places=6)
+
     def test_a_library_that_does_not_compile_leaves_torch_ops_and_says_why(self):
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, CXX="false", GRADWATCH_NATIVE_DIR=cache,

@@ -11,7 +11,8 @@ than through the Python bindings.
 
 Where the library comes from: an installed package (`pip install ./python`, with torch importable
 at build time) carries it beside this module (setup.py builds it); otherwise it is compiled on
-first use (~10 s, once: a line on stderr says so) with the C++ compiler ($CXX, else c++) against
+first use (~10 s, once: a line on stderr says so; on a thread of its own, torch ops measuring
+meanwhile, see ready()) with the C++ compiler ($CXX, else c++) against
 the running torch's headers, into a cache folder named after a hash of the source, the torch
 version and the compiler ($GRADWATCH_NATIVE_DIR, else $XDG_CACHE_HOME/gradwatch/native, else
 ~/.cache/gradwatch/native). Without a compiler or torch's headers, or with GRADWATCH_NATIVE=0,
@@ -23,7 +24,6 @@ the lists that go together, of the same number of elements as its gradient: the 
 falls back to torch ops. The tensors are only read, and must not change during the call (the
 training thread's own tensors).
 """
-import functools
 import hashlib
 import operator
 import os
@@ -31,6 +31,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -106,9 +107,8 @@ def _libraries() -> Iterator[pathlib.Path]:
             yield cached
 
 
-@functools.lru_cache(maxsize=1)
-def _ops() -> Optional[Any]:
-    """torch.ops.gradwatch once the library is loaded, else None."""
+def _load() -> Optional[Any]:
+    """torch.ops.gradwatch once the library is loaded (building it first if need be), else None."""
     if os.environ.get("GRADWATCH_NATIVE", "1") == "0":
         return None
     for path in _libraries():
@@ -120,9 +120,60 @@ def _ops() -> Optional[Any]:
     return None
 
 
+class _Library:
+    """The process's one native library (torch.ops registers operators process-wide), loaded, or
+    compiled and loaded, once, on a thread of its own: a training loop can go on with torch ops
+    while a first use compiles it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._ops: Optional[Any] = None
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="gradwatch-native", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._ops = _load()
+        finally:
+            self._done.set()
+
+    def wait(self) -> Optional[Any]:
+        """The operators, loading them first if need be; None if they cannot be."""
+        self._start()
+        self._done.wait()
+        return self._ops
+
+    def now(self) -> Optional[Any]:
+        """The operators if loaded; else None, and loading them is under way."""
+        if not self._done.is_set():
+            self._start()
+            return None
+        return self._ops
+
+
+_LIBRARY = _Library()
+
+
+def _ops() -> Optional[Any]:
+    return _LIBRARY.wait()
+
+
 def available() -> bool:
-    """Whether the native library is loaded (installed with the package, or built here)."""
-    return _ops() is not None
+    """Whether the native library is loaded (installed with the package, or built here), waiting
+    for it to load or compile first."""
+    return _LIBRARY.wait() is not None
+
+
+def ready() -> bool:
+    """Whether the native library is loaded, without waiting: the first call starts loading it
+    (or compiling it, ~10 s once) in the background; until then callers use torch ops."""
+    return _LIBRARY.now() is not None
 
 
 def grad_stats(params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> Optional[List[float]]:

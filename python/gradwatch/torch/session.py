@@ -46,6 +46,7 @@ import torch
 
 from gradwatch.reporter import Reporter, ReporterOptions, ReporterStats, TlsFiles
 from gradwatch.reporter_process import ProcessReporter
+from gradwatch.torch import native
 from gradwatch.torch.step_stats import step_stats
 from gradwatch.v1 import telemetry_pb2 as pb
 
@@ -249,6 +250,7 @@ class Session:
                 if id(p) not in owned:
                     raise ValueError("Session: the optimizer updates a parameter that is not in the model "
                                      "(a rollback could not restore it)")
+        native.ready()  # the measuring's native library starts loading (or compiling) now
         self._model, self._optimizer = model, optimizer
         self.layer_names: List[str] = [n for n, _ in named]  # the hello's layer names, in report order
         self._params: List[torch.Tensor] = [p for _, p in named]

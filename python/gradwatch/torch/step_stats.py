@@ -17,8 +17,9 @@ def step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch.optim.O
                native: Optional[bool] = None) -> Tuple[GradStats, UpdateSize]:
     """grad_stats(params) and, unless optimizer is None, predict_update(optimizer), with the same
     values: `params` in the hello's layer order. native: use native sums where the tensors allow
-    (None = where the library is available); False = torch ops only."""
-    if native_sums.available() if native is None else native:
+    (None = once the library is loaded: native.ready(); True = waiting for it to load first);
+    False = torch ops only."""
+    if native_sums.ready() if native is None else native:
         measured = _native_step_stats(params, optimizer)
         if measured is not None:
             return measured
