@@ -145,8 +145,9 @@ class _Library:
 
     def wait(self) -> Optional[Any]:
         """The operators, loading them first if need be; None if they cannot be."""
-        self._start()
-        self._done.wait()
+        if not self._done.is_set():  # once loaded, no lock is taken: this runs every step
+            self._start()
+            self._done.wait()
         return self._ops
 
     def now(self) -> Optional[Any]:
