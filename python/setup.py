@@ -45,10 +45,9 @@ def _native_extension():
     spec = importlib.util.spec_from_file_location("_gradwatch_native", HERE / "gradwatch" / "torch" / "native.py")
     native = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(native)
-    flags = native.build_flags()
+    compile_flags, link_flags = native.build_flags()
     return [Extension("gradwatch.torch._native", ["gradwatch/torch/_native.cc"], language="c++",
-                      extra_compile_args=[f for f in flags if f.startswith(("-O", "-std", "-D", "-I"))],
-                      extra_link_args=[f for f in flags if f.startswith(("-L", "-Wl", "-l"))], optional=True)]
+                      extra_compile_args=compile_flags, extra_link_args=link_flags, optional=True)]
 
 
 setup(cmdclass={"build_py": BuildWithStubs}, ext_modules=_native_extension())

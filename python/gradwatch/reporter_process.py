@@ -372,7 +372,7 @@ def _serve(sock: socket.socket, pushes: Optional[_PushCount]) -> int:
         while True:
             f = frames.next()
             if f is None:
-                if time.monotonic() < poll_until:
+                if time.monotonic() < poll_until and not frames.eof:
                     if not frames.read(0) and not frames.eof:
                         time.sleep(_POLL_S)
                     continue

@@ -293,8 +293,9 @@ std::vector<double> SgdStepStats(at::TensorList layers, bool layers_are_moved, a
         auto [g, w, d] = b ? SgdSums<T>(p, b->template data_ptr<T>(), cg, cw, cb) : SgdSums<T>(p, nullptr, 1.0, cw0, 0.0);
         out[params.size() + (b ? 1 : 2) + 2 * group] += d;
         out[params.size()] += w;
-        // The layer this parameter is, if it is one (a few dozen: a scan is cheap).
-        for (size_t layer = 0; layer < params.size(); ++layer) {
+        // The layer this parameter is, if it is one: itself when the layers are `moved`, else
+        // found by a scan (a few dozen: cheap).
+        for (size_t layer = layers_are_moved ? i : 0; layer < params.size(); ++layer) {
           if (!done[layer] && params[layer].unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) {
             out[layer] = g;
             done[layer] = true;

@@ -42,22 +42,23 @@ SOURCE = pathlib.Path(__file__).with_name("_native.cc")
 _COMPILE_TIMEOUT_S = 300
 
 
-def build_flags() -> List[str]:
-    """The compiler flags that build _native.cc against the running torch (headers, libraries,
-    its C++ ABI), as setup.py also uses them."""
+def build_flags() -> Tuple[List[str], List[str]]:
+    """The compiler's and the linker's flags that build _native.cc against the running torch
+    (headers, libraries, its C++ ABI), as setup.py also uses them."""
     root = pathlib.Path(torch.__file__).resolve().parent
     lib = root / "lib"
-    return ["-O3", "-std=c++17", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-            f"-I{root / 'include'}", f"-L{lib}", f"-Wl,-rpath,{lib}", "-lc10", "-ltorch_cpu"]
+    return (["-O3", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+             f"-I{root / 'include'}"],
+            [f"-L{lib}", f"-Wl,-rpath,{lib}", "-lc10", "-ltorch_cpu"])
 
 
 def compile_library(target: pathlib.Path) -> None:
     """Builds _native.cc into the shared library `target` (raises CalledProcessError, with the
     compiler's output, TimeoutExpired or OSError)."""
     cxx = os.environ.get("CXX") or "c++"
-    flags = build_flags()
-    subprocess.run([cxx, *flags[:-2], "-o", str(target), str(SOURCE), *flags[-2:]], check=True,
-                   stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
+    compile_flags, link_flags = build_flags()
+    subprocess.run([cxx, "-shared", "-fPIC", *compile_flags, "-o", str(target), str(SOURCE), *link_flags],
+                   check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
 
 
 def _say(message: str) -> None:
@@ -161,10 +162,6 @@ class _Library:
 _LIBRARY = _Library()
 
 
-def _ops() -> Optional[Any]:
-    return _LIBRARY.wait()
-
-
 def available() -> bool:
     """Whether the native library is loaded (installed with the package, or built here), waiting
     for it to load or compile first."""
@@ -177,15 +174,24 @@ def ready() -> bool:
     return _LIBRARY.now() is not None
 
 
+def _call(name: str, *args: Any) -> Optional[List[float]]:
+    """The operator `name`'s answer, waiting for the library first; None when there is no
+    library, when the operator refuses the tensors (an empty answer) or when the schema does not
+    take an argument: the caller then uses torch ops."""
+    ops = _LIBRARY.wait()
+    if ops is None:
+        return None
+    try:
+        return getattr(ops, name)(*args) or None
+    except RuntimeError:
+        return None
+
+
 def grad_stats(params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> Optional[List[float]]:
     """[the norm of each parameter's gradient as reported (rounded to float32), -1 for one
     without; the global norm, from those; the sum of squares of the `weights` that have a
     gradient, together]; None = use torch ops."""
-    ops = _ops()
-    try:
-        return (ops.grad_stats(params, weights) or None) if ops is not None else None
-    except RuntimeError:  # an argument the schema does not take
-        return None
+    return _call("grad_stats", params, weights)
 
 
 def sgd_step_stats(params: Sequence[torch.Tensor], moved: Sequence[torch.Tensor], group_sizes: Sequence[int],
@@ -200,17 +206,11 @@ def sgd_step_stats(params: Sequence[torch.Tensor], moved: Sequence[torch.Tensor]
     Tensor.__hash__, Python code, each time). Returns grad_stats' values (layer norms, global norm,
     weight sum of squares), then per group the direction's sum of squares over the parameters
     with a buffer and over those without; None = use torch ops."""
-    ops = _ops()
-    if ops is None:
-        return None
     # The layers are usually the moved parameters themselves: passed once, each tensor in a list
     # costs a conversion (~0.15 us).
     same = len(params) == len(moved) and all(map(operator.is_, params, moved))
-    try:
-        return ops.sgd_step_stats([] if same else params, same, moved, group_sizes, coefficients, state_keys,
-                                  state_buffers) or None
-    except RuntimeError:
-        return None
+    return _call("sgd_step_stats", [] if same else params, same, moved, group_sizes, coefficients, state_keys,
+                 state_buffers)
 
 
 def adam_sumsq(params: Sequence[torch.Tensor], m: Optional[Sequence[torch.Tensor]],
@@ -219,10 +219,5 @@ def adam_sumsq(params: Sequence[torch.Tensor], m: Optional[Sequence[torch.Tensor
     """Sum over the parameters (each with a gradient g) of ||M / (sqrt(V) + eps)||^2 with
     u = g + cw*w, M = m + cm*u (u without m), V = v + cv*u^2 (u^2 without v), then
     V = max(V, kmax*vmax) with vmax; None = use torch ops."""
-    ops = _ops()
-    try:
-        out = ops.adam_sumsq(params, m, v, vmax, float(cw), float(cm), float(cv), float(kmax), float(eps)) \
-            if ops is not None else None
-    except RuntimeError:
-        return None
+    out = _call("adam_sumsq", params, m, v, vmax, float(cw), float(cm), float(cv), float(kmax), float(eps))
     return out[0] if out else None

@@ -618,7 +618,7 @@ class Session:
         return False, (f"no checkpoint at or before step {to_step}" if to_step else "no checkpoint yet")
 
     def _save_checkpoint(self, step: int) -> None:
-        model = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+        model = _snapshot(dict(self._model.state_dict()))
         optimizer = _snapshot(self._optimizer.state_dict())
         if self._checkpoint_dir:
             # Each file is replaced atomically and fsynced: a failed write ends the run with the

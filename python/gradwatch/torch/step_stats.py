@@ -28,11 +28,16 @@ def step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch.optim.O
     d = directions(optimizer) if optimizer is not None and present else None
     tensors = present if d is None else present + d.tensors + d.weights
     if not tensors:
-        return GradStats(0.0, [0.0] * len(params)), UpdateSize()
+        return _unmeasured(len(params))
     values = host_floats(torch._foreach_norm(tensors, 2))
     n = len(present)
     stats = layer_stats(values[:n], [g is None for g in grads] if n < len(grads) else ())
     return stats, (UpdateSize() if d is None else update_size(d, values[n:]))
+
+
+def _unmeasured(layers: int) -> Tuple[GradStats, UpdateSize]:
+    """No gradient at all: norms of 0, nothing moves."""
+    return GradStats(0.0, [0.0] * layers), UpdateSize()
 
 
 def _native_step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch.optim.Optimizer]):
@@ -55,8 +60,8 @@ def _native_step_stats(params: Sequence[torch.Tensor], optimizer: Optional[torch
     n = len(params)
     norms, global_norm, weight_sumsq = values[:n], values[n], values[n + 1]
     if -1.0 in norms:  # layers without a gradient: 0 in the report
-        if norms.count(-1.0) == n:  # nothing measured, nothing moves
-            return GradStats(0.0, [0.0] * n), UpdateSize()
+        if norms.count(-1.0) == n:
+            return _unmeasured(n)
         norms = [0.0 if x == -1.0 else x for x in norms]
     stats = GradStats(global_norm, norms)
     if d is None and optimizer is not None:

@@ -112,17 +112,11 @@ def _sgd_terms(group: dict) -> _SgdTerms:
     return _SgdTerms((cg, cw, cb), lr * factor, s * wd, lr * (1 + m if nesterov else 1.0))
 
 
-def _sgd_buffers(optimizer: torch.optim.Optimizer, group: dict, params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
-    if group.get("momentum", 0) == 0:
-        return [None] * len(params)
-    state = optimizer.state
-    return [(state.get(p) or {}).get("momentum_buffer") for p in params]
-
-
 def _sgd(optimizer: torch.optim.Optimizer, group: dict, out: Directions) -> None:
-    terms = _sgd_terms(group)
+    terms = _sgd_terms(group)  # without momentum cb = 0: a buffer left in the state adds nothing
     params = [p for p in group["params"] if p.grad is not None]
-    bufs = _sgd_buffers(optimizer, group, params)
+    state = optimizer.state
+    bufs = [(state.get(p) or {}).get("momentum_buffer") for p in params]
     (cg, cw, cb) = terms.with_buffer
     for has_buf, subset in _subsets([b is not None for b in bufs]) if params else ():  # with a buffer, without
         ps = _take(params, subset)
@@ -148,7 +142,7 @@ def sgd_native_stats(params: Sequence[torch.Tensor], optimizer: torch.optim.SGD
         sizes.append(len(group["params"]))
         coefficients.extend(t.with_buffer + (t.cw0,))
         terms.append(t)
-    state = optimizer.state  # a group without momentum has no buffers: None stays None
+    state = optimizer.state
     values = native_sums.sgd_step_stats(params, moved, sizes, coefficients, list(state),
                                         [s.get("momentum_buffer") for s in state.values()])
     if values is None:
